@@ -1,0 +1,39 @@
+# The two commands: `make demo` (install, anonymize the bundled sample, show the audit rows) and
+# `make test` (install, lint, run the whole suite). Both work on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_DIR ?= demo-output
+
+.PHONY: install demo test test-fast lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	rm -rf $(DEMO_DIR)
+	$(PY) examples/make_sample.py $(DEMO_DIR)/sample
+	$(VENV)/bin/efface anonymize $(DEMO_DIR)/sample
+	$(VENV)/bin/efface audit show latest
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench examples
+	$(VENV)/bin/ruff format --check src tests bench examples
+
+test: lint
+	$(PY) -m pytest
+
+# Everything but the slow real-model and killed-process tests.
+test-fast: install
+	$(PY) -m pytest -m "not slow"
+
+bench: install
+	$(PY) bench/image_latency.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -1,0 +1,8 @@
+"""The audit log: one row per run and one per file, in SQLite or PostgreSQL, never any image content.
+
+Only this package imports SQLAlchemy and Alembic; their errors leave it as ``AuditError``.
+"""
+
+from efface.audit.store import AuditStore, StoredFile, StoredRun
+
+__all__ = ["AuditStore", "StoredFile", "StoredRun"]

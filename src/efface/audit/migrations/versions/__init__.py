@@ -1,0 +1,1 @@
+"""Alembic revisions, hand-written and portable to SQLite and PostgreSQL."""

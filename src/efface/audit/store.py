@@ -1,0 +1,332 @@
+"""``AuditStore``: writes runs and per-file results to SQLite or PostgreSQL and reads them back.
+
+Every SQLAlchemy, driver, Alembic and file-system error is translated into ``AuditError`` here, in
+``_translate``: nothing foreign leaves this module.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
+from sqlalchemy.engine import Connection, Engine
+
+from efface.audit.tables import files, runs
+from efface.errors import AuditError
+from efface.records import AnonymizationResult, Outcome, RunInfo, RunStatus, RunSummary, WriteMode
+
+__all__ = ["AuditStore", "StoredFile", "StoredRun"]
+
+logger = logging.getLogger(__name__)
+
+_MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Worker processes wait this long for another writer's lock before failing.
+_SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Any constant: serialises concurrent first-time migrations of one PostgreSQL database.
+_PG_MIGRATION_LOCK_KEY = 0x0EFFACE
+# Audit details may hold paths or enums; they are stored as their string form rather than failing the file.
+_json_serializer = functools.partial(json.dumps, default=str)
+_FOREIGN_ERRORS = (sa.exc.SQLAlchemyError, CommandError, RevisionError, OSError)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRun:
+    """One row of the ``runs`` table. Datetimes are timezone-aware UTC."""
+
+    run_id: str
+    started_at: datetime
+    finished_at: datetime | None
+    efface_version: str
+    command: str
+    mode: WriteMode
+    model_name: str
+    model_sha256: str
+    settings: dict[str, Any]
+    hostname: str
+    status: RunStatus
+    files_total: int
+    files_failed: int
+    faces_detected: int
+    faces_anonymized: int
+    duration_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """One row of the ``files`` table. Datetimes are timezone-aware UTC.
+
+    Attributes:
+        faces: ``{"xyxy": [x1, y1, x2, y2], "score": s}`` per detected face, pixels rounded to 0.01
+            and scores to 1e-4.
+    """
+
+    id: int
+    run_id: str
+    path: Path
+    output_path: Path | None
+    mode: WriteMode
+    outcome: Outcome
+    started_at: datetime
+    duration_s: float
+    faces_detected: int
+    faces_anonymized: int
+    faces: tuple[dict[str, Any], ...]
+    output_sha256: str | None
+    image_format: str | None
+    width: int | None
+    height: int | None
+    error_class: str | None
+    error_message: str | None
+    details: dict[str, Any]
+
+
+def _one_line(exc: BaseException) -> str:
+    # DBAPIError and StatementError wrap the driver's error, whose first line is the useful one.
+    cause = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    return lines[0] if lines else type(cause).__name__
+
+
+@contextmanager
+def _translate(action: str) -> Iterator[None]:
+    try:
+        yield
+    except _FOREIGN_ERRORS as exc:
+        raise AuditError(f"cannot {action}: {_one_line(exc)}") from exc
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        # WAL lets readers proceed while one worker writes; the timeout makes writers queue, not fail.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def _create_engine(url: str) -> Engine:
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(parsed, json_serializer=_json_serializer)
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _on_sqlite_connect)
+    return engine
+
+
+def _lock_for_migration(connection: Connection) -> None:
+    """Makes concurrent openers of a fresh database migrate one after the other."""
+    if connection.dialect.name == "sqlite":
+        # pysqlite would only BEGIN before DML; take the write lock now so the DDL is one transaction.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    elif connection.dialect.name == "postgresql":
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK_KEY})
+
+
+def _migrate(engine: Engine) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS_DIR))
+    config.set_main_option("path_separator", "os")
+    head = ScriptDirectory.from_config(config).get_current_head()
+    with engine.begin() as connection:
+        _lock_for_migration(connection)
+        if MigrationContext.configure(connection).get_current_revision() == head:
+            return
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def _faces_json(result: AnonymizationResult) -> list[dict[str, Any]]:
+    return [{"xyxy": [round(v, 2) for v in face.box.xyxy], "score": round(face.score, 4)} for face in result.faces]
+
+
+def _stored_run(row: Mapping[str, Any]) -> StoredRun:
+    return StoredRun(**{**row, "mode": WriteMode(row["mode"]), "status": RunStatus(row["status"])})
+
+
+def _stored_file(row: Mapping[str, Any]) -> StoredFile:
+    return StoredFile(
+        **{
+            **row,
+            "path": Path(row["path"]),
+            "output_path": Path(row["output_path"]) if row["output_path"] is not None else None,
+            "mode": WriteMode(row["mode"]),
+            "outcome": Outcome(row["outcome"]),
+            "faces": tuple(row["faces"]),
+        }
+    )
+
+
+class AuditStore:
+    """The audit log of runs and files in one SQLite or PostgreSQL database.
+
+    Opening migrates the database to the newest schema with Alembic. Each write commits at once, so a
+    killed process loses at most the file in flight. Several processes may write to one database.
+
+    Args:
+        url: an SQLAlchemy URL, e.g. ``sqlite:////var/lib/efface/audit.db`` (the folder is created) or
+            ``postgresql+psycopg://user@host/db``.
+
+    Raises:
+        AuditError: the URL is invalid, or the database cannot be reached or migrated.
+    """
+
+    def __init__(self, url: str) -> None:
+        with _translate("parse audit database URL"):
+            shown_url = sa.make_url(url).render_as_string(hide_password=True)
+        with _translate(f"open audit database {shown_url}"):
+            self._engine = _create_engine(url)
+            try:
+                _migrate(self._engine)
+            except BaseException:
+                self._engine.dispose()
+                raise
+        logger.debug("audit database %s is ready", shown_url)
+
+    def start_run(self, run: RunInfo) -> None:
+        """Records a new run with status ``running``.
+
+        Raises:
+            AuditError: the run id exists already, or the database cannot be written.
+        """
+        with _translate(f"start run {run.run_id}"), self._engine.begin() as connection:
+            connection.execute(
+                runs.insert().values(
+                    run_id=run.run_id,
+                    started_at=run.started_at,
+                    efface_version=run.efface_version,
+                    command=run.command,
+                    mode=WriteMode(run.mode).value,
+                    model_name=run.model_name,
+                    model_sha256=run.model_sha256,
+                    settings=run.settings,
+                    hostname=run.hostname,
+                    status=RunStatus.RUNNING.value,
+                    files_total=0,
+                    files_failed=0,
+                    faces_detected=0,
+                    faces_anonymized=0,
+                )
+            )
+
+    def record_file(self, run_id: str, result: AnonymizationResult) -> None:
+        """Records the result of one file of a run, committed immediately.
+
+        Raises:
+            AuditError: the run does not exist, or the database cannot be written.
+        """
+        width, height = result.resolution_wh or (None, None)
+        with _translate(f"record {result.path} in run {run_id}"), self._engine.begin() as connection:
+            connection.execute(
+                files.insert().values(
+                    run_id=run_id,
+                    path=str(result.path),
+                    output_path=str(result.output_path) if result.output_path is not None else None,
+                    mode=WriteMode(result.mode).value,
+                    outcome=Outcome(result.outcome).value,
+                    started_at=result.started_at,
+                    duration_s=result.duration_s,
+                    faces_detected=result.faces_detected,
+                    faces_anonymized=result.faces_anonymized,
+                    faces=_faces_json(result),
+                    output_sha256=result.output_sha256,
+                    image_format=result.image_format,
+                    width=width,
+                    height=height,
+                    error_class=result.error_class,
+                    error_message=result.error_message,
+                    details=dict(result.details),
+                )
+            )
+
+    def finish_run(self, run_id: str, summary: RunSummary) -> None:
+        """Stores a run's final status and totals.
+
+        Raises:
+            AuditError: there is no such run, or the database cannot be written.
+        """
+        with _translate(f"finish run {run_id}"), self._engine.begin() as connection:
+            updated = connection.execute(
+                runs.update()
+                .where(runs.c.run_id == run_id)
+                .values(
+                    status=RunStatus(summary.status).value,
+                    finished_at=summary.finished_at,
+                    files_total=summary.files_total,
+                    files_failed=summary.files_failed,
+                    faces_detected=summary.faces_detected,
+                    faces_anonymized=summary.faces_anonymized,
+                    duration_s=summary.duration_s,
+                )
+            )
+        if updated.rowcount == 0:
+            raise AuditError(f"no run {run_id!r} to finish")
+
+    def list_runs(self, *, limit: int = 20) -> list[StoredRun]:
+        """Returns up to ``limit`` runs, newest first.
+
+        Raises:
+            AuditError: the database cannot be read.
+        """
+        query = runs.select().order_by(runs.c.started_at.desc(), runs.c.run_id.desc()).limit(limit)
+        with _translate("list runs"), self._engine.connect() as connection:
+            return [_stored_run(row) for row in connection.execute(query).mappings()]
+
+    def get_run(self, run_id_or_prefix: str) -> StoredRun:
+        """Returns the one run whose id is, or starts with, ``run_id_or_prefix``.
+
+        Raises:
+            AuditError: no run matches, several do, or the database cannot be read.
+        """
+        if not run_id_or_prefix:
+            raise AuditError("no run id given")
+        query = runs.select().where(runs.c.run_id.startswith(run_id_or_prefix, autoescape=True)).limit(2)
+        with _translate(f"read run {run_id_or_prefix}"), self._engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+        if not rows:
+            raise AuditError(f"no run matches {run_id_or_prefix!r}")
+        if len(rows) > 1:
+            raise AuditError(f"ambiguous run id prefix {run_id_or_prefix!r}: several runs match")
+        return _stored_run(rows[0])
+
+    def list_files(self, run_id: str) -> list[StoredFile]:
+        """Returns the files recorded for a run, in the order they were recorded.
+
+        Raises:
+            AuditError: the database cannot be read.
+        """
+        query = files.select().where(files.c.run_id == run_id).order_by(files.c.id)
+        with _translate(f"list files of run {run_id}"), self._engine.connect() as connection:
+            return [_stored_file(row) for row in connection.execute(query).mappings()]
+
+    def close(self) -> None:
+        """Closes every pooled connection. The store must not be used afterwards."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,352 @@
+"""The ``efface`` command line. It parses, builds settings and objects, calls the pipeline, shows
+progress and maps outcomes to exit codes: 0 all files succeeded, 1 any file failed, 2 usage or setup
+error (bad option, weak transform, unreachable audit database, missing model).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from efface.audit import AuditStore, StoredFile, StoredRun
+from efface.config import Settings, load_settings
+from efface.errors import AuditError, EffaceError
+from efface.pipeline.build import audited_settings, build_worker
+from efface.pipeline.jobs import plan_jobs
+from efface.pipeline.local import new_run_info, run_plan
+from efface.records import AnonymizationResult, MaskShape, Method, Outcome, RunSummary
+
+__all__ = ["app", "main"]
+
+EXIT_OK, EXIT_FILES_FAILED, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="efface",
+    help="Anonymize every face in photos: detect, transform irreversibly, keep no original, audit everything.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+audit_app = typer.Typer(help="Read the audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+stdout = Console()
+stderr = Console(stderr=True)
+for _console in (stdout, stderr):
+    if not _console.is_terminal:  # piped or captured: don't squeeze tables into 80 columns
+        _console.width = 160
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="TOML config file (default: $EFFACE_CONFIG or the user config folder)."),
+]
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db", help="Audit database URL: sqlite:///PATH or postgresql+psycopg://... [env: EFFACE_DB_URL]"
+    ),
+]
+
+
+def _fail_setup(exc: EffaceError) -> typer.Exit:
+    stderr.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_USAGE)
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=stderr, show_path=False)],
+        force=True,
+    )
+
+
+def _load(config: Path | None, **overrides: object) -> Settings:
+    try:
+        return load_settings(config_path=config, **overrides)
+    except EffaceError as exc:
+        raise _fail_setup(exc) from exc
+
+
+def _open_store(settings: Settings) -> AuditStore:
+    try:
+        return AuditStore(settings.db_url)
+    except EffaceError as exc:
+        raise _fail_setup(exc) from exc
+
+
+@app.command()
+def anonymize(
+    paths: Annotated[list[Path], typer.Argument(help="Image files and folders (walked recursively).")],
+    method: Annotated[Method | None, typer.Option(help="How faces are anonymized. [default: blur]")] = None,
+    threshold: Annotated[
+        float | None, typer.Option(min=0.01, max=0.99, help="Detector score threshold. [default: 0.3]")
+    ] = None,
+    db: DbOption = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write a mirrored tree here and leave the sources untouched."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Detect and audit only; write nothing.")] = False,
+    mask: Annotated[MaskShape | None, typer.Option(help="Shape of the region. [default: ellipse]")] = None,
+    box_scale: Annotated[
+        float | None, typer.Option(help="Grow each face box by this factor (>= 1). [default: 1.3]")
+    ] = None,
+    blur_kernel: Annotated[
+        float | None,
+        typer.Option(help="Blur kernel width as a fraction of the face width (floor 0.1). [default: 1.5]"),
+    ] = None,
+    pixelate_blocks: Annotated[
+        int | None, typer.Option(help="Pixel cells across the face width (at most 10). [default: 6]")
+    ] = None,
+    jpeg_quality: Annotated[
+        int | None, typer.Option(min=1, max=100, help="JPEG/WebP quality. [default: 92]")
+    ] = None,
+    config: ConfigOption = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per file instead of tables.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what is done.")] = False,
+) -> None:
+    """Find every face in PATHS and anonymize it; each file is replaced atomically and audited."""
+    _configure_logging(verbose)
+    settings = _load(
+        config,
+        method=method,
+        score_threshold=threshold,
+        db_url=db,
+        mask_shape=mask,
+        box_scale=box_scale,
+        blur_kernel_fraction=blur_kernel,
+        pixelate_blocks=pixelate_blocks,
+        jpeg_quality=jpeg_quality,
+    )
+    try:
+        worker = build_worker(settings)
+        plan = plan_jobs(paths, output_dir=output, dry_run=dry_run)
+    except EffaceError as exc:
+        raise _fail_setup(exc) from exc
+    store = _open_store(settings)
+    run = new_run_info(
+        command="anonymize", mode=plan.mode, worker=worker, settings=audited_settings(settings)
+    )
+    total = len(plan.jobs) + len(plan.failures) + len(plan.leftovers)
+    results: list[AnonymizationResult] = []
+    progress = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=True,
+        disable=json_output or not stderr.is_terminal,
+    )
+
+    def on_result(result: AnonymizationResult) -> None:
+        results.append(result)
+        progress.advance(task)
+        if json_output:
+            stdout.print_json(data=_result_json(result))
+        elif result.outcome is Outcome.ERROR:
+            stderr.print(
+                f"[red]error:[/red] {result.path}: {result.error_message} ({result.error_class})",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    try:
+        with store, progress:
+            task = progress.add_task("anonymizing", total=total)
+            summary = run_plan(plan, worker=worker, store=store, run=run, on_result=on_result)
+    except EffaceError as exc:  # the audit log failed mid-run: stop, the files done so far are audited
+        stderr.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FILES_FAILED) from exc
+    if not json_output:
+        _print_summary(run.run_id, summary, results)
+    raise typer.Exit(EXIT_FILES_FAILED if summary.files_failed else EXIT_OK)
+
+
+def _result_json(result: AnonymizationResult) -> dict[str, object]:
+    return {
+        "path": str(result.path),
+        "outcome": result.outcome.value,
+        "mode": result.mode.value,
+        "output_path": str(result.output_path) if result.output_path else None,
+        "faces_detected": result.faces_detected,
+        "faces_anonymized": result.faces_anonymized,
+        "faces": [
+            {"xyxy": [round(v, 1) for v in f.box.xyxy], "score": round(f.score, 4)} for f in result.faces
+        ],
+        "output_sha256": result.output_sha256,
+        "duration_s": round(result.duration_s, 4),
+        "error_class": result.error_class,
+        "error_message": result.error_message,
+    }
+
+
+def _print_summary(run_id: str, summary: RunSummary, results: list[AnonymizationResult]) -> None:
+    table = Table(title=f"efface run {run_id}", show_header=True, header_style="bold")
+    for column in ("files", "anonymized", "no faces", "errors", "faces found", "faces anonymized", "time"):
+        table.add_column(column, justify="right")
+    counts = {outcome: sum(r.outcome is outcome for r in results) for outcome in Outcome}
+    table.add_row(
+        str(summary.files_total),
+        str(counts[Outcome.ANONYMIZED]),
+        str(counts[Outcome.NO_FACES]),
+        str(summary.files_failed),
+        str(summary.faces_detected),
+        str(summary.faces_anonymized),
+        f"{summary.duration_s:.2f} s",
+    )
+    stdout.print(table)
+    if counts[Outcome.DRY_RUN]:
+        stdout.print(f"dry run: {counts[Outcome.DRY_RUN]} file(s) analysed, nothing written")
+    if counts[Outcome.LEFTOVER_REMOVED]:
+        stdout.print(
+            f"removed {counts[Outcome.LEFTOVER_REMOVED]} temporary file(s) left by an interrupted run"
+        )
+
+
+@audit_app.command("list")
+def audit_list(
+    db: DbOption = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many runs, newest first.")] = 20,
+    config: ConfigOption = None,
+) -> None:
+    """List recent runs."""
+    settings = _load(config, db_url=db)
+    with _open_store(settings) as store:
+        runs = _or_exit(lambda: store.list_runs(limit=limit))
+    table = Table(title="efface runs", header_style="bold")
+    for column in (
+        "run",
+        "started (UTC)",
+        "command",
+        "mode",
+        "status",
+        "files",
+        "errors",
+        "faces",
+        "anonymized",
+    ):
+        table.add_column(column)
+    for run in runs:
+        table.add_row(
+            run.run_id[:12],
+            run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            run.command,
+            str(run.mode),
+            str(run.status),
+            str(run.files_total),
+            str(run.files_failed),
+            str(run.faces_detected),
+            str(run.faces_anonymized),
+        )
+    stdout.print(table)
+
+
+@audit_app.command("show")
+def audit_show(
+    run_id: Annotated[str, typer.Argument(help="A run id, a unique prefix of one, or 'latest'.")],
+    db: DbOption = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Show one run and every file it touched."""
+    settings = _load(config, db_url=db)
+    with _open_store(settings) as store:
+        run = _or_exit(lambda: _find_run(store, run_id))
+        files = _or_exit(lambda: store.list_files(run.run_id))
+    if json_output:
+        stdout.print_json(
+            json.dumps({"run": _stored_json(run), "files": [_stored_json(f) for f in files]}, default=str)
+        )
+        return
+    _print_run(run, files)
+
+
+def _find_run(store: AuditStore, run_id: str) -> StoredRun:
+    if run_id != "latest":
+        return store.get_run(run_id)
+    runs = store.list_runs(limit=1)
+    if not runs:
+        raise AuditError("the audit log holds no run yet")
+    return runs[0]
+
+
+def _stored_json(record: StoredRun | StoredFile) -> dict[str, object]:
+    return {name: getattr(record, name) for name in record.__dataclass_fields__}
+
+
+def _print_run(run: StoredRun, files: list[StoredFile]) -> None:
+    head = Table(show_header=False, title=f"run {run.run_id}")
+    head.add_column("field", style="bold")
+    head.add_column("value")
+    for name in (
+        "started_at",
+        "finished_at",
+        "status",
+        "command",
+        "mode",
+        "efface_version",
+        "hostname",
+        "model_name",
+        "model_sha256",
+        "files_total",
+        "files_failed",
+        "faces_detected",
+        "faces_anonymized",
+        "duration_s",
+    ):
+        head.add_row(name, str(getattr(run, name)))
+    head.add_row("settings", json.dumps(run.settings, sort_keys=True))
+    stdout.print(head)
+    table = Table(title="files", header_style="bold")
+    for column in (
+        "path",
+        "outcome",
+        "faces",
+        "anonymized",
+        "format",
+        "size",
+        "time (s)",
+        "output sha256",
+        "error",
+    ):
+        table.add_column(column, overflow="fold")
+    for row in files:
+        table.add_row(
+            str(row.path),
+            str(row.outcome),
+            str(row.faces_detected),
+            str(row.faces_anonymized),
+            row.image_format or "",
+            f"{row.width}x{row.height}" if row.width else "",
+            f"{row.duration_s:.3f}",
+            (row.output_sha256 or "")[:16],
+            f"{row.error_class}: {row.error_message}" if row.error_class else "",
+        )
+    stdout.print(table)
+
+
+def _or_exit(call: Callable[[], T]) -> T:
+    try:
+        return call()
+    except EffaceError as exc:
+        raise _fail_setup(exc) from exc
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

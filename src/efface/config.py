@@ -1,0 +1,142 @@
+"""Settings: defaults, ``EFFACE_*`` environment variables and a TOML config file.
+
+Precedence, highest first: values given in code (the CLI's options), environment variables
+(``EFFACE_METHOD=pixelate``), the config file (``$EFFACE_CONFIG`` or ``<user config dir>/efface/config.toml``),
+the defaults below. Only the edges (CLI, service) build a ``Settings``; the core takes plain records.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from efface.errors import ConfigurationError
+from efface.records import MaskShape, Method, TransformSpec
+
+__all__ = [
+    "DEFAULT_BOX_SCALE",
+    "DEFAULT_JPEG_QUALITY",
+    "DEFAULT_MAX_IMAGE_PIXELS",
+    "DEFAULT_SCORE_THRESHOLD",
+    "Settings",
+    "default_config_path",
+    "default_database_url",
+    "load_settings",
+]
+
+APP_NAME = "efface"
+DEFAULT_SCORE_THRESHOLD = 0.3
+DEFAULT_NMS_IOU = 0.3
+DEFAULT_BOX_SCALE = 1.3
+DEFAULT_BLUR_KERNEL_FRACTION = 1.5
+DEFAULT_PIXELATE_BLOCKS = 6
+DEFAULT_JPEG_QUALITY = 92
+# A 30000x30000 header is a decompression bomb; 200 MP still admits the largest phone sensors.
+DEFAULT_MAX_IMAGE_PIXELS = 200_000_000
+
+_config_path_override: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "efface_config_path", default=None
+)
+
+
+def default_config_path() -> Path:
+    """The config file read when neither ``--config`` nor ``$EFFACE_CONFIG`` names one."""
+    env_path = os.environ.get("EFFACE_CONFIG")
+    if env_path:
+        return Path(env_path)
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+
+
+def default_database_url() -> str:
+    """An SQLite file in the user's data folder."""
+    return f"sqlite:///{Path(platformdirs.user_data_dir(APP_NAME)) / 'audit.sqlite3'}"
+
+
+class Settings(BaseSettings):
+    """Every user-facing setting of efface."""
+
+    model_config = SettingsConfigDict(env_prefix="EFFACE_", extra="forbid", frozen=True)
+
+    db_url: str = Field(
+        default_factory=default_database_url, description="SQLAlchemy URL of the audit database"
+    )
+    method: Method = Method.BLUR
+    mask_shape: MaskShape = MaskShape.ELLIPSE
+    box_scale: float = DEFAULT_BOX_SCALE
+    blur_kernel_fraction: float = DEFAULT_BLUR_KERNEL_FRACTION
+    pixelate_blocks: int = DEFAULT_PIXELATE_BLOCKS
+    fill_rgb: tuple[int, int, int] = (0, 0, 0)
+    score_threshold: float = Field(DEFAULT_SCORE_THRESHOLD, gt=0.0, lt=1.0)
+    nms_iou: float = Field(DEFAULT_NMS_IOU, gt=0.0, le=1.0)
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    jpeg_quality: int = Field(DEFAULT_JPEG_QUALITY, ge=1, le=100)
+    keep_icc_profile: bool = True
+    max_image_pixels: int = Field(DEFAULT_MAX_IMAGE_PIXELS, gt=0)
+
+    @field_validator("db_url")
+    @classmethod
+    def _db_url_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("db_url must not be empty")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = _config_path_override.get() or default_config_path()
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+
+    def transform_spec(self) -> TransformSpec:
+        """The anonymization settings as the core's record."""
+        return TransformSpec(
+            method=self.method,
+            mask_shape=self.mask_shape,
+            box_scale=self.box_scale,
+            blur_kernel_fraction=self.blur_kernel_fraction,
+            pixelate_blocks=self.pixelate_blocks,
+            fill_rgb=self.fill_rgb,
+        )
+
+
+def load_settings(*, config_path: Path | None = None, **overrides: Any) -> Settings:
+    """Builds the settings, translating validation errors into one-line ``ConfigurationError``s.
+
+    Args:
+        config_path: a TOML file to read instead of the default one; it must exist.
+        **overrides: values that win over the environment and the file (``None`` values are ignored).
+
+    Raises:
+        ConfigurationError: a value is invalid or the named config file is missing or malformed.
+    """
+    if config_path is not None and not config_path.is_file():
+        raise ConfigurationError(f"config file not found: {config_path}")
+    token = _config_path_override.set(config_path)
+    try:
+        return Settings(**{key: value for key, value in overrides.items() if value is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "settings"
+        raise ConfigurationError(
+            f"invalid setting {where}: {first['msg']} (got {first.get('input')!r})"
+        ) from exc
+    except (OSError, ValueError) as exc:  # a malformed TOML file surfaces as a ValueError subclass
+        raise ConfigurationError(f"cannot read config file: {exc}") from exc
+    finally:
+        _config_path_override.reset(token)

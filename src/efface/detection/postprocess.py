@@ -1,0 +1,159 @@
+"""Pure numpy pre- and post-processing shared by the detectors: input sizing, CenterFace decoding,
+non-maximum suppression and rescaling to the original image. No model runtime is imported here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "RawDetections",
+    "decode_centerface",
+    "nms",
+    "padded_size",
+    "to_original_pixels",
+]
+
+# CenterFace predicts one cell per 4x4 input pixels.
+CENTERFACE_STRIDE = 4
+
+
+class RawDetections:
+    """Detections as parallel arrays, before they become ``Face`` records.
+
+    Attributes:
+        boxes_xyxy: float32 (N, 4).
+        scores: float32 (N,).
+        landmarks_xy: float32 (N, 5, 2).
+    """
+
+    __slots__ = ("boxes_xyxy", "landmarks_xy", "scores")
+
+    def __init__(self, boxes_xyxy: np.ndarray, scores: np.ndarray, landmarks_xy: np.ndarray) -> None:
+        n = len(scores)
+        if boxes_xyxy.shape != (n, 4) or landmarks_xy.shape != (n, 5, 2):
+            raise ValueError(
+                f"expected boxes (N, 4) and landmarks (N, 5, 2) for N={n}, "
+                f"got {boxes_xyxy.shape} and {landmarks_xy.shape}"
+            )
+        self.boxes_xyxy = boxes_xyxy.astype(np.float32, copy=False)
+        self.scores = scores.astype(np.float32, copy=False)
+        self.landmarks_xy = landmarks_xy.astype(np.float32, copy=False)
+
+    @classmethod
+    def empty(cls) -> RawDetections:
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def take(self, indices: np.ndarray) -> RawDetections:
+        return RawDetections(self.boxes_xyxy[indices], self.scores[indices], self.landmarks_xy[indices])
+
+
+def padded_size(height_px: int, width_px: int, *, multiple: int = 32) -> tuple[int, int]:
+    """Rounds an image size up to the next multiple (the network's total stride).
+
+    Returns:
+        ``(height, width)`` of the zero-padded network input.
+    """
+    if height_px < 1 or width_px < 1:
+        raise ValueError(f"image size must be at least 1x1, got {width_px}x{height_px}")
+    return (math.ceil(height_px / multiple) * multiple, math.ceil(width_px / multiple) * multiple)
+
+
+def decode_centerface(
+    heatmap: np.ndarray,
+    scale: np.ndarray,
+    offset: np.ndarray,
+    landmarks: np.ndarray,
+    *,
+    score_threshold: float,
+    stride: int = CENTERFACE_STRIDE,
+) -> RawDetections:
+    """Decodes CenterFace's four output maps of one image into boxes in network-input pixels.
+
+    Args:
+        heatmap: (1, 1, h, w) face-centre probability per cell.
+        scale: (1, 2, h, w) log of box height and width in units of ``stride``.
+        offset: (1, 2, h, w) sub-cell offset of the centre (y, x).
+        landmarks: (1, 10, h, w) five (y, x) pairs, relative to the box corner in box units.
+        score_threshold: cells scoring below this are dropped.
+        stride: input pixels per output cell.
+
+    Returns:
+        Unsuppressed detections; boxes may extend past the input.
+    """
+    heat = heatmap[0, 0]
+    ys, xs = np.nonzero(heat > score_threshold)
+    if len(ys) == 0:
+        return RawDetections.empty()
+    scores = heat[ys, xs]
+    heights = np.exp(scale[0, 0, ys, xs]) * stride
+    widths = np.exp(scale[0, 1, ys, xs]) * stride
+    centre_y = (ys + offset[0, 0, ys, xs] + 0.5) * stride
+    centre_x = (xs + offset[0, 1, ys, xs] + 0.5) * stride
+    x1 = centre_x - widths / 2.0
+    y1 = centre_y - heights / 2.0
+    boxes = np.stack([x1, y1, x1 + widths, y1 + heights], axis=1)
+    marks = landmarks[0][:, ys, xs].T.reshape(-1, 5, 2)  # (N, 5, (y, x))
+    landmarks_xy = np.stack(
+        [marks[:, :, 1] * widths[:, None] + x1[:, None], marks[:, :, 0] * heights[:, None] + y1[:, None]],
+        axis=2,
+    )
+    return RawDetections(boxes, scores, landmarks_xy)
+
+
+def nms(boxes_xyxy: np.ndarray, scores: np.ndarray, *, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression.
+
+    Args:
+        boxes_xyxy: (N, 4) float boxes.
+        scores: (N,) scores.
+        iou_threshold: a box overlapping a kept, higher-scoring box by more than this is dropped.
+
+    Returns:
+        Indices of the kept boxes, highest score first.
+    """
+    if len(scores) == 0:
+        return np.zeros((0,), dtype=np.int64)
+    x1, y1, x2, y2 = (boxes_xyxy[:, i].astype(np.float64) for i in range(4))
+    areas = np.maximum(x2 - x1, 0.0) * np.maximum(y2 - y1, 0.0)
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    while order.size:
+        best, rest = order[0], order[1:]
+        keep.append(int(best))
+        inter_w = np.maximum(np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]), 0.0)
+        inter_h = np.maximum(np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]), 0.0)
+        inter = inter_w * inter_h
+        union = areas[best] + areas[rest] - inter
+        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def to_original_pixels(
+    detections: RawDetections, *, resize_factor: float, width_px: int, height_px: int
+) -> RawDetections:
+    """Maps detections from the resized network input back to the original image and clips them.
+
+    Args:
+        detections: boxes and landmarks in network-input pixels.
+        resize_factor: network-input pixels per original pixel.
+        width_px: original image width.
+        height_px: original image height.
+
+    Returns:
+        Detections in original pixels; boxes clipped to the image, boxes left with no area dropped.
+    """
+    if resize_factor <= 0:
+        raise ValueError(f"resize_factor must be positive, got {resize_factor}")
+    boxes = detections.boxes_xyxy / resize_factor
+    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width_px)
+    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height_px)
+    landmarks = detections.landmarks_xy / resize_factor
+    has_area = (boxes[:, 2] - boxes[:, 0] >= 1.0) & (boxes[:, 3] - boxes[:, 1] >= 1.0)
+    return RawDetections(boxes[has_area], detections.scores[has_area], landmarks[has_area])

@@ -1,0 +1,96 @@
+"""The efface error tree. Foreign errors (Pillow, OpenCV, onnxruntime, SQLAlchemy, OS) are translated
+into these at one boundary per package with ``raise X(...) from exc``; nothing else escapes.
+
+    EffaceError
+    ├── ConfigurationError          settings that cannot work (bad URL, unknown provider, ...)
+    │   └── WeakTransformError      a transform weaker than the legal floor
+    ├── ModelError                  a detector model cannot be found, loaded or run
+    ├── InputError                  one input file cannot be anonymized (has ``.path``)
+    │   ├── InputNotFoundError      no such file or folder, or a folder holding no image
+    │   ├── UnreadableFileError     the OS refused to read it
+    │   ├── UnsupportedFormatError  not a format efface can anonymize (yet)
+    │   ├── CorruptImageError       the bytes are not a valid image (truncated, bad CRC, ...)
+    │   └── ImageTooLargeError      more pixels than allowed (decompression bombs)
+    ├── OutputError                 the anonymized file could not be written (has ``.path``)
+    └── AuditError                  the audit database cannot be opened, migrated or written
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "AuditError",
+    "ConfigurationError",
+    "CorruptImageError",
+    "EffaceError",
+    "ImageTooLargeError",
+    "InputError",
+    "InputNotFoundError",
+    "ModelError",
+    "OutputError",
+    "UnreadableFileError",
+    "UnsupportedFormatError",
+    "WeakTransformError",
+]
+
+
+class EffaceError(Exception):
+    """Root of every error efface raises on purpose.
+
+    Args:
+        message: one line that says what went wrong, fit to show a user as is.
+        path: the file concerned, where there is one.
+    """
+
+    def __init__(self, message: str, *, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path is not None else self.message
+
+
+class ConfigurationError(EffaceError):
+    """Settings that cannot work."""
+
+
+class WeakTransformError(ConfigurationError):
+    """A transform weaker than the floor of a Gaussian kernel 1/10 of the face box width."""
+
+
+class ModelError(EffaceError):
+    """A detector model cannot be found, loaded or run."""
+
+
+class InputError(EffaceError):
+    """One input file cannot be anonymized; the file is left untouched."""
+
+
+class InputNotFoundError(InputError):
+    """No such file or folder, or a folder without any image."""
+
+
+class UnreadableFileError(InputError):
+    """The operating system refused to read the file."""
+
+
+class UnsupportedFormatError(InputError):
+    """The file is not in a format efface can anonymize."""
+
+
+class CorruptImageError(InputError):
+    """The file claims to be an image but cannot be decoded completely."""
+
+
+class ImageTooLargeError(InputError):
+    """The image has more pixels than the configured limit (a decompression bomb guard)."""
+
+
+class OutputError(EffaceError):
+    """The anonymized file could not be written; the original is left untouched."""
+
+
+class AuditError(EffaceError):
+    """The audit database cannot be opened, migrated or written."""

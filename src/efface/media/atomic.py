@@ -1,0 +1,77 @@
+"""Atomic file replacement: the new bytes go to a temporary file beside the target, are fsynced, and
+``os.replace`` swaps them in; then the folder is fsynced. A kill at any moment leaves the target either
+fully old or fully new. Temporary files carry a recognisable name so a later run can find and delete
+what an interrupted run left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from efface.errors import OutputError
+
+__all__ = ["TEMP_MARKER", "atomic_write_bytes", "find_leftovers", "is_leftover", "temp_path_for"]
+
+TEMP_MARKER = ".efface-tmp-"
+
+
+def temp_path_for(target: Path) -> Path:
+    """A fresh hidden temporary name beside ``target`` that keeps its real extension."""
+    return target.with_name(f".{target.name}{TEMP_MARKER}{secrets.token_hex(6)}{target.suffix}")
+
+
+def is_leftover(path: Path) -> bool:
+    """Whether a file name is one of efface's temporary names."""
+    return path.name.startswith(".") and TEMP_MARKER in path.name
+
+
+def find_leftovers(folder: Path) -> Iterator[Path]:
+    """Yields efface temporary files anywhere under ``folder`` (symlinked folders are not followed)."""
+    for dirpath, _dirnames, filenames in os.walk(folder):
+        for name in filenames:
+            candidate = Path(dirpath) / name
+            if is_leftover(candidate):
+                yield candidate
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(target: Path, data: bytes, *, permissions_from: Path | None = None) -> None:
+    """Writes ``data`` to ``target`` atomically and durably.
+
+    Args:
+        target: the file to create or replace; its folder must exist.
+        data: the complete new content.
+        permissions_from: a file whose permission bits the new file takes (the original, in place).
+
+    Raises:
+        OutputError: the file could not be written; ``target`` is unchanged and no temporary file remains.
+    """
+    tmp = temp_path_for(target)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if permissions_from is not None:
+            os.chmod(tmp, os.stat(permissions_from).st_mode & 0o7777)
+        os.replace(tmp, target)
+        _fsync_folder(target.parent)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise OutputError(f"cannot write: {exc.strerror or exc}", path=target) from exc

@@ -1,0 +1,199 @@
+"""The one orchestration path: one file in, one ``AnonymizationResult`` out.
+
+The CLI, the HTTP service and the Ray workers all call ``anonymize_file`` (or ``anonymize_bytes`` for
+content that never touches the disk); nothing else decodes, detects, transforms and writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from efface.detection.base import FaceDetector
+from efface.errors import EffaceError, InputNotFoundError, OutputError, UnreadableFileError
+from efface.media.atomic import atomic_write_bytes
+from efface.media.images import CodecOptions, DecodedImage, decode_image, encode_image
+from efface.records import AnonymizationResult, Face, Outcome, WriteMode
+from efface.transforms.core import Anonymizer
+
+__all__ = ["FileJob", "Processed", "Worker", "anonymize_bytes", "anonymize_file"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class FileJob:
+    """One file to anonymize.
+
+    Attributes:
+        source: the file to read (absolute).
+        destination: where the anonymized file goes: ``source`` itself in place, a path in the output
+            tree, or None for a dry run.
+    """
+
+    source: Path
+    destination: Path | None
+
+    @property
+    def mode(self) -> WriteMode:
+        if self.destination is None:
+            return WriteMode.DRY_RUN
+        return WriteMode.IN_PLACE if self.destination == self.source else WriteMode.OUTPUT_DIR
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    """The long-lived parts that every file needs: built once, used for many files.
+
+    Attributes:
+        detector: finds faces.
+        anonymizer: transforms them (strength already checked).
+        codec: decoding limits and encoding choices.
+    """
+
+    detector: FaceDetector
+    anonymizer: Anonymizer
+    codec: CodecOptions
+
+
+@dataclass(frozen=True, slots=True)
+class Processed:
+    """The result of anonymizing decoded content.
+
+    Attributes:
+        decoded: the source image.
+        faces: what the detector found.
+        faces_anonymized: how many face regions were changed.
+        data: the encoded output, or None when the source needs no rewrite (no face, no metadata).
+    """
+
+    decoded: DecodedImage
+    faces: tuple[Face, ...]
+    faces_anonymized: int
+    data: bytes | None
+
+
+def anonymize_bytes(content: bytes, *, name: Path, worker: Worker, write: bool = True) -> Processed:
+    """Decodes, detects, anonymizes and re-encodes an image held in memory.
+
+    Args:
+        content: the image file's bytes.
+        name: its name (for the format guess in errors and for messages).
+        worker: detector, anonymizer and codec options.
+        write: encode the output; False for a dry run.
+
+    Raises:
+        InputError: the content is not an image efface can anonymize.
+        ModelError: the detector failed.
+    """
+    decoded = decode_image(content, path=name, options=worker.codec)
+    faces = worker.detector.detect(decoded.pixels)
+    pixels: np.ndarray = decoded.pixels
+    anonymized = 0
+    if faces and write:
+        pixels, anonymized = worker.anonymizer.apply(decoded.pixels, faces)
+    needs_rewrite = anonymized > 0 or decoded.has_metadata or decoded.was_rotated
+    data = encode_image(decoded, pixels, options=worker.codec) if write and needs_rewrite else None
+    return Processed(decoded=decoded, faces=faces, faces_anonymized=anonymized, data=data)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise InputNotFoundError("no such file", path=path) from exc
+    except IsADirectoryError as exc:
+        raise UnreadableFileError("is a folder, not a file", path=path) from exc
+    except OSError as exc:
+        raise UnreadableFileError(f"cannot read: {exc.strerror or exc}", path=path) from exc
+
+
+def anonymize_file(job: FileJob, *, worker: Worker) -> AnonymizationResult:
+    """Anonymizes one file and says what happened. Never raises for a problem with this one file.
+
+    In place, the anonymized bytes atomically replace the original; into an output folder, the source
+    is left untouched. A source without faces and without metadata is not rewritten in place (it is
+    copied byte for byte to an output folder).
+
+    Args:
+        job: the source and destination.
+        worker: detector, anonymizer and codec options.
+
+    Returns:
+        The result; ``outcome`` is ``error`` with the error's class and message when the file failed,
+        in which case the source is byte-for-byte unchanged.
+    """
+    started_at = datetime.now(UTC)
+    t0 = time.perf_counter()
+    mode = job.mode
+    processed: Processed | None = None
+    try:
+        content = _read(job.source)
+        processed = anonymize_bytes(
+            content, name=job.source, worker=worker, write=mode is not WriteMode.DRY_RUN
+        )
+        output_sha256 = None
+        if job.destination is not None:
+            data = processed.data
+            if data is None and mode is WriteMode.OUTPUT_DIR:
+                data = content
+            if data is not None:
+                _make_parent(job.destination)
+                atomic_write_bytes(job.destination, data, permissions_from=job.source)
+            output_sha256 = hashlib.sha256(data if data is not None else content).hexdigest()
+    except EffaceError as exc:
+        return _error_result(job, exc, started_at=started_at, t0=t0, processed=processed)
+    except Exception as exc:  # a bug must fail this file, not the whole batch
+        logger.exception("unexpected error on %s", job.source)
+        return _error_result(job, exc, started_at=started_at, t0=t0, processed=processed)
+    if mode is WriteMode.DRY_RUN:
+        outcome = Outcome.DRY_RUN
+    else:
+        outcome = Outcome.ANONYMIZED if processed.faces_anonymized else Outcome.NO_FACES
+    return AnonymizationResult(
+        path=job.source,
+        outcome=outcome,
+        mode=mode,
+        started_at=started_at,
+        duration_s=time.perf_counter() - t0,
+        output_path=job.destination,
+        faces=processed.faces,
+        faces_anonymized=processed.faces_anonymized if mode is not WriteMode.DRY_RUN else 0,
+        output_sha256=output_sha256,
+        image_format=processed.decoded.image_format.value,
+        resolution_wh=processed.decoded.resolution_wh,
+        details={"rewritten": processed.data is not None},
+    )
+
+
+def _make_parent(destination: Path) -> None:
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create folder: {exc.strerror or exc}", path=destination.parent) from exc
+
+
+def _error_result(
+    job: FileJob, exc: Exception, *, started_at: datetime, t0: float, processed: Processed | None
+) -> AnonymizationResult:
+    message = exc.message if isinstance(exc, EffaceError) else str(exc) or type(exc).__name__
+    return AnonymizationResult(
+        path=job.source,
+        outcome=Outcome.ERROR,
+        mode=job.mode,
+        started_at=started_at,
+        duration_s=time.perf_counter() - t0,
+        output_path=None,
+        faces=processed.faces if processed else (),
+        faces_anonymized=0,
+        image_format=processed.decoded.image_format.value if processed else None,
+        resolution_wh=processed.decoded.resolution_wh if processed else None,
+        error_class=type(exc).__name__,
+        error_message=message,
+    )

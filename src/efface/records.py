@@ -1,0 +1,302 @@
+"""Typed records that flow through efface: faces, transform settings and per-file results.
+
+Every record is frozen and slotted, and checks itself in ``__post_init__``: a bad value raises
+``ValueError`` naming what was expected and what was given. Pixel coordinates are floats in the
+image's own pixel grid, origin at the top-left corner, ``x`` to the right and ``y`` down.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+
+__all__ = [
+    "AnonymizationResult",
+    "BBox",
+    "Face",
+    "MaskShape",
+    "Method",
+    "Outcome",
+    "RunInfo",
+    "RunStatus",
+    "RunSummary",
+    "TransformSpec",
+    "WriteMode",
+]
+
+
+class Method(StrEnum):
+    """How a face region is made unrecognisable."""
+
+    BLUR = "blur"
+    PIXELATE = "pixelate"
+    FILL = "fill"
+
+
+class MaskShape(StrEnum):
+    """The shape of the anonymized region drawn around a (grown) face box."""
+
+    ELLIPSE = "ellipse"
+    RECTANGLE = "rectangle"
+
+
+class WriteMode(StrEnum):
+    """Where the anonymized image goes."""
+
+    IN_PLACE = "in_place"
+    OUTPUT_DIR = "output_dir"
+    DRY_RUN = "dry_run"
+
+
+class Outcome(StrEnum):
+    """What happened to one file, as the audit log records it."""
+
+    ANONYMIZED = "anonymized"
+    NO_FACES = "no_faces"
+    ERROR = "error"
+    # --dry-run: faces were detected and counted, nothing was written.
+    DRY_RUN = "dry_run"
+    # A temporary file left behind by an interrupted run was found and deleted.
+    LEFTOVER_REMOVED = "leftover_removed"
+
+
+class RunStatus(StrEnum):
+    """How a run ended, as the audit log records it."""
+
+    RUNNING = "running"
+    # Every file succeeded (anonymized, no faces, dry run).
+    COMPLETED = "completed"
+    # The run finished but at least one file failed.
+    FAILED = "failed"
+    # Stopped before the end (Ctrl-C, a fatal error).
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True, slots=True)
+class BBox:
+    """An axis-aligned box in pixels, corners ``(x1, y1)`` top-left and ``(x2, y2)`` bottom-right."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    def __post_init__(self) -> None:
+        values = (self.x1, self.y1, self.x2, self.y2)
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError(f"BBox coordinates must be finite, got {values}")
+        if self.x2 < self.x1 or self.y2 < self.y1:
+            raise ValueError(f"BBox needs x2 >= x1 and y2 >= y1, got xyxy={values}")
+
+    @property
+    def width(self) -> float:
+        return self.x2 - self.x1
+
+    @property
+    def height(self) -> float:
+        return self.y2 - self.y1
+
+    @property
+    def area(self) -> float:
+        return self.width * self.height
+
+    @property
+    def center_xy(self) -> tuple[float, float]:
+        return ((self.x1 + self.x2) / 2.0, (self.y1 + self.y2) / 2.0)
+
+    @property
+    def xyxy(self) -> tuple[float, float, float, float]:
+        return (self.x1, self.y1, self.x2, self.y2)
+
+    def scaled(self, factor: float) -> BBox:
+        """Returns the box grown (or shrunk) by ``factor`` around its centre."""
+        if not (math.isfinite(factor) and factor > 0):
+            raise ValueError(f"scale factor must be a positive finite number, got {factor}")
+        cx, cy = self.center_xy
+        half_w, half_h = self.width * factor / 2.0, self.height * factor / 2.0
+        return BBox(cx - half_w, cy - half_h, cx + half_w, cy + half_h)
+
+    def clipped(self, width_px: int, height_px: int) -> BBox:
+        """Returns the part of the box that lies inside an image of the given size (may be empty)."""
+        x1 = min(max(self.x1, 0.0), float(width_px))
+        y1 = min(max(self.y1, 0.0), float(height_px))
+        x2 = min(max(self.x2, x1), float(width_px))
+        y2 = min(max(self.y2, y1), float(height_px))
+        return BBox(x1, y1, x2, y2)
+
+    def intersection_area(self, other: BBox) -> float:
+        w = min(self.x2, other.x2) - max(self.x1, other.x1)
+        h = min(self.y2, other.y2) - max(self.y1, other.y1)
+        return max(w, 0.0) * max(h, 0.0)
+
+    def iou(self, other: BBox) -> float:
+        inter = self.intersection_area(other)
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Face:
+    """One detected face.
+
+    Attributes:
+        box: the detector's face box in pixels of the (orientation-corrected) image.
+        score: detector confidence in [0, 1].
+        landmarks_xy: five points (eyes, nose, mouth corners) in pixels, or empty when the detector
+            gives none.
+    """
+
+    box: BBox
+    score: float
+    landmarks_xy: tuple[tuple[float, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.score <= 1.0):
+            raise ValueError(f"Face score must be in [0, 1], got {self.score}")
+        if len(self.landmarks_xy) not in (0, 5):
+            raise ValueError(f"Face needs 0 or 5 landmarks, got {len(self.landmarks_xy)}")
+
+
+# The legal floor (the brief): never weaker than a Gaussian kernel 1/10 of the face box width.
+MIN_BLUR_KERNEL_FRACTION = 0.1
+# Pixelation of the same strength: a cell as wide as that kernel, i.e. at most 10 cells across the box.
+MAX_PIXELATE_BLOCKS = round(1.0 / MIN_BLUR_KERNEL_FRACTION)
+
+
+@dataclass(frozen=True, slots=True)
+class TransformSpec:
+    """Everything that decides how a detected face is anonymized.
+
+    Attributes:
+        method: blur, pixelate or fill.
+        mask_shape: ellipse or rectangle.
+        box_scale: the region is the detector box grown by this factor around its centre (a
+            detector box is tighter than the head; >= 1).
+        blur_kernel_fraction: Gaussian kernel width as a fraction of the face box width
+            (sigma = kernel / 6). At least ``MIN_BLUR_KERNEL_FRACTION``.
+        pixelate_blocks: number of pixel cells across the face box width. At most
+            ``MAX_PIXELATE_BLOCKS``.
+        fill_rgb: colour of the solid fill.
+    """
+
+    method: Method = Method.BLUR
+    mask_shape: MaskShape = MaskShape.ELLIPSE
+    box_scale: float = 1.3
+    blur_kernel_fraction: float = 1.5
+    pixelate_blocks: int = 6
+    fill_rgb: tuple[int, int, int] = (0, 0, 0)
+
+    def __post_init__(self) -> None:
+        # Enum coercion keeps configuration strings ("blur") working while the core sees enums.
+        object.__setattr__(self, "method", Method(self.method))
+        object.__setattr__(self, "mask_shape", MaskShape(self.mask_shape))
+        if not (math.isfinite(self.box_scale) and 1.0 <= self.box_scale <= 4.0):
+            raise ValueError(f"box_scale must be in [1, 4], got {self.box_scale}")
+        if len(self.fill_rgb) != 3 or not all(0 <= c <= 255 for c in self.fill_rgb):
+            raise ValueError(f"fill_rgb must be three values in [0, 255], got {self.fill_rgb}")
+        if not math.isfinite(self.blur_kernel_fraction) or self.blur_kernel_fraction <= 0:
+            raise ValueError(f"blur_kernel_fraction must be positive, got {self.blur_kernel_fraction}")
+        if self.pixelate_blocks < 1:
+            raise ValueError(f"pixelate_blocks must be >= 1, got {self.pixelate_blocks}")
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "method": self.method.value,
+            "mask_shape": self.mask_shape.value,
+            "box_scale": self.box_scale,
+            "blur_kernel_fraction": self.blur_kernel_fraction,
+            "pixelate_blocks": self.pixelate_blocks,
+            "fill_rgb": list(self.fill_rgb),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AnonymizationResult:
+    """What the pipeline returns for one file, the audit log stores and the API serializes.
+
+    It never holds image content: only paths, counts, boxes, hashes and timings.
+    """
+
+    path: Path
+    outcome: Outcome
+    mode: WriteMode
+    started_at: datetime
+    duration_s: float
+    output_path: Path | None = None
+    faces: tuple[Face, ...] = ()
+    faces_anonymized: int = 0
+    output_sha256: str | None = None
+    image_format: str | None = None
+    resolution_wh: tuple[int, int] | None = None
+    error_class: str | None = None
+    error_message: str | None = None
+    details: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.started_at.tzinfo is None:
+            raise ValueError("started_at must be timezone-aware (UTC)")
+        if self.duration_s < 0:
+            raise ValueError(f"duration_s must be >= 0, got {self.duration_s}")
+        if self.faces_anonymized > len(self.faces):
+            raise ValueError(
+                f"faces_anonymized ({self.faces_anonymized}) cannot exceed faces detected ({len(self.faces)})"
+            )
+        if (self.outcome is Outcome.ERROR) != (self.error_class is not None):
+            raise ValueError(f"error_class must be set exactly when outcome is error, got {self.outcome}")
+
+    @property
+    def faces_detected(self) -> int:
+        return len(self.faces)
+
+    @property
+    def is_success(self) -> bool:
+        return self.outcome is not Outcome.ERROR
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """What the audit log keeps about one run when it starts.
+
+    Attributes:
+        run_id: a unique id (uuid4 hex).
+        started_at: UTC time.
+        efface_version: the package version.
+        command: the entry point, e.g. ``"anonymize"``.
+        mode: in place, output folder or dry run.
+        model_name: the detector, e.g. ``"centerface"``.
+        model_sha256: sha256 of the detector weights file.
+        settings: every setting that affects the result, JSON-serialisable.
+        hostname: the machine that ran it.
+    """
+
+    run_id: str
+    started_at: datetime
+    efface_version: str
+    command: str
+    mode: WriteMode
+    model_name: str
+    model_sha256: str
+    settings: dict[str, object]
+    hostname: str
+
+    def __post_init__(self) -> None:
+        if self.started_at.tzinfo is None:
+            raise ValueError("started_at must be timezone-aware (UTC)")
+        if not self.run_id:
+            raise ValueError("run_id must not be empty")
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """Totals of a finished run."""
+
+    status: RunStatus
+    finished_at: datetime
+    files_total: int
+    files_failed: int
+    faces_detected: int
+    faces_anonymized: int
+    duration_s: float
