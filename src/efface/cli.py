@@ -52,9 +52,7 @@ ConfigOption = Annotated[
 ]
 DbOption = Annotated[
     str | None,
-    typer.Option(
-        "--db", help="Audit database URL: sqlite:///PATH or postgresql+psycopg://... [env: EFFACE_DB_URL]"
-    ),
+    typer.Option("--db", help="Audit database URL: sqlite:///PATH or postgresql+psycopg://... [env: EFFACE_DB_URL]"),
 ]
 
 
@@ -110,9 +108,7 @@ def anonymize(
     pixelate_blocks: Annotated[
         int | None, typer.Option(help="Pixel cells across the face width (at most 10). [default: 6]")
     ] = None,
-    jpeg_quality: Annotated[
-        int | None, typer.Option(min=1, max=100, help="JPEG/WebP quality. [default: 92]")
-    ] = None,
+    jpeg_quality: Annotated[int | None, typer.Option(min=1, max=100, help="JPEG/WebP quality. [default: 92]")] = None,
     config: ConfigOption = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print one JSON object per file instead of tables.")
@@ -138,9 +134,7 @@ def anonymize(
     except EffaceError as exc:
         raise _fail_setup(exc) from exc
     store = _open_store(settings)
-    run = new_run_info(
-        command="anonymize", mode=plan.mode, worker=worker, settings=audited_settings(settings)
-    )
+    run = new_run_info(command="anonymize", mode=plan.mode, worker=worker, settings=audited_settings(settings))
     total = len(plan.jobs) + len(plan.failures) + len(plan.leftovers)
     results: list[AnonymizationResult] = []
     progress = Progress(
@@ -185,9 +179,7 @@ def _result_json(result: AnonymizationResult) -> dict[str, object]:
         "output_path": str(result.output_path) if result.output_path else None,
         "faces_detected": result.faces_detected,
         "faces_anonymized": result.faces_anonymized,
-        "faces": [
-            {"xyxy": [round(v, 1) for v in f.box.xyxy], "score": round(f.score, 4)} for f in result.faces
-        ],
+        "faces": [{"xyxy": [round(v, 1) for v in f.box.xyxy], "score": round(f.score, 4)} for f in result.faces],
         "output_sha256": result.output_sha256,
         "duration_s": round(result.duration_s, 4),
         "error_class": result.error_class,
@@ -213,9 +205,7 @@ def _print_summary(run_id: str, summary: RunSummary, results: list[Anonymization
     if counts[Outcome.DRY_RUN]:
         stdout.print(f"dry run: {counts[Outcome.DRY_RUN]} file(s) analysed, nothing written")
     if counts[Outcome.LEFTOVER_REMOVED]:
-        stdout.print(
-            f"removed {counts[Outcome.LEFTOVER_REMOVED]} temporary file(s) left by an interrupted run"
-        )
+        stdout.print(f"removed {counts[Outcome.LEFTOVER_REMOVED]} temporary file(s) left by an interrupted run")
 
 
 @audit_app.command("list")

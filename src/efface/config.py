@@ -45,9 +45,7 @@ DEFAULT_JPEG_QUALITY = 92
 # A 30000x30000 header is a decompression bomb; 200 MP still admits the largest phone sensors.
 DEFAULT_MAX_IMAGE_PIXELS = 200_000_000
 
-_config_path_override: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
-    "efface_config_path", default=None
-)
+_config_path_override: contextvars.ContextVar[Path | None] = contextvars.ContextVar("efface_config_path", default=None)
 
 
 def default_config_path() -> Path:
@@ -68,9 +66,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="EFFACE_", extra="forbid", frozen=True)
 
-    db_url: str = Field(
-        default_factory=default_database_url, description="SQLAlchemy URL of the audit database"
-    )
+    db_url: str = Field(default_factory=default_database_url, description="SQLAlchemy URL of the audit database")
     method: Method = Method.BLUR
     mask_shape: MaskShape = MaskShape.ELLIPSE
     box_scale: float = DEFAULT_BOX_SCALE
@@ -133,9 +129,7 @@ def load_settings(*, config_path: Path | None = None, **overrides: Any) -> Setti
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "settings"
-        raise ConfigurationError(
-            f"invalid setting {where}: {first['msg']} (got {first.get('input')!r})"
-        ) from exc
+        raise ConfigurationError(f"invalid setting {where}: {first['msg']} (got {first.get('input')!r})") from exc
     except (OSError, ValueError) as exc:  # a malformed TOML file surfaces as a ValueError subclass
         raise ConfigurationError(f"cannot read config file: {exc}") from exc
     finally:

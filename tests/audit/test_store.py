@@ -30,43 +30,17 @@ from efface.records import (
     WriteMode,
 )
 
-PG_BASE_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
 SRC_DIR = Path(__file__).resolve().parents[2] / "src"
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(scope="session")
-def pg_admin() -> Iterator[sa.Engine]:
-    engine = sa.create_engine(PG_BASE_URL)
-    try:
-        with engine.connect():
-            pass
-    except sa.exc.OperationalError as exc:
-        engine.dispose()
-        reason = f"PostgreSQL at {PG_BASE_URL} is not reachable: {exc.orig}"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    yield engine
-    engine.dispose()
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A URL of an empty database: a new SQLite file, or a new PostgreSQL schema dropped afterwards."""
     if request.param == "sqlite":
         # The folder does not exist yet: the store creates it.
-        yield f"sqlite:///{tmp_path / 'audit' / 'audit.db'}"
-        return
-    admin: sa.Engine = request.getfixturevalue("pg_admin")
-    schema = f"efface_test_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{PG_BASE_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        return f"sqlite:///{tmp_path / 'audit' / 'audit.db'}"
+    return request.getfixturevalue("pg_url")
 
 
 @pytest.fixture

@@ -135,9 +135,7 @@ def anonymize_file(job: FileJob, *, worker: Worker) -> AnonymizationResult:
     processed: Processed | None = None
     try:
         content = _read(job.source)
-        processed = anonymize_bytes(
-            content, name=job.source, worker=worker, write=mode is not WriteMode.DRY_RUN
-        )
+        processed = anonymize_bytes(content, name=job.source, worker=worker, write=mode is not WriteMode.DRY_RUN)
         output_sha256 = None
         if job.destination is not None:
             data = processed.data

@@ -102,14 +102,10 @@ def plan_jobs(paths: list[Path], *, output_dir: Path | None = None, dry_run: boo
         try:
             mode_bits = os.stat(real).st_mode
         except FileNotFoundError:
-            failures.append(
-                _failure(source, InputNotFoundError("no such file (dangling link?)", path=source), mode)
-            )
+            failures.append(_failure(source, InputNotFoundError("no such file (dangling link?)", path=source), mode))
             return
         except OSError as exc:
-            failures.append(
-                _failure(source, UnreadableFileError(f"cannot stat: {exc.strerror}", path=source), mode)
-            )
+            failures.append(_failure(source, UnreadableFileError(f"cannot stat: {exc.strerror}", path=source), mode))
             return
         if not stat.S_ISREG(mode_bits):
             failures.append(_failure(source, UnreadableFileError("not a regular file", path=source), mode))
@@ -123,9 +119,7 @@ def plan_jobs(paths: list[Path], *, output_dir: Path | None = None, dry_run: boo
             destination = out_root / relative
             if destination in seen_destinations:
                 failures.append(
-                    _failure(
-                        source, OutputError(f"another input also maps to {destination}", path=source), mode
-                    )
+                    _failure(source, OutputError(f"another input also maps to {destination}", path=source), mode)
                 )
                 return
             seen_destinations.add(destination)
@@ -139,9 +133,7 @@ def plan_jobs(paths: list[Path], *, output_dir: Path | None = None, dry_run: boo
                 raise ConfigurationError(f"the output folder {output_dir} is also an input folder")
             candidates = _folder_candidates(folder, exclude=out_root)
             if not candidates:
-                failures.append(
-                    _failure(path, InputNotFoundError("no image files in this folder", path=path), mode)
-                )
+                failures.append(_failure(path, InputNotFoundError("no image files in this folder", path=path), mode))
             for candidate in candidates:
                 add(candidate, Path(folder.name) / candidate.relative_to(folder))
             leftovers.update(find_leftovers(folder))

@@ -68,13 +68,16 @@ class Anonymizer:
             faces: faces in the image's pixels.
 
         Returns:
-            The anonymized copy and the number of faces whose region was changed (a face whose
-            region lies outside the frame, or has no pixel in it, is not counted).
+            The anonymized copy and the number of faces whose region was changed (a face box under
+            one pixel after clipping to the frame is skipped and not counted).
         """
         out = image.copy()
         height, width = image.shape[:2]
         anonymized = 0
         for face in faces:
+            visible = face.box.clipped(width, height)
+            if visible.width < 1 or visible.height < 1:  # degenerate: outside the frame or under a pixel
+                continue
             region = self.region_for(face)
             x1, y1 = max(0, math.floor(region.x1)), max(0, math.floor(region.y1))
             x2, y2 = min(width, math.ceil(region.x2)), min(height, math.ceil(region.y2))

@@ -40,9 +40,7 @@ def gaussian_blur(region: np.ndarray, *, kernel_px: float) -> np.ndarray:
     work_kernel = kernel_px * (work_w / width)
     sigma = max(work_kernel / 6.0, 0.3)
     ksize = 2 * math.ceil(3.0 * sigma) + 1
-    blurred = cv2.GaussianBlur(
-        work, (ksize, ksize), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT
-    )
+    blurred = cv2.GaussianBlur(work, (ksize, ksize), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
     if blurred.shape[:2] != (height, width):
         blurred = cv2.resize(blurred, (width, height), interpolation=cv2.INTER_LINEAR)
     return blurred

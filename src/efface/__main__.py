@@ -1,0 +1,5 @@
+"""``python -m efface``: the command line."""
+
+from efface.cli import main
+
+main()

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from efface.detection.postprocess import RawDetections, decode_centerface, nms, padded_size, to_original_pixels
+
+
+@pytest.mark.parametrize(
+    ("hw", "expected"),
+    [((1, 1), (32, 32)), ((32, 32), (32, 32)), ((33, 64), (64, 64)), ((480, 641), (480, 672))],
+)
+def test_padded_size(hw: tuple[int, int], expected: tuple[int, int]) -> None:
+    assert padded_size(*hw) == expected
+
+
+def test_padded_size_rejects_empty() -> None:
+    with pytest.raises(ValueError, match="at least 1x1"):
+        padded_size(0, 10)
+
+
+def _maps(h: int = 8, w: int = 10) -> tuple[np.ndarray, ...]:
+    return (
+        np.zeros((1, 1, h, w), np.float32),
+        np.zeros((1, 2, h, w), np.float32),
+        np.zeros((1, 2, h, w), np.float32),
+        np.zeros((1, 10, h, w), np.float32),
+    )
+
+
+def test_decode_empty_when_nothing_above_threshold() -> None:
+    assert len(decode_centerface(*_maps(), score_threshold=0.5)) == 0
+
+
+def test_decode_one_face() -> None:
+    heat, scale, offset, marks = _maps()
+    heat[0, 0, 3, 5] = 0.9
+    scale[0, :, 3, 5] = (np.log(10.0), np.log(5.0))  # height 40 px, width 20 px at stride 4
+    offset[0, :, 3, 5] = (0.25, 0.5)
+    marks[0, 0::2, 3, 5] = 0.5  # every landmark at the box centre (y)
+    marks[0, 1::2, 3, 5] = 0.5  # ... and (x)
+    raw = decode_centerface(heat, scale, offset, marks, score_threshold=0.5)
+    cx, cy = (5 + 0.5 + 0.5) * 4, (3 + 0.25 + 0.5) * 4
+    np.testing.assert_allclose(raw.boxes_xyxy[0], [cx - 10, cy - 20, cx + 10, cy + 20], rtol=1e-6)
+    np.testing.assert_allclose(raw.scores, [0.9])
+    np.testing.assert_allclose(raw.landmarks_xy[0], np.tile([cx, cy], (5, 1)), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("boxes", "scores", "iou", "kept"),
+    [
+        (np.zeros((0, 4)), np.zeros(0), 0.3, []),
+        ([[0, 0, 10, 10]], [0.5], 0.3, [0]),
+        ([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], [0.6, 0.9, 0.7], 0.3, [1, 2]),
+        ([[0, 0, 10, 10], [5, 0, 15, 10]], [0.9, 0.8], 0.4, [0, 1]),  # IoU 1/3 stays below 0.4
+        ([[0, 0, 10, 10], [5, 0, 15, 10]], [0.9, 0.8], 0.3, [0]),
+        ([[0, 0, 0, 0], [0, 0, 0, 0]], [0.9, 0.8], 0.3, [0, 1]),  # degenerate boxes never divide by zero
+    ],
+)
+def test_nms(boxes: list, scores: list, iou: float, kept: list[int]) -> None:
+    result = nms(np.asarray(boxes, np.float32), np.asarray(scores, np.float32), iou_threshold=iou)
+    assert result.tolist() == kept
+
+
+def test_to_original_pixels_rescales_clips_and_drops_outside_boxes() -> None:
+    raw = RawDetections(
+        np.asarray([[10, 10, 30, 50], [-20, -20, 8, 8], [300, 300, 340, 340]], np.float32),
+        np.asarray([0.9, 0.8, 0.7], np.float32),
+        np.zeros((3, 5, 2), np.float32),
+    )
+    out = to_original_pixels(raw, resize_factor=2.0, width_px=100, height_px=100)
+    np.testing.assert_allclose(out.boxes_xyxy, [[5, 5, 15, 25], [0, 0, 4, 4]])
+    np.testing.assert_allclose(out.scores, [0.9, 0.8])
+
+
+def test_raw_detections_validates_shapes() -> None:
+    with pytest.raises(ValueError, match=r"\(N, 4\)"):
+        RawDetections(np.zeros((2, 3)), np.zeros(2), np.zeros((2, 5, 2)))

@@ -1,0 +1,239 @@
+"""The ``efface`` command end to end: the real model, real files (good and malformed), a real audit DB."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from PIL import Image
+from typer.testing import CliRunner
+
+from efface.audit import AuditStore
+from efface.cli import app
+from efface.records import Outcome
+
+runner = CliRunner()
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def write_bad_inputs(folder: Path, astronaut: np.ndarray) -> dict[str, str]:
+    """Writes one real malformed file of each kind; returns file name -> expected error class."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "zero.jpg").write_bytes(b"")
+    good = folder / "_good.jpg"
+    Image.fromarray(astronaut).save(good, quality=90)
+    data = good.read_bytes()
+    good.unlink()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (folder / "text.jpg").write_text("this is a text file, not a JPEG\n")
+    png = folder / "_good.png"
+    Image.fromarray(astronaut[:64, :64]).save(png)
+    raw = bytearray(png.read_bytes())
+    png.unlink()
+    idat = raw.index(b"IDAT")
+    raw[idat + 10] ^= 0xFF  # inside the compressed data: the chunk's CRC no longer matches
+    (folder / "bad_crc.png").write_bytes(bytes(raw))
+    header = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
+    bomb = (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 1024))
+        + _png_chunk(b"IEND", b"")
+    )
+    (folder / "bomb.png").write_bytes(bomb)
+    Image.fromarray(astronaut[:32, :32]).save(folder / "animated.gif")
+    return {
+        "zero.jpg": "CorruptImageError",
+        "truncated.jpg": "CorruptImageError",
+        "text.jpg": "CorruptImageError",
+        "bad_crc.png": "CorruptImageError",
+        "bomb.png": "ImageTooLargeError",
+        "animated.gif": "UnsupportedFormatError",
+    }
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _files(db_url: str) -> list:
+    with AuditStore(db_url) as store:
+        (run,) = store.list_runs(limit=1)
+        return store.list_files(run.run_id)
+
+
+@pytest.mark.slow
+def test_anonymize_folder_with_good_and_bad_files(tmp_path: Path, astronaut: np.ndarray, sqlite_url: str) -> None:
+    folder = tmp_path / "photos"
+    expected_errors = write_bad_inputs(folder / "bad", astronaut)
+    Image.fromarray(astronaut).save(folder / "astronaut.jpg", quality=95)
+    Image.fromarray(np.full((80, 120, 3), 200, np.uint8)).save(folder / "blank.png")
+    bad_before = _snapshot(folder / "bad")
+
+    result = runner.invoke(app, ["anonymize", str(folder), "--db", sqlite_url])
+
+    assert result.exit_code == 1, result.output
+    for name, error_class in expected_errors.items():
+        lines = [line for line in result.stderr.splitlines() if name in line]
+        assert len(lines) == 1 and error_class in lines[0], result.stderr
+    assert _snapshot(folder / "bad") == bad_before  # byte for byte untouched
+    assert not [p for p in folder.rglob("*") if ".efface-tmp-" in p.name]
+    rows = {Path(row.path).name: row for row in _files(sqlite_url)}
+    for name, error_class in expected_errors.items():
+        assert rows[name].outcome is Outcome.ERROR and rows[name].error_class == error_class
+    assert rows["astronaut.jpg"].outcome is Outcome.ANONYMIZED and rows["astronaut.jpg"].faces_anonymized == 1
+    assert rows["blank.png"].outcome is Outcome.NO_FACES
+    assert rows["astronaut.jpg"].faces[0]["score"] > 0.8
+    out = np.asarray(Image.open(folder / "astronaut.jpg"))
+    face = (slice(90, 150), slice(200, 250))
+    assert np.abs(out[face].astype(int) - astronaut[face]).mean() > 10
+
+
+@pytest.mark.slow
+def test_output_mode_and_dry_run_leave_sources_untouched(
+    tmp_path: Path, astronaut: np.ndarray, sqlite_url: str
+) -> None:
+    folder = tmp_path / "src"
+    folder.mkdir()
+    Image.fromarray(astronaut).save(folder / "a.png")
+    before = _snapshot(folder)
+    result = runner.invoke(app, ["anonymize", str(folder), "--dry-run", "--db", sqlite_url])
+    assert result.exit_code == 0, result.output
+    assert _snapshot(folder) == before
+    assert [row.outcome for row in _files(sqlite_url)] == [Outcome.DRY_RUN]
+
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["anonymize", str(folder), "--output", str(out), "--db", sqlite_url, "--json"])
+    assert result.exit_code == 0, result.output
+    assert _snapshot(folder) == before
+    assert (out / "src" / "a.png").is_file()
+    assert json.loads(result.stdout)["outcome"] == "anonymized"
+    (row,) = _files(sqlite_url)
+    assert row.mode == "output_dir" and Path(row.output_path) == out / "src" / "a.png"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--blur-kernel", "0.05"],
+        ["--method", "pixelate", "--pixelate-blocks", "12"],
+    ],
+)
+def test_below_floor_strength_is_refused_before_any_file(tmp_path: Path, options: list[str], sqlite_url: str) -> None:
+    image = tmp_path / "a.png"
+    Image.new("RGB", (10, 10)).save(image)
+    before = image.read_bytes()
+    result = runner.invoke(app, ["anonymize", str(image), "--db", sqlite_url, *options])
+    assert result.exit_code == 2
+    assert "floor" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert image.read_bytes() == before
+
+
+def test_below_floor_strength_in_env_and_config_file_is_refused(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = tmp_path / "a.png"
+    Image.new("RGB", (10, 10)).save(image)
+    monkeypatch.setenv("EFFACE_BLUR_KERNEL_FRACTION", "0.02")
+    result = runner.invoke(app, ["anonymize", str(image), "--db", sqlite_url])
+    assert result.exit_code == 2 and "floor" in result.stderr
+    monkeypatch.delenv("EFFACE_BLUR_KERNEL_FRACTION")
+    config = tmp_path / "efface.toml"
+    config.write_text('method = "pixelate"\npixelate_blocks = 40\n')
+    result = runner.invoke(app, ["anonymize", str(image), "--db", sqlite_url, "--config", str(config)])
+    assert result.exit_code == 2 and "finer than the floor" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "smudge"], "smudge"),
+        (["--threshold", "1.5"], "threshold"),
+        (["--config", "/no/such/file.toml"], "config file not found"),
+        (["--db", "nosuchdb://x"], "audit database"),
+    ],
+)
+def test_usage_errors_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    image = tmp_path / "a.png"
+    Image.new("RGB", (10, 10)).save(image)
+    result = runner.invoke(app, ["anonymize", str(image), *args])
+    assert result.exit_code == 2
+    assert message in result.output + result.stderr
+
+
+def test_missing_path_and_empty_folder_fail_with_audit_rows(tmp_path: Path, sqlite_url: str) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["anonymize", str(tmp_path / "missing.jpg"), str(empty), "--db", sqlite_url])
+    assert result.exit_code == 1
+    assert {row.error_class for row in _files(sqlite_url)} == {"InputNotFoundError"}
+
+
+@pytest.mark.slow
+def test_unreadable_file_is_reported_and_untouched(tmp_path: Path, astronaut: np.ndarray) -> None:
+    """A real permission denial: as root, the child runs without the capability to override file modes."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(astronaut).save(folder / "ok.jpg")
+    locked = folder / "locked.jpg"
+    Image.fromarray(astronaut).save(locked)
+    locked.chmod(0)
+    before = locked.read_bytes() if os.geteuid() == 0 else None
+    command = [sys.executable, "-m", "efface", "anonymize", str(folder), "--db", f"sqlite:///{tmp_path / 'a.db'}"]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.fail("running as root needs util-linux setpriv to drop CAP_DAC_OVERRIDE for this test")
+        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    locked.chmod(0o644)
+    assert proc.returncode == 1, proc.stderr
+    assert "locked.jpg" in proc.stderr and "UnreadableFileError" in proc.stderr
+    if before is not None:
+        assert locked.read_bytes() == before
+    rows = {Path(row.path).name: row for row in _files(f"sqlite:///{tmp_path / 'a.db'}")}
+    assert rows["locked.jpg"].error_class == "UnreadableFileError"
+    assert rows["ok.jpg"].outcome is Outcome.ANONYMIZED
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_anonymize_audits_into_postgresql(tmp_path: Path, astronaut: np.ndarray, pg_url: str) -> None:
+    Image.fromarray(astronaut).save(tmp_path / "a.jpg")
+    (tmp_path / "b.jpg").write_bytes(b"")
+    result = runner.invoke(app, ["anonymize", str(tmp_path), "--db", pg_url])
+    assert result.exit_code == 1
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(sa.text("SELECT outcome, faces_detected FROM files ORDER BY path")).all()
+            (status,) = connection.execute(sa.text("SELECT status FROM runs")).one()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in rows] == [("anonymized", 1), ("error", 0)]
+    assert status == "failed"
+    result = runner.invoke(app, ["audit", "show", "latest", "--db", pg_url, "--json"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["run"]["faces_detected"] == 1
+
+
+def test_audit_list_and_show(tmp_path: Path, sqlite_url: str) -> None:
+    Image.new("RGB", (40, 40), (10, 200, 10)).save(tmp_path / "plain.png")
+    assert runner.invoke(app, ["anonymize", str(tmp_path / "plain.png"), "--db", sqlite_url]).exit_code == 0
+    listing = runner.invoke(app, ["audit", "list", "--db", sqlite_url])
+    assert listing.exit_code == 0 and "completed" in listing.stdout
+    shown = runner.invoke(app, ["audit", "show", "latest", "--db", sqlite_url])
+    assert shown.exit_code == 0 and "plain.png" in shown.stdout and "no_faces" in shown.stdout
+    missing = runner.invoke(app, ["audit", "show", "ffffffff", "--db", sqlite_url])
+    assert missing.exit_code == 2 and "no run" in missing.stderr
