@@ -40,7 +40,7 @@ def main(folder: Path) -> None:
     exif[0x013B] = "Jane Photographer"
     sideways.save(folder / "phone_portrait.jpg", quality=95, exif=exif.tobytes())
     Image.fromarray(data.coffee()).save(folder / "no_face.webp", quality=90)
-    print(f"sample written to {folder}: {', '.join(sorted(p.name for p in folder.iterdir()))}")  # noqa: T201
+    print(f"sample written to {folder}: {', '.join(sorted(p.name for p in folder.iterdir()))}")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ def write_bad_inputs(folder: Path, astronaut: np.ndarray) -> dict[str, str]:
     raw = bytearray(png.read_bytes())
     png.unlink()
     idat = raw.index(b"IDAT")
-    raw[idat + 10] ^= 0xFF  # inside the compressed data: the chunk's CRC no longer matches
+    (length,) = struct.unpack_from(">I", raw, idat - 4)
+    raw[idat + 4 + length] ^= 0xFF  # the stored CRC of IDAT; the image data itself is intact
     (folder / "bad_crc.png").write_bytes(bytes(raw))
     header = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
     bomb = (

@@ -109,6 +109,7 @@ _HARMLESS_INFO_KEYS = frozenset(
 )
 # JPEG APP segments that hold no metadata: JFIF header, ICC profile, Adobe colour transform.
 _HARMLESS_JPEG_SEGMENTS = ((b"APP0", b"JFIF"), (b"APP2", b"ICC_PROFILE"), (b"APP14", b"Adobe"))
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TIFF_KEEP_COMPRESSION = frozenset({"raw", "tiff_lzw", "tiff_adobe_deflate", "tiff_deflate", "packbits"})
 # Modes converted to RGB for detection and written back in a mode of the same kind.
 _GREY_MODES = frozenset({"1", "L", "LA", "I;16", "I;16L", "I;16B", "I;16N", "I"})
@@ -201,6 +202,8 @@ def decode_image(data: bytes, *, path: Path, options: CodecOptions) -> DecodedIm
     """
     if not data:
         raise CorruptImageError("empty file (0 bytes)", path=path)
+    if data.startswith(_PNG_SIGNATURE):
+        _check_png_chunks(data, path=path)
     Image.MAX_IMAGE_PIXELS = options.max_image_pixels
     try:
         with warnings.catch_warnings():
@@ -214,9 +217,7 @@ def decode_image(data: bytes, *, path: Path, options: CodecOptions) -> DecodedIm
         ) from exc
     except UnidentifiedImageError as exc:
         if path.suffix.lower() in IMAGE_SUFFIXES:
-            raise CorruptImageError(
-                f"named {path.suffix} but its content is not an image", path=path
-            ) from exc
+            raise CorruptImageError(f"named {path.suffix} but its content is not an image", path=path) from exc
         raise UnsupportedFormatError("not an image format efface can read", path=path) from exc
     except (OSError, SyntaxError, ValueError, struct.error, zlib.error, EOFError) as exc:
         # Pillow reports truncation, bad CRCs and broken headers through all of these.
@@ -234,8 +235,7 @@ def _decode_opened(image: Image.Image, *, data: bytes, path: Path, options: Code
     width, height = image.size
     if width * height > options.max_image_pixels:
         raise ImageTooLargeError(
-            f"{width}x{height} is more than the allowed {options.max_image_pixels:,} pixels "
-            "(decompression bomb guard)",
+            f"{width}x{height} is more than the allowed {options.max_image_pixels:,} pixels (decompression bomb guard)",
             path=path,
         )
     if getattr(image, "n_frames", 1) > 1:
@@ -259,9 +259,40 @@ def _decode_opened(image: Image.Image, *, data: bytes, path: Path, options: Code
         was_rotated=orientation not in (1, None),
         icc_profile=info.get("icc_profile") if options.keep_icc_profile else None,
         dpi=(float(dpi[0]), float(dpi[1])) if dpi else None,
-        is_lossless=image_format is ImageFormat.WEBP and b"VP8L" in data[:64],
+        is_lossless=image_format is ImageFormat.WEBP and _is_lossless_webp(data),
         tiff_compression=info.get("compression") if image_format is ImageFormat.TIFF else None,
     )
+
+
+def _check_png_chunks(data: bytes, *, path: Path) -> None:
+    """Verifies every PNG chunk's CRC up to IEND; Pillow skips the CRCs of the image data chunks."""
+    offset = len(_PNG_SIGNATURE)
+    while offset + 12 <= len(data):
+        (length,) = struct.unpack_from(">I", data, offset)
+        kind = data[offset + 4 : offset + 8]
+        end = offset + 12 + length
+        if end > len(data):
+            break
+        (stored_crc,) = struct.unpack_from(">I", data, end - 4)
+        if zlib.crc32(data[offset + 4 : end - 4]) != stored_crc:
+            name = kind.decode("latin-1", errors="replace")
+            raise CorruptImageError(f"PNG chunk {name!r} at byte {offset} fails its CRC check", path=path)
+        if kind == b"IEND":
+            return
+        offset = end
+    raise CorruptImageError("PNG is truncated (no complete IEND chunk)", path=path)
+
+
+def _is_lossless_webp(data: bytes) -> bool:
+    # Walk the RIFF chunks: VP8X, ICCP (any size), ANIM and ALPH may come before the image chunk.
+    offset = 12
+    while offset + 8 <= len(data):
+        fourcc = data[offset : offset + 4]
+        if fourcc in (b"VP8 ", b"VP8L"):
+            return fourcc == b"VP8L"
+        (size,) = struct.unpack_from("<I", data, offset + 4)
+        offset += 8 + size + (size & 1)
+    return False
 
 
 def _carries_metadata(image: Image.Image, info: dict[object, object]) -> bool:
@@ -288,14 +319,8 @@ def encode_image(decoded: DecodedImage, pixels: np.ndarray, *, options: CodecOpt
         The complete file content.
     """
     if pixels.shape != decoded.pixels.shape or pixels.dtype != np.uint8:
-        raise ValueError(
-            f"expected uint8 pixels of shape {decoded.pixels.shape}, got {pixels.dtype} {pixels.shape}"
-        )
-    image = (
-        Image.fromarray(pixels, mode="RGB")
-        if not decoded.is_grey
-        else Image.fromarray(pixels[:, :, 0], mode="L")
-    )
+        raise ValueError(f"expected uint8 pixels of shape {decoded.pixels.shape}, got {pixels.dtype} {pixels.shape}")
+    image = Image.fromarray(pixels, mode="RGB") if not decoded.is_grey else Image.fromarray(pixels[:, :, 0], mode="L")
     fmt = decoded.image_format
     if decoded.alpha is not None and fmt is not ImageFormat.JPEG:
         image.putalpha(Image.fromarray(decoded.alpha, mode="L"))
@@ -310,9 +335,7 @@ def encode_image(decoded: DecodedImage, pixels: np.ndarray, *, options: CodecOpt
         case ImageFormat.PNG:
             params.update(compress_level=6)
         case ImageFormat.WEBP:
-            params.update(
-                lossless=decoded.is_lossless, quality=100 if decoded.is_lossless else options.jpeg_quality
-            )
+            params.update(lossless=decoded.is_lossless, quality=100 if decoded.is_lossless else options.jpeg_quality)
         case ImageFormat.TIFF:
             compression = decoded.tiff_compression
             params.update(compression=compression if compression in _TIFF_KEEP_COMPRESSION else "tiff_lzw")
