@@ -111,7 +111,7 @@ def anonymize(
     jpeg_quality: Annotated[int | None, typer.Option(min=1, max=100, help="JPEG/WebP quality. [default: 92]")] = None,
     config: ConfigOption = None,
     json_output: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object per file instead of tables.")
+        bool, typer.Option("--json", help="Print one JSON line per file instead of tables.")
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what is done.")] = False,
 ) -> None:
@@ -151,7 +151,7 @@ def anonymize(
         results.append(result)
         progress.advance(task)
         if json_output:
-            stdout.print_json(data=_result_json(result))
+            typer.echo(json.dumps(_result_json(result)))  # JSON Lines: one object per file
         elif result.outcome is Outcome.ERROR:
             stderr.print(
                 f"[red]error:[/red] {result.path}: {result.error_message} ({result.error_class})",
@@ -259,9 +259,8 @@ def audit_show(
         run = _or_exit(lambda: _find_run(store, run_id))
         files = _or_exit(lambda: store.list_files(run.run_id))
     if json_output:
-        stdout.print_json(
-            json.dumps({"run": _stored_json(run), "files": [_stored_json(f) for f in files]}, default=str)
-        )
+        document = {"run": _stored_json(run), "files": [_stored_json(f) for f in files]}
+        typer.echo(json.dumps(document, default=str, indent=2))
         return
     _print_run(run, files)
 
