@@ -128,3 +128,14 @@ def test_region_grows_with_box_scale() -> None:
     small, _ = Anonymizer(TransformSpec(method=Method.FILL, box_scale=1.0)).apply(image, (face,))
     large, _ = Anonymizer(TransformSpec(method=Method.FILL, box_scale=2.0)).apply(image, (face,))
     assert (large == 0).all(axis=2).sum() > 3.5 * (small == 0).all(axis=2).sum()
+
+
+@pytest.mark.parametrize("mask_shape", list(MaskShape))
+def test_region_mask_is_exactly_what_apply_changes(mask_shape: MaskShape) -> None:
+    image = np.full((120, 160, 3), 77, np.uint8)
+    faces = (Face(BBox(10, 10, 50, 60), 0.9), Face(BBox(140, 90, 175, 130), 0.8), Face(BBox(5, 5, 5, 5), 0.7))
+    anonymizer = Anonymizer(TransformSpec(method=Method.FILL, fill_rgb=(1, 2, 3), mask_shape=mask_shape))
+    out, count = anonymizer.apply(image, faces)
+    changed = (out != image).any(axis=2)
+    assert count == 2
+    assert (anonymizer.region_mask(120, 160, faces) == changed).all()

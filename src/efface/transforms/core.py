@@ -60,6 +60,45 @@ class Anonymizer:
         """The region anonymized for a face (unclipped): its box grown by ``spec.box_scale``."""
         return face.box.scaled(self.spec.box_scale)
 
+    def _face_mask(self, face: Face, height: int, width: int) -> tuple[tuple[slice, slice], np.ndarray] | None:
+        """Where a face's region lies in the frame: the crop window and the mask within it, or None when
+        the face is degenerate (box under one pixel after clipping) or its region holds no pixel."""
+        visible = face.box.clipped(width, height)
+        if visible.width < 1 or visible.height < 1:
+            return None
+        region = self.region_for(face)
+        x1, y1 = max(0, math.floor(region.x1)), max(0, math.floor(region.y1))
+        x2, y2 = min(width, math.ceil(region.x2)), min(height, math.ceil(region.y2))
+        if x2 - x1 < 1 or y2 - y1 < 1:
+            return None
+        if self.spec.mask_shape is MaskShape.ELLIPSE:
+            cx, cy = region.center_xy
+            mask = F.ellipse_mask(
+                y2 - y1,
+                x2 - x1,
+                center_xy=(cx - x1, cy - y1),
+                axes_xy=(max(region.width / 2.0, 0.5), max(region.height / 2.0, 0.5)),
+            )
+            if not mask.any():
+                return None
+        else:
+            mask = np.ones((y2 - y1, x2 - x1), dtype=bool)
+        return (slice(y1, y2), slice(x1, x2)), mask
+
+    def region_mask(self, height: int, width: int, faces: tuple[Face, ...]) -> np.ndarray:
+        """The pixels ``apply`` would change for these faces.
+
+        Returns:
+            bool (height, width), True inside the union of the faces' regions.
+        """
+        union = np.zeros((height, width), dtype=bool)
+        for face in faces:
+            placed = self._face_mask(face, height, width)
+            if placed is not None:
+                window, mask = placed
+                union[window] |= mask
+        return union
+
     def apply(self, image: np.ndarray, faces: tuple[Face, ...]) -> tuple[np.ndarray, int]:
         """Anonymizes every face.
 
@@ -75,29 +114,13 @@ class Anonymizer:
         height, width = image.shape[:2]
         anonymized = 0
         for face in faces:
-            visible = face.box.clipped(width, height)
-            if visible.width < 1 or visible.height < 1:  # degenerate: outside the frame or under a pixel
+            placed = self._face_mask(face, height, width)
+            if placed is None:
                 continue
-            region = self.region_for(face)
-            x1, y1 = max(0, math.floor(region.x1)), max(0, math.floor(region.y1))
-            x2, y2 = min(width, math.ceil(region.x2)), min(height, math.ceil(region.y2))
-            if x2 - x1 < 1 or y2 - y1 < 1:
-                continue
-            crop = out[y1:y2, x1:x2]
+            window, mask = placed
+            crop = out[window]
             treated = self._treat(crop, face_width_px=max(face.box.width, 1.0))
-            if self.spec.mask_shape is MaskShape.ELLIPSE:
-                cx, cy = region.center_xy
-                mask = F.ellipse_mask(
-                    y2 - y1,
-                    x2 - x1,
-                    center_xy=(cx - x1, cy - y1),
-                    axes_xy=(max(region.width / 2.0, 0.5), max(region.height / 2.0, 0.5)),
-                )
-                if not mask.any():
-                    continue
-                crop[mask] = treated[mask]
-            else:
-                crop[...] = treated
+            crop[mask] = treated[mask]
             anonymized += 1
         return out, anonymized
 
