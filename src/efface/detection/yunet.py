@@ -19,10 +19,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from efface.detection.centerface import _file_sha256, create_session
-from efface.detection.postprocess import RawDetections, nms, padded_size, to_original_pixels
+from efface.detection._onnx import create_session, file_sha256
+from efface.detection.postprocess import (
+    RawDetections,
+    check_image,
+    nms,
+    padded_size,
+    to_faces,
+    to_original_pixels,
+)
 from efface.errors import ConfigurationError, ModelError
-from efface.records import BBox, Face
+from efface.records import Face
 
 __all__ = ["YUNET_OUTPUT_NAMES", "YUNET_STRIDES", "YuNetDetector", "decode_yunet"]
 
@@ -129,7 +136,7 @@ class YuNetDetector:
         if not self.model_path.is_file():
             raise ModelError("YuNet model file not found", path=self.model_path)
         try:
-            self.weights_sha256 = _file_sha256(self.model_path)
+            self.weights_sha256 = file_sha256(self.model_path)
             self._session = create_session(self.model_path, providers)
         except OSError as exc:
             raise ModelError(f"cannot read the YuNet model: {exc.strerror}", path=self.model_path) from exc
@@ -162,17 +169,12 @@ class YuNetDetector:
 
     def detect(self, image: np.ndarray) -> tuple[Face, ...]:
         """Detects faces in an RGB uint8 image of shape (H, W, 3), highest score first."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
-        raw = self.detect_raw(image, input_scale=self.input_scale)
-        return tuple(
-            Face(
-                box=BBox(*(float(v) for v in box)),
-                score=float(min(max(score, 0.0), 1.0)),
-                landmarks_xy=tuple((float(x), float(y)) for x, y in marks),
-            )
-            for box, score, marks in zip(raw.boxes_xyxy, raw.scores, raw.landmarks_xy, strict=True)
-        )
+        check_image(image)
+        return to_faces(self.detect_raw(image, input_scale=self.input_scale))
+
+    def detect_batch_raw(self, images: list[np.ndarray], *, input_scale: float) -> list[RawDetections]:
+        """``detect_raw`` for each image (YuNet is fast enough that batching gains little)."""
+        return [self.detect_raw(image, input_scale=input_scale) for image in images]
 
     def detect_raw(self, image: np.ndarray, *, input_scale: float) -> RawDetections:
         """Runs the network once at ``input_scale`` and returns suppressed detections in original pixels.

@@ -1,0 +1,47 @@
+"""onnxruntime plumbing shared by the ONNX detectors: explicit provider selection and weight hashing."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+
+import onnxruntime as ort
+
+from efface.errors import ConfigurationError, ModelError
+
+__all__ = ["create_session", "file_sha256"]
+
+
+@cache
+def file_sha256(path: Path) -> str:
+    """sha256 of a weights file (cached per path)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def create_session(model: bytes | Path, providers: Sequence[str]) -> ort.InferenceSession:
+    """Builds an onnxruntime session on explicitly chosen execution providers.
+
+    Raises:
+        ConfigurationError: a requested provider is not available; the message lists those that are.
+        ModelError: onnxruntime cannot load the model.
+    """
+    available = ort.get_available_providers()
+    missing = [name for name in providers if name not in available]
+    if not providers or missing:
+        raise ConfigurationError(
+            f"execution provider(s) {missing or list(providers)} not available; available: {', '.join(available)}"
+        )
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # onnxruntime's warnings are about the published graph, not the user
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        source = model if isinstance(model, bytes) else str(model)
+        return ort.InferenceSession(source, sess_options=options, providers=list(providers))
+    except Exception as exc:  # onnxruntime raises its own untyped exception classes
+        raise ModelError(f"onnxruntime cannot load the model: {exc}") from exc
