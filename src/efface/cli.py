@@ -23,7 +23,7 @@ from efface.errors import AuditError, EffaceError
 from efface.pipeline.build import audited_settings, build_worker
 from efface.pipeline.jobs import plan_jobs
 from efface.pipeline.local import new_run_info, run_plan
-from efface.records import AnonymizationResult, MaskShape, Method, Outcome, RunSummary
+from efface.records import AnonymizationResult, MaskShape, Method, Outcome, Preset, RunSummary
 
 __all__ = ["app", "main"]
 
@@ -89,7 +89,15 @@ def anonymize(
     paths: Annotated[list[Path], typer.Argument(help="Image files and folders (walked recursively).")],
     method: Annotated[Method | None, typer.Option(help="How faces are anonymized. [default: blur]")] = None,
     threshold: Annotated[
-        float | None, typer.Option(min=0.01, max=0.99, help="Detector score threshold. [default: 0.3]")
+        float | None,
+        typer.Option(min=0.01, max=0.99, help="Detector score threshold. [default: the preset's, chosen on data]"),
+    ] = None,
+    preset: Annotated[
+        Preset | None, typer.Option(help="Detection preset: time against recall. [default: balanced]")
+    ] = None,
+    detector: Annotated[
+        list[str] | None,
+        typer.Option("--detector", help="Fuse a further ONNX detector: yunet:PATH (repeatable)."),
     ] = None,
     db: DbOption = None,
     output: Annotated[
@@ -121,6 +129,8 @@ def anonymize(
         config,
         method=method,
         score_threshold=threshold,
+        preset=preset,
+        extra_detectors=tuple(detector) if detector else None,
         db_url=db,
         mask_shape=mask,
         box_scale=box_scale,

@@ -22,13 +22,12 @@ from pydantic_settings import (
 )
 
 from efface.errors import ConfigurationError
-from efface.records import MaskShape, Method, TransformSpec
+from efface.records import MaskShape, Method, Preset, TransformSpec
 
 __all__ = [
     "DEFAULT_BOX_SCALE",
     "DEFAULT_JPEG_QUALITY",
     "DEFAULT_MAX_IMAGE_PIXELS",
-    "DEFAULT_SCORE_THRESHOLD",
     "Settings",
     "default_config_path",
     "default_database_url",
@@ -36,8 +35,6 @@ __all__ = [
 ]
 
 APP_NAME = "efface"
-DEFAULT_SCORE_THRESHOLD = 0.3
-DEFAULT_NMS_IOU = 0.3
 DEFAULT_BOX_SCALE = 1.3
 DEFAULT_BLUR_KERNEL_FRACTION = 1.5
 DEFAULT_PIXELATE_BLOCKS = 6
@@ -73,8 +70,11 @@ class Settings(BaseSettings):
     blur_kernel_fraction: float = DEFAULT_BLUR_KERNEL_FRACTION
     pixelate_blocks: int = DEFAULT_PIXELATE_BLOCKS
     fill_rgb: tuple[int, int, int] = (0, 0, 0)
-    score_threshold: float = Field(DEFAULT_SCORE_THRESHOLD, gt=0.0, lt=1.0)
-    nms_iou: float = Field(DEFAULT_NMS_IOU, gt=0.0, le=1.0)
+    preset: Preset = Preset.BALANCED
+    # None: the preset's own threshold, chosen on data.
+    score_threshold: float | None = Field(None, gt=0.0, lt=1.0)
+    # Further user-supplied detectors fused with CenterFace, as "yunet:PATH".
+    extra_detectors: tuple[str, ...] = ()
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     jpeg_quality: int = Field(DEFAULT_JPEG_QUALITY, ge=1, le=100)
     keep_icc_profile: bool = True
@@ -85,6 +85,15 @@ class Settings(BaseSettings):
     def _db_url_not_empty(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("db_url must not be empty")
+        return value
+
+    @field_validator("extra_detectors")
+    @classmethod
+    def _known_detectors(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            kind, _, path = item.partition(":")
+            if kind != "yunet" or not path:
+                raise ValueError(f"expected 'yunet:PATH', got {item!r}")
         return value
 
     @classmethod

@@ -20,6 +20,7 @@ __all__ = [
     "MaskShape",
     "Method",
     "Outcome",
+    "Preset",
     "RunInfo",
     "RunStatus",
     "RunSummary",
@@ -34,6 +35,14 @@ class Method(StrEnum):
     BLUR = "blur"
     PIXELATE = "pixelate"
     FILL = "fill"
+
+
+class Preset(StrEnum):
+    """Named detection settings, trading time for recall (measured in bench/coverage.py)."""
+
+    FAST = "fast"
+    BALANCED = "balanced"
+    THOROUGH = "thorough"
 
 
 class MaskShape(StrEnum):

@@ -4,13 +4,18 @@ service, Ray workers) turns configuration into a ``Worker``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from efface.config import Settings
 from efface.detection.centerface import CenterFaceDetector
+from efface.detection.multiscale import MultiScaleDetector
+from efface.detection.presets import CANDIDATE_SCORE, preset_spec
+from efface.detection.yunet import YuNetDetector
 from efface.media.images import CodecOptions
 from efface.pipeline.core import Worker
 from efface.transforms.core import Anonymizer
 
-__all__ = ["audited_settings", "build_worker"]
+__all__ = ["audited_settings", "build_detector", "build_worker"]
 
 
 def build_worker(settings: Settings) -> Worker:
@@ -22,11 +27,7 @@ def build_worker(settings: Settings) -> Worker:
         ModelError: the detector model cannot be loaded.
     """
     anonymizer = Anonymizer(settings.transform_spec())
-    detector = CenterFaceDetector(
-        score_threshold=settings.score_threshold,
-        nms_iou=settings.nms_iou,
-        providers=settings.providers,
-    )
+    detector = build_detector(settings)
     codec = CodecOptions(
         jpeg_quality=settings.jpeg_quality,
         keep_icc_profile=settings.keep_icc_profile,
@@ -35,6 +36,25 @@ def build_worker(settings: Settings) -> Worker:
     return Worker(detector=detector, anonymizer=anonymizer, codec=codec)
 
 
+def build_detector(settings: Settings) -> MultiScaleDetector:
+    """CenterFace in the configured preset, fused with any user-supplied detectors.
+
+    Raises:
+        ConfigurationError: an unavailable execution provider.
+        ModelError: a model file is missing or unreadable.
+    """
+    base = CenterFaceDetector(score_threshold=CANDIDATE_SCORE, providers=settings.providers)
+    extra = [
+        YuNetDetector(Path(item.partition(":")[2]), score_threshold=CANDIDATE_SCORE, providers=settings.providers)
+        for item in settings.extra_detectors
+    ]
+    spec = preset_spec(settings.preset, score_threshold=settings.score_threshold)
+    return MultiScaleDetector(base, spec, extra=extra)
+
+
 def audited_settings(settings: Settings) -> dict[str, object]:
-    """Every setting that affects the output, for the audit log (the database URL is left out)."""
-    return settings.model_dump(mode="json", exclude={"db_url"})
+    """Every setting that affects the output, for the audit log (the database URL is left out), with the
+    detection passes the preset stands for."""
+    audited = settings.model_dump(mode="json", exclude={"db_url"})
+    audited["detection"] = preset_spec(settings.preset, score_threshold=settings.score_threshold).as_dict()
+    return audited
