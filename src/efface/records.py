@@ -25,6 +25,8 @@ __all__ = [
     "RunStatus",
     "RunSummary",
     "TransformSpec",
+    "ValidationKind",
+    "ValidationRecord",
     "WriteMode",
 ]
 
@@ -309,3 +311,49 @@ class RunSummary:
     faces_detected: int
     faces_anonymized: int
     duration_s: float
+
+
+class ValidationKind(StrEnum):
+    """What a validation measured."""
+
+    COVERAGE = "coverage"
+    STRENGTH = "strength"
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationRecord:
+    """A measurement a data-protection officer can show later: what was validated, when, with which
+    settings, and the figures.
+
+    Attributes:
+        validation_id: a unique id (uuid4 hex).
+        kind: coverage (detection against annotations) or strength (against face recognition).
+        created_at: UTC time.
+        efface_version: the package version.
+        model_name: the detector.
+        model_sha256: sha256 of its weights.
+        settings: every setting that affects the result, JSON-serialisable.
+        dataset: what was measured on (paths, format, subset, counts), JSON-serialisable.
+        figures: the results, JSON-serialisable.
+        passed: the outcome of a pass/fail criterion (e.g. ``--fail-under``), None without one.
+        hostname: the machine that ran it.
+    """
+
+    validation_id: str
+    kind: ValidationKind
+    created_at: datetime
+    efface_version: str
+    model_name: str
+    model_sha256: str
+    settings: dict[str, object]
+    dataset: dict[str, object]
+    figures: dict[str, object]
+    passed: bool | None
+    hostname: str
+
+    def __post_init__(self) -> None:
+        if self.created_at.tzinfo is None:
+            raise ValueError("created_at must be timezone-aware (UTC)")
+        if not self.validation_id:
+            raise ValueError("validation_id must not be empty")
+        object.__setattr__(self, "kind", ValidationKind(self.kind))
