@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -17,13 +20,26 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from efface import __version__
 from efface.audit import AuditStore, StoredFile, StoredRun
 from efface.config import Settings, load_settings
 from efface.errors import AuditError, EffaceError
 from efface.pipeline.build import audited_settings, build_worker
 from efface.pipeline.jobs import plan_jobs
 from efface.pipeline.local import new_run_info, run_plan
-from efface.records import AnonymizationResult, MaskShape, Method, Outcome, Preset, RunSummary
+from efface.records import (
+    AnonymizationResult,
+    MaskShape,
+    Method,
+    Outcome,
+    Preset,
+    RunSummary,
+    ValidationKind,
+    ValidationRecord,
+)
+from efface.verify.annotations import AnnotationFormat, WiderSubset, read_annotations
+from efface.verify.coverage import CoverageRun, measure_coverage
+from efface.verify.metrics import HeightBin
 
 __all__ = ["app", "main"]
 
@@ -39,6 +55,8 @@ app = typer.Typer(
 )
 audit_app = typer.Typer(help="Read the audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+verify_app = typer.Typer(help="Measure what efface finds and how well it anonymizes.", no_args_is_help=True)
+app.add_typer(verify_app, name="verify")
 
 stdout = Console()
 stderr = Console(stderr=True)
@@ -179,6 +197,143 @@ def anonymize(
     if not json_output:
         _print_summary(run.run_id, summary, results)
     raise typer.Exit(EXIT_FILES_FAILED if summary.files_failed else EXIT_OK)
+
+
+@verify_app.command("coverage")
+def verify_coverage(
+    images: Annotated[Path, typer.Argument(help="Folder the annotation's image paths are relative to.")],
+    annotations: Annotated[
+        Path, typer.Option("--annotations", "-a", help="WIDER FACE text, COCO JSON, Pascal VOC XML (file or folder).")
+    ],
+    annotation_format: Annotated[
+        AnnotationFormat | None, typer.Option("--format", help="Annotation format. [default: from the file]")
+    ] = None,
+    category: Annotated[str, typer.Option(help="COCO/VOC category name or COCO id of faces.")] = "face",
+    subset: Annotated[
+        WiderSubset | None, typer.Option(help="WIDER difficulty subset to count (needs --difficulty).")
+    ] = None,
+    difficulty: Annotated[
+        Path | None, typer.Option(help="WIDER difficulty JSON: per image, the face indices of each subset.")
+    ] = None,
+    preset: Annotated[Preset | None, typer.Option(help="Detection preset. [default: balanced]")] = None,
+    threshold: Annotated[float | None, typer.Option(min=0.01, max=0.99, help="Detector score threshold.")] = None,
+    detector: Annotated[
+        list[str] | None, typer.Option("--detector", help="Fuse a further detector: yunet:PATH.")
+    ] = None,
+    mask: Annotated[MaskShape | None, typer.Option(help="Shape of the anonymized region.")] = None,
+    box_scale: Annotated[float | None, typer.Option(help="Grow each face box by this factor.")] = None,
+    fail_under: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Exit 1 when the recall is below this.")
+    ] = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """Measure detection coverage on an annotated sample, with the settings `anonymize` would use."""
+    _configure_logging(False)
+    settings = _load(
+        config,
+        preset=preset,
+        score_threshold=threshold,
+        extra_detectors=tuple(detector) if detector else None,
+        mask_shape=mask,
+        box_scale=box_scale,
+        db_url=db,
+    )
+    try:
+        worker = build_worker(settings)
+        sample = read_annotations(
+            annotations,
+            images_root=images,
+            annotation_format=annotation_format,
+            category=int(category) if category.isdigit() else category,
+            subset=subset,
+            difficulty_file=difficulty,
+        )
+    except EffaceError as exc:
+        raise _fail_setup(exc) from exc
+    store = _open_store(settings)
+    score_threshold = worker.detector.spec.score_threshold
+    progress = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=True,
+        disable=json_output or not stderr.is_terminal,
+    )
+    try:
+        with store, progress:
+            task = progress.add_task("measuring coverage", total=len(sample))
+            run = measure_coverage(
+                sample, worker=worker, score_threshold=score_threshold, on_image=lambda _: progress.advance(task)
+            )
+            recall = run.report.recall
+            passed = None if fail_under is None else (recall is not None and recall >= fail_under)
+            record = ValidationRecord(
+                validation_id=uuid.uuid4().hex,
+                kind=ValidationKind.COVERAGE,
+                created_at=datetime.now(UTC),
+                efface_version=__version__,
+                model_name=worker.detector.name,
+                model_sha256=worker.detector.weights_sha256,
+                settings=audited_settings(settings),
+                dataset={
+                    "images_root": str(images.resolve()),
+                    "annotations": str(annotations.resolve()),
+                    "format": annotation_format.value if annotation_format else None,
+                    "category": category,
+                    "subset": subset.value if subset else None,
+                    "images": len(sample),
+                },
+                figures=run.as_dict(),
+                passed=passed,
+                hostname=socket.gethostname(),
+            )
+            store.record_validation(record)
+    except EffaceError as exc:
+        stderr.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FILES_FAILED) from exc
+    if json_output:
+        typer.echo(json.dumps({"validation_id": record.validation_id, "passed": passed, **run.as_dict()}, indent=2))
+    else:
+        _print_coverage(record.validation_id, run, settings)
+    if passed is False:
+        stderr.print(f"recall {recall:.3f} is below --fail-under {fail_under}", highlight=False)
+        raise typer.Exit(EXIT_FILES_FAILED)
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _print_coverage(validation_id: str, run: CoverageRun, settings: Settings) -> None:
+    report = run.report
+    title = (
+        f"coverage ({settings.preset.value} preset, threshold {report.score_threshold:g}), "
+        f"validation {validation_id[:12]}"
+    )
+    table = Table(title=title, header_style="bold")
+    for column in ("face height", "faces", "found", "recall", "covered >= 70 %", "mean covered"):
+        table.add_column(column, justify="right")
+    for height_bin in HeightBin:
+        found = report.found_by_height[height_bin]
+        covered = report.covered_by_height[height_bin]
+        table.add_row(
+            height_bin.value,
+            str(found.total),
+            str(found.found),
+            _share(found.share),
+            _share(covered.share),
+            _share(covered.mean_fraction),
+        )
+    stdout.print(table)
+    stdout.print(
+        f"images {report.images}, ignored faces {report.ignored_faces}, false positives per image "
+        f"{report.fp_per_image:.2f}, AP (WIDER protocol, IoU 0.5) {_share(report.ap)}, "
+        f"{run.images_per_s:.2f} images/s (detection {run.detection_s / max(report.images, 1):.3f} s/image)"
+    )
 
 
 def _result_json(result: AnonymizationResult) -> dict[str, object]:

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -32,29 +31,6 @@ from efface.records import (
 
 SRC_DIR = Path(__file__).resolve().parents[2] / "src"
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A URL of an empty database: a new SQLite file, or a new PostgreSQL schema dropped afterwards."""
-    if request.param == "sqlite":
-        # The folder does not exist yet: the store creates it.
-        return f"sqlite:///{tmp_path / 'audit' / 'audit.db'}"
-    return request.getfixturevalue("pg_url")
-
-
-@pytest.fixture
-def raw_engine(db_url: str) -> Iterator[sa.Engine]:
-    """A plain engine on the same database, to look under the store."""
-    engine = sa.create_engine(db_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[AuditStore]:
-    with AuditStore(db_url) as opened:
-        yield opened
 
 
 def make_run(run_id: str | None = None, *, started_at: datetime = T0) -> RunInfo:
@@ -128,7 +104,7 @@ def test_migrations_create_tables(store: AuditStore, raw_engine: sa.Engine) -> N
     assert any(ix["column_names"] == ["run_id"] for ix in inspector.get_indexes("files"))
     assert [fk["referred_table"] for fk in inspector.get_foreign_keys("files")] == ["runs"]
     with raw_engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
 
 
 def test_no_column_can_hold_binary_content(store: AuditStore, raw_engine: sa.Engine) -> None:
@@ -269,7 +245,7 @@ def test_reopen_keeps_data_and_does_not_migrate_again(
         assert len(second.list_files(run.run_id)) == 1
     assert not any("Running upgrade" in message for message in caplog.messages)
     with raw_engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
 
 
 def test_database_from_a_newer_efface_raises_audit_error(db_url: str, raw_engine: sa.Engine) -> None:

@@ -1,8 +1,9 @@
-"""The audit log: one row per run and one per file, in SQLite or PostgreSQL, never any image content.
+"""The audit log: one row per run, per file and per validation, in SQLite or PostgreSQL, never any image
+content.
 
 Only this package imports SQLAlchemy and Alembic; their errors leave it as ``AuditError``.
 """
 
-from efface.audit.store import AuditStore, StoredFile, StoredRun
+from efface.audit.store import AuditStore, StoredFile, StoredRun, StoredValidation
 
-__all__ = ["AuditStore", "StoredFile", "StoredRun"]
+__all__ = ["AuditStore", "StoredFile", "StoredRun", "StoredValidation"]

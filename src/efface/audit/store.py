@@ -1,4 +1,4 @@
-"""``AuditStore``: writes runs and per-file results to SQLite or PostgreSQL and reads them back.
+"""``AuditStore``: writes runs, per-file results and validations to SQLite or PostgreSQL and reads them back.
 
 Every SQLAlchemy, driver, Alembic and file-system error is translated into ``AuditError`` here, in
 ``_translate``: nothing foreign leaves this module.
@@ -26,11 +26,20 @@ from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
 
-from efface.audit.tables import files, runs
+from efface.audit.tables import files, runs, validations
 from efface.errors import AuditError
-from efface.records import AnonymizationResult, Outcome, RunInfo, RunStatus, RunSummary, WriteMode
+from efface.records import (
+    AnonymizationResult,
+    Outcome,
+    RunInfo,
+    RunStatus,
+    RunSummary,
+    ValidationKind,
+    ValidationRecord,
+    WriteMode,
+)
 
-__all__ = ["AuditStore", "StoredFile", "StoredRun"]
+__all__ = ["AuditStore", "StoredFile", "StoredRun", "StoredValidation"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +102,27 @@ class StoredFile:
     error_class: str | None
     error_message: str | None
     details: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredValidation:
+    """One row of the ``validations`` table. ``created_at`` is timezone-aware UTC.
+
+    Attributes:
+        passed: the outcome of the validation's pass/fail criterion, None when it had none.
+    """
+
+    validation_id: str
+    kind: ValidationKind
+    created_at: datetime
+    efface_version: str
+    model_name: str
+    model_sha256: str
+    settings: dict[str, Any]
+    dataset: dict[str, Any]
+    figures: dict[str, Any]
+    passed: bool | None
+    hostname: str
 
 
 def _one_line(exc: BaseException) -> str:
@@ -174,8 +204,12 @@ def _stored_file(row: Mapping[str, Any]) -> StoredFile:
     )
 
 
+def _stored_validation(row: Mapping[str, Any]) -> StoredValidation:
+    return StoredValidation(**{**row, "kind": ValidationKind(row["kind"])})
+
+
 class AuditStore:
-    """The audit log of runs and files in one SQLite or PostgreSQL database.
+    """The audit log of runs, files and validations in one SQLite or PostgreSQL database.
 
     Opening migrates the database to the newest schema with Alembic. Each write commits at once, so a
     killed process loses at most the file in flight. Several processes may write to one database.
@@ -295,16 +329,7 @@ class AuditStore:
         Raises:
             AuditError: no run matches, several do, or the database cannot be read.
         """
-        if not run_id_or_prefix:
-            raise AuditError("no run id given")
-        query = runs.select().where(runs.c.run_id.startswith(run_id_or_prefix, autoescape=True)).limit(2)
-        with _translate(f"read run {run_id_or_prefix}"), self._engine.connect() as connection:
-            rows = connection.execute(query).mappings().all()
-        if not rows:
-            raise AuditError(f"no run matches {run_id_or_prefix!r}")
-        if len(rows) > 1:
-            raise AuditError(f"ambiguous run id prefix {run_id_or_prefix!r}: several runs match")
-        return _stored_run(rows[0])
+        return _stored_run(self._get_by_prefix(runs.c.run_id, run_id_or_prefix, noun="run"))
 
     def list_files(self, run_id: str) -> list[StoredFile]:
         """Returns the files recorded for a run, in the order they were recorded.
@@ -315,6 +340,66 @@ class AuditStore:
         query = files.select().where(files.c.run_id == run_id).order_by(files.c.id)
         with _translate(f"list files of run {run_id}"), self._engine.connect() as connection:
             return [_stored_file(row) for row in connection.execute(query).mappings()]
+
+    def record_validation(self, record: ValidationRecord) -> None:
+        """Records a coverage or strength validation, committed immediately.
+
+        Raises:
+            AuditError: the validation id exists already, or the database cannot be written.
+        """
+        with _translate(f"record validation {record.validation_id}"), self._engine.begin() as connection:
+            connection.execute(
+                validations.insert().values(
+                    validation_id=record.validation_id,
+                    kind=ValidationKind(record.kind).value,
+                    created_at=record.created_at,
+                    efface_version=record.efface_version,
+                    model_name=record.model_name,
+                    model_sha256=record.model_sha256,
+                    settings=record.settings,
+                    dataset=record.dataset,
+                    figures=record.figures,
+                    passed=record.passed,
+                    hostname=record.hostname,
+                )
+            )
+
+    def list_validations(self, *, limit: int = 20, kind: ValidationKind | None = None) -> list[StoredValidation]:
+        """Returns up to ``limit`` validations, newest first.
+
+        Args:
+            limit: the most validations to return.
+            kind: only validations of this kind; all kinds when None.
+
+        Raises:
+            AuditError: the database cannot be read.
+        """
+        query = validations.select()
+        if kind is not None:
+            query = query.where(validations.c.kind == ValidationKind(kind).value)
+        query = query.order_by(validations.c.created_at.desc(), validations.c.validation_id.desc()).limit(limit)
+        with _translate("list validations"), self._engine.connect() as connection:
+            return [_stored_validation(row) for row in connection.execute(query).mappings()]
+
+    def get_validation(self, id_or_prefix: str) -> StoredValidation:
+        """Returns the one validation whose id is, or starts with, ``id_or_prefix``.
+
+        Raises:
+            AuditError: no validation matches, several do, or the database cannot be read.
+        """
+        return _stored_validation(self._get_by_prefix(validations.c.validation_id, id_or_prefix, noun="validation"))
+
+    def _get_by_prefix(self, id_column: sa.Column[str], id_or_prefix: str, *, noun: str) -> Mapping[str, Any]:
+        if not id_or_prefix:
+            raise AuditError(f"no {noun} id given")
+        query = id_column.table.select().where(id_column.startswith(id_or_prefix, autoescape=True)).limit(2)
+        with _translate(f"read {noun} {id_or_prefix}"), self._engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+        if not rows:
+            raise AuditError(f"no {noun} matches {id_or_prefix!r}")
+        if len(rows) > 1:
+            raise AuditError(f"ambiguous {noun} id prefix {id_or_prefix!r}: several {noun}s match")
+        return rows[0]
 
     def close(self) -> None:
         """Closes every pooled connection. The store must not be used afterwards."""

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-__all__ = ["files", "metadata", "runs"]
+__all__ = ["files", "metadata", "runs", "validations"]
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -81,4 +81,20 @@ files = sa.Table(
     sa.Column("error_class", sa.String(128), nullable=True),
     sa.Column("error_message", sa.Text(), nullable=True),
     sa.Column("details", sa.JSON(), nullable=False),
+)
+
+validations = sa.Table(
+    "validations",
+    metadata,
+    sa.Column("validation_id", sa.String(32), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("efface_version", sa.String(64), nullable=False),
+    sa.Column("model_name", sa.String(128), nullable=False),
+    sa.Column("model_sha256", sa.String(64), nullable=False),
+    sa.Column("settings", sa.JSON(), nullable=False),
+    sa.Column("dataset", sa.JSON(), nullable=False),
+    sa.Column("figures", sa.JSON(), nullable=False),
+    sa.Column("passed", sa.Boolean(), nullable=True),
+    sa.Column("hostname", sa.String(255), nullable=False),
 )
