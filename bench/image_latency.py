@@ -26,18 +26,11 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFACE_VENV = ROOT / ".bench-venvs" / "deface"
 sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from _deface import deface_executable  # noqa: E402
 from make_sample import group_photo  # noqa: E402
-
-
-def deface_executable() -> Path:
-    exe = DEFACE_VENV / "bin" / "deface"
-    if not exe.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(DEFACE_VENV)], check=True)
-        subprocess.run([str(DEFACE_VENV / "bin" / "pip"), "install", "--quiet", "deface==1.5.0"], check=True)
-    return exe
 
 
 def make_photo(path: Path) -> None:

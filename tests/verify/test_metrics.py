@@ -171,15 +171,15 @@ def test_no_detections_at_all() -> None:
     assert (report.ap, report.recall, report.detections, report.fp_per_image) == (0.0, 0.0, 0, 0.0)
 
 
-def test_ap_uses_the_pixel_inclusive_overlap_and_recall_the_continuous_one() -> None:
+def test_ap_and_recall_use_the_official_pixel_inclusive_overlap() -> None:
     face, detection = (0, 0, 5, 5), (1, 1, 6, 6)
     # Continuous IoU 16/34 = 0.47, official +1 IoU 25/47 = 0.53.
     assert BBox(*face).iou(BBox(*detection)) < 0.5
     images, detections = [_image(face)], [(_det(detection, 0.9),)]
     report = _report(images, detections)
     assert report.ap == pytest.approx(1.0)
-    assert report.recall == 0.0
-    assert report.false_positives == 0  # IoU 0.47 >= 0.3
+    assert report.recall == 1.0
+    assert report.false_positives == 0
 
 
 def test_wider_ap_arguments() -> None:
@@ -221,9 +221,9 @@ def test_recall_by_height_bin_edges() -> None:
     assert report.recall == pytest.approx(0.8)
 
 
-@pytest.mark.parametrize(("width", "is_false_positive"), [(29.0, True), (29.9, True), (30.0, False), (31.0, False)])
+@pytest.mark.parametrize(("width", "is_false_positive"), [(29.0, True), (29.2, True), (29.5, False), (31.0, False)])
 def test_false_positive_iou_edge(width: float, is_false_positive: bool) -> None:
-    # IoU of a (width x 100) box at the corner of a 100 x 100 face is width / 100.
+    # With the +1 convention, IoU of a (width x 100) box at the corner of a 100 x 100 face is (width + 1) / 101.
     images = [_image((0, 0, 100, 100))]
     report = _report(images, [(_det((0, 0, width, 100), 0.9),)])
     assert report.false_positives == int(is_false_positive)
