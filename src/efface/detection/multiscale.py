@@ -83,6 +83,7 @@ class MultiScaleSpec:
         score_threshold: operating threshold on the fused score.
         match_iou: detections of different passes overlapping this much are one face.
         nms_iou: final suppression of overlapping fused faces.
+        is_noisy_or: fuse the passes' scores as ``1 - prod(1 - s)`` rather than taking the best.
     """
 
     scales: tuple[float, ...] = (1.0,)
@@ -91,6 +92,7 @@ class MultiScaleSpec:
     score_threshold: float = 0.3
     match_iou: float = 0.5
     nms_iou: float = 0.3
+    is_noisy_or: bool = False
 
     def __post_init__(self) -> None:
         if not self.scales or any(not (s > 0 and math.isfinite(s)) for s in (*self.scales, *self.flip_scales)):
@@ -117,6 +119,7 @@ class MultiScaleSpec:
             "score_threshold": self.score_threshold,
             "match_iou": self.match_iou,
             "nms_iou": self.nms_iou,
+            "score_fusion": "noisy_or" if self.is_noisy_or else "max",
         }
 
 
@@ -193,7 +196,7 @@ class MultiScaleDetector:
             parts.append(self._focus_pass(image, full_resolution, self.spec.focus))
         for detector in self.extra:
             parts.append(detector.detect_raw(image, input_scale=1.0))
-        fused = fuse_passes(parts, match_iou=self.spec.match_iou)
+        fused = fuse_passes(parts, match_iou=self.spec.match_iou, is_noisy_or=self.spec.is_noisy_or)
         fused = suppress(fused, iou_threshold=self.spec.nms_iou)
         return _clip(fused, width, height)
 

@@ -194,17 +194,19 @@ def pairwise_iou(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter, dtype=np.float64), where=union > 0)
 
 
-def fuse_passes(parts: list[RawDetections], *, match_iou: float = 0.5) -> RawDetections:
+def fuse_passes(parts: list[RawDetections], *, match_iou: float = 0.5, is_noisy_or: bool = False) -> RawDetections:
     """Weighted box fusion of the detections of several passes (scales, flips, tiles, models).
 
     Detections are taken best first; each unassigned one leads a cluster of the unassigned detections
     overlapping it by at least ``match_iou``. From every pass the cluster keeps its best member; the fused
-    box and landmarks are the score-weighted mean of those, and the fused score is the best member's.
-    Averaging the passes' boxes makes the box fit the face better than any single pass.
+    box and landmarks are the score-weighted mean of those. Averaging the passes' boxes makes the box fit
+    the face better than any single pass.
 
     Args:
         parts: one set per pass, each already suppressed within itself.
         match_iou: overlap at which two detections are taken as the same face.
+        is_noisy_or: fused score ``1 - prod(1 - s)`` over the passes' best members (a face that several
+            passes see is more likely a face than one that a single pass sees), instead of the best score.
 
     Returns:
         One detection per cluster, best first. Clusters may still overlap a little; run ``nms`` after.
@@ -231,7 +233,10 @@ def fuse_passes(parts: list[RawDetections], *, match_iou: float = 0.5) -> RawDet
         weights = weights / weights.sum() if weights.sum() > 0 else np.full(len(best), 1.0 / len(best))
         boxes.append((merged.boxes_xyxy[best] * weights[:, None]).sum(axis=0))
         landmarks.append((merged.landmarks_xy[best] * weights[:, None, None]).sum(axis=0))
-        scores.append(merged.scores[leader])
+        if is_noisy_or:
+            scores.append(1.0 - float(np.prod(1.0 - merged.scores[best].astype(np.float64))))
+        else:
+            scores.append(merged.scores[leader])
     return RawDetections(np.asarray(boxes), np.asarray(scores), np.asarray(landmarks))
 
 
