@@ -238,3 +238,44 @@ def test_audit_list_and_show(tmp_path: Path, sqlite_url: str) -> None:
     assert shown.exit_code == 0 and "plain.png" in shown.stdout and "no_faces" in shown.stdout
     missing = runner.invoke(app, ["audit", "show", "ffffffff", "--db", sqlite_url])
     assert missing.exit_code == 2 and "no run" in missing.stderr
+
+
+YUNET = Path(__file__).resolve().parents[2] / "shared" / "models" / "yunet_n_dynamic.onnx"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["fast", "balanced", "thorough"])
+def test_every_preset_anonymizes_the_face_and_is_audited(
+    tmp_path: Path, astronaut: np.ndarray, sqlite_url: str, preset: str
+) -> None:
+    Image.fromarray(astronaut).save(tmp_path / "a.png")
+    result = runner.invoke(
+        app, ["anonymize", str(tmp_path / "a.png"), "--preset", preset, "--db", sqlite_url, "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["faces_anonymized"] == 1
+    with AuditStore(sqlite_url) as store:
+        (run,) = store.list_runs(limit=1)
+    assert run.settings["preset"] == preset and run.settings["detection"]["scales"]
+
+
+@pytest.mark.slow
+def test_a_user_supplied_yunet_is_fused_in(tmp_path: Path, astronaut: np.ndarray, sqlite_url: str) -> None:
+    if not YUNET.is_file():
+        pytest.skip(f"YuNet model not present: {YUNET}")
+    Image.fromarray(astronaut).save(tmp_path / "a.png")
+    args = ["anonymize", str(tmp_path / "a.png"), "--detector", f"yunet:{YUNET}", "--db", sqlite_url, "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["faces_anonymized"] == 1
+    with AuditStore(sqlite_url) as store:
+        (run,) = store.list_runs(limit=1)
+    assert run.model_name == "centerface+yunet"
+
+
+@pytest.mark.parametrize("spec", ["yunet:", "retinaface:/x.onnx", "yunet:/no/such/model.onnx"])
+def test_bad_extra_detector_is_a_usage_error(tmp_path: Path, sqlite_url: str, spec: str) -> None:
+    Image.new("RGB", (10, 10)).save(tmp_path / "a.png")
+    result = runner.invoke(app, ["anonymize", str(tmp_path / "a.png"), "--detector", spec, "--db", sqlite_url])
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1

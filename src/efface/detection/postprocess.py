@@ -128,19 +128,15 @@ def nms(boxes_xyxy: np.ndarray, scores: np.ndarray, *, iou_threshold: float) -> 
     """
     if len(scores) == 0:
         return np.zeros((0,), dtype=np.int64)
-    x1, y1, x2, y2 = (boxes_xyxy[:, i].astype(np.float64) for i in range(4))
-    areas = np.maximum(x2 - x1, 0.0) * np.maximum(y2 - y1, 0.0)
-    order = np.argsort(-scores, kind="stable")
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    overlaps = pairwise_iou(boxes_xyxy[order].astype(np.float64), boxes_xyxy[order].astype(np.float64))
+    is_suppressed = np.zeros(len(order), dtype=bool)
     keep: list[int] = []
-    while order.size:
-        best, rest = order[0], order[1:]
-        keep.append(int(best))
-        inter_w = np.maximum(np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]), 0.0)
-        inter_h = np.maximum(np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]), 0.0)
-        inter = inter_w * inter_h
-        union = areas[best] + areas[rest] - inter
-        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-        order = rest[iou <= iou_threshold]
+    for rank in range(len(order)):
+        if is_suppressed[rank]:
+            continue
+        keep.append(int(order[rank]))
+        is_suppressed |= overlaps[rank] > iou_threshold
     return np.asarray(keep, dtype=np.int64)
 
 
@@ -217,27 +213,32 @@ def fuse_passes(parts: list[RawDetections], *, match_iou: float = 0.5, is_noisy_
         return merged
     order = np.argsort(-merged.scores, kind="stable")
     merged, pass_ids = merged.take(order), pass_ids[order]
-    overlaps = pairwise_iou(merged.boxes_xyxy, merged.boxes_xyxy)
-    assigned = np.zeros(len(merged), dtype=bool)
-    boxes, scores, landmarks = [], [], []
-    for leader in range(len(merged)):
+    is_neighbour = pairwise_iou(merged.boxes_xyxy, merged.boxes_xyxy) >= match_iou
+    np.fill_diagonal(is_neighbour, True)
+    # Most detections overlap nothing else: they are their own cluster, unchanged.
+    is_alone = is_neighbour.sum(axis=1) == 1
+    boxes = merged.boxes_xyxy.astype(np.float64)
+    scores = merged.scores.astype(np.float64)
+    landmarks = merged.landmarks_xy.astype(np.float64)
+    is_kept = is_alone.copy()
+    assigned = is_alone.copy()
+    for leader in np.flatnonzero(~is_alone):
         if assigned[leader]:
             continue
-        members = np.flatnonzero(~assigned & (overlaps[leader] >= match_iou))
-        members = np.union1d(members, [leader])
+        members = np.flatnonzero(is_neighbour[leader] & ~assigned)
         assigned[members] = True
+        is_kept[leader] = True
         # members are in descending score order, so the first of each pass is its best
         _, first = np.unique(pass_ids[members], return_index=True)
         best = members[first]
-        weights = merged.scores[best].astype(np.float64)
-        weights = weights / weights.sum() if weights.sum() > 0 else np.full(len(best), 1.0 / len(best))
-        boxes.append((merged.boxes_xyxy[best] * weights[:, None]).sum(axis=0))
-        landmarks.append((merged.landmarks_xy[best] * weights[:, None, None]).sum(axis=0))
+        weights = scores[best] / scores[best].sum() if scores[best].sum() > 0 else np.full(len(best), 1 / len(best))
+        boxes[leader] = (boxes[best] * weights[:, None]).sum(axis=0)
+        landmarks[leader] = (landmarks[best] * weights[:, None, None]).sum(axis=0)
         if is_noisy_or:
-            scores.append(1.0 - float(np.prod(1.0 - merged.scores[best].astype(np.float64))))
-        else:
-            scores.append(merged.scores[leader])
-    return RawDetections(np.asarray(boxes), np.asarray(scores), np.asarray(landmarks))
+            scores[leader] = 1.0 - np.prod(1.0 - scores[best])
+    fused = RawDetections(boxes[is_kept], scores[is_kept], landmarks[is_kept])
+    # Noisy-OR can lift a cluster above a better-scoring single detection: keep best-first order.
+    return fused.take(np.argsort(-fused.scores, kind="stable"))
 
 
 def suppress(detections: RawDetections, *, iou_threshold: float) -> RawDetections:

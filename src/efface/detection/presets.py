@@ -13,7 +13,7 @@ __all__ = ["CANDIDATE_SCORE", "DEFAULT_PRESET", "preset_spec"]
 
 DEFAULT_PRESET = Preset.BALANCED
 # Base detectors report everything above this; the presets' thresholds apply after fusion.
-CANDIDATE_SCORE = 0.05
+CANDIDATE_SCORE = 0.1
 
 _SPECS = {
     # Full resolution plus a half-size pass for close-ups.
