@@ -17,6 +17,7 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -40,6 +41,8 @@ from efface.records import (
 from efface.verify.annotations import AnnotationFormat, WiderSubset, read_annotations
 from efface.verify.coverage import CoverageRun, measure_coverage
 from efface.verify.metrics import HeightBin
+from efface.verify.recognizers import load_recognizers
+from efface.verify.strength import Attacker, StrengthReport, measure_strength, standard_treatments, verdict
 
 __all__ = ["app", "main"]
 
@@ -302,6 +305,122 @@ def verify_coverage(
     if passed is False:
         stderr.print(f"recall {recall:.3f} is below --fail-under {fail_under}", highlight=False)
         raise typer.Exit(EXIT_FILES_FAILED)
+
+
+@verify_app.command("strength")
+def verify_strength(
+    people: Annotated[Path, typer.Argument(help="Identities: PERSON/*.jpg, two or more images each.")],
+    distractors: Annotated[
+        Path | None, typer.Option(help="Images of further people, enrolled in the gallery only.")
+    ] = None,
+    method: Annotated[Method | None, typer.Option(help="The setting to verify. [default: blur]")] = None,
+    blur_kernel: Annotated[float | None, typer.Option(help="Blur kernel width / face width.")] = None,
+    pixelate_blocks: Annotated[int | None, typer.Option(help="Pixel cells across the face.")] = None,
+    mask: Annotated[MaskShape | None, typer.Option(help="Shape of the region.")] = None,
+    box_scale: Annotated[float | None, typer.Option(help="Grow each face box by this factor.")] = None,
+    recognizer: Annotated[
+        list[str] | None, typer.Option("--recognizer", help="dlib and/or facenet. [default: both]")
+    ] = None,
+    only_configured: Annotated[
+        bool, typer.Option("--only-configured", help="Measure the configured setting, clean and fill only.")
+    ] = False,
+    db: DbOption = None,
+    config: ConfigOption = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """Measure whether face recognition still identifies anonymized faces (rank-1, two attackers)."""
+    _configure_logging(False)
+    settings = _load(
+        config,
+        method=method,
+        blur_kernel_fraction=blur_kernel,
+        pixelate_blocks=pixelate_blocks,
+        mask_shape=mask,
+        box_scale=box_scale,
+        db_url=db,
+    )
+    try:
+        worker = build_worker(settings)  # refuses a setting below the floor: it cannot be certified
+        recognizers = load_recognizers(tuple(recognizer) if recognizer else ("dlib", "facenet"))
+    except EffaceError as exc:
+        raise _fail_setup(exc) from exc
+    treatments = standard_treatments(settings.transform_spec())
+    if only_configured:
+        treatments = [t for t in treatments if t.spec is None or t.is_configured or t.label == "solid fill"]
+    store = _open_store(settings)
+    try:
+        with store, stderr.status("measuring re-identification") as status:
+            report = measure_strength(
+                people,
+                worker=worker,
+                treatments=treatments,
+                recognizers=recognizers,
+                distractors_dir=distractors,
+                on_step=lambda text: status.update(f"measuring re-identification: {text}"),
+            )
+            passed, reasons = verdict(report)
+            record = ValidationRecord(
+                validation_id=uuid.uuid4().hex,
+                kind=ValidationKind.STRENGTH,
+                created_at=datetime.now(UTC),
+                efface_version=__version__,
+                model_name=worker.detector.name,
+                model_sha256=worker.detector.weights_sha256,
+                settings={**audited_settings(settings), "recognizers": [r.name for r in recognizers]},
+                dataset={
+                    "people": str(people.resolve()),
+                    "distractors": str(distractors.resolve()) if distractors else None,
+                    "identities": report.identities,
+                    "probes": report.probes,
+                    "gallery_size": report.gallery_size,
+                },
+                figures={**report.as_dict(), "reasons": reasons},
+                passed=passed,
+                hostname=socket.gethostname(),
+            )
+            store.record_validation(record)
+    except EffaceError as exc:
+        stderr.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FILES_FAILED) from exc
+    if json_output:
+        typer.echo(
+            json.dumps(
+                {"validation_id": record.validation_id, "passed": passed, "reasons": reasons, **report.as_dict()},
+                indent=2,
+            )
+        )
+    else:
+        _print_strength(record.validation_id, report, recognizers)
+    if passed:
+        stderr.print("[green]verified:[/green] the configured setting leaks no more identity than a solid fill")
+    else:
+        stderr.print("[bold red]NOT VERIFIED:[/bold red] the configured setting did not pass; it is recorded so")
+        for reason in reasons:
+            stderr.print(f"  - {reason}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FILES_FAILED)
+
+
+def _print_strength(validation_id: str, report: StrengthReport, recognizers: list) -> None:
+    table = Table(
+        title=f"rank-1 identification ({report.identities} people, {report.probes} probes, gallery "
+        f"{report.gallery_size}), validation {validation_id[:12]}",
+        header_style="bold",
+    )
+    table.add_column("treatment")
+    columns = [(r.name, attacker) for r in recognizers for attacker in (Attacker.NAIVE, Attacker.INFORMED)]
+    for name, attacker in columns:
+        table.add_column(f"{name} {attacker.value}", justify="right")
+    for label in dict.fromkeys(row.treatment for row in report.rows):
+        cells = []
+        for name, attacker in columns:
+            try:
+                value = report.rank1(label, name, attacker)
+            except KeyError:
+                value = report.rank1(label, name, None) if attacker is Attacker.NAIVE else None
+            cells.append("-" if value is None else f"{value:.3f}")
+        table.add_row(escape(label), *cells)
+    table.add_row("chance", *[f"{report.chance:.3f}"] * len(columns))
+    stdout.print(table)
 
 
 def _share(value: float | None) -> str:

@@ -4,7 +4,7 @@ into these at one boundary per package with ``raise X(...) from exc``; nothing e
     EffaceError
     ├── ConfigurationError          settings that cannot work (bad URL, unknown provider, ...)
     │   └── WeakTransformError      a transform weaker than the legal floor
-    ├── ModelError                  a detector model cannot be found, loaded or run
+    ├── ModelError                  a detector or recognizer model cannot be found, loaded or run
     ├── InputError                  one input file cannot be anonymized (has ``.path``)
     │   ├── InputNotFoundError      no such file or folder, or a folder holding no image
     │   ├── UnreadableFileError     the OS refused to read it
@@ -61,7 +61,7 @@ class WeakTransformError(ConfigurationError):
 
 
 class ModelError(EffaceError):
-    """A detector model cannot be found, loaded or run."""
+    """A detector or recognizer model cannot be found, loaded or run."""
 
 
 class InputError(EffaceError):

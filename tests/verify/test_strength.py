@@ -1,0 +1,67 @@
+"""``verify strength``: the protocol's pure parts, and both real recognizers on real identities."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from efface.errors import InputNotFoundError
+from efface.records import Method, TransformSpec
+from efface.verify.strength import (
+    Attacker,
+    StrengthReport,
+    StrengthRow,
+    load_identities,
+    standard_treatments,
+    verdict,
+)
+
+IDENTITIES = Path(__file__).resolve().parents[3] / "shared" / "data" / "faces-identity" / "people"
+
+
+def test_standard_treatments_mark_the_configured_one() -> None:
+    table = standard_treatments(TransformSpec())
+    configured = [t for t in table if t.is_configured]
+    assert len(configured) == 1 and configured[0].spec == TransformSpec()
+    assert table[0].spec is None
+    below = [t for t in table if t.spec is not None and not t.is_at_or_above_floor]
+    assert [t.label for t in below] == ["blur, 2 px kernel (below the floor, reference)"]
+    custom = standard_treatments(TransformSpec(method=Method.PIXELATE, pixelate_blocks=4, box_scale=1.6))
+    assert custom[-1].is_configured and custom[-1].label == "configured setting"
+    assert all(t.spec.box_scale == 1.6 for t in custom if t.spec is not None)
+
+
+def _report(configured: dict, fill: dict, gallery: int = 100) -> StrengthReport:
+    rows = []
+    for (recognizer, attacker), value in configured.items():
+        rows.append(StrengthRow("mine", recognizer, attacker, value, 50, True, True))
+    for (recognizer, attacker), value in fill.items():
+        rows.append(StrengthRow("solid fill", recognizer, attacker, value, 50, False, True))
+    return StrengthReport(tuple(rows), identities=gallery, gallery_size=gallery, probes=50, skipped=(), duration_s=1)
+
+
+@pytest.mark.parametrize(
+    ("mine", "fill", "passed", "reason"),
+    [
+        (0.010, 0.015, True, None),
+        (0.025, 0.015, True, None),  # within the 0.01 tolerance
+        (0.030, 0.015, False, "exceeds the fill"),
+        (0.010, 0.030, False, "grow the region"),  # the fill itself leaks: region too small
+    ],
+)
+def test_verdict(mine: float, fill: float, passed: bool, reason: str | None) -> None:
+    key = ("dlib", Attacker.INFORMED)
+    ok, reasons = verdict(_report({key: mine}, {key: fill}))
+    assert ok is passed
+    assert (reason is None and not reasons) or any(reason in r for r in reasons)
+
+
+def test_identity_folder_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputNotFoundError, match="no such folder"):
+        load_identities(tmp_path / "missing")
+    (tmp_path / "alone").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "alone" / "1.jpg")
+    with pytest.raises(InputNotFoundError, match="two or more images"):
+        load_identities(tmp_path)
