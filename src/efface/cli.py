@@ -108,7 +108,7 @@ def _open_store(settings: Settings) -> AuditStore:
 @app.command()
 def anonymize(
     paths: Annotated[list[Path], typer.Argument(help="Image files and folders (walked recursively).")],
-    method: Annotated[Method | None, typer.Option(help="How faces are anonymized. [default: blur]")] = None,
+    method: Annotated[Method | None, typer.Option(help="How faces are anonymized. [default: fill]")] = None,
     threshold: Annotated[
         float | None,
         typer.Option(min=0.01, max=0.99, help="Detector score threshold. [default: the preset's, chosen on data]"),
@@ -128,7 +128,7 @@ def anonymize(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Detect and audit only; write nothing.")] = False,
     mask: Annotated[MaskShape | None, typer.Option(help="Shape of the region. [default: ellipse]")] = None,
     box_scale: Annotated[
-        float | None, typer.Option(help="Grow each face box by this factor (>= 1). [default: 1.3]")
+        float | None, typer.Option(help="Grow each face box by this factor (>= 1). [default: 1.6]")
     ] = None,
     blur_kernel: Annotated[
         float | None,
@@ -313,7 +313,7 @@ def verify_strength(
     distractors: Annotated[
         Path | None, typer.Option(help="Images of further people, enrolled in the gallery only.")
     ] = None,
-    method: Annotated[Method | None, typer.Option(help="The setting to verify. [default: blur]")] = None,
+    method: Annotated[Method | None, typer.Option(help="The setting to verify. [default: fill]")] = None,
     blur_kernel: Annotated[float | None, typer.Option(help="Blur kernel width / face width.")] = None,
     pixelate_blocks: Annotated[int | None, typer.Option(help="Pixel cells across the face.")] = None,
     mask: Annotated[MaskShape | None, typer.Option(help="Shape of the region.")] = None,
@@ -410,6 +410,7 @@ def _print_strength(validation_id: str, report: StrengthReport, recognizers: lis
     columns = [(r.name, attacker) for r in recognizers for attacker in (Attacker.NAIVE, Attacker.INFORMED)]
     for name, attacker in columns:
         table.add_column(f"{name} {attacker.value}", justify="right")
+    configured = {row.treatment for row in report.rows if row.is_configured}
     for label in dict.fromkeys(row.treatment for row in report.rows):
         cells = []
         for name, attacker in columns:
@@ -418,7 +419,7 @@ def _print_strength(validation_id: str, report: StrengthReport, recognizers: lis
             except KeyError:
                 value = report.rank1(label, name, None) if attacker is Attacker.NAIVE else None
             cells.append("-" if value is None else f"{value:.3f}")
-        table.add_row(escape(label), *cells)
+        table.add_row(escape(label + (" (configured)" if label in configured else "")), *cells)
     table.add_row("chance", *[f"{report.chance:.3f}"] * len(columns))
     stdout.print(table)
 

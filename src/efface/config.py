@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 APP_NAME = "efface"
-DEFAULT_BOX_SCALE = 1.3
+DEFAULT_BOX_SCALE = 1.6
 DEFAULT_BLUR_KERNEL_FRACTION = 1.5
 DEFAULT_PIXELATE_BLOCKS = 6
 DEFAULT_JPEG_QUALITY = 92
@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EFFACE_", extra="forbid", frozen=True)
 
     db_url: str = Field(default_factory=default_database_url, description="SQLAlchemy URL of the audit database")
-    method: Method = Method.BLUR
+    method: Method = Method.FILL
     mask_shape: MaskShape = MaskShape.ELLIPSE
     box_scale: float = DEFAULT_BOX_SCALE
     blur_kernel_fraction: float = DEFAULT_BLUR_KERNEL_FRACTION

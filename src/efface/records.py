@@ -193,9 +193,13 @@ class TransformSpec:
         fill_rgb: colour of the solid fill.
     """
 
-    method: Method = Method.BLUR
+    # A solid fill: measured with `efface verify strength`, even a blur with a kernel ten times the face
+    # width is re-identified by an informed attacker (FaceNet rank-1 0.029 against the fill's 0.004).
+    method: Method = Method.FILL
     mask_shape: MaskShape = MaskShape.ELLIPSE
-    box_scale: float = 1.3
+    # Grown past the head's outline: at 1.6 an informed attacker identifies a filled face no more often
+    # than chance allows (0.004-0.012 rank-1, chance 0.010), at 1.3 more often (0.025).
+    box_scale: float = 1.6
     blur_kernel_fraction: float = 1.5
     pixelate_blocks: int = 6
     fill_rgb: tuple[int, int, int] = (0, 0, 0)

@@ -22,6 +22,10 @@ def _laplacian_var(image: np.ndarray) -> float:
         (TransformSpec(method=Method.BLUR, blur_kernel_fraction=0.099), "below the floor"),
         (TransformSpec(method=Method.PIXELATE, pixelate_blocks=11), "finer than the floor"),
         (TransformSpec(method=Method.PIXELATE, pixelate_blocks=64), "finer than the floor"),
+        (
+            TransformSpec(method=Method.FILL, blur_kernel_fraction=0.01),
+            "below the floor",
+        ),  # refused whatever the method
     ],
 )
 def test_below_floor_strength_is_refused(spec: TransformSpec, message: str) -> None:
@@ -35,7 +39,6 @@ def test_below_floor_strength_is_refused(spec: TransformSpec, message: str) -> N
         TransformSpec(method=Method.BLUR, blur_kernel_fraction=0.1),
         TransformSpec(method=Method.PIXELATE, pixelate_blocks=10),
         TransformSpec(method=Method.FILL),
-        TransformSpec(method=Method.PIXELATE, blur_kernel_fraction=0.01),  # blur settings don't apply
     ],
 )
 def test_at_floor_strength_is_accepted(spec: TransformSpec) -> None:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from efface.config import load_settings
 from efface.errors import InputNotFoundError
+from efface.pipeline.build import build_worker
 from efface.records import Method, TransformSpec
 from efface.verify.strength import (
     Attacker,
     StrengthReport,
     StrengthRow,
     load_identities,
+    measure_strength,
     standard_treatments,
     verdict,
 )
@@ -65,3 +69,32 @@ def test_identity_folder_errors(tmp_path: Path) -> None:
     Image.new("RGB", (8, 8)).save(tmp_path / "alone" / "1.jpg")
     with pytest.raises(InputNotFoundError, match="two or more images"):
         load_identities(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def people(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not IDENTITIES.is_dir():
+        pytest.skip(f"evaluation data not present: {IDENTITIES}")
+    chosen = tmp_path_factory.mktemp("people")
+    for person in sorted(IDENTITIES.iterdir())[:20]:
+        (chosen / person.name).symlink_to(person)
+    return chosen
+
+
+@pytest.mark.slow
+def test_real_recognizers_identify_clean_faces_and_not_the_default(people: Path) -> None:
+    from efface.verify.recognizers import load_recognizers
+
+    worker = build_worker(load_settings(db_url="sqlite://"))
+    report = measure_strength(
+        people, worker=worker, treatments=standard_treatments(TransformSpec()), recognizers=load_recognizers()
+    )
+    teeth = "blur, 2 px kernel (below the floor, reference)"
+    default = next(row.treatment for row in report.rows if row.is_configured)
+    for recognizer in ("dlib", "facenet"):
+        assert report.rank1("clean (no treatment)", recognizer, None) >= 0.8
+        for attacker in Attacker:
+            assert report.rank1(teeth, recognizer, attacker) > 3 * report.chance
+            fill = report.rank1("solid fill", recognizer, attacker)
+            assert report.rank1(default, recognizer, attacker) <= fill + 0.01
+    assert np.isclose(report.chance, 1 / report.gallery_size)

@@ -25,17 +25,18 @@ def check_strength(spec: TransformSpec) -> None:
     """Refuses a transform weaker than the legal floor. This is the one place the floor is enforced.
 
     The floor: a Gaussian kernel at least 1/10 of the face box width, or a pixelation whose cells are
-    at least as wide (at most 10 cells across the face). A fill always passes.
+    at least as wide (at most 10 cells across the face). Both strengths are checked whatever the method,
+    so a below-floor value is refused even while another method is selected.
 
     Raises:
         WeakTransformError: the spec is below the floor.
     """
-    if spec.method is Method.BLUR and spec.blur_kernel_fraction < MIN_BLUR_KERNEL_FRACTION:
+    if spec.blur_kernel_fraction < MIN_BLUR_KERNEL_FRACTION:
         raise WeakTransformError(
             f"blur kernel of {spec.blur_kernel_fraction:g} x the face width is below the floor of "
             f"{MIN_BLUR_KERNEL_FRACTION:g} x the face width; such a blur does not anonymize"
         )
-    if spec.method is Method.PIXELATE and spec.pixelate_blocks > MAX_PIXELATE_BLOCKS:
+    if spec.pixelate_blocks > MAX_PIXELATE_BLOCKS:
         raise WeakTransformError(
             f"pixelation into {spec.pixelate_blocks} blocks across the face is finer than the floor of "
             f"{MAX_PIXELATE_BLOCKS} blocks; such a pixelation does not anonymize"

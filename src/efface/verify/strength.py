@@ -161,11 +161,17 @@ def standard_treatments(configured: TransformSpec) -> list[Treatment]:
     defaults = TransformSpec(**region)
     table = [
         Treatment("clean (no treatment)", None),
-        Treatment("blur, 2 px kernel (below the floor, reference)", TransformSpec(blur_kernel_fraction=0.02, **region)),
-        Treatment("blur, kernel 0.1 x face (the legal floor)", TransformSpec(blur_kernel_fraction=0.1, **region)),
+        Treatment(
+            "blur, 2 px kernel (below the floor, reference)",
+            TransformSpec(method="blur", blur_kernel_fraction=0.02, **region),
+        ),
+        Treatment(
+            "blur, kernel 0.1 x face (the legal floor)",
+            TransformSpec(method="blur", blur_kernel_fraction=0.1, **region),
+        ),
         Treatment(
             f"blur, kernel {defaults.blur_kernel_fraction:g} x face (sigma = face / 4)",
-            TransformSpec(blur_kernel_fraction=defaults.blur_kernel_fraction, **region),
+            TransformSpec(method="blur", blur_kernel_fraction=defaults.blur_kernel_fraction, **region),
         ),
         Treatment("pixelate, 10 blocks (the floor)", TransformSpec(method="pixelate", pixelate_blocks=10, **region)),
         Treatment(
@@ -176,7 +182,7 @@ def standard_treatments(configured: TransformSpec) -> list[Treatment]:
     ]
     for index, treatment in enumerate(table):
         if treatment.spec == configured:
-            table[index] = Treatment(treatment.label + " (configured)", treatment.spec, is_configured=True)
+            table[index] = Treatment(treatment.label, treatment.spec, is_configured=True)
             return table
     table.append(Treatment("configured setting", configured, is_configured=True))
     return table
