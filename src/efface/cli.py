@@ -71,10 +71,42 @@ ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", help="TOML config file (default: $EFFACE_CONFIG or the user config folder)."),
 ]
+MethodOption = Annotated[Method | None, typer.Option(help="How faces are anonymized. [default: fill]")]
+ThresholdOption = Annotated[
+    float | None,
+    typer.Option(min=0.01, max=0.99, help="Detector score threshold. [default: the preset's, chosen on data]"),
+]
+PresetOption = Annotated[Preset | None, typer.Option(help="Detection preset: time against recall. [default: balanced]")]
+DetectorOption = Annotated[
+    list[str] | None,
+    typer.Option("--detector", help="Fuse a further ONNX detector: yunet:PATH (repeatable)."),
+]
+MaskOption = Annotated[MaskShape | None, typer.Option(help="Shape of the region. [default: ellipse]")]
+BoxScaleOption = Annotated[float | None, typer.Option(help="Grow each face box by this factor (>= 1). [default: 1.6]")]
+BlurKernelOption = Annotated[
+    float | None,
+    typer.Option(help="Blur kernel width as a fraction of the face width (floor 0.1). [default: 1.5]"),
+]
+PixelateBlocksOption = Annotated[
+    int | None, typer.Option(help="Pixel cells across the face width (at most 10). [default: 6]")
+]
 DbOption = Annotated[
     str | None,
     typer.Option("--db", help="Audit database URL: sqlite:///PATH or postgresql+psycopg://... [env: EFFACE_DB_URL]"),
 ]
+
+
+def _progress(*, is_quiet: bool) -> Progress:
+    """A progress bar on stderr, shown only on a terminal and not with --json."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=True,
+        disable=is_quiet or not stderr.is_terminal,
+    )
 
 
 def _fail_setup(exc: EffaceError) -> typer.Exit:
@@ -108,35 +140,20 @@ def _open_store(settings: Settings) -> AuditStore:
 @app.command()
 def anonymize(
     paths: Annotated[list[Path], typer.Argument(help="Image files and folders (walked recursively).")],
-    method: Annotated[Method | None, typer.Option(help="How faces are anonymized. [default: fill]")] = None,
-    threshold: Annotated[
-        float | None,
-        typer.Option(min=0.01, max=0.99, help="Detector score threshold. [default: the preset's, chosen on data]"),
-    ] = None,
-    preset: Annotated[
-        Preset | None, typer.Option(help="Detection preset: time against recall. [default: balanced]")
-    ] = None,
-    detector: Annotated[
-        list[str] | None,
-        typer.Option("--detector", help="Fuse a further ONNX detector: yunet:PATH (repeatable)."),
-    ] = None,
+    method: MethodOption = None,
+    threshold: ThresholdOption = None,
+    preset: PresetOption = None,
+    detector: DetectorOption = None,
     db: DbOption = None,
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", help="Write a mirrored tree here and leave the sources untouched."),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Detect and audit only; write nothing.")] = False,
-    mask: Annotated[MaskShape | None, typer.Option(help="Shape of the region. [default: ellipse]")] = None,
-    box_scale: Annotated[
-        float | None, typer.Option(help="Grow each face box by this factor (>= 1). [default: 1.6]")
-    ] = None,
-    blur_kernel: Annotated[
-        float | None,
-        typer.Option(help="Blur kernel width as a fraction of the face width (floor 0.1). [default: 1.5]"),
-    ] = None,
-    pixelate_blocks: Annotated[
-        int | None, typer.Option(help="Pixel cells across the face width (at most 10). [default: 6]")
-    ] = None,
+    mask: MaskOption = None,
+    box_scale: BoxScaleOption = None,
+    blur_kernel: BlurKernelOption = None,
+    pixelate_blocks: PixelateBlocksOption = None,
     jpeg_quality: Annotated[int | None, typer.Option(min=1, max=100, help="JPEG/WebP quality. [default: 92]")] = None,
     config: ConfigOption = None,
     json_output: Annotated[
@@ -168,15 +185,7 @@ def anonymize(
     run = new_run_info(command="anonymize", mode=plan.mode, worker=worker, settings=audited_settings(settings))
     total = len(plan.jobs) + len(plan.failures) + len(plan.leftovers)
     results: list[AnonymizationResult] = []
-    progress = Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=stderr,
-        transient=True,
-        disable=json_output or not stderr.is_terminal,
-    )
+    progress = _progress(is_quiet=json_output)
 
     def on_result(result: AnonymizationResult) -> None:
         results.append(result)
@@ -218,13 +227,11 @@ def verify_coverage(
     difficulty: Annotated[
         Path | None, typer.Option(help="WIDER difficulty JSON: per image, the face indices of each subset.")
     ] = None,
-    preset: Annotated[Preset | None, typer.Option(help="Detection preset. [default: balanced]")] = None,
-    threshold: Annotated[float | None, typer.Option(min=0.01, max=0.99, help="Detector score threshold.")] = None,
-    detector: Annotated[
-        list[str] | None, typer.Option("--detector", help="Fuse a further detector: yunet:PATH.")
-    ] = None,
-    mask: Annotated[MaskShape | None, typer.Option(help="Shape of the anonymized region.")] = None,
-    box_scale: Annotated[float | None, typer.Option(help="Grow each face box by this factor.")] = None,
+    preset: PresetOption = None,
+    threshold: ThresholdOption = None,
+    detector: DetectorOption = None,
+    mask: MaskOption = None,
+    box_scale: BoxScaleOption = None,
     fail_under: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="Exit 1 when the recall is below this.")
     ] = None,
@@ -257,15 +264,7 @@ def verify_coverage(
         raise _fail_setup(exc) from exc
     store = _open_store(settings)
     score_threshold = worker.detector.spec.score_threshold
-    progress = Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=stderr,
-        transient=True,
-        disable=json_output or not stderr.is_terminal,
-    )
+    progress = _progress(is_quiet=json_output)
     try:
         with store, progress:
             task = progress.add_task("measuring coverage", total=len(sample))
@@ -313,11 +312,11 @@ def verify_strength(
     distractors: Annotated[
         Path | None, typer.Option(help="Images of further people, enrolled in the gallery only.")
     ] = None,
-    method: Annotated[Method | None, typer.Option(help="The setting to verify. [default: fill]")] = None,
-    blur_kernel: Annotated[float | None, typer.Option(help="Blur kernel width / face width.")] = None,
-    pixelate_blocks: Annotated[int | None, typer.Option(help="Pixel cells across the face.")] = None,
-    mask: Annotated[MaskShape | None, typer.Option(help="Shape of the region.")] = None,
-    box_scale: Annotated[float | None, typer.Option(help="Grow each face box by this factor.")] = None,
+    method: MethodOption = None,
+    blur_kernel: BlurKernelOption = None,
+    pixelate_blocks: PixelateBlocksOption = None,
+    mask: MaskOption = None,
+    box_scale: BoxScaleOption = None,
     recognizer: Annotated[
         list[str] | None, typer.Option("--recognizer", help="dlib and/or facenet. [default: both]")
     ] = None,

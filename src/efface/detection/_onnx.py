@@ -11,7 +11,7 @@ import onnxruntime as ort
 
 from efface.errors import ConfigurationError, ModelError
 
-__all__ = ["create_session", "file_sha256"]
+__all__ = ["check_detector_settings", "create_session", "file_sha256"]
 
 
 @cache
@@ -45,3 +45,17 @@ def create_session(model: bytes | Path, providers: Sequence[str]) -> ort.Inferen
         return ort.InferenceSession(source, sess_options=options, providers=list(providers))
     except Exception as exc:  # onnxruntime raises its own untyped exception classes
         raise ModelError(f"onnxruntime cannot load the model: {exc}") from exc
+
+
+def check_detector_settings(*, score_threshold: float, nms_iou: float, input_scale: float) -> None:
+    """Refuses thresholds and scales no detector can work with.
+
+    Raises:
+        ConfigurationError: naming the setting, the allowed range and the value given.
+    """
+    if not 0.0 < score_threshold < 1.0:
+        raise ConfigurationError(f"score_threshold must be in (0, 1), got {score_threshold}")
+    if not 0.0 < nms_iou <= 1.0:
+        raise ConfigurationError(f"nms_iou must be in (0, 1], got {nms_iou}")
+    if not input_scale > 0:
+        raise ConfigurationError(f"input_scale must be positive, got {input_scale}")

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import onnx
 
-from efface.detection._onnx import create_session, file_sha256
+from efface.detection._onnx import check_detector_settings, create_session, file_sha256
 from efface.detection.postprocess import (
     RawDetections,
     check_image,
@@ -25,7 +25,7 @@ from efface.detection.postprocess import (
     to_faces,
     to_original_pixels,
 )
-from efface.errors import ConfigurationError, ModelError
+from efface.errors import ModelError
 from efface.records import Face
 
 __all__ = ["CenterFaceDetector", "centerface_model_path"]
@@ -96,12 +96,7 @@ class CenterFaceDetector:
         providers: Sequence[str] = ("CPUExecutionProvider",),
         input_scale: float = 1.0,
     ) -> None:
-        if not 0.0 < score_threshold < 1.0:
-            raise ConfigurationError(f"score_threshold must be in (0, 1), got {score_threshold}")
-        if not 0.0 < nms_iou <= 1.0:
-            raise ConfigurationError(f"nms_iou must be in (0, 1], got {nms_iou}")
-        if not input_scale > 0:
-            raise ConfigurationError(f"input_scale must be positive, got {input_scale}")
+        check_detector_settings(score_threshold=score_threshold, nms_iou=nms_iou, input_scale=input_scale)
         self.model_path = model_path or centerface_model_path()
         try:
             model_bytes = _dynamic_model_bytes(self.model_path)

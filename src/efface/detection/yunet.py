@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from efface.detection._onnx import create_session, file_sha256
+from efface.detection._onnx import check_detector_settings, create_session, file_sha256
 from efface.detection.postprocess import (
     RawDetections,
     check_image,
@@ -28,7 +28,7 @@ from efface.detection.postprocess import (
     to_faces,
     to_original_pixels,
 )
-from efface.errors import ConfigurationError, ModelError
+from efface.errors import ModelError
 from efface.records import Face
 
 __all__ = ["YUNET_OUTPUT_NAMES", "YUNET_STRIDES", "YuNetDetector", "decode_yunet"]
@@ -126,12 +126,7 @@ class YuNetDetector:
         providers: Sequence[str] = ("CPUExecutionProvider",),
         input_scale: float = 1.0,
     ) -> None:
-        if not 0.0 < score_threshold < 1.0:
-            raise ConfigurationError(f"score_threshold must be in (0, 1), got {score_threshold}")
-        if not 0.0 < nms_iou <= 1.0:
-            raise ConfigurationError(f"nms_iou must be in (0, 1], got {nms_iou}")
-        if not input_scale > 0:
-            raise ConfigurationError(f"input_scale must be positive, got {input_scale}")
+        check_detector_settings(score_threshold=score_threshold, nms_iou=nms_iou, input_scale=input_scale)
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise ModelError("YuNet model file not found", path=self.model_path)
