@@ -451,7 +451,8 @@ def _print_coverage(validation_id: str, run: CoverageRun, settings: Settings) ->
     stdout.print(
         f"images {report.images}, ignored faces {report.ignored_faces}, false positives per image "
         f"{report.fp_per_image:.2f}, AP (WIDER protocol, IoU 0.5) {_share(report.ap)}, "
-        f"{run.images_per_s:.2f} images/s (detection {run.detection_s / max(report.images, 1):.3f} s/image)"
+        f"{run.images_per_s:.2f} images/s (detection {run.detection_s / max(report.images, 1):.3f} s/image), "
+        f"anonymized pixels outside any annotated face {_share(report.over_redaction_share)}"
     )
 
 

@@ -400,3 +400,14 @@ def test_wider_dev_hard_ground_truth_as_predictions() -> None:
     assert report.recall == 1.0
     assert report.false_positives == 0
     assert report.ap == pytest.approx(1.0, abs=1e-3)
+
+
+def test_over_redaction_counts_masked_pixels_outside_every_annotated_face() -> None:
+    accumulator = CoverageAccumulator(0.5)
+    mask = np.zeros((20, 20), bool)
+    mask[0:10, 0:10] = True  # 100 px, of which the 5x5 face box holds 25
+    accumulator.add(_image((0, 0, 5, 5)), (), mask)
+    report = accumulator.report()
+    assert (report.redacted_px, report.redacted_outside_faces_px) == (100, 75)
+    assert report.over_redaction_share == 0.75
+    assert CoverageAccumulator(0.5).report().over_redaction_share is None

@@ -158,6 +158,8 @@ class CoverageReport:
     found_by_height: dict[HeightBin, FoundTally]
     coverage_images: int
     covered_by_height: dict[HeightBin, CoverageTally]
+    redacted_px: int = 0
+    redacted_outside_faces_px: int = 0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.score_threshold) and 0.0 <= self.score_threshold <= 1.0):
@@ -173,6 +175,16 @@ class CoverageReport:
             raise ValueError(f"coverage_images must be in [0, {self.images}], got {self.coverage_images}")
         _check_bins("found_by_height", self.found_by_height)
         _check_bins("covered_by_height", self.covered_by_height)
+        if not 0 <= self.redacted_outside_faces_px <= self.redacted_px:
+            raise ValueError(
+                f"redacted_outside_faces_px must be in [0, {self.redacted_px}], got {self.redacted_outside_faces_px}"
+            )
+
+    @property
+    def over_redaction_share(self) -> float | None:
+        """The share of anonymized pixels outside every annotated face box (ignored faces included): the
+        cost of a generous region, in picture lost that held no face. None without a region mask."""
+        return self.redacted_outside_faces_px / self.redacted_px if self.redacted_px else None
 
     @property
     def recall(self) -> float | None:
@@ -212,6 +224,8 @@ class CoverageReport:
                 "covered_share": self.covered_share,
                 "mean_covered_fraction": self.mean_covered_fraction,
                 "by_height": {b.value: self.covered_by_height[b].as_dict() for b in HeightBin},
+                "redacted_px": self.redacted_px,
+                "over_redaction_share": self.over_redaction_share,
             },
         }
 
@@ -397,6 +411,8 @@ class CoverageAccumulator:
         self._detections = 0
         self._false_positives = 0
         self._coverage_images = 0
+        self._redacted_px = 0
+        self._redacted_outside_px = 0
         self._found = {b: [0, 0] for b in HeightBin}
         self._covered = {b: [0, 0, 0.0] for b in HeightBin}
 
@@ -432,6 +448,7 @@ class CoverageAccumulator:
 
         if region_mask is not None:
             self._coverage_images += 1
+            self._count_redaction(region_mask, image)
         for index, face in enumerate(image.faces):
             if face.is_ignored:
                 continue
@@ -451,6 +468,17 @@ class CoverageAccumulator:
                 tally[1] += 1
                 tally[2] += fraction
 
+    def _count_redaction(self, region_mask: np.ndarray, image: AnnotatedImage) -> None:
+        height, width = region_mask.shape
+        on_faces = np.zeros_like(region_mask)
+        for face in image.faces:
+            x1, y1 = max(0, math.floor(face.box.x1)), max(0, math.floor(face.box.y1))
+            x2, y2 = min(width, math.ceil(face.box.x2)), min(height, math.ceil(face.box.y2))
+            if x2 > x1 and y2 > y1:
+                on_faces[y1:y2, x1:x2] = True
+        self._redacted_px += int(np.count_nonzero(region_mask))
+        self._redacted_outside_px += int(np.count_nonzero(region_mask & ~on_faces))
+
     def report(self) -> CoverageReport:
         """The totals so far (the accumulator stays usable)."""
         return CoverageReport(
@@ -467,4 +495,6 @@ class CoverageAccumulator:
                 b: CoverageTally(int(covered), int(total), float(fraction_sum))
                 for b, (covered, total, fraction_sum) in self._covered.items()
             },
+            redacted_px=self._redacted_px,
+            redacted_outside_faces_px=self._redacted_outside_px,
         )
