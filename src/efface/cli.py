@@ -202,7 +202,7 @@ def anonymize(
     try:
         with store, progress:
             task = progress.add_task("anonymizing", total=total)
-            summary = run_plan(plan, worker=worker, store=store, run=run, on_result=on_result)
+            summary = run_plan(plan, worker=worker, store=store, run=run, on_result=on_result, workers=settings.workers)
     except EffaceError as exc:  # the audit log failed mid-run: stop, the files done so far are audited
         stderr.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FILES_FAILED) from exc

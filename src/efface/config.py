@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     # Further user-supplied detectors fused with CenterFace, as "yunet:PATH".
     extra_detectors: tuple[str, ...] = ()
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    # Files processed at once on this machine; each inference then gets cores // workers threads.
+    workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1, le=256)
     jpeg_quality: int = Field(DEFAULT_JPEG_QUALITY, ge=1, le=100)
     keep_icc_profile: bool = True
     max_image_pixels: int = Field(DEFAULT_MAX_IMAGE_PIXELS, gt=0)

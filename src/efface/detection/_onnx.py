@@ -24,8 +24,15 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def create_session(model: bytes | Path, providers: Sequence[str]) -> ort.InferenceSession:
+def create_session(
+    model: bytes | Path, providers: Sequence[str], *, intra_op_threads: int | None = None
+) -> ort.InferenceSession:
     """Builds an onnxruntime session on explicitly chosen execution providers.
+
+    Args:
+        model: the ONNX model, serialized or as a file.
+        providers: execution providers, in order of preference.
+        intra_op_threads: threads one inference may use; None lets onnxruntime use every core.
 
     Raises:
         ConfigurationError: a requested provider is not available; the message lists those that are.
@@ -40,6 +47,8 @@ def create_session(model: bytes | Path, providers: Sequence[str]) -> ort.Inferen
     options = ort.SessionOptions()
     options.log_severity_level = 3  # onnxruntime's warnings are about the published graph, not the user
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if intra_op_threads is not None:
+        options.intra_op_num_threads = intra_op_threads
     try:
         source = model if isinstance(model, bytes) else str(model)
         return ort.InferenceSession(source, sess_options=options, providers=list(providers))

@@ -109,6 +109,7 @@ class YuNetDetector:
         nms_iou: overlap above which the lower-scoring of two boxes is suppressed.
         providers: onnxruntime execution providers, in order of preference.
         input_scale: the image is resized by this factor before detection (1.0: full resolution).
+        threads: threads one inference may use (None: every core); 1 when several files run at once.
 
     Raises:
         ConfigurationError: a threshold or scale is out of range, or a provider is not available.
@@ -125,6 +126,7 @@ class YuNetDetector:
         nms_iou: float = 0.3,
         providers: Sequence[str] = ("CPUExecutionProvider",),
         input_scale: float = 1.0,
+        threads: int | None = None,
     ) -> None:
         check_detector_settings(score_threshold=score_threshold, nms_iou=nms_iou, input_scale=input_scale)
         self.model_path = Path(model_path)
@@ -132,7 +134,7 @@ class YuNetDetector:
             raise ModelError("YuNet model file not found", path=self.model_path)
         try:
             self.weights_sha256 = file_sha256(self.model_path)
-            self._session = create_session(self.model_path, providers)
+            self._session = create_session(self.model_path, providers, intra_op_threads=threads)
         except OSError as exc:
             raise ModelError(f"cannot read the YuNet model: {exc.strerror}", path=self.model_path) from exc
         except ModelError as exc:

@@ -4,6 +4,7 @@ service, Ray workers) turns configuration into a ``Worker``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from efface.config import Settings
@@ -43,9 +44,15 @@ def build_detector(settings: Settings) -> MultiScaleDetector:
         ConfigurationError: an unavailable execution provider.
         ModelError: a model file is missing or unreadable.
     """
-    base = CenterFaceDetector(score_threshold=CANDIDATE_SCORE, providers=settings.providers)
+    threads = max(1, (os.cpu_count() or 1) // settings.workers)
+    base = CenterFaceDetector(score_threshold=CANDIDATE_SCORE, providers=settings.providers, threads=threads)
     extra = [
-        YuNetDetector(Path(item.partition(":")[2]), score_threshold=CANDIDATE_SCORE, providers=settings.providers)
+        YuNetDetector(
+            Path(item.partition(":")[2]),
+            score_threshold=CANDIDATE_SCORE,
+            providers=settings.providers,
+            threads=threads,
+        )
         for item in settings.extra_detectors
     ]
     spec = preset_spec(settings.preset, score_threshold=settings.score_threshold)
@@ -55,6 +62,6 @@ def build_detector(settings: Settings) -> MultiScaleDetector:
 def audited_settings(settings: Settings) -> dict[str, object]:
     """Every setting that affects the output, for the audit log (the database URL is left out), with the
     detection passes the preset stands for."""
-    audited = settings.model_dump(mode="json", exclude={"db_url"})
+    audited = settings.model_dump(mode="json", exclude={"db_url", "workers"})
     audited["detection"] = preset_spec(settings.preset, score_threshold=settings.score_threshold).as_dict()
     return audited

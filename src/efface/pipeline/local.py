@@ -8,13 +8,15 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
 from efface import __version__
 from efface.audit import AuditStore
-from efface.pipeline.core import Worker, anonymize_file
+from efface.pipeline.core import FileJob, Worker, anonymize_file
 from efface.pipeline.jobs import Plan
 from efface.records import AnonymizationResult, Outcome, RunInfo, RunStatus, RunSummary, WriteMode
 
@@ -61,6 +63,26 @@ def remove_leftover(path: Path, *, mode: WriteMode) -> AnonymizationResult:
     )
 
 
+def _in_order(jobs: Sequence[FileJob], *, worker: Worker, workers: int) -> Iterator[AnonymizationResult]:
+    """Results of ``anonymize_file`` in job order, with at most ``2 * workers`` jobs submitted at a time, so
+    an interruption (Ctrl-C, a failing audit write) stops after the files already in flight."""
+    if workers <= 1:
+        for job in jobs:
+            yield anonymize_file(job, worker=worker)
+        return
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="efface")
+    pending: deque[Future[AnonymizationResult]] = deque()
+    try:
+        for job in jobs:
+            pending.append(pool.submit(anonymize_file, job, worker=worker))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def run_plan(
     plan: Plan,
     *,
@@ -68,6 +90,7 @@ def run_plan(
     store: AuditStore,
     run: RunInfo,
     on_result: ResultCallback | None = None,
+    workers: int = 1,
 ) -> RunSummary:
     """Executes a plan, auditing every file.
 
@@ -77,6 +100,7 @@ def run_plan(
         store: the audit log; the run is started, every file recorded, and the run finished.
         run: this run's audit record.
         on_result: called after each file (for progress display).
+        workers: files in flight at once (threads; the model releases the GIL while it runs).
 
     Returns:
         The run's totals. An interrupted run (Ctrl-C) is finished as ``interrupted`` and re-raised.
@@ -112,8 +136,10 @@ def run_plan(
             record(remove_leftover(leftover, mode=plan.mode))
         for failure in plan.failures:
             record(failure)
-        for job in plan.jobs:
-            record(anonymize_file(job, worker=worker))
+        # Several files in flight: while one waits on the model (which releases the GIL), another is decoded,
+        # fused or encoded. Each file is still replaced atomically, and rows are recorded in plan order.
+        for result in _in_order(plan.jobs, worker=worker, workers=workers):
+            record(result)
     except BaseException:
         store.finish_run(run.run_id, summary(RunStatus.INTERRUPTED))
         raise
