@@ -421,6 +421,13 @@ def _print_strength(validation_id: str, report: StrengthReport, recognizers: lis
         table.add_row(escape(label + (" (configured)" if label in configured else "")), *cells)
     table.add_row("chance", *[f"{report.chance:.3f}"] * len(columns))
     stdout.print(table)
+    for row in report.rows:
+        if row.is_configured and row.rank1_per_identity is not None:
+            stdout.print(
+                f"configured, {row.recognizer} {row.attacker.value if row.attacker else ''}: rank-1 averaged per "
+                f"identity {row.rank1_per_identity:.3f} (chance {1 / max(report.identities, 1):.3f})",
+                highlight=False,
+            )
 
 
 def _share(value: float | None) -> str:

@@ -239,3 +239,13 @@ def test_degenerate_box_raises_value_error(recognizers: dict[str, FaceRecognizer
 def test_non_rgb_image_raises_value_error(recognizers: dict[str, FaceRecognizer], name: str) -> None:
     with pytest.raises(ValueError, match=r"expected an RGB uint8 image of shape \(H, W, 3\), got shape=\(20, 20\)"):
         recognizers[name].embed(np.zeros((20, 20), dtype=np.uint8), BBox(0.0, 0.0, 10.0, 10.0))
+
+
+def test_per_identity_rank1_scores_a_constant_answer_at_chance() -> None:
+    # Every probe embeds alike and lands on person "a": micro rank-1 credits a's 3 probes of 5,
+    # macro rank-1 is 1 of 3 identities, exactly chance.
+    gallery = np.eye(3, dtype=np.float32)
+    probes = np.tile(np.array([[1.0, 0.1, 0.0]], np.float32), (5, 1))
+    labels = ["a", "a", "a", "b", "c"]
+    assert rank1_identification(gallery, ["a", "b", "c"], probes, labels) == pytest.approx(0.6)
+    assert rank1_identification(gallery, ["a", "b", "c"], probes, labels, is_per_identity=True) == pytest.approx(1 / 3)

@@ -309,8 +309,14 @@ def rank1_identification(
     gallery_labels: Sequence[str],
     probes: np.ndarray,
     probe_labels: Sequence[str],
+    *,
+    is_per_identity: bool = False,
 ) -> float:
     """Share of probes whose most similar gallery embedding carries the probe's own label.
+
+    With ``is_per_identity`` the share is taken per probe identity and averaged (macro rank-1): an answer
+    that ignores the probe (every probe matched to one gallery entry) then scores exactly 1 / identities,
+    however many probes that one person happens to have.
 
     Similarity is the cosine, i.e. the dot product of the (re-normalised) embeddings. Gallery entries whose label no
     probe has act as distractors. Ties go to the first gallery row.
@@ -320,6 +326,7 @@ def rank1_identification(
         gallery_labels: G identities, one per gallery row.
         probes: float, shape (P, D), P >= 1.
         probe_labels: P identities, one per probe row.
+        is_per_identity: average over identities instead of over probes.
 
     Returns:
         The rank-1 identification rate in [0, 1].
@@ -347,5 +354,10 @@ def rank1_identification(
         gallery / np.linalg.norm(gallery, axis=1, keepdims=True)
     ).T
     nearest = np.argmax(similarity, axis=1)
-    hits = sum(gallery_labels[int(index)] == label for index, label in zip(nearest, probe_labels, strict=True))
-    return hits / len(probe_labels)
+    hits = [gallery_labels[int(index)] == label for index, label in zip(nearest, probe_labels, strict=True)]
+    if not is_per_identity:
+        return sum(hits) / len(probe_labels)
+    by_identity: dict[str, list[bool]] = {}
+    for label, hit in zip(probe_labels, hits, strict=True):
+        by_identity.setdefault(label, []).append(hit)
+    return float(np.mean([np.mean(group) for group in by_identity.values()]))

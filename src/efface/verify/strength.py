@@ -95,6 +95,8 @@ class StrengthRow:
     probes: int
     is_configured: bool
     is_at_or_above_floor: bool
+    # Averaged per identity: a constant answer (e.g. every filled face embedding alike) scores exactly chance.
+    rank1_per_identity: float | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -102,6 +104,7 @@ class StrengthRow:
             "recognizer": self.recognizer,
             "attacker": self.attacker.value if self.attacker else None,
             "rank1": self.rank1,
+            "rank1_per_identity": self.rank1_per_identity,
             "probes": self.probes,
             "is_configured": self.is_configured,
             "is_at_or_above_floor": self.is_at_or_above_floor,
@@ -297,8 +300,19 @@ def measure_strength(
         if treatment.spec is None:
             for recognizer in recognizers:
                 clean_probes = embed(recognizer, probes, [p.pixels for p in probes])
-                rank1 = rank1_identification(clean_gallery[recognizer.name], gallery_labels, clean_probes, probe_labels)
-                rows.append(StrengthRow(treatment.label, recognizer.name, None, rank1, len(probes), False, False))
+                args = (clean_gallery[recognizer.name], gallery_labels, clean_probes, probe_labels)
+                rows.append(
+                    StrengthRow(
+                        treatment.label,
+                        recognizer.name,
+                        None,
+                        rank1_identification(*args),
+                        len(probes),
+                        False,
+                        False,
+                        rank1_identification(*args, is_per_identity=True),
+                    )
+                )
             continue
         treated_probes = treat(treatment.spec, probes)
         treated_gallery = treat(treatment.spec, gallery)
@@ -308,16 +322,17 @@ def measure_strength(
                 (Attacker.NAIVE, clean_gallery[recognizer.name]),
                 (Attacker.INFORMED, embed(recognizer, gallery, treated_gallery)),
             ):
-                rank1 = rank1_identification(gallery_embeddings, gallery_labels, probe_embeddings, probe_labels)
+                args = (gallery_embeddings, gallery_labels, probe_embeddings, probe_labels)
                 rows.append(
                     StrengthRow(
                         treatment.label,
                         recognizer.name,
                         attacker,
-                        rank1,
+                        rank1_identification(*args),
                         len(probes),
                         treatment.is_configured,
                         floor_ok,
+                        rank1_identification(*args, is_per_identity=True),
                     )
                 )
     return StrengthReport(
