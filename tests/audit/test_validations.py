@@ -14,7 +14,7 @@ from alembic import command
 from alembic.config import Config
 
 import efface.audit
-from efface.audit import AuditStore, StoredValidation
+from efface.audit import AuditStore
 from efface.audit.tables import files, runs
 from efface.errors import AuditError
 from efface.records import ValidationKind, ValidationRecord
@@ -105,7 +105,7 @@ def test_validation_round_trip(store: AuditStore, kind: ValidationKind, passed: 
     store.record_validation(record)
 
     stored = store.get_validation(record.validation_id)
-    assert isinstance(stored, StoredValidation)
+    assert isinstance(stored, ValidationRecord)
     assert stored.kind is kind
     assert stored.created_at == created_at
     assert stored.created_at.tzinfo is UTC

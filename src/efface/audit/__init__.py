@@ -4,6 +4,6 @@ content.
 Only this package imports SQLAlchemy and Alembic; their errors leave it as ``AuditError``.
 """
 
-from efface.audit.store import AuditStore, StoredFile, StoredRun, StoredValidation
+from efface.audit.store import AuditStore, StoredFile, StoredRun
 
-__all__ = ["AuditStore", "StoredFile", "StoredRun", "StoredValidation"]
+__all__ = ["AuditStore", "StoredFile", "StoredRun"]

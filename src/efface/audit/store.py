@@ -39,7 +39,7 @@ from efface.records import (
     WriteMode,
 )
 
-__all__ = ["AuditStore", "StoredFile", "StoredRun", "StoredValidation"]
+__all__ = ["AuditStore", "StoredFile", "StoredRun"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,27 +102,6 @@ class StoredFile:
     error_class: str | None
     error_message: str | None
     details: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class StoredValidation:
-    """One row of the ``validations`` table. ``created_at`` is timezone-aware UTC.
-
-    Attributes:
-        passed: the outcome of the validation's pass/fail criterion, None when it had none.
-    """
-
-    validation_id: str
-    kind: ValidationKind
-    created_at: datetime
-    efface_version: str
-    model_name: str
-    model_sha256: str
-    settings: dict[str, Any]
-    dataset: dict[str, Any]
-    figures: dict[str, Any]
-    passed: bool | None
-    hostname: str
 
 
 def _one_line(exc: BaseException) -> str:
@@ -204,8 +183,8 @@ def _stored_file(row: Mapping[str, Any]) -> StoredFile:
     )
 
 
-def _stored_validation(row: Mapping[str, Any]) -> StoredValidation:
-    return StoredValidation(**{**row, "kind": ValidationKind(row["kind"])})
+def _stored_validation(row: Mapping[str, Any]) -> ValidationRecord:
+    return ValidationRecord(**{**row, "kind": ValidationKind(row["kind"])})
 
 
 class AuditStore:
@@ -364,7 +343,7 @@ class AuditStore:
                 )
             )
 
-    def list_validations(self, *, limit: int = 20, kind: ValidationKind | None = None) -> list[StoredValidation]:
+    def list_validations(self, *, limit: int = 20, kind: ValidationKind | None = None) -> list[ValidationRecord]:
         """Returns up to ``limit`` validations, newest first.
 
         Args:
@@ -381,7 +360,7 @@ class AuditStore:
         with _translate("list validations"), self._engine.connect() as connection:
             return [_stored_validation(row) for row in connection.execute(query).mappings()]
 
-    def get_validation(self, id_or_prefix: str) -> StoredValidation:
+    def get_validation(self, id_or_prefix: str) -> ValidationRecord:
         """Returns the one validation whose id is, or starts with, ``id_or_prefix``.
 
         Raises:

@@ -284,8 +284,8 @@ def measure_strength(
     def embed(recognizer: FaceRecognizer, loaded: Sequence[_Loaded], images: Sequence[np.ndarray]) -> np.ndarray:
         return np.stack([recognizer.embed(image, item.item.box) for item, image in zip(loaded, images, strict=True)])
 
-    def treat(spec: TransformSpec, loaded: Sequence[_Loaded]) -> list[np.ndarray]:
-        anonymizer = Anonymizer(spec) if _passes_floor(spec) else _UncheckedAnonymizer(spec)
+    def treat(spec: TransformSpec, loaded: Sequence[_Loaded], *, is_above_floor: bool) -> list[np.ndarray]:
+        anonymizer = Anonymizer(spec) if is_above_floor else _UncheckedAnonymizer(spec)
         # Exactly what ``anonymize`` does: every face the detector found on the image, not only the main one.
         return [anonymizer.apply(item.pixels, item.faces)[0] for item in loaded]
 
@@ -314,8 +314,8 @@ def measure_strength(
                     )
                 )
             continue
-        treated_probes = treat(treatment.spec, probes)
-        treated_gallery = treat(treatment.spec, gallery)
+        treated_probes = treat(treatment.spec, probes, is_above_floor=floor_ok)
+        treated_gallery = treat(treatment.spec, gallery, is_above_floor=floor_ok)
         for recognizer in recognizers:
             probe_embeddings = embed(recognizer, probes, treated_probes)
             for attacker, gallery_embeddings in (
@@ -343,10 +343,6 @@ def measure_strength(
         skipped=tuple(skipped),
         duration_s=time.perf_counter() - t0,
     )
-
-
-def _passes_floor(spec: TransformSpec) -> bool:
-    return Treatment("", spec).is_at_or_above_floor
 
 
 class _UncheckedAnonymizer(Anonymizer):
