@@ -422,10 +422,11 @@ def _print_strength(validation_id: str, report: StrengthReport, recognizers: lis
     table.add_row("chance", *[f"{report.chance:.3f}"] * len(columns))
     stdout.print(table)
     for row in report.rows:
-        if row.is_configured and row.rank1_per_identity is not None:
+        if (row.is_configured or row.treatment == "solid fill") and row.rank1_per_identity is not None:
             stdout.print(
-                f"configured, {row.recognizer} {row.attacker.value if row.attacker else ''}: rank-1 averaged per "
-                f"identity {row.rank1_per_identity:.3f} (chance {1 / max(report.identities, 1):.3f})",
+                f"{'configured' if row.is_configured else 'solid fill'}, {row.recognizer} "
+                f"{row.attacker.value if row.attacker else ''}: rank-1 averaged per identity "
+                f"{row.rank1_per_identity:.3f} (chance {report.chance:.3f})",
                 highlight=False,
             )
 

@@ -37,12 +37,12 @@ def test_standard_treatments_mark_the_configured_one() -> None:
     assert all(t.spec.box_scale == 1.6 for t in custom if t.spec is not None)
 
 
-def _report(configured: dict, fill: dict, gallery: int = 100) -> StrengthReport:
+def _report(configured: dict, fill: dict, gallery: int = 100, fill_per_identity: float | None = None) -> StrengthReport:
     rows = []
     for (recognizer, attacker), value in configured.items():
         rows.append(StrengthRow("mine", recognizer, attacker, value, 50, True, True))
     for (recognizer, attacker), value in fill.items():
-        rows.append(StrengthRow("solid fill", recognizer, attacker, value, 50, False, True))
+        rows.append(StrengthRow("solid fill", recognizer, attacker, value, 50, False, True, fill_per_identity))
     return StrengthReport(tuple(rows), identities=gallery, gallery_size=gallery, probes=50, skipped=(), duration_s=1)
 
 
@@ -60,6 +60,21 @@ def test_verdict(mine: float, fill: float, passed: bool, reason: str | None) -> 
     ok, reasons = verdict(_report({key: mine}, {key: fill}))
     assert ok is passed
     assert (reason is None and not reasons) or any(reason in r for r in reasons)
+
+
+@pytest.mark.parametrize(
+    ("per_identity", "passed"),
+    [
+        (0.010, True),  # a constant answer: 0.025 per probe, exactly chance per identity
+        (0.020, True),  # 2 x chance is the limit itself
+        (0.021, False),
+    ],
+)
+def test_verdict_judges_the_fill_per_identity(per_identity: float, passed: bool) -> None:
+    key = ("dlib", Attacker.NAIVE)
+    ok, reasons = verdict(_report({key: 0.025}, {key: 0.025}, fill_per_identity=per_identity))
+    assert ok is passed, reasons
+    assert passed or any("grow the region" in r for r in reasons)
 
 
 def test_identity_folder_errors(tmp_path: Path) -> None:

@@ -357,6 +357,7 @@ class _UncheckedAnonymizer(Anonymizer):
 
 FILL_TOLERANCE = 0.01
 CHANCE_FACTOR = 2.0
+_EPSILON = 1e-9  # rates are ratios of small counts; 2/100 must equal 2 x 1/100
 
 
 def verdict(report: StrengthReport) -> tuple[bool, list[str]]:
@@ -365,10 +366,15 @@ def verdict(report: StrengthReport) -> tuple[bool, list[str]]:
     Verified: for every recognizer and attacker, the configured treatment is identified no more often than a
     solid fill of the same region (within ``FILL_TOLERANCE``), that fill is at most ``CHANCE_FACTOR`` x
     chance (the region is large enough), and the setting is at or above the legal floor.
+
+    The fill's chance test uses rank-1 averaged per identity where it was measured. Counted per probe, a
+    recognizer that gives every filled face the same embedding, and so the same answer, scores the share of
+    probes that happen to belong to that one person (5 of 243 on the LFW sample, 2.1x chance) although it
+    identifies nobody; averaged per identity, that constant answer scores exactly chance.
     """
     reasons: list[str] = []
     configured = [row for row in report.rows if row.is_configured]
-    fills = {(row.recognizer, row.attacker): row.rank1 for row in report.rows if row.treatment == "solid fill"}
+    fills = {(row.recognizer, row.attacker): row for row in report.rows if row.treatment == "solid fill"}
     if not configured:
         return False, ["the configured setting was not measured"]
     for row in configured:
@@ -379,10 +385,11 @@ def verdict(report: StrengthReport) -> tuple[bool, list[str]]:
             reasons.append("no solid-fill reference was measured")
             continue
         who = f"{row.recognizer}/{row.attacker.value if row.attacker else '-'}"
-        if row.rank1 > fill + FILL_TOLERANCE:
-            reasons.append(f"{who}: rank-1 {row.rank1:.3f} exceeds the fill's {fill:.3f} + {FILL_TOLERANCE}")
-        if fill > CHANCE_FACTOR * report.chance:
+        if row.rank1 > fill.rank1 + FILL_TOLERANCE:
+            reasons.append(f"{who}: rank-1 {row.rank1:.3f} exceeds the fill's {fill.rank1:.3f} + {FILL_TOLERANCE}")
+        fill_rate = fill.rank1 if fill.rank1_per_identity is None else fill.rank1_per_identity
+        if fill_rate > CHANCE_FACTOR * report.chance + _EPSILON:
             reasons.append(
-                f"{who}: even the fill is identified {fill:.3f} > {CHANCE_FACTOR:g} x chance; grow the region"
+                f"{who}: even the fill is identified {fill_rate:.3f} > {CHANCE_FACTOR:g} x chance; grow the region"
             )
     return not reasons, sorted(set(reasons))
