@@ -82,6 +82,9 @@ def test_presets_differ_and_threshold_override_keeps_the_passes() -> None:
     assert len(specs[Preset.THOROUGH].scales) > len(specs[Preset.FAST].scales)
     override = preset_spec(Preset.BALANCED, score_threshold=0.6)
     assert override.score_threshold == 0.6 and override.focus == specs[Preset.BALANCED].focus
+    assert override.large_face_score == specs[Preset.BALANCED].large_face_score
+    # a user's threshold below the large-face score applies to every size
+    assert preset_spec(Preset.BALANCED, score_threshold=0.1).large_face_score is None
 
 
 @pytest.fixture(scope="module")

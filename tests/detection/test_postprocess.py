@@ -3,7 +3,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from efface.detection.postprocess import RawDetections, decode_centerface, nms, padded_size, to_original_pixels
+from efface.detection.postprocess import (
+    RawDetections,
+    decode_centerface,
+    favour_large,
+    nms,
+    padded_size,
+    to_original_pixels,
+)
 
 
 @pytest.mark.parametrize(
@@ -76,3 +83,33 @@ def test_to_original_pixels_rescales_clips_and_drops_outside_boxes() -> None:
 def test_raw_detections_validates_shapes() -> None:
     with pytest.raises(ValueError, match=r"\(N, 4\)"):
         RawDetections(np.zeros((2, 3)), np.zeros(2), np.zeros((2, 5, 2)))
+
+
+def _dets(heights: list[float], scores: list[float]) -> RawDetections:
+    boxes = np.array([[0.0, 0.0, h, h] for h in heights], np.float32)
+    return RawDetections(boxes, np.array(scores, np.float32), np.zeros((len(scores), 5, 2), np.float32))
+
+
+def test_favour_large_lifts_only_large_boxes_onto_the_threshold() -> None:
+    found = favour_large(
+        _dets([100, 100, 100, 20, 20], [0.15, 0.05, 0.9, 0.15, 0.5]),
+        min_height_px=48,
+        large_score=0.15,
+        score_threshold=0.35,
+    )
+    assert found.boxes_xyxy[:, 3].tolist() == [100, 20, 100, 20, 100]
+    lifted_best = 0.35 + (0.9 - 0.15) * 0.65 / 0.85
+    assert found.scores.tolist() == pytest.approx([lifted_best, 0.5, 0.35, 0.15, 0.05 * 0.35 / 0.15], abs=1e-6)
+    assert np.all(np.diff(found.scores) <= 0)  # still best first
+
+
+@pytest.mark.parametrize("large_score", [0.35, 0.5])
+def test_favour_large_changes_nothing_unless_large_boxes_need_less(large_score: float) -> None:
+    given = _dets([100, 20], [0.2, 0.3])
+    found = favour_large(given, min_height_px=48, large_score=large_score, score_threshold=0.35)
+    assert found.scores.tolist() == pytest.approx([0.2, 0.3])
+
+
+def test_favour_large_keeps_the_score_range() -> None:
+    found = favour_large(_dets([60, 60], [0.0, 1.0]), min_height_px=48, large_score=0.1, score_threshold=0.5)
+    assert sorted(found.scores.tolist()) == pytest.approx([0.0, 1.0])

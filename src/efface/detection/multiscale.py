@@ -22,6 +22,7 @@ from efface.detection.postprocess import (
     above,
     check_image,
     concat,
+    favour_large,
     fuse_passes,
     suppress,
     to_faces,
@@ -84,6 +85,9 @@ class MultiScaleSpec:
         match_iou: detections of different passes overlapping this much are one face.
         nms_iou: final suppression of overlapping fused faces.
         is_noisy_or: fuse the passes' scores as ``1 - prod(1 - s)`` rather than taking the best.
+        large_face_px: boxes at least this tall count as large for ``large_face_score``.
+        large_face_score: the fused score at which a large box becomes operating (its score is lifted onto
+            ``score_threshold``, see ``favour_large``); None applies one threshold to every size.
     """
 
     scales: tuple[float, ...] = (1.0,)
@@ -93,6 +97,8 @@ class MultiScaleSpec:
     match_iou: float = 0.5
     nms_iou: float = 0.3
     is_noisy_or: bool = False
+    large_face_px: float = 48.0
+    large_face_score: float | None = None
 
     def __post_init__(self) -> None:
         if not self.scales or any(not (s > 0 and math.isfinite(s)) for s in (*self.scales, *self.flip_scales)):
@@ -101,6 +107,10 @@ class MultiScaleSpec:
             raise ValueError("a focus pass takes its candidates from the scale-1 pass; add 1.0 to scales")
         if not 0.0 < self.score_threshold < 1.0:
             raise ValueError(f"score_threshold must be in (0, 1), got {self.score_threshold}")
+        if self.large_face_score is not None and not 0.0 < self.large_face_score < 1.0:
+            raise ValueError(f"large_face_score must be in (0, 1), got {self.large_face_score}")
+        if not (self.large_face_px > 0 and math.isfinite(self.large_face_px)):
+            raise ValueError(f"large_face_px must be positive, got {self.large_face_px}")
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -120,6 +130,8 @@ class MultiScaleSpec:
             "match_iou": self.match_iou,
             "nms_iou": self.nms_iou,
             "score_fusion": "noisy_or" if self.is_noisy_or else "max",
+            "large_face_px": self.large_face_px,
+            "large_face_score": self.large_face_score,
         }
 
 
@@ -198,7 +210,15 @@ class MultiScaleDetector:
             parts.append(detector.detect_raw(image, input_scale=1.0))
         fused = fuse_passes(parts, match_iou=self.spec.match_iou, is_noisy_or=self.spec.is_noisy_or)
         fused = suppress(fused, iou_threshold=self.spec.nms_iou)
-        return _clip(fused, width, height)
+        fused = _clip(fused, width, height)
+        if self.spec.large_face_score is not None:
+            fused = favour_large(
+                fused,
+                min_height_px=self.spec.large_face_px,
+                large_score=self.spec.large_face_score,
+                score_threshold=self.spec.score_threshold,
+            )
+        return fused
 
     def _focus_pass(self, image: np.ndarray, candidates: RawDetections, focus: FocusSpec) -> RawDetections:
         height, width = image.shape[:2]

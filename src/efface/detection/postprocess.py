@@ -246,6 +246,34 @@ def suppress(detections: RawDetections, *, iou_threshold: float) -> RawDetection
     return detections.take(nms(detections.boxes_xyxy, detections.scores, iou_threshold=iou_threshold))
 
 
+def favour_large(
+    detections: RawDetections, *, min_height_px: float, large_score: float, score_threshold: float
+) -> RawDetections:
+    """Lifts the scores of boxes at least ``min_height_px`` tall so that ``large_score`` lands on
+    ``score_threshold``: a size prior, because a large box that the model scores faintly is far more often a
+    face (turned, occluded, blurred) than a small one, and a missed large face is the most identifiable miss.
+
+    The map is piecewise linear and increasing on [0, 1] (0 -> 0, ``large_score`` -> ``score_threshold``,
+    1 -> 1), so large boxes keep their order among themselves; smaller boxes are unchanged. With
+    ``large_score >= score_threshold`` nothing changes.
+    """
+    if large_score >= score_threshold or len(detections) == 0:
+        return detections
+    heights = detections.boxes_xyxy[:, 3] - detections.boxes_xyxy[:, 1]
+    is_large = heights >= min_height_px
+    if not is_large.any():
+        return detections
+    raw = detections.scores.astype(np.float64)
+    lifted = np.where(
+        raw < large_score,
+        raw * (score_threshold / large_score),
+        score_threshold + (raw - large_score) * ((1.0 - score_threshold) / (1.0 - large_score)),
+    )
+    scores = np.where(is_large, np.clip(lifted, 0.0, 1.0), raw)
+    lifted_set = RawDetections(detections.boxes_xyxy, scores, detections.landmarks_xy)
+    return lifted_set.take(np.argsort(-lifted_set.scores, kind="stable"))
+
+
 def above(detections: RawDetections, score_threshold: float) -> RawDetections:
     """The detections scoring at least ``score_threshold``."""
     return detections.take(np.flatnonzero(detections.scores >= score_threshold))

@@ -1,10 +1,15 @@
 """The named detection presets. Their passes and thresholds were chosen on data, not by taste: on
 WIDER FACE validation images (``../shared/data/wider-dev``, hard set), each operating threshold is the
 lowest on a 0.05 grid at which the preset makes no more false positives per image than deface at its
-defaults (3.67), measured with ``bench/coverage.py`` and ``efface verify coverage``.
+defaults (3.67), measured with ``bench/coverage.py`` and ``efface verify coverage``. Boxes at least
+48 px tall (where the ">= 50 px" recall is decided) get a size prior: the lowest raw score on the same grid,
+down to the candidate floor, that still keeps false positives per image at or under deface's (see
+``favour_large``).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from efface.detection.multiscale import FocusSpec, MultiScaleSpec
 from efface.records import Preset
@@ -17,17 +22,22 @@ CANDIDATE_SCORE = 0.1
 
 _SPECS = {
     # Full resolution plus a half-size pass for close-ups.
-    Preset.FAST: MultiScaleSpec(scales=(1.0, 0.5), score_threshold=0.3, is_noisy_or=True),
+    Preset.FAST: MultiScaleSpec(scales=(1.0, 0.5), score_threshold=0.3, is_noisy_or=True, large_face_score=0.1),
     # ... plus a 2x pass on the tiles around faint small candidates of the full-resolution pass.
     Preset.BALANCED: MultiScaleSpec(
         scales=(1.0, 0.5),
         focus=FocusSpec(scale=2.0, cell_px=128, margin_px=16, candidate_score=0.15, candidate_max_height_px=48.0),
         score_threshold=0.35,
         is_noisy_or=True,
+        large_face_score=0.15,
     ),
     # Recall first: five scales over the whole image and a mirrored pass.
     Preset.THOROUGH: MultiScaleSpec(
-        scales=(1.0, 0.25, 0.5, 1.5, 2.0), flip_scales=(1.0,), score_threshold=0.55, is_noisy_or=True
+        scales=(1.0, 0.25, 0.5, 1.5, 2.0),
+        flip_scales=(1.0,),
+        score_threshold=0.55,
+        is_noisy_or=True,
+        large_face_score=0.25,
     ),
 }
 
@@ -37,12 +47,10 @@ def preset_spec(preset: Preset, *, score_threshold: float | None = None) -> Mult
     spec = _SPECS[Preset(preset)]
     if score_threshold is None:
         return spec
-    return MultiScaleSpec(
-        scales=spec.scales,
-        flip_scales=spec.flip_scales,
-        focus=spec.focus,
+    # A threshold of the user's own: large boxes never need more than it.
+    large = spec.large_face_score
+    return dataclasses.replace(
+        spec,
         score_threshold=score_threshold,
-        match_iou=spec.match_iou,
-        nms_iou=spec.nms_iou,
-        is_noisy_or=spec.is_noisy_or,
+        large_face_score=None if large is None or large >= score_threshold else large,
     )
