@@ -11,6 +11,7 @@ import sys
 import zlib
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import sqlalchemy as sa
@@ -55,7 +56,12 @@ def write_bad_inputs(folder: Path, astronaut: np.ndarray) -> dict[str, str]:
     )
     (folder / "bomb.png").write_bytes(bomb)
     Image.fromarray(astronaut[:32, :32]).save(folder / "animated.gif")
+    _write_bad_videos(folder)
     return {
+        "zero.mp4": "CorruptImageError",
+        "cut.mp4": "CorruptImageError",
+        "notes.mov": "CorruptImageError",
+        "audio_only.mp4": "UnsupportedFormatError",
         "zero.jpg": "CorruptImageError",
         "truncated.jpg": "CorruptImageError",
         "text.jpg": "CorruptImageError",
@@ -63,6 +69,31 @@ def write_bad_inputs(folder: Path, astronaut: np.ndarray) -> dict[str, str]:
         "bomb.png": "ImageTooLargeError",
         "animated.gif": "UnsupportedFormatError",
     }
+
+
+def _write_bad_videos(folder: Path) -> None:
+    good = folder / "_good.mp4"
+    with av.open(str(good), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for index in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), index * 20, np.uint8), format="rgb24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    data = good.read_bytes()
+    good.unlink()
+    (folder / "zero.mp4").write_bytes(b"")
+    (folder / "cut.mp4").write_bytes(data[: len(data) // 2])
+    (folder / "notes.mov").write_text("meeting notes, not a video\n")
+    with av.open(str(folder / "audio_only.mp4"), "w") as container:
+        audio = container.add_stream("aac", rate=48000)
+        audio.layout = "mono"
+        for index in range(10):
+            samples = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            samples.sample_rate, samples.pts = 48000, index * 1024
+            container.mux(audio.encode(samples))
+        container.mux(audio.encode())
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from efface import __version__
@@ -139,7 +139,7 @@ def _open_store(settings: Settings) -> AuditStore:
 
 @app.command()
 def anonymize(
-    paths: Annotated[list[Path], typer.Argument(help="Image files and folders (walked recursively).")],
+    paths: Annotated[list[Path], typer.Argument(help="Image and video files and folders (walked recursively).")],
     method: MethodOption = None,
     threshold: ThresholdOption = None,
     preset: PresetOption = None,
@@ -155,6 +155,16 @@ def anonymize(
     blur_kernel: BlurKernelOption = None,
     pixelate_blocks: PixelateBlocksOption = None,
     jpeg_quality: Annotated[int | None, typer.Option(min=1, max=100, help="JPEG/WebP quality. [default: 92]")] = None,
+    video_codec: Annotated[
+        str | None, typer.Option(help="Video encoder, e.g. libx264, libvpx-vp9. [default: H.264 where it fits]")
+    ] = None,
+    video_crf: Annotated[
+        int | None, typer.Option(min=0, max=51, help="Video quality, x264 CRF scale (lower is better). [default: 18]")
+    ] = None,
+    detect_every: Annotated[
+        int | None,
+        typer.Option(min=1, max=30, help="Video: detect on every Nth frame, tracking in between. [default: 1]"),
+    ] = None,
     config: ConfigOption = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print one JSON line per file instead of tables.")
@@ -175,6 +185,9 @@ def anonymize(
         blur_kernel_fraction=blur_kernel,
         pixelate_blocks=pixelate_blocks,
         jpeg_quality=jpeg_quality,
+        video_codec=video_codec,
+        video_crf=video_crf,
+        detect_every=detect_every,
     )
     try:
         worker = build_worker(settings)
@@ -187,9 +200,18 @@ def anonymize(
     results: list[AnonymizationResult] = []
     progress = _progress(is_quiet=json_output)
 
+    frame_tasks: dict[Path, TaskID] = {}
+
+    def on_frame(path: Path, done: int, expected: int | None) -> None:
+        if path not in frame_tasks:
+            frame_tasks[path] = progress.add_task(f"  {escape(path.name)}", total=expected)
+        progress.update(frame_tasks[path], completed=done)
+
     def on_result(result: AnonymizationResult) -> None:
         results.append(result)
         progress.advance(task)
+        if result.path in frame_tasks:
+            progress.remove_task(frame_tasks.pop(result.path))
         if json_output:
             typer.echo(json.dumps(_result_json(result)))  # JSON Lines: one object per file
         elif result.outcome is Outcome.ERROR:
@@ -202,7 +224,15 @@ def anonymize(
     try:
         with store, progress:
             task = progress.add_task("anonymizing", total=total)
-            summary = run_plan(plan, worker=worker, store=store, run=run, on_result=on_result, workers=settings.workers)
+            summary = run_plan(
+                plan,
+                worker=worker,
+                store=store,
+                run=run,
+                on_result=on_result,
+                workers=settings.workers,
+                on_frame=on_frame,
+            )
     except EffaceError as exc:  # the audit log failed mid-run: stop, the files done so far are audited
         stderr.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FILES_FAILED) from exc

@@ -81,6 +81,17 @@ class Settings(BaseSettings):
     jpeg_quality: int = Field(DEFAULT_JPEG_QUALITY, ge=1, le=100)
     keep_icc_profile: bool = True
     max_image_pixels: int = Field(DEFAULT_MAX_IMAGE_PIXELS, gt=0)
+    # Video: the encoder (None: H.264 where the container takes it), its quality on x264's CRF scale and
+    # speed preset, and whether identifying container metadata is kept.
+    video_codec: str | None = None
+    video_crf: int = Field(18, ge=0, le=51)
+    video_preset: str = "medium"
+    keep_video_metadata: bool = False
+    # Faces carried between frames: detection opportunities a face may be missed and still be covered,
+    # frames before a first detection that are covered too, and detection on every Nth frame only.
+    track_hold_frames: int = Field(8, ge=0, le=250)
+    track_lookback_frames: int = Field(8, ge=0, le=250)
+    detect_every: int = Field(1, ge=1, le=30)
 
     @field_validator("db_url")
     @classmethod

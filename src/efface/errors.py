@@ -9,7 +9,7 @@ into these at one boundary per package with ``raise X(...) from exc``; nothing e
     │   ├── InputNotFoundError      no such file or folder, or a folder holding no image
     │   ├── UnreadableFileError     the OS refused to read it
     │   ├── UnsupportedFormatError  not a format efface can anonymize (yet)
-    │   ├── CorruptImageError       the bytes are not a valid image (truncated, bad CRC, ...)
+    │   ├── CorruptImageError       the bytes are not a valid image or video (truncated, bad CRC, ...)
     │   └── ImageTooLargeError      more pixels than allowed (decompression bombs)
     ├── OutputError                 the anonymized file could not be written (has ``.path``)
     └── AuditError                  the audit database cannot be opened, migrated or written
@@ -81,7 +81,7 @@ class UnsupportedFormatError(InputError):
 
 
 class CorruptImageError(InputError):
-    """The file claims to be an image but cannot be decoded completely."""
+    """The file claims to be an image or a video but cannot be decoded completely."""
 
 
 class ImageTooLargeError(InputError):

@@ -27,6 +27,7 @@ __all__ = [
     "TransformSpec",
     "ValidationKind",
     "ValidationRecord",
+    "VideoStats",
     "WriteMode",
 ]
 
@@ -229,10 +230,71 @@ class TransformSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class VideoStats:
+    """What happened to the frames of one video (counts only, never pixels).
+
+    Attributes:
+        frames: frames decoded, anonymized and encoded (equal by construction).
+        frames_detected: frames the detector ran on (all of them unless detection skips frames).
+        detections: faces the detector found, summed over frames.
+        regions: face regions anonymized, summed over frames: the detections plus the boxes carried
+            between frames (hold-over, backward fill).
+        frames_with_faces: frames with at least one region anonymized.
+        regions_per_frame_min / regions_per_frame_max: fewest and most regions on one frame.
+        encoder: the video encoder used (None in a dry run).
+        crf: its quality setting.
+        duration_s: the video's duration.
+        fps: its average frame rate.
+        copied_streams: audio and subtitle streams copied without re-encoding.
+        tracking: the tracker's own counts (held, backfilled, interpolated boxes, tracks).
+    """
+
+    frames: int
+    frames_detected: int
+    detections: int
+    regions: int
+    frames_with_faces: int
+    regions_per_frame_min: int
+    regions_per_frame_max: int
+    encoder: str | None = None
+    crf: int | None = None
+    duration_s: float | None = None
+    fps: float | None = None
+    copied_streams: int = 0
+    tracking: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def regions_per_frame_mean(self) -> float:
+        return self.regions / self.frames if self.frames else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "frames": self.frames,
+            "frames_detected": self.frames_detected,
+            "detections": self.detections,
+            "regions": self.regions,
+            "frames_with_faces": self.frames_with_faces,
+            "regions_per_frame": {
+                "min": self.regions_per_frame_min,
+                "mean": round(self.regions_per_frame_mean, 3),
+                "max": self.regions_per_frame_max,
+            },
+            "encoder": self.encoder,
+            "crf": self.crf,
+            "duration_s": self.duration_s,
+            "fps": self.fps,
+            "copied_streams": self.copied_streams,
+            "tracking": dict(self.tracking),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class AnonymizationResult:
     """What the pipeline returns for one file, the audit log stores and the API serializes.
 
-    It never holds image content: only paths, counts, boxes, hashes and timings.
+    It never holds image content: only paths, counts, boxes, hashes and timings. For a video, ``faces`` is
+    empty (boxes of every frame would swamp the audit log) and ``video`` holds the counts; faces detected
+    and anonymized are then summed over frames.
     """
 
     path: Path
@@ -249,22 +311,23 @@ class AnonymizationResult:
     error_class: str | None = None
     error_message: str | None = None
     details: dict[str, object] = field(default_factory=dict)
+    video: VideoStats | None = None
 
     def __post_init__(self) -> None:
         if self.started_at.tzinfo is None:
             raise ValueError("started_at must be timezone-aware (UTC)")
         if self.duration_s < 0:
             raise ValueError(f"duration_s must be >= 0, got {self.duration_s}")
-        if self.faces_anonymized > len(self.faces):
+        if self.faces_anonymized > self.faces_detected:
             raise ValueError(
-                f"faces_anonymized ({self.faces_anonymized}) cannot exceed faces detected ({len(self.faces)})"
+                f"faces_anonymized ({self.faces_anonymized}) cannot exceed faces detected ({self.faces_detected})"
             )
         if (self.outcome is Outcome.ERROR) != (self.error_class is not None):
             raise ValueError(f"error_class must be set exactly when outcome is error, got {self.outcome}")
 
     @property
     def faces_detected(self) -> int:
-        return len(self.faces)
+        return self.video.detections if self.video is not None else len(self.faces)
 
     @property
     def is_success(self) -> bool:

@@ -66,7 +66,7 @@ def test_missing_path_and_empty_folder_are_failures(tmp_path: Path) -> None:
         ("nope.jpg", "InputNotFoundError"),
         ("empty", "InputNotFoundError"),
     ]
-    assert "no image files" in plan.failures[1].error_message
+    assert "no image or video files" in plan.failures[1].error_message
 
 
 def test_duplicates_and_symlinks_resolve_to_the_real_file(tree: Path, tmp_path: Path) -> None:

@@ -166,6 +166,13 @@ def _faces_json(result: AnonymizationResult) -> list[dict[str, Any]]:
     return [{"xyxy": [round(v, 2) for v in face.box.xyxy], "score": round(face.score, 4)} for face in result.faces]
 
 
+def _details_json(result: AnonymizationResult) -> dict[str, Any]:
+    details = dict(result.details)
+    if result.video is not None:
+        details["video"] = result.video.as_dict()
+    return details
+
+
 def _stored_run(row: Mapping[str, Any]) -> StoredRun:
     return StoredRun(**{**row, "mode": WriteMode(row["mode"]), "status": RunStatus(row["status"])})
 
@@ -265,7 +272,7 @@ class AuditStore:
                     height=height,
                     error_class=result.error_class,
                     error_message=result.error_message,
-                    details=dict(result.details),
+                    details=_details_json(result),
                 )
             )
 

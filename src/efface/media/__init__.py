@@ -1,15 +1,36 @@
-"""Media I/O at the edge of the core: image decoding/encoding and atomic file replacement."""
+"""Media I/O at the edge of the core: image and video decoding/encoding and atomic file replacement."""
 
-from efface.media.atomic import atomic_write_bytes, find_leftovers, is_leftover
+from efface.media.atomic import atomic_write_bytes, atomic_write_with, find_leftovers, is_leftover
 from efface.media.images import CodecOptions, DecodedImage, ImageFormat, decode_image, encode_image
+from efface.media.video import (
+    VIDEO_SUFFIXES,
+    FrameProcessor,
+    VideoInfo,
+    VideoOptions,
+    VideoReport,
+    is_video_path,
+    probe_video,
+    read_frames,
+    transcode_video,
+)
 
 __all__ = [
+    "VIDEO_SUFFIXES",
     "CodecOptions",
     "DecodedImage",
+    "FrameProcessor",
     "ImageFormat",
+    "VideoInfo",
+    "VideoOptions",
+    "VideoReport",
     "atomic_write_bytes",
+    "atomic_write_with",
     "decode_image",
     "encode_image",
     "find_leftovers",
     "is_leftover",
+    "is_video_path",
+    "probe_video",
+    "read_frames",
+    "transcode_video",
 ]

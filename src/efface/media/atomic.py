@@ -9,14 +9,17 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from efface.errors import OutputError
 
-__all__ = ["TEMP_MARKER", "atomic_write_bytes", "find_leftovers", "is_leftover", "temp_path_for"]
+__all__ = ["TEMP_MARKER", "atomic_write_bytes", "atomic_write_with", "find_leftovers", "is_leftover", "temp_path_for"]
 
 TEMP_MARKER = ".efface-tmp-"
+
+_T = TypeVar("_T")
 
 
 def temp_path_for(target: Path) -> Path:
@@ -75,3 +78,49 @@ def atomic_write_bytes(target: Path, data: bytes, *, permissions_from: Path | No
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise OutputError(f"cannot write: {exc.strerror or exc}", path=target) from exc
+
+
+def atomic_write_with(target: Path, write: Callable[[Path], _T], *, permissions_from: Path | None = None) -> _T:
+    """Creates or replaces ``target`` atomically and durably with a file that ``write`` fills in.
+
+    For writers that need a path rather than bytes (a video muxer): ``write`` gets an empty temporary
+    file beside ``target``, with ``target``'s extension and mode 0600, and writes the complete content
+    there. Only once it returns is that file fsynced and swapped in.
+
+    Args:
+        target: the file to create or replace; its folder must exist.
+        write: fills the path it is given; what it returns is returned.
+        permissions_from: a file whose permission bits the new file takes (the original, in place).
+
+    Returns:
+        What ``write`` returned.
+
+    Raises:
+        OutputError: the temporary file could not be created, synced or moved into place.
+        Exception: whatever ``write`` raises, unchanged. In every failure case (a ``KeyboardInterrupt``
+            included) ``target`` is unchanged and no temporary file remains.
+    """
+    tmp = temp_path_for(target)
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as exc:
+        raise OutputError(f"cannot write: {exc.strerror or exc}", path=target) from exc
+    try:
+        result = write(tmp)
+        try:
+            fd = os.open(tmp, os.O_RDWR)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if permissions_from is not None:
+                os.chmod(tmp, os.stat(permissions_from).st_mode & 0o7777)
+            os.replace(tmp, target)
+            _fsync_folder(target.parent)
+        except OSError as exc:
+            raise OutputError(f"cannot write: {exc.strerror or exc}", path=target) from exc
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    return result

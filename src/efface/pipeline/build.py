@@ -11,8 +11,11 @@ from efface.config import Settings
 from efface.detection.centerface import CenterFaceDetector
 from efface.detection.multiscale import MultiScaleDetector
 from efface.detection.presets import CANDIDATE_SCORE, preset_spec
+from efface.detection.tracking import TrackingSpec
 from efface.detection.yunet import YuNetDetector
+from efface.errors import ConfigurationError
 from efface.media.images import CodecOptions
+from efface.media.video import VideoOptions
 from efface.pipeline.core import Worker
 from efface.transforms.core import Anonymizer
 
@@ -34,7 +37,18 @@ def build_worker(settings: Settings) -> Worker:
         keep_icc_profile=settings.keep_icc_profile,
         max_image_pixels=settings.max_image_pixels,
     )
-    return Worker(detector=detector, anonymizer=anonymizer, codec=codec)
+    try:
+        video = VideoOptions(
+            codec=settings.video_codec,
+            crf=settings.video_crf,
+            preset=settings.video_preset,
+            keep_metadata=settings.keep_video_metadata,
+            max_pixels=settings.max_image_pixels,
+        )
+        tracking = _tracking_spec(settings)
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid video setting: {exc}") from exc
+    return Worker(detector=detector, anonymizer=anonymizer, codec=codec, video=video, tracking=tracking)
 
 
 def build_detector(settings: Settings) -> MultiScaleDetector:
@@ -64,4 +78,13 @@ def audited_settings(settings: Settings) -> dict[str, object]:
     detection passes the preset stands for."""
     audited = settings.model_dump(mode="json", exclude={"db_url", "workers"})
     audited["detection"] = preset_spec(settings.preset, score_threshold=settings.score_threshold).as_dict()
+    audited["tracking"] = _tracking_spec(settings).as_dict()
     return audited
+
+
+def _tracking_spec(settings: Settings) -> TrackingSpec:
+    return TrackingSpec(
+        hold_frames=settings.track_hold_frames,
+        lookback_frames=settings.track_lookback_frames,
+        detect_every=settings.detect_every,
+    )

@@ -9,16 +9,19 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from efface.detection.base import FaceDetector
+from efface.detection.tracking import TrackingSpec
 from efface.errors import EffaceError, InputNotFoundError, OutputError, UnreadableFileError
 from efface.media.atomic import atomic_write_bytes
 from efface.media.images import CodecOptions, DecodedImage, decode_image, encode_image
+from efface.media.video import VideoOptions, is_video_path
+from efface.pipeline.video import FrameCallback, VideoRun, anonymize_video, scan_video
 from efface.records import AnonymizationResult, Face, Outcome, WriteMode
 from efface.transforms.core import Anonymizer
 
@@ -54,12 +57,16 @@ class Worker:
     Attributes:
         detector: finds faces.
         anonymizer: transforms them (strength already checked).
-        codec: decoding limits and encoding choices.
+        codec: decoding limits and encoding choices for images.
+        video: encoding choices and limits for videos.
+        tracking: how faces are carried between video frames.
     """
 
     detector: FaceDetector
     anonymizer: Anonymizer
     codec: CodecOptions
+    video: VideoOptions = field(default_factory=VideoOptions)
+    tracking: TrackingSpec = field(default_factory=TrackingSpec)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,21 +121,24 @@ def _read(path: Path) -> bytes:
         raise UnreadableFileError(f"cannot read: {exc.strerror or exc}", path=path) from exc
 
 
-def anonymize_file(job: FileJob, *, worker: Worker) -> AnonymizationResult:
+def anonymize_file(job: FileJob, *, worker: Worker, on_frame: FrameCallback | None = None) -> AnonymizationResult:
     """Anonymizes one file and says what happened. Never raises for a problem with this one file.
 
     In place, the anonymized bytes atomically replace the original; into an output folder, the source
-    is left untouched. A source without faces and without metadata is not rewritten in place (it is
-    copied byte for byte to an output folder).
+    is left untouched. An image without faces and without metadata is not rewritten in place (it is
+    copied byte for byte to an output folder); a video is always re-encoded (its container metadata goes).
 
     Args:
         job: the source and destination.
         worker: detector, anonymizer and codec options.
+        on_frame: for videos, called after each frame with the frames done and expected (progress).
 
     Returns:
         The result; ``outcome`` is ``error`` with the error's class and message when the file failed,
         in which case the source is byte-for-byte unchanged.
     """
+    if is_video_path(job.source):
+        return _anonymize_video_file(job, worker=worker, on_frame=on_frame)
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()
     mode = job.mode
@@ -168,6 +178,74 @@ def anonymize_file(job: FileJob, *, worker: Worker) -> AnonymizationResult:
         resolution_wh=processed.decoded.resolution_wh,
         details={"rewritten": processed.data is not None},
     )
+
+
+def _anonymize_video_file(job: FileJob, *, worker: Worker, on_frame: FrameCallback | None) -> AnonymizationResult:
+    started_at = datetime.now(UTC)
+    t0 = time.perf_counter()
+    detect = worker.detector.detect
+    try:
+        if not job.source.exists():
+            raise InputNotFoundError("no such file", path=job.source)
+        if job.destination is None:
+            run = scan_video(
+                job.source, detect=detect, tracking=worker.tracking, options=worker.video, on_frame=on_frame
+            )
+            output_sha256 = None
+        else:
+            _make_parent(job.destination)
+            run = anonymize_video(
+                job.source,
+                job.destination,
+                detect=detect,
+                anonymize=worker.anonymizer.apply,
+                tracking=worker.tracking,
+                options=worker.video,
+                on_frame=on_frame,
+                permissions_from=job.source,
+            )
+            output_sha256 = _file_sha256(job.destination)
+    except EffaceError as exc:
+        return _error_result(job, exc, started_at=started_at, t0=t0, processed=None)
+    except Exception as exc:  # a bug must fail this file, not the whole batch
+        logger.exception("unexpected error on %s", job.source)
+        return _error_result(job, exc, started_at=started_at, t0=t0, processed=None)
+    return _video_result(job, run, started_at=started_at, t0=t0, output_sha256=output_sha256)
+
+
+def _video_result(
+    job: FileJob, run: VideoRun, *, started_at: datetime, t0: float, output_sha256: str | None
+) -> AnonymizationResult:
+    stats = run.stats
+    if job.mode is WriteMode.DRY_RUN:
+        outcome = Outcome.DRY_RUN
+    else:
+        outcome = Outcome.ANONYMIZED if stats.regions else Outcome.NO_FACES
+    return AnonymizationResult(
+        path=job.source,
+        outcome=outcome,
+        mode=job.mode,
+        started_at=started_at,
+        duration_s=time.perf_counter() - t0,
+        output_path=job.destination,
+        faces_anonymized=stats.detections if job.mode is not WriteMode.DRY_RUN else 0,
+        output_sha256=output_sha256,
+        image_format=f"video/{run.info.codec}",
+        resolution_wh=run.info.resolution_wh,
+        details={"rewritten": job.mode is not WriteMode.DRY_RUN, "dropped_streams": list(run.notes)},
+        video=stats,
+    )
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    except OSError as exc:
+        raise OutputError(f"cannot read back: {exc.strerror or exc}", path=path) from exc
+    return digest.hexdigest()
 
 
 def _make_parent(destination: Path) -> None:

@@ -19,12 +19,13 @@ from efface.errors import (
 )
 from efface.media.atomic import TEMP_MARKER, find_leftovers, is_leftover
 from efface.media.images import IMAGE_SUFFIXES, UNSUPPORTED_IMAGE_SUFFIXES
+from efface.media.video import VIDEO_SUFFIXES
 from efface.pipeline.core import FileJob
 from efface.records import AnonymizationResult, Outcome, WriteMode
 
 __all__ = ["Plan", "plan_jobs"]
 
-_CANDIDATE_SUFFIXES = IMAGE_SUFFIXES | UNSUPPORTED_IMAGE_SUFFIXES
+_CANDIDATE_SUFFIXES = IMAGE_SUFFIXES | UNSUPPORTED_IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +134,9 @@ def plan_jobs(paths: list[Path], *, output_dir: Path | None = None, dry_run: boo
                 raise ConfigurationError(f"the output folder {output_dir} is also an input folder")
             candidates = _folder_candidates(folder, exclude=out_root)
             if not candidates:
-                failures.append(_failure(path, InputNotFoundError("no image files in this folder", path=path), mode))
+                failures.append(
+                    _failure(path, InputNotFoundError("no image or video files in this folder", path=path), mode)
+                )
             for candidate in candidates:
                 add(candidate, Path(folder.name) / candidate.relative_to(folder))
             leftovers.update(find_leftovers(folder))

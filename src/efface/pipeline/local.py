@@ -25,6 +25,8 @@ __all__ = ["new_run_info", "remove_leftover", "run_plan"]
 logger = logging.getLogger(__name__)
 
 ResultCallback = Callable[[AnonymizationResult], None]
+# A video's progress: its path, frames done, frames expected (None where unknown).
+FrameProgress = Callable[[Path, int, int | None], None]
 
 
 def new_run_info(*, command: str, mode: WriteMode, worker: Worker, settings: dict[str, object]) -> RunInfo:
@@ -63,18 +65,26 @@ def remove_leftover(path: Path, *, mode: WriteMode) -> AnonymizationResult:
     )
 
 
-def _in_order(jobs: Sequence[FileJob], *, worker: Worker, workers: int) -> Iterator[AnonymizationResult]:
+def _run_one(job: FileJob, *, worker: Worker, on_frame: FrameProgress | None) -> AnonymizationResult:
+    if on_frame is None:
+        return anonymize_file(job, worker=worker)
+    return anonymize_file(job, worker=worker, on_frame=lambda done, total: on_frame(job.source, done, total))
+
+
+def _in_order(
+    jobs: Sequence[FileJob], *, worker: Worker, workers: int, on_frame: FrameProgress | None = None
+) -> Iterator[AnonymizationResult]:
     """Results of ``anonymize_file`` in job order, with at most ``2 * workers`` jobs submitted at a time, so
     an interruption (Ctrl-C, a failing audit write) stops after the files already in flight."""
     if workers <= 1:
         for job in jobs:
-            yield anonymize_file(job, worker=worker)
+            yield _run_one(job, worker=worker, on_frame=on_frame)
         return
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="efface")
     pending: deque[Future[AnonymizationResult]] = deque()
     try:
         for job in jobs:
-            pending.append(pool.submit(anonymize_file, job, worker=worker))
+            pending.append(pool.submit(_run_one, job, worker=worker, on_frame=on_frame))
             if len(pending) >= 2 * workers:
                 yield pending.popleft().result()
         while pending:
@@ -91,6 +101,7 @@ def run_plan(
     run: RunInfo,
     on_result: ResultCallback | None = None,
     workers: int = 1,
+    on_frame: FrameProgress | None = None,
 ) -> RunSummary:
     """Executes a plan, auditing every file.
 
@@ -101,6 +112,7 @@ def run_plan(
         run: this run's audit record.
         on_result: called after each file (for progress display).
         workers: files in flight at once (threads; the model releases the GIL while it runs).
+        on_frame: called after each frame of a video (for progress display), from the worker threads.
 
     Returns:
         The run's totals. An interrupted run (Ctrl-C) is finished as ``interrupted`` and re-raised.
@@ -138,7 +150,7 @@ def run_plan(
             record(failure)
         # Several files in flight: while one waits on the model (which releases the GIL), another is decoded,
         # fused or encoded. Each file is still replaced atomically, and rows are recorded in plan order.
-        for result in _in_order(plan.jobs, worker=worker, workers=workers):
+        for result in _in_order(plan.jobs, worker=worker, workers=workers, on_frame=on_frame):
             record(result)
     except BaseException:
         store.finish_run(run.run_id, summary(RunStatus.INTERRUPTED))

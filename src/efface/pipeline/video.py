@@ -1,0 +1,191 @@
+"""Video through the one pipeline: each frame is turned upright, detected, covered with the faces carried
+between frames (``TemporalCover``), anonymized, turned back and encoded; audio and subtitles are copied.
+
+``anonymize_file`` hands videos here; nothing else touches their frames. The tracker delays each frame by
+its look-back (a few frames), so frames wait in a short queue until their cover is final: memory holds
+that queue and never the video.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from efface.detection.tracking import TemporalCover, TrackingSpec
+from efface.media.video import VideoInfo, VideoOptions, probe_video, read_frames, transcode_video
+from efface.records import Face, VideoStats
+
+__all__ = ["FrameCallback", "VideoRun", "anonymize_video", "scan_video"]
+
+FrameCallback = Callable[[int, int | None], None]
+"""Called after each frame with the frames done and the frames expected (None where unknown)."""
+
+
+@dataclass(slots=True)
+class _Tally:
+    frames: int = 0
+    frames_detected: int = 0
+    detections: int = 0
+    regions: int = 0
+    frames_with_faces: int = 0
+    regions_min: int | None = None
+    regions_max: int = 0
+
+    def count_detections(self, faces: tuple[Face, ...] | None) -> None:
+        if faces is not None:
+            self.frames_detected += 1
+            self.detections += len(faces)
+
+    def count_regions(self, regions: int) -> None:
+        self.frames += 1
+        self.regions += regions
+        self.frames_with_faces += regions > 0
+        self.regions_min = regions if self.regions_min is None else min(self.regions_min, regions)
+        self.regions_max = max(self.regions_max, regions)
+
+
+@dataclass(frozen=True, slots=True)
+class VideoRun:
+    """A processed video: its source layout and what happened to its frames."""
+
+    info: VideoInfo
+    stats: VideoStats
+    notes: tuple[str, ...] = field(default=())
+
+
+def _upright(frame: np.ndarray, rotation_deg: int) -> np.ndarray:
+    return frame if rotation_deg == 0 else np.ascontiguousarray(np.rot90(frame, k=rotation_deg // 90))
+
+
+def _stored(upright: np.ndarray, rotation_deg: int) -> np.ndarray:
+    return upright if rotation_deg == 0 else np.ascontiguousarray(np.rot90(upright, k=-(rotation_deg // 90)))
+
+
+class _Coverer:
+    """Turns decoded frames into upright frames with their final regions, counting as it goes."""
+
+    def __init__(self, *, detect: Callable[[np.ndarray], tuple[Face, ...]], tracking: TrackingSpec) -> None:
+        self._detect = detect
+        self._tracking = tracking
+        self._cover: TemporalCover | None = None
+        self.tally = _Tally()
+
+    def frames(
+        self, decoded: Iterator[np.ndarray], *, rotation_deg: int
+    ) -> Iterator[tuple[np.ndarray, tuple[Face, ...]]]:
+        """Each upright frame with its final regions, in order, ``lookback_frames`` behind the decoder."""
+        waiting: deque[np.ndarray] = deque()
+        for index, frame in enumerate(decoded):
+            upright = _upright(frame, rotation_deg)
+            if self._cover is None:
+                self._cover = TemporalCover(self._tracking, width=upright.shape[1], height=upright.shape[0])
+            faces = self._detect(upright) if self._cover.needs_detection(index) else None
+            self.tally.count_detections(faces)
+            waiting.append(upright)
+            for _index, regions in self._cover.push(faces):
+                self.tally.count_regions(len(regions))
+                yield waiting.popleft(), regions
+        if self._cover is not None:
+            for _index, regions in self._cover.flush():
+                self.tally.count_regions(len(regions))
+                yield waiting.popleft(), regions
+
+    def stats(
+        self,
+        *,
+        encoder: str | None = None,
+        crf: int | None = None,
+        duration_s: float | None = None,
+        fps: float | None = None,
+        copied_streams: int = 0,
+    ) -> VideoStats:
+        tally = self.tally
+        return VideoStats(
+            frames=tally.frames,
+            frames_detected=tally.frames_detected,
+            detections=tally.detections,
+            regions=tally.regions,
+            frames_with_faces=tally.frames_with_faces,
+            regions_per_frame_min=tally.regions_min or 0,
+            regions_per_frame_max=tally.regions_max,
+            encoder=encoder,
+            crf=crf,
+            duration_s=duration_s,
+            fps=fps,
+            copied_streams=copied_streams,
+            tracking=self._cover.stats.as_dict() if self._cover is not None else {},
+        )
+
+
+def anonymize_video(
+    source: Path,
+    destination: Path,
+    *,
+    detect: Callable[[np.ndarray], tuple[Face, ...]],
+    anonymize: Callable[[np.ndarray, tuple[Face, ...]], tuple[np.ndarray, int]],
+    tracking: TrackingSpec,
+    options: VideoOptions,
+    on_frame: FrameCallback | None = None,
+    permissions_from: Path | None = None,
+) -> VideoRun:
+    """Anonymizes every frame of ``source`` into ``destination`` (atomically; it may be ``source``).
+
+    Args:
+        source: the video.
+        destination: where the anonymized video goes; its suffix picks the container.
+        detect: faces on an upright RGB frame.
+        anonymize: the frame with the given regions anonymized, and how many were.
+        tracking: how faces are carried between frames.
+        options: codec, quality, metadata and size limits.
+        on_frame: progress, after each encoded frame.
+        permissions_from: a file whose permission bits the output takes.
+
+    Raises:
+        InputError: the video cannot be read or decoded completely.
+        ConfigurationError: the encoder settings cannot work for this container.
+        OutputError: the output could not be written.
+    """
+    info = probe_video(source, options=options)
+    coverer = _Coverer(detect=detect, tracking=tracking)
+
+    def process(frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        for upright, regions in coverer.frames(frames, rotation_deg=info.rotation_deg):
+            pixels = anonymize(upright, regions)[0] if regions else upright
+            yield _stored(pixels, info.rotation_deg)
+
+    def frame_done(done: int) -> None:
+        if on_frame is not None:
+            on_frame(done, info.frames)
+
+    report = transcode_video(
+        source, destination, process, options=options, on_frame=frame_done, permissions_from=permissions_from
+    )
+    stats = coverer.stats(
+        encoder=report.encoder,
+        crf=report.crf,
+        duration_s=report.duration_s,
+        fps=report.info.fps,
+        copied_streams=report.copied_streams,
+    )
+    return VideoRun(info=report.info, stats=stats, notes=report.dropped_streams)
+
+
+def scan_video(
+    source: Path,
+    *,
+    detect: Callable[[np.ndarray], tuple[Face, ...]],
+    tracking: TrackingSpec,
+    options: VideoOptions,
+    on_frame: FrameCallback | None = None,
+) -> VideoRun:
+    """A dry run: decodes and detects every frame, counts what would be anonymized, writes nothing."""
+    info = probe_video(source, options=options)
+    coverer = _Coverer(detect=detect, tracking=tracking)
+    for _frame in coverer.frames(read_frames(source, options=options), rotation_deg=info.rotation_deg):
+        if on_frame is not None:
+            on_frame(coverer.tally.frames, info.frames)
+    return VideoRun(info=info, stats=coverer.stats(fps=info.fps, duration_s=info.duration_s))
