@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from efface.audit import AuditStore, StoredFile
+from efface.audit.store import schema_head
 from efface.errors import AuditError
 from efface.records import (
     AnonymizationResult,
@@ -104,7 +105,7 @@ def test_migrations_create_tables(store: AuditStore, raw_engine: sa.Engine) -> N
     assert any(ix["column_names"] == ["run_id"] for ix in inspector.get_indexes("files"))
     assert [fk["referred_table"] for fk in inspector.get_foreign_keys("files")] == ["runs"]
     with raw_engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == [schema_head()]
 
 
 def test_no_column_can_hold_binary_content(store: AuditStore, raw_engine: sa.Engine) -> None:
@@ -245,7 +246,7 @@ def test_reopen_keeps_data_and_does_not_migrate_again(
         assert len(second.list_files(run.run_id)) == 1
     assert not any("Running upgrade" in message for message in caplog.messages)
     with raw_engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == [schema_head()]
 
 
 def test_database_from_a_newer_efface_raises_audit_error(db_url: str, raw_engine: sa.Engine) -> None:

@@ -149,11 +149,24 @@ def _lock_for_migration(connection: Connection) -> None:
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK_KEY})
 
 
-def _migrate(engine: Engine) -> None:
+def _alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS_DIR))
     config.set_main_option("path_separator", "os")
-    head = ScriptDirectory.from_config(config).get_current_head()
+    return config
+
+
+def schema_head() -> str:
+    """The newest schema revision, the one every opened database is migrated to."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    if head is None:
+        raise AuditError("the audit migrations have no head revision")
+    return head
+
+
+def _migrate(engine: Engine) -> None:
+    config = _alembic_config()
+    head = schema_head()
     with engine.begin() as connection:
         _lock_for_migration(connection)
         if MigrationContext.configure(connection).get_current_revision() == head:

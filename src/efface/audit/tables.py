@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-__all__ = ["files", "metadata", "runs", "validations"]
+__all__ = ["api_keys", "files", "metadata", "runs", "validations"]
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -97,4 +97,15 @@ validations = sa.Table(
     sa.Column("figures", sa.JSON(), nullable=False),
     sa.Column("passed", sa.Boolean(), nullable=True),
     sa.Column("hostname", sa.String(255), nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("key_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("revoked_at", UTCDateTime(), nullable=True),
+    sa.Column("rate_limit_per_min", sa.Integer(), nullable=True),
 )
