@@ -504,6 +504,7 @@ def _result_json(result: AnonymizationResult) -> dict[str, object]:
         "faces_anonymized": result.faces_anonymized,
         "faces": [{"xyxy": [round(v, 1) for v in f.box.xyxy], "score": round(f.score, 4)} for f in result.faces],
         "output_sha256": result.output_sha256,
+        "video": result.video.as_dict() if result.video is not None else None,
         "duration_s": round(result.duration_s, 4),
         "error_class": result.error_class,
         "error_message": result.error_message,
@@ -529,6 +530,17 @@ def _print_summary(run_id: str, summary: RunSummary, results: list[Anonymization
         stdout.print(f"dry run: {counts[Outcome.DRY_RUN]} file(s) analysed, nothing written")
     if counts[Outcome.LEFTOVER_REMOVED]:
         stdout.print(f"removed {counts[Outcome.LEFTOVER_REMOVED]} temporary file(s) left by an interrupted run")
+    for result in results:
+        video = result.video
+        if video is None or result.outcome is Outcome.ERROR:
+            continue
+        encoded = f", encoded with {video.encoder} (CRF {video.crf})" if video.encoder else ""
+        stdout.print(
+            f"video {escape(result.path.name)}: {video.frames} frames, faces covered on {video.frames_with_faces} "
+            f"({video.detections} detections, {video.regions - video.detections} boxes carried between frames)"
+            f"{encoded}",
+            highlight=False,
+        )
 
 
 @audit_app.command("list")

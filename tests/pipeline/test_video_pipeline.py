@@ -12,8 +12,10 @@ import av
 import numpy as np
 import pytest
 from skimage.data import astronaut
+from typer.testing import CliRunner
 
 from efface.audit import AuditStore
+from efface.cli import app
 from efface.config import load_settings
 from efface.media.atomic import find_leftovers
 from efface.pipeline.build import build_worker
@@ -176,3 +178,21 @@ def test_the_no_face_control_clip_is_barely_touched(tmp_path: Path, worker: Work
         [np.abs(a.astype(int) - b.astype(int)).max(axis=2) > 60 for a, b in zip(before, after, strict=True)]
     )
     assert changed <= 0.01, (changed, video)
+
+
+@pytest.mark.slow
+def test_cli_anonymizes_a_video_and_prints_the_encoder(tmp_path: Path) -> None:
+    source = tmp_path / "clip.mp4"
+    _write_face_video(source)
+    db = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+
+    result = CliRunner().invoke(app, ["anonymize", str(source), "--db", db, "--video-crf", "23"])
+
+    assert result.exit_code == 0, result.output
+    assert f"video clip.mp4: {FRAMES} frames, faces covered on {FRAMES}" in result.stdout
+    assert "encoded with libx264 (CRF 23)" in result.stdout
+    with AuditStore(db) as store:
+        (run,) = store.list_runs()
+        (stored,) = store.list_files(run.run_id)
+    assert stored.outcome is Outcome.ANONYMIZED and stored.details["video"]["crf"] == 23
+    assert run.settings["video_crf"] == 23 and run.settings["tracking"]["hold_frames"] == 8
