@@ -60,24 +60,15 @@ def atomic_write_bytes(target: Path, data: bytes, *, permissions_from: Path | No
     Raises:
         OutputError: the file could not be written; ``target`` is unchanged and no temporary file remains.
     """
-    tmp = temp_path_for(target)
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+    def write(tmp: Path) -> None:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if permissions_from is not None:
-            os.chmod(tmp, os.stat(permissions_from).st_mode & 0o7777)
-        os.replace(tmp, target)
-        _fsync_folder(target.parent)
-    except OSError as exc:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise OutputError(f"cannot write: {exc.strerror or exc}", path=target) from exc
+            with tmp.open("wb") as stream:
+                stream.write(data)
+        except OSError as exc:
+            raise OutputError(f"cannot write: {exc.strerror or exc}", path=target) from exc
+
+    atomic_write_with(target, write, permissions_from=permissions_from)
 
 
 def atomic_write_with(target: Path, write: Callable[[Path], _T], *, permissions_from: Path | None = None) -> _T:
