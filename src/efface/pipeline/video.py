@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from efface.media.video import VideoInfo, VideoOptions, probe_video, read_frames
 from efface.records import Face, VideoStats
 
 __all__ = ["FrameCallback", "VideoRun", "anonymize_video", "scan_video"]
+
+# Frames decoded ahead of the one being tracked while the detector works on them.
+_DETECT_AHEAD = 2
 
 FrameCallback = Callable[[int, int | None], None]
 """Called after each frame with the frames done and the frames expected (None where unknown)."""
@@ -77,22 +81,39 @@ class _Coverer:
     def frames(
         self, decoded: Iterator[np.ndarray], *, rotation_deg: int
     ) -> Iterator[tuple[np.ndarray, tuple[Face, ...]]]:
-        """Each upright frame with its final regions, in order, ``lookback_frames`` behind the decoder."""
-        waiting: deque[np.ndarray] = deque()
-        for index, frame in enumerate(decoded):
-            upright = _upright(frame, rotation_deg)
-            if self._cover is None:
-                self._cover = TemporalCover(self._tracking, width=upright.shape[1], height=upright.shape[0])
-            faces = self._detect(upright) if self._cover.needs_detection(index) else None
-            self.tally.count_detections(faces)
-            waiting.append(upright)
-            for _index, regions in self._cover.push(faces):
-                self.tally.count_regions(len(regions))
-                yield waiting.popleft(), regions
+        """Each upright frame with its final regions, in order, ``lookback_frames`` behind the decoder.
+
+        Detection runs on a thread of its own, up to ``_DETECT_AHEAD`` frames ahead, so that decoding,
+        anonymizing and encoding (here) overlap with inference (there; onnxruntime releases the GIL).
+        """
+        waiting: deque[np.ndarray] = deque()  # frames whose cover is not final yet
+        detecting: deque[tuple[np.ndarray, Future[tuple[Face, ...]] | None]] = deque()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="efface-detect") as pool:
+            for index, frame in enumerate(decoded):
+                upright = _upright(frame, rotation_deg)
+                if self._cover is None:
+                    self._cover = TemporalCover(self._tracking, width=upright.shape[1], height=upright.shape[0])
+                is_detected = self._cover.needs_detection(index)
+                detecting.append((upright, pool.submit(self._detect, upright) if is_detected else None))
+                if len(detecting) > _DETECT_AHEAD:
+                    yield from self._track(*detecting.popleft(), waiting=waiting)
+            while detecting:
+                yield from self._track(*detecting.popleft(), waiting=waiting)
         if self._cover is not None:
             for _index, regions in self._cover.flush():
                 self.tally.count_regions(len(regions))
                 yield waiting.popleft(), regions
+
+    def _track(
+        self, upright: np.ndarray, detection: Future[tuple[Face, ...]] | None, *, waiting: deque[np.ndarray]
+    ) -> Iterator[tuple[np.ndarray, tuple[Face, ...]]]:
+        assert self._cover is not None  # set on the first frame, before any detection is queued
+        faces = detection.result() if detection is not None else None
+        self.tally.count_detections(faces)
+        waiting.append(upright)
+        for _index, regions in self._cover.push(faces):
+            self.tally.count_regions(len(regions))
+            yield waiting.popleft(), regions
 
     def stats(
         self,
