@@ -1,5 +1,8 @@
 """``AuditStore``: writes runs, per-file results and validations to SQLite or PostgreSQL and reads them back.
 
+Every write inserts its record and appends its chain row (``chain.py``, ``ledger.py``) in one transaction that
+holds the chain's append lock, so concurrent writers, threads or processes, keep one valid chain.
+
 Every SQLAlchemy, driver, Alembic and file-system error is translated into ``AuditError`` here, in
 ``_translate``: nothing foreign leaves this module.
 """
@@ -9,7 +12,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Iterator, Mapping
+import os
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,8 +30,11 @@ from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
 
+from efface.audit import ledger
+from efface.audit.chain import ChainReport, ChainVerifier
+from efface.audit.ledger import PruneCounts
 from efface.audit.tables import files, runs, validations
-from efface.errors import AuditError
+from efface.errors import AuditError, ConfigurationError
 from efface.records import (
     AnonymizationResult,
     Outcome,
@@ -39,7 +46,7 @@ from efface.records import (
     WriteMode,
 )
 
-__all__ = ["AuditStore", "StoredFile", "StoredRun"]
+__all__ = ["AUDIT_KEY_ENV", "AuditStore", "StoredFile", "StoredRun", "audit_key_from_env"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +58,23 @@ _PG_MIGRATION_LOCK_KEY = 0x0EFFACE
 # Audit details may hold paths or enums; they are stored as their string form rather than failing the file.
 _json_serializer = functools.partial(json.dumps, default=str)
 _FOREIGN_ERRORS = (sa.exc.SQLAlchemyError, CommandError, RevisionError, OSError)
+AUDIT_KEY_ENV = "EFFACE_AUDIT_KEY"
+# An HMAC key shorter than this is guessable; 32 random characters are recommended.
+_MIN_KEY_CHARS = 16
+
+
+def audit_key_from_env() -> bytes | None:
+    """The HMAC key of the chain from ``EFFACE_AUDIT_KEY`` (UTF-8), or None when it is unset or empty.
+
+    Raises:
+        ConfigurationError: the key is shorter than 16 characters.
+    """
+    value = os.environ.get(AUDIT_KEY_ENV, "")
+    if not value:
+        return None
+    if len(value) < _MIN_KEY_CHARS:
+        raise ConfigurationError(f"{AUDIT_KEY_ENV} must be at least {_MIN_KEY_CHARS} characters, got {len(value)}")
+    return value.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +188,7 @@ def schema_head() -> str:
     return head
 
 
-def _migrate(engine: Engine) -> None:
+def _migrate(engine: Engine, *, key: bytes | None) -> None:
     config = _alembic_config()
     head = schema_head()
     with engine.begin() as connection:
@@ -172,6 +196,8 @@ def _migrate(engine: Engine) -> None:
         if MigrationContext.configure(connection).get_current_revision() == head:
             return
         config.attributes["connection"] = connection
+        # 0004 chains the rows that exist already, keyed when this store has a key.
+        config.attributes["chain_key"] = key
         command.upgrade(config, "head")
 
 
@@ -184,6 +210,29 @@ def _details_json(result: AnonymizationResult) -> dict[str, Any]:
     if result.video is not None:
         details["video"] = result.video.as_dict()
     return details
+
+
+def _file_values(run_id: str, result: AnonymizationResult) -> dict[str, Any]:
+    width, height = result.resolution_wh or (None, None)
+    return {
+        "run_id": run_id,
+        "path": str(result.path),
+        "output_path": str(result.output_path) if result.output_path is not None else None,
+        "mode": WriteMode(result.mode).value,
+        "outcome": Outcome(result.outcome).value,
+        "started_at": result.started_at,
+        "duration_s": result.duration_s,
+        "faces_detected": result.faces_detected,
+        "faces_anonymized": result.faces_anonymized,
+        "faces": _faces_json(result),
+        "output_sha256": result.output_sha256,
+        "image_format": result.image_format,
+        "width": width,
+        "height": height,
+        "error_class": result.error_class,
+        "error_message": result.error_message,
+        "details": _details_json(result),
+    }
 
 
 def _stored_run(row: Mapping[str, Any]) -> StoredRun:
@@ -208,30 +257,48 @@ def _stored_validation(row: Mapping[str, Any]) -> ValidationRecord:
 
 
 class AuditStore:
-    """The audit log of runs, files and validations in one SQLite or PostgreSQL database.
+    """The audit log of runs, files and validations in one SQLite or PostgreSQL database, under a hash chain.
 
     Opening migrates the database to the newest schema with Alembic. Each write commits at once, so a
-    killed process loses at most the file in flight. Several processes may write to one database.
+    killed process loses at most the file in flight. Several processes may write to one database: appends
+    are serialised by the chain's lock.
 
     Args:
         url: an SQLAlchemy URL, e.g. ``sqlite:////var/lib/efface/audit.db`` (the folder is created) or
             ``postgresql+psycopg://user@host/db``.
+        key: the HMAC key of the chain. None reads ``EFFACE_AUDIT_KEY`` (unset: rows are hashed with plain
+            sha256, which anyone who can write the database can recompute).
 
     Raises:
         AuditError: the URL is invalid, or the database cannot be reached or migrated.
+        ConfigurationError: ``EFFACE_AUDIT_KEY`` is too short.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, key: bytes | None = None) -> None:
+        self._key = key if key is not None else audit_key_from_env()
         with _translate("parse audit database URL"):
             shown_url = sa.make_url(url).render_as_string(hide_password=True)
+        self.shown_url = shown_url
         with _translate(f"open audit database {shown_url}"):
             self._engine = _create_engine(url)
             try:
-                _migrate(self._engine)
+                _migrate(self._engine, key=self._key)
             except BaseException:
                 self._engine.dispose()
                 raise
         logger.debug("audit database %s is ready", shown_url)
+
+    @property
+    def is_keyed(self) -> bool:
+        """Whether this store appends chain rows with the HMAC key."""
+        return self._key is not None
+
+    @contextmanager
+    def _append(self, action: str) -> Iterator[Connection]:
+        """A transaction holding the chain's append lock; it commits when the block ends."""
+        with _translate(action), self._engine.begin() as connection:
+            ledger.lock_chain(connection)
+            yield connection
 
     def start_run(self, run: RunInfo) -> None:
         """Records a new run with status ``running``.
@@ -239,25 +306,25 @@ class AuditStore:
         Raises:
             AuditError: the run id exists already, or the database cannot be written.
         """
-        with _translate(f"start run {run.run_id}"), self._engine.begin() as connection:
-            connection.execute(
-                runs.insert().values(
-                    run_id=run.run_id,
-                    started_at=run.started_at,
-                    efface_version=run.efface_version,
-                    command=run.command,
-                    mode=WriteMode(run.mode).value,
-                    model_name=run.model_name,
-                    model_sha256=run.model_sha256,
-                    settings=run.settings,
-                    hostname=run.hostname,
-                    status=RunStatus.RUNNING.value,
-                    files_total=0,
-                    files_failed=0,
-                    faces_detected=0,
-                    faces_anonymized=0,
-                )
-            )
+        values = {
+            "run_id": run.run_id,
+            "started_at": run.started_at,
+            "efface_version": run.efface_version,
+            "command": run.command,
+            "mode": WriteMode(run.mode).value,
+            "model_name": run.model_name,
+            "model_sha256": run.model_sha256,
+            "settings": run.settings,
+            "hostname": run.hostname,
+            "status": RunStatus.RUNNING.value,
+            "files_total": 0,
+            "files_failed": 0,
+            "faces_detected": 0,
+            "faces_anonymized": 0,
+        }
+        with self._append(f"start run {run.run_id}") as connection:
+            connection.execute(runs.insert().values(**values))
+            ledger.append(connection, [ledger.run_started_event(values)], key=self._key)
 
     def record_file(self, run_id: str, result: AnonymizationResult) -> None:
         """Records the result of one file of a run, committed immediately.
@@ -265,52 +332,46 @@ class AuditStore:
         Raises:
             AuditError: the run does not exist, or the database cannot be written.
         """
-        width, height = result.resolution_wh or (None, None)
-        with _translate(f"record {result.path} in run {run_id}"), self._engine.begin() as connection:
-            connection.execute(
-                files.insert().values(
-                    run_id=run_id,
-                    path=str(result.path),
-                    output_path=str(result.output_path) if result.output_path is not None else None,
-                    mode=WriteMode(result.mode).value,
-                    outcome=Outcome(result.outcome).value,
-                    started_at=result.started_at,
-                    duration_s=result.duration_s,
-                    faces_detected=result.faces_detected,
-                    faces_anonymized=result.faces_anonymized,
-                    faces=_faces_json(result),
-                    output_sha256=result.output_sha256,
-                    image_format=result.image_format,
-                    width=width,
-                    height=height,
-                    error_class=result.error_class,
-                    error_message=result.error_message,
-                    details=_details_json(result),
-                )
-            )
+        self._record_files(run_id, [result], action=f"record {result.path} in run {run_id}")
+
+    def record_files(self, run_id: str, results: Iterable[AnonymizationResult]) -> None:
+        """Records the results of many files of a run in one transaction (all or none).
+
+        Raises:
+            AuditError: the run does not exist, or the database cannot be written.
+        """
+        self._record_files(run_id, list(results), action=f"record files in run {run_id}")
+
+    def _record_files(self, run_id: str, results: list[AnonymizationResult], *, action: str) -> None:
+        if not results:
+            return
+        rows = [_file_values(run_id, result) for result in results]
+        insert = files.insert().returning(files.c.id, sort_by_parameter_order=True)
+        with self._append(action) as connection:
+            ids = connection.execute(insert, rows).scalars().all()
+            events = [ledger.file_event({**row, "id": file_id}) for row, file_id in zip(rows, ids, strict=True)]
+            ledger.append(connection, events, key=self._key)
 
     def finish_run(self, run_id: str, summary: RunSummary) -> None:
-        """Stores a run's final status and totals.
+        """Stores a run's final status and totals, and appends them to the chain.
 
         Raises:
             AuditError: there is no such run, or the database cannot be written.
         """
-        with _translate(f"finish run {run_id}"), self._engine.begin() as connection:
-            updated = connection.execute(
-                runs.update()
-                .where(runs.c.run_id == run_id)
-                .values(
-                    status=RunStatus(summary.status).value,
-                    finished_at=summary.finished_at,
-                    files_total=summary.files_total,
-                    files_failed=summary.files_failed,
-                    faces_detected=summary.faces_detected,
-                    faces_anonymized=summary.faces_anonymized,
-                    duration_s=summary.duration_s,
-                )
-            )
-        if updated.rowcount == 0:
-            raise AuditError(f"no run {run_id!r} to finish")
+        values = {
+            "status": RunStatus(summary.status).value,
+            "finished_at": summary.finished_at,
+            "files_total": summary.files_total,
+            "files_failed": summary.files_failed,
+            "faces_detected": summary.faces_detected,
+            "faces_anonymized": summary.faces_anonymized,
+            "duration_s": summary.duration_s,
+        }
+        with self._append(f"finish run {run_id}") as connection:
+            updated = connection.execute(runs.update().where(runs.c.run_id == run_id).values(**values))
+            if updated.rowcount == 0:
+                raise AuditError(f"no run {run_id!r} to finish")
+            ledger.append(connection, [ledger.run_finished_event({**values, "run_id": run_id})], key=self._key)
 
     def list_runs(self, *, limit: int = 20) -> list[StoredRun]:
         """Returns up to ``limit`` runs, newest first.
@@ -346,22 +407,22 @@ class AuditStore:
         Raises:
             AuditError: the validation id exists already, or the database cannot be written.
         """
-        with _translate(f"record validation {record.validation_id}"), self._engine.begin() as connection:
-            connection.execute(
-                validations.insert().values(
-                    validation_id=record.validation_id,
-                    kind=ValidationKind(record.kind).value,
-                    created_at=record.created_at,
-                    efface_version=record.efface_version,
-                    model_name=record.model_name,
-                    model_sha256=record.model_sha256,
-                    settings=record.settings,
-                    dataset=record.dataset,
-                    figures=record.figures,
-                    passed=record.passed,
-                    hostname=record.hostname,
-                )
-            )
+        values = {
+            "validation_id": record.validation_id,
+            "kind": ValidationKind(record.kind).value,
+            "created_at": record.created_at,
+            "efface_version": record.efface_version,
+            "model_name": record.model_name,
+            "model_sha256": record.model_sha256,
+            "settings": record.settings,
+            "dataset": record.dataset,
+            "figures": record.figures,
+            "passed": record.passed,
+            "hostname": record.hostname,
+        }
+        with self._append(f"record validation {record.validation_id}") as connection:
+            connection.execute(validations.insert().values(**values))
+            ledger.append(connection, [ledger.validation_event(values)], key=self._key)
 
     def list_validations(self, *, limit: int = 20, kind: ValidationKind | None = None) -> list[ValidationRecord]:
         """Returns up to ``limit`` validations, newest first.
@@ -399,6 +460,57 @@ class AuditStore:
         if len(rows) > 1:
             raise AuditError(f"ambiguous {noun} id prefix {id_or_prefix!r}: several {noun}s match")
         return rows[0]
+
+    @contextmanager
+    def _snapshot(self, action: str) -> Iterator[Connection]:
+        """A read-only transaction that sees one snapshot of the database throughout (the chain walk and the
+        search for records outside the chain must agree, while other processes go on appending).
+        """
+        with _translate(action), self._engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execution_options(isolation_level="REPEATABLE READ")
+            else:
+                # SQLite (WAL): a read transaction keeps the snapshot of its first read until it ends.
+                connection.exec_driver_sql("BEGIN")
+            try:
+                yield connection
+            finally:
+                connection.rollback()
+
+    def verify(self, *, expected_hashes: Iterable[str] = ()) -> ChainReport:
+        """Walks the whole chain: every chain row's link and hash, and every record against its hash.
+
+        Args:
+            expected_hashes: chain row hashes noted earlier (e.g. a report's head) that must still be there, so
+                that a truncated chain is found.
+
+        Returns:
+            The report; ``is_intact`` is False on any altered, deleted or inserted row.
+
+        Raises:
+            AuditError: the database cannot be read.
+        """
+        verifier = ChainVerifier(key=self._key, expected_hashes=frozenset(expected_hashes))
+        with self._snapshot("verify the audit chain") as connection:
+            for row in ledger.walk(connection):
+                verifier.feed(row)
+            return verifier.finish(ledger.unchained_records(connection))
+
+    def prune(self, *, older_than: datetime, is_dry_run: bool = False) -> PruneCounts:
+        """Deletes the runs (with their files) and validations older than ``older_than`` and records the prune
+        in the chain, which keeps verifying. A run is old when its start, finish and every file are.
+
+        Args:
+            older_than: the cutoff, timezone-aware.
+            is_dry_run: count only; delete and record nothing.
+
+        Raises:
+            AuditError: the database cannot be written.
+        """
+        if older_than.tzinfo is None:
+            raise ValueError(f"older_than must be timezone-aware, got {older_than.isoformat()}")
+        with self._append("prune the audit log") as connection:
+            return ledger.prune(connection, older_than=older_than, key=self._key, is_dry_run=is_dry_run)
 
     def close(self) -> None:
         """Closes every pooled connection. The store must not be used afterwards."""

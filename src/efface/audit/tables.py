@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-__all__ = ["api_keys", "files", "metadata", "runs", "validations"]
+__all__ = ["api_keys", "chain", "files", "metadata", "runs", "validations"]
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -108,4 +108,22 @@ api_keys = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("revoked_at", UTCDateTime(), nullable=True),
     sa.Column("rate_limit_per_min", sa.Integer(), nullable=True),
+)
+
+# The hash chain (migration 0004): one row per appended audit record, in append order. See ``chain.py``.
+chain = sa.Table(
+    "chain",
+    metadata,
+    sa.Column("seq", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("recorded_at", UTCDateTime(), nullable=False),
+    sa.Column("run_id", sa.String(32), nullable=True, index=True),
+    sa.Column("file_id", sa.Integer(), nullable=True, index=True),
+    sa.Column("validation_id", sa.String(32), nullable=True, index=True),
+    sa.Column("payload", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("content_sha256", sa.String(64), nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("row_hash", sa.String(64), nullable=False),
+    sa.Column("hash_alg", sa.String(16), nullable=False),
+    sa.Column("pruned_by", sa.BigInteger(), nullable=True, index=True),
 )
