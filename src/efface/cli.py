@@ -23,6 +23,7 @@ from rich.table import Table
 
 from efface import __version__
 from efface.audit import AuditStore, StoredFile, StoredRun
+from efface.audit.keys import ApiKey, ApiKeyStore
 from efface.config import Settings, load_settings
 from efface.errors import AuditError, EffaceError
 from efface.pipeline.build import audited_settings, build_worker
@@ -669,6 +670,142 @@ def _or_exit(call: Callable[[], T]) -> T:
         return call()
     except EffaceError as exc:
         raise _fail_setup(exc) from exc
+
+
+keys_app = typer.Typer(
+    help="Manage the API keys of the HTTP service (stored hashed in the audit database).", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=256, help="Images processed at once (threads sharing one model). [default: cores]"),
+    ] = None,
+    queue: Annotated[
+        int, typer.Option(min=0, help="Further requests that may wait for a worker; beyond that, 503.")
+    ] = 64,
+    max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest image accepted, in MiB.")] = 25.0,
+    max_pixels: Annotated[
+        int | None, typer.Option(min=1, help="Most pixels an image may have. [default: 50 million]")
+    ] = None,
+    rate_limit: Annotated[
+        int, typer.Option(min=1, help="Requests per minute per API key, for keys that set none.")
+    ] = 600,
+    request_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a request may wait for and take in processing.")
+    ] = 60.0,
+    method: MethodOption = None,
+    preset: PresetOption = None,
+    threshold: ThresholdOption = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what is done.")] = False,
+) -> None:
+    """Serve the HTTP API (POST /v1/anonymize, /v1/detect) until Ctrl-C; every request is audited."""
+    # Imported here: FastAPI and uvicorn would slow down the start of every other command.
+    from efface.service import ServiceLimits, create_app
+    from efface.service.limits import DEFAULT_SERVICE_MAX_PIXELS
+    from efface.service.server import serve as run_server
+
+    _configure_logging(verbose)
+    settings = _load(config, method=method, preset=preset, score_threshold=threshold, db_url=db, workers=workers)
+    try:
+        limits = ServiceLimits(
+            max_upload_bytes=round(max_upload_mb * 1024 * 1024),
+            max_image_pixels=max_pixels or min(settings.max_image_pixels, DEFAULT_SERVICE_MAX_PIXELS),
+            workers=settings.workers,
+            queue_size=queue,
+            rate_limit_per_min=rate_limit,
+            request_timeout_s=request_timeout,
+        )
+    except ValueError as exc:
+        stderr.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE) from exc
+    try:  # refuse a weak transform, a missing model or an unreachable database before listening
+        build_worker(settings)
+        AuditStore(settings.db_url).close()
+    except EffaceError as exc:
+        raise _fail_setup(exc) from exc
+    if not run_server(create_app(settings, limits=limits), host=host, port=port):
+        raise typer.Exit(EXIT_USAGE)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="Who or what the key is for.")],
+    rate_limit: Annotated[
+        int | None, typer.Option(min=1, help="Requests per minute. [default: the server's --rate-limit]")
+    ] = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Create a key and print it (on stdout, alone); it is stored hashed and cannot be shown again."""
+    settings = _load(config, db_url=db)
+    with _open_store(settings) as store:
+        try:
+            issued = ApiKeyStore(store).create(name, rate_limit_per_min=rate_limit)
+        except ValueError as exc:
+            stderr.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_USAGE) from exc
+        except EffaceError as exc:
+            raise _fail_setup(exc) from exc
+    stderr.print(f"created key {issued.key.key_id} for {issued.key.name!r}; store it now, it is not shown again")
+    typer.echo(issued.value)
+
+
+@keys_app.command("list")
+def keys_list(
+    db: DbOption = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """List the keys (ids and names only; the keys themselves are not stored)."""
+    settings = _load(config, db_url=db)
+    with _open_store(settings) as store:
+        keys = _or_exit(ApiKeyStore(store).list_keys)
+    if json_output:
+        typer.echo(json.dumps([_key_json(key) for key in keys], indent=2))
+        return
+    table = Table(title="API keys", header_style="bold")
+    for column in ("key id", "name", "created (UTC)", "revoked (UTC)", "requests/min"):
+        table.add_column(column)
+    for key in keys:
+        table.add_row(
+            key.key_id,
+            escape(key.name),
+            key.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            key.revoked_at.strftime("%Y-%m-%d %H:%M:%S") if key.revoked_at else "",
+            str(key.rate_limit_per_min) if key.rate_limit_per_min else "server default",
+        )
+    stdout.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id (the part after 'eff_').")],
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Revoke a key: a running server refuses it from its next request."""
+    settings = _load(config, db_url=db)
+    with _open_store(settings) as store:
+        key = _or_exit(lambda: ApiKeyStore(store).revoke(key_id))
+    stderr.print(f"revoked key {key.key_id} ({key.name!r}) at {key.revoked_at:%Y-%m-%d %H:%M:%S} UTC", highlight=False)
+
+
+def _key_json(key: ApiKey) -> dict[str, object]:
+    return {
+        "key_id": key.key_id,
+        "name": key.name,
+        "created_at": key.created_at.isoformat(),
+        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+        "rate_limit_per_min": key.rate_limit_per_min,
+    }
 
 
 def main() -> None:

@@ -1,0 +1,186 @@
+"""What the HTTP API takes and gives: request options, response bodies and their OpenAPI description.
+
+The upload is ``multipart/form-data`` with the image in the ``file`` part and the options as further
+fields. The answer is one JSON document: counts, boxes and the processed image as base64, so a client
+needs nothing beyond a JSON parser and gets everything from one read.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from efface.records import MAX_PIXELATE_BLOCKS, MIN_BLUR_KERNEL_FRACTION, Face, Method, Preset
+from efface.service.errors import InvalidOptionError
+from efface.service.uploads import FILE_FIELD
+
+__all__ = [
+    "ANONYMIZE_BODY",
+    "DETECT_BODY",
+    "ERROR_RESPONSES",
+    "AnonymizeOptions",
+    "AnonymizeResponse",
+    "DetectOptions",
+    "DetectResponse",
+    "EncodedImage",
+    "ErrorBody",
+    "ErrorResponse",
+    "FaceBox",
+    "HealthResponse",
+    "ReadyResponse",
+]
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str]) -> Self:
+        """Validates the text fields of a multipart upload; an empty field counts as not given.
+
+        Raises:
+            InvalidOptionError: an unknown field or a value of the wrong type or out of range.
+        """
+        try:
+            return cls.model_validate({name: value for name, value in fields.items() if value.strip()})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "options"
+            message = "unknown option" if first["type"] == "extra_forbidden" else first["msg"]
+            raise InvalidOptionError(f"option {where!r}: {message} (got {first.get('input')!r})") from exc
+
+
+class DetectOptions(_Options):
+    """Detection options; each one left out takes the server's setting."""
+
+    threshold: float | None = Field(None, gt=0.0, lt=1.0, description="Detector score threshold.")
+    preset: Preset | None = Field(None, description="Detection preset: time against recall.")
+
+
+class AnonymizeOptions(DetectOptions):
+    """Anonymization options; each one left out takes the server's setting."""
+
+    method: Method | None = Field(None, description="How faces are anonymized.")
+    strength: float | None = Field(
+        None,
+        gt=0.0,
+        allow_inf_nan=False,
+        description=(
+            f"blur: kernel width as a fraction of the face width (floor {MIN_BLUR_KERNEL_FRACTION:g}); pixelate: "
+            f"cells across the face (an integer, at most {MAX_PIXELATE_BLOCKS}); not for fill."
+        ),
+    )
+    return_boxes: bool = Field(True, description="Include each face's box and score in the answer.")
+
+
+class FaceBox(BaseModel):
+    """One detected face."""
+
+    xyxy: list[float] = Field(min_length=4, max_length=4, description="x1, y1, x2, y2 in pixels of the upright image.")
+    score: float = Field(ge=0.0, le=1.0, description="Detector confidence.")
+
+    @classmethod
+    def of(cls, face: Face) -> FaceBox:
+        return cls(xyxy=[round(v, 2) for v in face.box.xyxy], score=round(face.score, 4))
+
+
+class EncodedImage(BaseModel):
+    """The processed image, in the format of the upload, without metadata."""
+
+    media_type: str = Field(description="e.g. image/jpeg.")
+    data_base64: str = Field(description="The image file, base64 (RFC 4648, with padding).")
+
+
+class DetectResponse(BaseModel):
+    """Faces found in the upload; the image is neither changed nor returned."""
+
+    request_id: str = Field(description="Names the request in the audit log and in X-Request-Id.")
+    faces: int = Field(ge=0, description="Faces detected.")
+    boxes: list[FaceBox]
+    width: int = Field(ge=1, description="Width of the upright image in pixels.")
+    height: int = Field(ge=1, description="Height of the upright image in pixels.")
+
+
+class AnonymizeResponse(BaseModel):
+    """The anonymized image with what was found."""
+
+    request_id: str = Field(description="Names the request in the audit log and in X-Request-Id.")
+    faces: int = Field(ge=0, description="Faces detected.")
+    faces_anonymized: int = Field(ge=0, description="Face regions changed.")
+    boxes: list[FaceBox] | None = Field(description="Each face's box and score; null when return_boxes is false.")
+    width: int = Field(ge=1, description="Width of the upright image in pixels.")
+    height: int = Field(ge=1, description="Height of the upright image in pixels.")
+    image: EncodedImage
+
+
+class ErrorBody(BaseModel):
+    type: str = Field(description="The error class, e.g. CorruptImageError, WeakTransformError.")
+    message: str = Field(description="One line for a person.")
+    request_id: str | None = Field(None, description="Names the request in the audit log.")
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer, whatever the status."""
+
+    error: ErrorBody
+
+
+class HealthResponse(BaseModel):
+    status: str = Field(description="Always 'ok': the process answers.")
+
+
+class ReadyResponse(BaseModel):
+    status: str = Field(description="'ready', or 'not ready' with status 503.")
+    model_loaded: bool
+    database_reachable: bool
+
+
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
+_ERRORS: dict[HTTPStatus, tuple[str, bool]] = {
+    HTTPStatus.BAD_REQUEST: ("Not a multipart upload with a 'file' part.", False),
+    HTTPStatus.UNAUTHORIZED: ("No API key, or a malformed, unknown or revoked one.", False),
+    HTTPStatus.REQUEST_TIMEOUT: ("The upload did not arrive in time.", False),
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: ("Too many bytes, or too many pixels (decompression bomb).", False),
+    HTTPStatus.UNSUPPORTED_MEDIA_TYPE: ("Not an image format efface can anonymize.", False),
+    HTTPStatus.UNPROCESSABLE_ENTITY: (
+        "A corrupt or truncated image, or an option that is unknown, out of range or below the strength floor.",
+        False,
+    ),
+    HTTPStatus.TOO_MANY_REQUESTS: ("The API key's requests per minute are used up.", True),
+    HTTPStatus.INTERNAL_SERVER_ERROR: ("A fault of the server (never a bad upload).", False),
+    HTTPStatus.SERVICE_UNAVAILABLE: ("Saturated, timed out, or the audit log is unavailable.", True),
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    int(status): {"model": ErrorResponse, "description": text, **({"headers": _RETRY_AFTER} if retry else {})}
+    for status, (text, retry) in _ERRORS.items()
+}
+
+
+# The option fields as OpenAPI sees them (multipart fields are text on the wire; these are their meanings).
+_FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
+    "threshold": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+    "preset": {"type": "string", "enum": [preset.value for preset in Preset]},
+    "method": {"type": "string", "enum": [method.value for method in Method]},
+    "strength": {"type": "number", "exclusiveMinimum": 0},
+    "return_boxes": {"type": "boolean", "default": True},
+}
+
+
+def _multipart_body(options: type[_Options]) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        FILE_FIELD: {
+            "type": "string",
+            "format": "binary",
+            "description": "The image: JPEG, PNG, WebP, TIFF or BMP. Read into memory only, never stored.",
+        }
+    }
+    for name, info in options.model_fields.items():
+        properties[name] = {**_FIELD_SCHEMAS[name], "description": info.description}
+    schema = {"type": "object", "required": [FILE_FIELD], "properties": properties, "additionalProperties": False}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+ANONYMIZE_BODY = _multipart_body(AnonymizeOptions)
+DETECT_BODY = _multipart_body(DetectOptions)
