@@ -13,7 +13,9 @@ Coverage: a face-frame is covered when >= 70 % of its box lies inside what the t
 frame. For efface: the default preset's detections, with faces carried between frames (the default
 ``TrackingSpec``) and without (no hold-over, no look-back), and with detection on every 2nd/3rd frame;
 for deface: its own detector at its defaults (threshold 0.2, box grown 1.3x into an ellipse), per frame.
-Also the longest run of consecutive uncovered frames of any one face (a "flash-through").
+Also the longest run of consecutive uncovered frames of a face that the tool covers on some other frame
+(a "flash-through": what carrying faces between frames is for), and apart from it the faces a tool never
+covers on any frame (a detector miss, issue of recall rather than tracking).
 
 Speed: each tool's command line on a copy of the video (decode, detect, anonymize, encode, write; start-up
 included), frames / wall time. deface 1.5.0 runs in its own virtual environment (``bench/_deface.py``).
@@ -22,6 +24,7 @@ included), frames / wall time. deface 1.5.0 runs in its own virtual environment 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import shutil
@@ -104,14 +107,31 @@ def ground_truth(detections: list[tuple[Face, ...]]) -> list[dict[int, BBox]]:
     return tracks
 
 
+@dataclass(frozen=True)
+class Coverage:
+    """How one tool covered the ground-truth faces of a clip.
+
+    Attributes:
+        covered: share of face-frames covered.
+        flash_through: the longest run of consecutive uncovered frames of a face the tool covers on at least
+            one other frame (a face that flashes through).
+        missed_faces: face tracks never covered on any frame (a detector miss, not a tracking gap).
+        missed_face_frames: their face-frames.
+    """
+
+    covered: float
+    flash_through: int
+    missed_faces: int
+    missed_face_frames: int
+
+
 def coverage(
     tracks: list[dict[int, BBox]], covers: list[tuple[Face, ...]], anonymizer: Anonymizer, hw: tuple[int, int]
-) -> tuple[float, int, int]:
-    """Covered share of face-frames, the longest uncovered run of one face, and the face-frames counted."""
+) -> Coverage:
     masks: dict[int, np.ndarray] = {}
-    covered = total = longest = 0
+    covered = total = longest = missed = missed_frames = 0
     for track in tracks:
-        run = 0
+        flags = []
         for index in sorted(track):
             if index not in masks:
                 masks[index] = anonymizer.region_mask(hw[0], hw[1], covers[index])
@@ -119,15 +139,18 @@ def coverage(
             x1, y1 = max(0, round(box.x1)), max(0, round(box.y1))
             x2, y2 = min(hw[1], round(box.x2)), min(hw[0], round(box.y2))
             area = max(1, (x2 - x1) * (y2 - y1))
-            inside = masks[index][y1:y2, x1:x2].sum() / area
-            total += 1
-            if inside >= COVERED_SHARE:
-                covered += 1
-                run = 0
-            else:
-                run += 1
-                longest = max(longest, run)
-    return covered / max(total, 1), longest, total
+            flags.append(bool(masks[index][y1:y2, x1:x2].sum() / area >= COVERED_SHARE))
+        total += len(flags)
+        covered += sum(flags)
+        if not any(flags):
+            missed += 1
+            missed_frames += len(flags)
+            continue
+        run = 0
+        for flag in flags:
+            run = 0 if flag else run + 1
+            longest = max(longest, run)
+    return Coverage(covered / max(total, 1), longest, missed, missed_frames)
 
 
 def decode(video: Path) -> list[np.ndarray]:
@@ -226,9 +249,9 @@ def main() -> None:
     n = len(frames)
     faces = sum(len(t) for t in tracks)
     print(f"ground truth: {len(tracks)} face tracks, {faces} face-frames (thorough, confirmed on >= {MIN_FRAMES})")
-    print("tool | face-frames covered | longest uncovered run (frames)")
-    for label, (share, longest, _total) in rows.items():
-        print(f"{label} | {share:.3f} | {longest}")
+    print("tool | face-frames covered | longest flash-through (frames) | faces never covered (face-frames)")
+    for label, row in rows.items():
+        print(f"{label} | {row.covered:.3f} | {row.flash_through} | {row.missed_faces} ({row.missed_face_frames})")
     print(f"speed, command line, whole clip: deface {n / deface_s:.2f} fps, efface {n / efface_s:.2f} fps")
     print(f"efface / deface: {deface_s / efface_s:.2f}x; efface detection alone {detect_s:.3f} s/frame")
     if args.json:
@@ -238,7 +261,7 @@ def main() -> None:
                     "frames": n,
                     "face_tracks": len(tracks),
                     "face_frames": faces,
-                    "coverage": {k: {"covered": v[0], "longest_uncovered": v[1]} for k, v in rows.items()},
+                    "coverage": {k: dataclasses.asdict(v) for k, v in rows.items()},
                     "deface_fps": n / deface_s,
                     "efface_fps": n / efface_s,
                     "ratio": deface_s / efface_s,
