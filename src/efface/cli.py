@@ -10,7 +10,7 @@ import logging
 import socket
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -23,9 +23,14 @@ from rich.table import Table
 
 from efface import __version__
 from efface.audit import AuditStore, StoredFile, StoredRun
+from efface.audit.chain import ChainReport
+from efface.audit.export import ExportFormat, export_records
 from efface.audit.keys import ApiKey, ApiKeyStore
+from efface.audit.query import AuditTable, RecordFilter, column_types, parse_age, parse_time
+from efface.audit.report import build_report, render_html
+from efface.audit.summary import ReportScope
 from efface.config import Settings, load_settings
-from efface.errors import AuditError, EffaceError
+from efface.errors import AuditError, EffaceError, OutputError
 from efface.pipeline.build import audited_settings, build_worker
 from efface.pipeline.jobs import plan_jobs
 from efface.pipeline.local import new_run_info, run_plan
@@ -57,7 +62,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-audit_app = typer.Typer(help="Read the audit log.", no_args_is_help=True)
+audit_app = typer.Typer(help="Read, verify, export, report on and prune the audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 verify_app = typer.Typer(help="Measure what efface finds and how well it anonymizes.", no_args_is_help=True)
 app.add_typer(verify_app, name="verify")
@@ -544,28 +549,74 @@ def _print_summary(run_id: str, summary: RunSummary, results: list[Anonymization
         )
 
 
+RunFilterOption = Annotated[
+    str | None, typer.Option("--run", help="Only this run: an id, a unique prefix of one, or 'latest'.")
+]
+SinceOption = Annotated[
+    datetime | None,
+    typer.Option(
+        parser=parse_time,
+        metavar="WHEN",
+        help="From this time on: a date, a date-time (UTC unless it has an offset) or an age such as 30d.",
+    ),
+]
+UntilOption = Annotated[
+    datetime | None, typer.Option(parser=parse_time, metavar="WHEN", help="Before this time (same forms as --since).")
+]
+OutcomeOption = Annotated[
+    list[Outcome] | None, typer.Option("--outcome", help="Only files with this outcome (repeatable).")
+]
+PathGlobOption = Annotated[
+    str | None, typer.Option("--path", metavar="GLOB", help="Only files whose whole path matches: * ? [...].")
+]
+
+
+def _record_filter(
+    store: AuditStore,
+    *,
+    run: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    outcomes: list[Outcome] | None,
+    path_glob: str | None,
+) -> RecordFilter:
+    run_id = _or_exit(lambda: _find_run(store, run).run_id) if run else None
+    return RecordFilter(run_id=run_id, since=since, until=until, outcomes=tuple(outcomes or ()), path_glob=path_glob)
+
+
 @audit_app.command("list")
 def audit_list(
     db: DbOption = None,
-    limit: Annotated[int, typer.Option(min=1, help="How many runs, newest first.")] = 20,
+    limit: Annotated[int, typer.Option(min=1, help="How many rows, newest first.")] = 20,
+    show_files: Annotated[bool, typer.Option("--files", help="List files instead of runs.")] = False,
+    run: RunFilterOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    outcome: OutcomeOption = None,
+    path: PathGlobOption = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """List recent runs."""
+    """List recent runs; with --files, --run, --outcome or --path, the files they recorded."""
     settings = _load(config, db_url=db)
+    is_files = show_files or bool(run or outcome or path)
     with _open_store(settings) as store:
-        runs = _or_exit(lambda: store.list_runs(limit=limit))
+        record_filter = _record_filter(store, run=run, since=since, until=until, outcomes=outcome, path_glob=path)
+        if is_files:
+            records: list[StoredRun] | list[StoredFile] = _or_exit(lambda: store.find_files(record_filter, limit=limit))
+        else:
+            records = _or_exit(lambda: store.list_runs(limit=limit, record_filter=record_filter))
+    if json_output:
+        typer.echo(json.dumps([_stored_json(record) for record in records], default=str, indent=2))
+    elif is_files:
+        _print_files(records, title="efface files")  # type: ignore[arg-type]
+    else:
+        _print_runs(records)  # type: ignore[arg-type]
+
+
+def _print_runs(runs: list[StoredRun]) -> None:
     table = Table(title="efface runs", header_style="bold")
-    for column in (
-        "run",
-        "started (UTC)",
-        "command",
-        "mode",
-        "status",
-        "files",
-        "errors",
-        "faces",
-        "anonymized",
-    ):
+    for column in ("run", "started (UTC)", "command", "mode", "status", "files", "errors", "faces", "anonymized"):
         table.add_column(column)
     for run in runs:
         table.add_row(
@@ -637,8 +688,13 @@ def _print_run(run: StoredRun, files: list[StoredFile]) -> None:
         head.add_row(name, str(getattr(run, name)))
     head.add_row("settings", json.dumps(run.settings, sort_keys=True))
     stdout.print(head)
-    table = Table(title="files", header_style="bold")
+    _print_files(files, title="files")
+
+
+def _print_files(files: list[StoredFile], *, title: str) -> None:
+    table = Table(title=title, header_style="bold")
     for column in (
+        "run",
         "path",
         "outcome",
         "faces",
@@ -652,7 +708,8 @@ def _print_run(run: StoredRun, files: list[StoredFile]) -> None:
         table.add_column(column, overflow="fold")
     for row in files:
         table.add_row(
-            str(row.path),
+            row.run_id[:12],
+            escape(str(row.path)),
             str(row.outcome),
             str(row.faces_detected),
             str(row.faces_anonymized),
@@ -660,9 +717,158 @@ def _print_run(run: StoredRun, files: list[StoredFile]) -> None:
             f"{row.width}x{row.height}" if row.width else "",
             f"{row.duration_s:.3f}",
             (row.output_sha256 or "")[:16],
-            f"{row.error_class}: {row.error_message}" if row.error_class else "",
+            escape(f"{row.error_class}: {row.error_message}") if row.error_class else "",
         )
     stdout.print(table)
+
+
+@audit_app.command("export")
+def audit_export(
+    export_format: Annotated[ExportFormat, typer.Option("--format", help="csv, jsonl or parquet.")],
+    out: Annotated[Path | None, typer.Option("--out", help="The file to write. [default: standard output]")] = None,
+    table: Annotated[AuditTable, typer.Option("--table", help="What to export.")] = AuditTable.FILES,
+    run: RunFilterOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    outcome: OutcomeOption = None,
+    path: PathGlobOption = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Export audit rows, streamed (memory stays constant for millions of rows), oldest first."""
+    settings = _load(config, db_url=db)
+    with _open_store(settings) as store:
+        record_filter = _record_filter(store, run=run, since=since, until=until, outcomes=outcome, path_glob=path)
+        try:
+            records = store.iter_records(table, record_filter)
+            rows = export_records(records, column_types(table), export_format, out=out)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        except EffaceError as exc:
+            raise _fail_setup(exc) from exc
+    stderr.print(f"exported {rows:,} {table.value} rows" + (f" to {escape(str(out))}" if out else ""), highlight=False)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    expect: Annotated[
+        list[str] | None,
+        typer.Option("--expect", metavar="HASH", help="A head hash noted earlier that must still be in the chain."),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Walk the hash chain: exit 0 when every row is intact, 1 naming the first altered, deleted or inserted row.
+
+    Set EFFACE_AUDIT_KEY to the key the log was written with to check keyed rows.
+    """
+    settings = _load(config, db_url=db)
+    with _open_store(settings) as store:
+        report = _or_exit(lambda: store.verify(expected_hashes=expect or ()))
+    if json_output:
+        document = {name: getattr(report, name) for name in report.__dataclass_fields__}
+        document["is_intact"] = report.is_intact
+        document["breaks"] = [{n: getattr(b, n) for n in b.__dataclass_fields__} for b in report.breaks]
+        typer.echo(json.dumps(document, default=str, indent=2))
+    else:
+        _print_chain(report)
+    if not report.is_intact:
+        raise typer.Exit(EXIT_FILES_FAILED)
+
+
+def _print_chain(report: ChainReport) -> None:
+    keyed = f"{report.keyed_rows:,} keyed" if report.keyed_rows else "not keyed"
+    summary = (
+        f"{report.rows:,} chain rows ({keyed}), {report.records_checked:,} records checked, {report.prunes} prunes; "
+        f"head {report.head_seq} {report.head_hash}"
+    )
+    if report.is_intact:
+        stdout.print(f"[green]chain intact:[/green] {summary}", highlight=False, soft_wrap=True)
+        return
+    first = report.first_break
+    stderr.print(
+        f"[bold red]chain BROKEN:[/bold red] {report.breaks_total:,} findings; the first: "
+        f"{escape(first.message if first else '?')}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    table = Table(title=summary, header_style="bold")
+    for column in ("finding", "table", "row", "chain row", "what"):
+        table.add_column(column, overflow="fold")
+    for found in report.breaks[:20]:
+        table.add_row(found.kind.value, found.table, found.row_id, str(found.seq or "-"), escape(found.message))
+    stdout.print(table)
+
+
+@audit_app.command("prune")
+def audit_prune(
+    older_than: Annotated[
+        timedelta, typer.Option("--older-than", parser=parse_age, metavar="AGE", help="e.g. 365d, 52w or 48h.")
+    ],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would be removed; remove nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    even_if_broken: Annotated[
+        bool, typer.Option("--even-if-broken", help="Prune even when the chain does not verify.")
+    ] = False,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Remove runs (with their files) and validations older than AGE; the prune is itself a chain event."""
+    settings = _load(config, db_url=db)
+    cutoff = datetime.now(UTC) - older_than
+    with _open_store(settings) as store:
+        if not even_if_broken:
+            report = _or_exit(store.verify)
+            if not report.is_intact:
+                _print_chain(report)
+                stderr.print("refusing to prune a log that does not verify (--even-if-broken overrides)")
+                raise typer.Exit(EXIT_FILES_FAILED)
+        planned = _or_exit(lambda: store.prune(older_than=cutoff, is_dry_run=True))
+        what = (
+            f"{planned.runs:,} runs, {planned.files:,} files and {planned.validations:,} validations "
+            f"older than {cutoff:%Y-%m-%d %H:%M} UTC"
+        )
+        if dry_run:
+            stdout.print(f"would remove {what}", highlight=False)
+            return
+        if not yes and not typer.confirm(f"Remove {what}?"):
+            raise typer.Exit(EXIT_FILES_FAILED)
+        done = _or_exit(lambda: store.prune(older_than=cutoff))
+    stdout.print(
+        f"removed {done.runs:,} runs, {done.files:,} files and {done.validations:,} validations; recorded as chain "
+        f"row {done.seq} ({done.chain_rows:,} chain rows marked pruned)",
+        highlight=False,
+    )
+
+
+@audit_app.command("report")
+def audit_report(
+    out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")],
+    run: Annotated[
+        str | None, typer.Option("--run", help="Report on this run only (an id, a prefix, or 'latest').")
+    ] = None,
+    since: SinceOption = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Write a self-contained HTML report for a data-protection officer: what was processed, settings and model,
+    totals and errors, the latest validations, plots, the chain's status and the checklist with its evidence.
+    """
+    if run and since:
+        raise typer.BadParameter("give --run or --since, not both")
+    settings = _load(config, db_url=db)
+    with _open_store(settings) as store:
+        scope = ReportScope(run_id=_or_exit(lambda: _find_run(store, run).run_id) if run else None, since=since)
+        data = _or_exit(lambda: build_report(store, scope, efface_version=__version__))
+    page = _or_exit(lambda: render_html(data))
+    try:
+        out.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise _fail_setup(OutputError(f"cannot write the report: {exc.strerror or exc}", path=out)) from exc
+    stdout.print(f"report written to {escape(str(out))}", highlight=False)
+    for item in data.checklist:
+        stdout.print(f"  {item.status.value:>8}  {item.title}", highlight=False)
 
 
 def _or_exit(call: Callable[[], T]) -> T:

@@ -600,14 +600,6 @@ class ChainVerifier:
                 None,
                 f"{self._unverifiable} chain rows are keyed: set EFFACE_AUDIT_KEY to verify them",
             )
-        if self._keyed > 1 and self._keyed_failed == self._keyed:
-            self._break(
-                BreakKind.UNVERIFIABLE,
-                "chain",
-                "-",
-                None,
-                "no keyed chain row matches EFFACE_AUDIT_KEY: is it the key the chain was written with?",
-            )
         if self.key is not None and self._rows and not self._keyed:
             self._break(
                 BreakKind.UNVERIFIABLE,
@@ -626,6 +618,11 @@ class ChainVerifier:
                 BreakKind.INSERTED, table, row_id, None, f"{table} row {row_id} is not in the chain: it was inserted"
             )
         breaks = sorted(self._breaks, key=lambda b: (b.seq is None, b.seq or 0))
+        if self._keyed > 1 and self._keyed_failed == self._keyed:
+            # Every keyed row fails: a wrong key, not a rewritten log, is the likely cause; say so first.
+            self._breaks_total += 1
+            message = "no keyed chain row matches EFFACE_AUDIT_KEY: is it the key the chain was written with?"
+            breaks.insert(0, ChainBreak(BreakKind.UNVERIFIABLE, "chain", "-", None, message))
         return ChainReport(
             rows=self._rows,
             keyed_rows=self._keyed,

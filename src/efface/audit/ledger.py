@@ -131,30 +131,36 @@ def walk(connection: Connection) -> Iterator[ChainRow]:
         )
         .order_by(chain.c.seq)
     )
-    result = connection.execute(query, execution_options={"yield_per": _PAGE_ROWS}).mappings()
-    for row in result:
-        record: dict[str, Any] | None = None
-        if row["f_id"] is not None:
-            record = {name: row[f"f_{name}"] for name in FILE_FIELDS}
-        elif row["r_run_id"] is not None:
-            record = {name: row[f"r_{name}"] for name in _RUN_FIELDS}
-        elif row["v_validation_id"] is not None:
-            record = {name: row[f"v_{name}"] for name in VALIDATION_FIELDS}
-        yield ChainRow(
-            seq=row["seq"],
-            kind=row["kind"],
-            recorded_at=row["recorded_at"],
-            run_id=row["run_id"],
-            file_id=row["file_id"],
-            validation_id=row["validation_id"],
-            payload=row["payload"],
-            content_sha256=row["content_sha256"],
-            prev_hash=row["prev_hash"],
-            row_hash=row["row_hash"],
-            hash_alg=row["hash_alg"],
-            pruned_by=row["pruned_by"],
-            record=record,
-        )
+    result = connection.execute(query, execution_options={"yield_per": _PAGE_ROWS})
+    try:
+        yield from (_chain_row(row) for row in result.mappings())
+    finally:
+        result.close()
+
+
+def _chain_row(row: Mapping[str, Any]) -> ChainRow:
+    record: dict[str, Any] | None = None
+    if row["f_id"] is not None:
+        record = {name: row[f"f_{name}"] for name in FILE_FIELDS}
+    elif row["r_run_id"] is not None:
+        record = {name: row[f"r_{name}"] for name in _RUN_FIELDS}
+    elif row["v_validation_id"] is not None:
+        record = {name: row[f"v_{name}"] for name in VALIDATION_FIELDS}
+    return ChainRow(
+        seq=row["seq"],
+        kind=row["kind"],
+        recorded_at=row["recorded_at"],
+        run_id=row["run_id"],
+        file_id=row["file_id"],
+        validation_id=row["validation_id"],
+        payload=row["payload"],
+        content_sha256=row["content_sha256"],
+        prev_hash=row["prev_hash"],
+        row_hash=row["row_hash"],
+        hash_alg=row["hash_alg"],
+        pruned_by=row["pruned_by"],
+        record=record,
+    )
 
 
 def unchained_records(connection: Connection) -> Iterator[tuple[str, str]]:
@@ -176,8 +182,12 @@ def unchained_records(connection: Connection) -> Iterator[tuple[str, str]]:
             .where(chain.c.seq.is_(None))
             .order_by(id_column)
         )
-        for (row_id,) in connection.execute(query, execution_options={"yield_per": _PAGE_ROWS}):
-            yield name, str(row_id)
+        result = connection.execute(query, execution_options={"yield_per": _PAGE_ROWS})
+        try:
+            for (row_id,) in result:
+                yield name, str(row_id)
+        finally:
+            result.close()
 
 
 @dataclass(frozen=True, slots=True)

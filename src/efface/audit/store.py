@@ -33,6 +33,8 @@ from sqlalchemy.engine import Connection, Engine
 from efface.audit import ledger
 from efface.audit.chain import ChainReport, ChainVerifier
 from efface.audit.ledger import PruneCounts
+from efface.audit.query import AuditTable, RecordFilter, matches_path, select_records
+from efface.audit.summary import ActivitySummary, ReportScope, summarize
 from efface.audit.tables import files, runs, validations
 from efface.errors import AuditError, ConfigurationError
 from efface.records import (
@@ -59,6 +61,8 @@ _PG_MIGRATION_LOCK_KEY = 0x0EFFACE
 _json_serializer = functools.partial(json.dumps, default=str)
 _FOREIGN_ERRORS = (sa.exc.SQLAlchemyError, CommandError, RevisionError, OSError)
 AUDIT_KEY_ENV = "EFFACE_AUDIT_KEY"
+# Rows fetched per round trip when streaming a table.
+_STREAM_ROWS = 10_000
 # An HMAC key shorter than this is guessable; 32 random characters are recommended.
 _MIN_KEY_CHARS = 16
 
@@ -373,15 +377,56 @@ class AuditStore:
                 raise AuditError(f"no run {run_id!r} to finish")
             ledger.append(connection, [ledger.run_finished_event({**values, "run_id": run_id})], key=self._key)
 
-    def list_runs(self, *, limit: int = 20) -> list[StoredRun]:
+    def list_runs(self, *, limit: int = 20, record_filter: RecordFilter | None = None) -> list[StoredRun]:
         """Returns up to ``limit`` runs, newest first.
+
+        Args:
+            limit: the most runs to return.
+            record_filter: only runs it selects (run id, start time range).
+
+        Raises:
+            AuditError: the database cannot be read.
+            ValueError: the filter has file-only conditions.
+        """
+        query = select_records(AuditTable.RUNS, record_filter or RecordFilter(), newest_first=True).limit(limit)
+        with _translate("list runs"), self._engine.connect() as connection:
+            return [_stored_run(row) for row in connection.execute(query).mappings()]
+
+    def find_files(self, record_filter: RecordFilter, *, limit: int) -> list[StoredFile]:
+        """Returns up to ``limit`` files the filter selects, newest first.
 
         Raises:
             AuditError: the database cannot be read.
         """
-        query = runs.select().order_by(runs.c.started_at.desc(), runs.c.run_id.desc()).limit(limit)
-        with _translate("list runs"), self._engine.connect() as connection:
-            return [_stored_run(row) for row in connection.execute(query).mappings()]
+        found = []
+        for row in self.iter_records(AuditTable.FILES, record_filter, newest_first=True):
+            found.append(_stored_file(row))
+            if len(found) >= limit:
+                break
+        return found
+
+    def iter_records(
+        self, table: AuditTable, record_filter: RecordFilter, *, newest_first: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        """Streams the rows of a table that the filter selects, in the order they were written (or newest
+        first), fetched in batches: memory stays constant however many rows. Close the iterator, or read it to
+        the end, to release its connection.
+
+        Raises:
+            AuditError: the database cannot be read.
+            ValueError: the filter does not apply to the table.
+        """
+        query = select_records(table, record_filter, newest_first=newest_first)
+        glob = record_filter.path_glob
+        with _translate(f"read {table.value}"), self._engine.connect() as connection:
+            result = connection.execute(query, execution_options={"yield_per": _STREAM_ROWS})
+            try:
+                for row in result.mappings():
+                    if glob is None or matches_path(row["path"], glob):
+                        yield dict(row)
+            finally:
+                # A reader that stops early leaves PostgreSQL's server-side cursor open otherwise.
+                result.close()
 
     def get_run(self, run_id_or_prefix: str) -> StoredRun:
         """Returns the one run whose id is, or starts with, ``run_id_or_prefix``.
@@ -495,6 +540,15 @@ class AuditStore:
             for row in ledger.walk(connection):
                 verifier.feed(row)
             return verifier.finish(ledger.unchained_records(connection))
+
+    def summarize(self, scope: ReportScope) -> ActivitySummary:
+        """Totals, models and settings, error causes, faces per file and files over time of the runs in scope.
+
+        Raises:
+            AuditError: the database cannot be read.
+        """
+        with self._snapshot("summarize the audit log") as connection:
+            return summarize(connection, scope)
 
     def prune(self, *, older_than: datetime, is_dry_run: bool = False) -> PruneCounts:
         """Deletes the runs (with their files) and validations older than ``older_than`` and records the prune

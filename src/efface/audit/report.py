@@ -1,0 +1,575 @@
+"""The accountability report for a data-protection officer: one self-contained HTML page (styles inline, plots
+embedded as PNG data, no script, no external resource) that says what was processed, when, with which model
+and settings, with what result, how anonymization was validated, whether the audit log is intact, and which
+items of the usual face-anonymization checklist have evidence.
+
+``build_report`` gathers (reads the store and verifies the chain), ``evaluate_checklist`` judges (pure),
+``render_html`` writes (pure but for matplotlib, needed for the plots: ``pip install 'efface[report]'``).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from efface.audit.chain import ChainReport
+from efface.audit.summary import FACES_HISTOGRAM_CAP, ActivitySummary, ReportScope
+from efface.errors import ConfigurationError
+from efface.records import Outcome, ValidationKind, ValidationRecord, WriteMode
+
+if TYPE_CHECKING:
+    from efface.audit.store import AuditStore
+
+__all__ = ["CheckStatus", "ChecklistItem", "ReportData", "build_report", "evaluate_checklist", "render_html"]
+
+# Settings that decide the transform: a strength validation speaks for runs only when these agree.
+_TRANSFORM_SETTINGS = ("method", "mask_shape", "box_scale", "blur_kernel_fraction", "pixelate_blocks")
+
+
+class CheckStatus(StrEnum):
+    """How a checklist item stands."""
+
+    MET = "met"
+    NOT_MET = "not met"
+    REVIEW = "review"
+    MISSING = "missing"
+
+
+@dataclass(frozen=True, slots=True)
+class ChecklistItem:
+    """One item of the checklist, with its evidence (or what is missing)."""
+
+    title: str
+    status: CheckStatus
+    evidence: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReportData:
+    """Everything the report shows.
+
+    Attributes:
+        generated_at: UTC time of the report.
+        efface_version: the version that wrote it.
+        database: the audit database URL, password hidden.
+        scope: which runs.
+        activity: totals and aggregates of the runs in scope.
+        coverage / strength: the latest validation of each kind in the whole log, or None.
+        chain: the verification of the whole chain, made for this report.
+        checklist: the judged checklist.
+    """
+
+    generated_at: datetime
+    efface_version: str
+    database: str
+    scope: ReportScope
+    activity: ActivitySummary
+    coverage: ValidationRecord | None
+    strength: ValidationRecord | None
+    chain: ChainReport
+    checklist: tuple[ChecklistItem, ...]
+
+
+def _date(value: datetime | None) -> str:
+    return "-" if value is None else f"{value.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+
+
+def _share(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, int | float) else "-"
+
+
+def _dig(mapping: object, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(mapping, Mapping):
+            return None
+        mapping = mapping.get(key)
+    return mapping
+
+
+def coverage_figures(record: ValidationRecord) -> str:
+    """One line of a coverage validation's key figures."""
+    figures = record.figures
+    small = _share(_dig(figures, "recall_by_height", "<20", "share"))
+    return (
+        f"recall {_share(figures.get('recall'))} on {figures.get('images', '?')} images "
+        f"({figures.get('faces', '?')} faces; faces under 20 px {small}), "
+        f"faces covered by the anonymized region {_share(_dig(figures, 'coverage', 'covered_share'))}, "
+        f"false positives per image {_share(figures.get('fp_per_image'))}"
+    )
+
+
+def _configured_rows(record: ValidationRecord) -> list[Mapping[str, Any]]:
+    rows = record.figures.get("rows")
+    return (
+        [row for row in rows if isinstance(row, Mapping) and row.get("is_configured")] if isinstance(rows, list) else []
+    )
+
+
+def strength_figures(record: ValidationRecord) -> str:
+    """One line of a strength validation's key figures: the configured setting's rank-1 per attacker."""
+    figures = record.figures
+    parts = [
+        f"{row.get('recognizer')} {row.get('attacker') or ''}: rank-1 {_share(row.get('rank1'))}".replace("  ", " ")
+        for row in _configured_rows(record)
+    ]
+    chance = f"chance {_share(figures.get('chance'))}"
+    people = f"{figures.get('identities', '?')} people, {figures.get('probes', '?')} probes"
+    return f"{'; '.join(parts) or 'no configured row'} ({chance}; {people})"
+
+
+def _settings_disagree(record: ValidationRecord, activity: ActivitySummary, names: Iterable[str]) -> list[str]:
+    notes = []
+    for name in names:
+        validated = record.settings.get(name)
+        used = {json.dumps(use.settings.get(name)) for use in activity.models} - {json.dumps(validated)}
+        if validated is not None and used:
+            notes.append(f"{name} {json.dumps(validated)} validated, {', '.join(sorted(used))} used")
+    return notes
+
+
+def _model_disagrees(record: ValidationRecord, activity: ActivitySummary) -> list[str]:
+    used = {use.model_sha256 for use in activity.models} - {record.model_sha256}
+    return [f"runs used other weights (sha256 {', '.join(s[:12] for s in sorted(used))})"] if used else []
+
+
+def _coverage_item(record: ValidationRecord | None, activity: ActivitySummary) -> ChecklistItem:
+    title = "Detection coverage validated on a representative sample"
+    if record is None:
+        return ChecklistItem(
+            title,
+            CheckStatus.MISSING,
+            "no `efface verify coverage` result in the audit log: run it on a sample annotated from your own material",
+        )
+    dataset = record.dataset.get("images_root") or record.dataset.get("annotations") or "?"
+    evidence = (
+        f"validation {record.validation_id[:12]} on {_date(record.created_at)}, {record.model_name} "
+        f"(sha256 {record.model_sha256[:12]}), sample {dataset}: {coverage_figures(record)}"
+    )
+    mismatches = _model_disagrees(record, activity) + _settings_disagree(
+        record, activity, ("preset", "score_threshold", "box_scale")
+    )
+    if record.passed is False:
+        return ChecklistItem(title, CheckStatus.NOT_MET, f"{evidence}; below its --fail-under criterion")
+    if mismatches:
+        return ChecklistItem(title, CheckStatus.REVIEW, f"{evidence}; but {'; '.join(mismatches)}")
+    if record.passed is None:
+        return ChecklistItem(title, CheckStatus.REVIEW, f"{evidence}; recorded without a pass criterion (--fail-under)")
+    return ChecklistItem(title, CheckStatus.MET, f"{evidence}; passed its --fail-under criterion")
+
+
+def _strength_item(record: ValidationRecord | None, activity: ActivitySummary) -> ChecklistItem:
+    title = "Anonymization strength tested against face recognition"
+    if record is None:
+        return ChecklistItem(
+            title,
+            CheckStatus.MISSING,
+            "no `efface verify strength` result in the audit log: run it on a set of identities",
+        )
+    evidence = (
+        f"validation {record.validation_id[:12]} on {_date(record.created_at)}, "
+        f"{record.settings.get('method', '?')} treatment: {strength_figures(record)}"
+    )
+    if record.passed is False:
+        reasons = record.figures.get("reasons")
+        why = "; ".join(str(r) for r in reasons) if isinstance(reasons, list) and reasons else "not verified"
+        return ChecklistItem(title, CheckStatus.NOT_MET, f"{evidence}; NOT VERIFIED: {why}")
+    mismatches = _settings_disagree(record, activity, _TRANSFORM_SETTINGS)
+    if mismatches:
+        return ChecklistItem(title, CheckStatus.REVIEW, f"{evidence}; but {'; '.join(mismatches)}")
+    return ChecklistItem(title, CheckStatus.MET, f"{evidence}; verified: no more identity leaks than a solid fill")
+
+
+def _originals_item(activity: ActivitySummary) -> ChecklistItem:
+    title = "Originals not retained"
+    if not activity.runs_total:
+        return ChecklistItem(title, CheckStatus.MISSING, "no run in scope")
+    in_place = activity.files_by_mode.get(WriteMode.IN_PLACE, 0)
+    leftovers = activity.files_by_outcome.get(Outcome.LEFTOVER_REMOVED, 0)
+    evidence = (
+        f"{in_place} files processed in place: each anonymized file replaced its original atomically, no backup "
+        f"or copy written; {leftovers} temporary files left by interrupted runs found and deleted"
+    )
+    output_runs = activity.runs_by_mode.get(WriteMode.OUTPUT_DIR, 0)
+    if output_runs:
+        return ChecklistItem(
+            title,
+            CheckStatus.REVIEW,
+            f"{evidence}; {output_runs} runs wrote anonymized copies to an output folder and left the originals "
+            "where they were: delete them, or record why they are kept",
+        )
+    if not in_place:
+        return ChecklistItem(title, CheckStatus.REVIEW, "only dry runs in scope: nothing was anonymized")
+    return ChecklistItem(title, CheckStatus.MET, evidence)
+
+
+def _errors_item(activity: ActivitySummary) -> ChecklistItem:
+    title = "Every file in scope anonymized without error"
+    if not activity.files_total:
+        return ChecklistItem(title, CheckStatus.MISSING, "no file in scope")
+    if not activity.files_failed:
+        return ChecklistItem(title, CheckStatus.MET, f"{activity.files_total} files, no error")
+    causes = ", ".join(f"{cause.error_class} x{cause.files}" for cause in activity.errors)
+    return ChecklistItem(
+        title,
+        CheckStatus.NOT_MET,
+        f"{activity.files_failed} of {activity.files_total} files failed and were left as they were ({causes}): "
+        "they are not anonymized",
+    )
+
+
+def _audit_item(chain: ChainReport) -> ChecklistItem:
+    title = "Audit log kept and intact"
+    if not chain.is_intact:
+        first = chain.first_break
+        return ChecklistItem(
+            title,
+            CheckStatus.NOT_MET,
+            f"hash chain BROKEN on {_date(chain.checked_at)}: {chain.breaks_total} findings, the first: "
+            f"{first.message if first else '?'}",
+        )
+    keyed = (
+        "keyed with the audit key (HMAC-SHA256)"
+        if chain.is_key_given and chain.keyed_rows
+        else "not keyed: anyone who can write the database could recompute it (set EFFACE_AUDIT_KEY)"
+    )
+    return ChecklistItem(
+        title,
+        CheckStatus.MET,
+        f"hash chain verified on {_date(chain.checked_at)}: {chain.rows} rows since {_date(chain.first_recorded_at)}, "
+        f"{chain.records_checked} records checked, {chain.prunes} retention prunes, {keyed}; head row "
+        f"{chain.head_seq} hash {chain.head_hash}",
+    )
+
+
+def evaluate_checklist(
+    activity: ActivitySummary,
+    *,
+    coverage: ValidationRecord | None,
+    strength: ValidationRecord | None,
+    chain: ChainReport,
+) -> tuple[ChecklistItem, ...]:
+    """Judges each checklist item from its evidence."""
+    return (
+        _coverage_item(coverage, activity),
+        _strength_item(strength, activity),
+        _originals_item(activity),
+        _audit_item(chain),
+        _errors_item(activity),
+    )
+
+
+def build_report(store: AuditStore, scope: ReportScope, *, efface_version: str) -> ReportData:
+    """Gathers a report: the runs in scope, the latest validations and a fresh verification of the chain.
+
+    Raises:
+        AuditError: the database cannot be read.
+    """
+    activity = store.summarize(scope)
+    coverage = next(iter(store.list_validations(limit=1, kind=ValidationKind.COVERAGE)), None)
+    strength = next(iter(store.list_validations(limit=1, kind=ValidationKind.STRENGTH)), None)
+    chain = store.verify()
+    return ReportData(
+        generated_at=datetime.now(UTC),
+        efface_version=efface_version,
+        database=store.shown_url,
+        scope=scope,
+        activity=activity,
+        coverage=coverage,
+        strength=strength,
+        chain=chain,
+        checklist=evaluate_checklist(activity, coverage=coverage, strength=strength, chain=chain),
+    )
+
+
+# --- rendering -------------------------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:2rem auto;max-width:1100px;
+color:#1b1b1b;line-height:1.45;padding:0 1rem}
+h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:2px solid #ddd}
+table{border-collapse:collapse;width:100%;margin:.5rem 0;font-size:.9rem}
+th,td{border:1px solid #d0d0d0;padding:.3rem .5rem;text-align:left;vertical-align:top}th{background:#f3f3f3}
+td.num{text-align:right;font-variant-numeric:tabular-nums}code,.hash{font-family:ui-monospace,monospace;
+font-size:.85rem;word-break:break-all}
+.cards{display:flex;gap:1rem;flex-wrap:wrap;margin:1rem 0}.card{border:1px solid #d0d0d0;border-radius:6px;
+padding:.6rem 1rem;min-width:10rem}.card .value{font-size:1.6rem;font-weight:600}.card .label{color:#555}
+.status{font-weight:700;padding:.1rem .45rem;border-radius:4px;white-space:nowrap}
+.met{background:#d9f2dd;color:#14591f}.not-met{background:#f8d7d7;color:#8a1010}
+.review{background:#fff0c2;color:#6b4e00}.missing{background:#e6e6e6;color:#333}
+.intact{color:#14591f}.broken{color:#8a1010}img{max-width:100%}.muted{color:#666;font-size:.85rem}
+@media print{body{margin:0}h2{break-after:avoid}table,img{break-inside:avoid}}
+"""
+
+
+class _Markup(str):
+    """HTML built here, inserted as is."""
+
+    __slots__ = ()
+
+
+def _e(value: object) -> str:
+    return value if isinstance(value, _Markup) else html.escape(str(value), quote=True)
+
+
+def _table(headers: Iterable[str], rows: Iterable[Iterable[object]], *, numeric: Iterable[int] = ()) -> str:
+    numeric_columns = set(numeric)
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="num">{_e(cell)}</td>' if index in numeric_columns else f"<td>{_e(cell)}</td>"
+            for index, cell in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _flatten(settings: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    flat: list[tuple[str, str]] = []
+    for key in sorted(settings):
+        value = settings[key]
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat += _flatten(value, f"{name}.")
+        else:
+            flat.append((name, _plain(value)))
+    return flat
+
+
+def _plain(value: object) -> str:
+    """A value as a person reads it: strings bare, everything else as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _figure_png(figure: Any) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+_OUTCOME_COLOURS = {
+    Outcome.ANONYMIZED: "#2e7d32",
+    Outcome.NO_FACES: "#90a4ae",
+    Outcome.DRY_RUN: "#1565c0",
+    Outcome.ERROR: "#c62828",
+    Outcome.LEFTOVER_REMOVED: "#ffb300",
+}
+
+
+def _plots(activity: ActivitySummary) -> tuple[str, str]:
+    """The faces-per-file histogram and the files-over-time bars, as base64 PNG."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ConfigurationError("the report's plots need matplotlib: pip install 'efface[report]'") from exc
+
+    faces = Figure(figsize=(8, 2.8))
+    axes = faces.add_subplot()
+    if activity.faces_per_file:
+        xs = [count for count, _ in activity.faces_per_file]
+        axes.bar(xs, [n for _, n in activity.faces_per_file], color="#2e7d32", width=0.8)
+        axes.set_xticks(xs, [f"{x}+" if x == FACES_HISTOGRAM_CAP else str(x) for x in xs])
+    else:
+        axes.text(0.5, 0.5, "no file examined", ha="center", va="center", transform=axes.transAxes)
+    axes.set_xlabel("faces detected in the file")
+    axes.set_ylabel("files")
+    axes.set_title("Faces per file")
+    axes.spines[["top", "right"]].set_visible(False)
+
+    over_time = Figure(figsize=(8, 2.8))
+    axes = over_time.add_subplot()
+    if activity.activity:
+        labels = [_bucket_label(start, activity.activity_unit.value) for start, _ in activity.activity]
+        positions = range(len(labels))
+        bottom = [0] * len(labels)
+        for outcome in Outcome:
+            heights = [counts.get(outcome, 0) for _, counts in activity.activity]
+            if any(heights):
+                axes.bar(positions, heights, bottom=bottom, label=outcome.value, color=_OUTCOME_COLOURS[outcome])
+                bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+        step = max(1, len(labels) // 12)
+        axes.set_xticks(list(positions)[::step], labels[::step], rotation=30, ha="right")
+        axes.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    else:
+        axes.text(0.5, 0.5, "no file processed", ha="center", va="center", transform=axes.transAxes)
+    axes.set_ylabel(f"files per {activity.activity_unit.value}")
+    axes.set_title("Processing over time (UTC)")
+    axes.spines[["top", "right"]].set_visible(False)
+    return _figure_png(faces), _figure_png(over_time)
+
+
+def _bucket_label(start: datetime, unit: str) -> str:
+    return {"hour": f"{start:%Y-%m-%d %H}h", "day": f"{start:%Y-%m-%d}", "month": f"{start:%Y-%m}"}[unit]
+
+
+def _status(status: CheckStatus) -> _Markup:
+    return _Markup(f'<span class="status {status.value.replace(" ", "-")}">{_e(status.value.upper())}</span>')
+
+
+def _validation_section(title: str, record: ValidationRecord | None, figures_line: str, command: str) -> str:
+    if record is None:
+        return f"<h3>{_e(title)}</h3><p><strong>Missing:</strong> no <code>{_e(command)}</code> result is recorded.</p>"
+    passed = {True: "passed", False: "FAILED", None: "no pass criterion"}[record.passed]
+    dataset = _table(
+        ["dataset", "value"],
+        [(key, _plain(value)) for key, value in sorted(record.dataset.items())],
+    )
+    return (
+        f"<h3>{_e(title)}</h3>"
+        f"<p>Validation <code>{_e(record.validation_id)}</code> on {_e(_date(record.created_at))} by efface "
+        f"{_e(record.efface_version)} on {_e(record.hostname)}: <strong>{_e(passed)}</strong>. Model "
+        f'{_e(record.model_name)}, weights sha256 <span class="hash">{_e(record.model_sha256)}</span>.</p>'
+        f"<p>{_e(figures_line)}</p>{dataset}"
+        f'<details><summary>all figures (JSON)</summary><pre class="hash">'
+        f"{_e(json.dumps(record.figures, indent=1, ensure_ascii=False))}</pre></details>"
+    )
+
+
+def render_html(report: ReportData) -> str:
+    """The report as one self-contained HTML page.
+
+    Raises:
+        ConfigurationError: matplotlib is not installed.
+    """
+    activity, chain = report.activity, report.chain
+    faces_png, time_png = _plots(activity)
+    chain_state = '<span class="intact">INTACT</span>' if chain.is_intact else '<span class="broken">BROKEN</span>'
+    cards = "".join(
+        f'<div class="card"><div class="value">{value}</div><div class="label">{_e(label)}</div></div>'
+        for value, label in (
+            (_e(f"{activity.runs_total:,}"), "runs"),
+            (_e(f"{activity.files_total:,}"), "files"),
+            (_e(f"{activity.faces_anonymized:,}"), "faces anonymized"),
+            (_e(f"{activity.files_failed:,}"), "files with errors"),
+            (chain_state, "audit chain"),
+        )
+    )
+    checklist = _table(
+        ["item", "status", "evidence"], [(item.title, _status(item.status), item.evidence) for item in report.checklist]
+    )
+
+    outcomes = _table(
+        ["outcome", "files"],
+        [(outcome.value, f"{activity.files_by_outcome.get(outcome, 0):,}") for outcome in Outcome]
+        + [("faces detected", f"{activity.faces_detected:,}"), ("faces anonymized", f"{activity.faces_anonymized:,}")],
+        numeric=[1],
+    )
+    run_rows = [
+        (
+            run["run_id"][:12],
+            _date(run["started_at"]),
+            _date(run["finished_at"]),
+            run["command"],
+            run["mode"],
+            run["status"],
+            run["hostname"],
+            f"{run['files_total']:,}",
+            f"{run['files_failed']:,}",
+            f"{run['faces_anonymized']:,}",
+        )
+        for run in activity.runs
+    ]
+    runs_table = _table(
+        ["run", "started", "finished", "command", "mode", "status", "host", "files", "errors", "faces anonymized"],
+        run_rows,
+        numeric=[7, 8, 9],
+    )
+    more_runs = (
+        f'<p class="muted">The {len(activity.runs)} newest of {activity.runs_total:,} runs; '
+        "<code>efface audit export --table runs</code> lists all.</p>"
+        if activity.runs_total > len(activity.runs)
+        else ""
+    )
+    models = (
+        "".join(
+            f"<h3>{_e(use.model_name)}, used by {use.runs:,} runs from {_e(_date(use.first_started_at))} to "
+            f'{_e(_date(use.last_started_at))}</h3><p>Weights sha256 <span class="hash">{_e(use.model_sha256)}</span>; '
+            f"efface {_e(', '.join(use.efface_versions))}.</p>" + _table(["setting", "value"], _flatten(use.settings))
+            for use in activity.models
+        )
+        or "<p>No run in scope.</p>"
+    )
+    errors = (
+        _table(
+            ["error", "files", "example message", "example file"],
+            [(c.error_class, f"{c.files:,}", c.example_message, c.example_path) for c in activity.errors],
+            numeric=[1],
+        )
+        if activity.errors
+        else "<p>No file failed.</p>"
+    )
+    breaks = (
+        _table(
+            ["finding", "table", "row", "chain row", "what"],
+            [(b.kind.value, b.table, b.row_id, b.seq or "-", b.message) for b in chain.breaks[:50]],
+        )
+        if chain.breaks
+        else ""
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>efface accountability report - {_e(report.scope.describe())}</title>
+<style>{_CSS}</style></head>
+<body>
+<h1>Face anonymization: accountability report</h1>
+<p class="muted">GDPR Art. 5(2). Generated {_e(_date(report.generated_at))} by efface {_e(report.efface_version)}
+from the audit database <code>{_e(report.database)}</code>. Scope: {_e(report.scope.describe())};
+files from {_e(_date(activity.first_file_at))} to {_e(_date(activity.last_file_at))}.</p>
+<div class="cards">{cards}</div>
+
+<h2>Checklist</h2>
+{checklist}
+
+<h2>What was processed</h2>
+{outcomes}
+{runs_table}
+{more_runs}
+
+<h2>Model and settings</h2>
+{models}
+
+<h2>Errors and their causes</h2>
+{errors}
+
+<h2>Validation</h2>
+{
+        _validation_section(
+            "Detection coverage (latest efface verify coverage)",
+            report.coverage,
+            coverage_figures(report.coverage) if report.coverage else "",
+            "efface verify coverage",
+        )
+    }
+{
+        _validation_section(
+            "Strength against face recognition (latest efface verify strength)",
+            report.strength,
+            strength_figures(report.strength) if report.strength else "",
+            "efface verify strength",
+        )
+    }
+
+<h2>Plots</h2>
+<img alt="Faces per file" src="data:image/png;base64,{faces_png}">
+<img alt="Processing over time" src="data:image/png;base64,{time_png}">
+
+<h2>Audit chain</h2>
+<p>Chain status: <strong>{chain_state}</strong>, verified {_e(_date(chain.checked_at))}: {chain.rows:,} chain rows
+({chain.keyed_rows:,} keyed), {chain.records_checked:,} records checked against their hashes, {chain.prunes} retention
+prunes, {chain.breaks_total:,} findings. Head: row {_e(chain.head_seq)}, hash
+<span class="hash">{_e(chain.head_hash)}</span>.</p>
+<p class="muted">Keep this hash: <code>efface audit verify --expect {_e(chain.head_hash)}</code> later proves that
+no row recorded up to now was removed from the end of the log.</p>
+{breaks}
+</body></html>
+"""

@@ -1,0 +1,166 @@
+"""The ``efface audit`` commands end to end with ``CliRunner`` on real databases: list with filters, export,
+verify (exit codes and the named row), prune and report."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from efface.audit import AuditStore
+from efface.cli import app
+
+from .conftest import record_history
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def history(db_url: str) -> list[str]:
+    with AuditStore(db_url) as store:
+        return record_history(store)
+
+
+def invoke(*args: str, input_text: str | None = None) -> object:
+    return runner.invoke(app, ["audit", *args], input=input_text, env={"COLUMNS": "200"})
+
+
+def test_list_runs_and_files_with_filters(db_url: str, history: list[str]) -> None:
+    runs = invoke("list", "--db", db_url, "--json")
+    assert runs.exit_code == 0, runs.output
+    assert [r["run_id"] for r in json.loads(runs.stdout)] == history[::-1]
+
+    since = invoke("list", "--db", db_url, "--since", "2026-11-05", "--json")
+    assert [r["run_id"] for r in json.loads(since.stdout)] == [history[4], history[3]]
+
+    errors = invoke("list", "--db", db_url, "--outcome", "error", "--limit", "100", "--json")
+    rows = json.loads(errors.stdout)
+    assert len(rows) == 10 and {r["outcome"] for r in rows} == {"error"}
+
+    one_run = invoke("list", "--db", db_url, "--run", history[2][:8], "--path", "*/IMG_001?.jpg", "--json")
+    rows = json.loads(one_run.stdout)
+    assert {r["run_id"] for r in rows} == {history[2]}
+    assert sorted(Path(r["path"]).name for r in rows) == [f"IMG_{i:04d}.jpg" for i in range(10, 18)]
+
+    table = invoke("list", "--db", db_url, "--files", "--outcome", "error", "--outcome", "no_faces")
+    assert table.exit_code == 0
+    assert "CorruptImageError" in table.stdout and "efface files" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--since", "yesterday"], "expected a date"),
+        (["--outcome", "lost"], "lost"),
+        (["--run", "ffffffff"], "no run"),
+    ],
+)
+def test_list_refuses_bad_filters(db_url: str, history: list[str], args: list[str], message: str) -> None:
+    result = invoke("list", "--db", db_url, *args)
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_export_formats(db_url: str, history: list[str], tmp_path: Path) -> None:
+    csv_out = invoke("export", "--db", db_url, "--format", "csv", "--outcome", "error")
+    assert csv_out.exit_code == 0, csv_out.output
+    rows = list(csv.DictReader(io.StringIO(csv_out.stdout)))
+    assert len(rows) == 10 and {r["outcome"] for r in rows} == {"error"}
+    assert "exported 10 files rows" in csv_out.stderr
+
+    jsonl = invoke("export", "--db", db_url, "--format", "jsonl", "--table", "runs", "--since", "2026-11-05")
+    assert [json.loads(line)["run_id"] for line in jsonl.stdout.splitlines()] == history[3:]
+
+    parquet = tmp_path / "chain.parquet"
+    result = invoke("export", "--db", db_url, "--format", "parquet", "--table", "chain", "--out", str(parquet))
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(parquet).column("seq").to_pylist() == list(range(1, 1 + 2 + 5 * (1 + 18 + 1) + 1))
+
+    misplaced = invoke("export", "--db", db_url, "--format", "csv", "--table", "runs", "--outcome", "error")
+    assert misplaced.exit_code == 2 and "apply to files" in misplaced.output
+    no_file = invoke("export", "--db", db_url, "--format", "parquet")
+    assert no_file.exit_code == 2 and "--out" in no_file.output
+
+
+def test_verify_exit_codes_and_the_named_row(db_url: str, history: list[str], raw_engine: sa.Engine) -> None:
+    intact = invoke("verify", "--db", db_url)
+    assert intact.exit_code == 0, intact.output
+    assert "chain intact" in intact.stdout
+    head = json.loads(invoke("verify", "--db", db_url, "--json").stdout)["head_hash"]
+    assert invoke("verify", "--db", db_url, "--expect", head).exit_code == 0
+
+    with raw_engine.begin() as connection:
+        target = connection.execute(sa.text("SELECT max(id) FROM files WHERE outcome = 'error'")).scalar_one()
+        connection.execute(sa.text("UPDATE files SET outcome = 'anonymized' WHERE id = :id"), {"id": target})
+    broken = invoke("verify", "--db", db_url)
+    assert broken.exit_code == 1
+    assert f"files row {target}" in broken.stderr and "altered" in broken.stderr
+    document = json.loads(invoke("verify", "--db", db_url, "--json").stdout)
+    assert document["is_intact"] is False
+    assert document["breaks"][0]["row_id"] == str(target)
+
+
+def test_verify_with_the_key_from_the_environment(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EFFACE_AUDIT_KEY", "correct horse battery staple")
+    with AuditStore(db_url) as store:
+        record_history(store, days=1)
+    assert invoke("verify", "--db", db_url).exit_code == 0
+    monkeypatch.setenv("EFFACE_AUDIT_KEY", "a different key, long enough")
+    wrong = invoke("verify", "--db", db_url)
+    assert wrong.exit_code == 1 and "is it the key" in wrong.output
+    monkeypatch.delenv("EFFACE_AUDIT_KEY")
+    missing = invoke("verify", "--db", db_url)
+    assert missing.exit_code == 1 and "EFFACE_AUDIT_KEY" in missing.output
+    monkeypatch.setenv("EFFACE_AUDIT_KEY", "short")
+    assert invoke("verify", "--db", db_url).exit_code == 2
+
+
+def test_prune(db_url: str, history: list[str], raw_engine: sa.Engine) -> None:
+    # The history is from November 2026; "now" is later, so a 1h age covers all of it.
+    dry = invoke("prune", "--db", db_url, "--older-than", "1h", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "would remove 5 runs, 90 files and 2 validations" in dry.stdout
+    declined = invoke("prune", "--db", db_url, "--older-than", "1h", input_text="n\n")
+    assert declined.exit_code == 1
+    kept = invoke("prune", "--db", db_url, "--older-than", "5000d", "--yes")
+    assert kept.exit_code == 0 and "removed 0 runs" in kept.stdout
+
+    with raw_engine.begin() as connection:
+        connection.execute(sa.text("UPDATE runs SET hostname = 'elsewhere'"))
+    refused = invoke("prune", "--db", db_url, "--older-than", "1h", "--yes")
+    assert refused.exit_code == 1 and "refusing to prune" in refused.output
+    with raw_engine.begin() as connection:
+        connection.execute(sa.text("UPDATE runs SET hostname = 'worker-1'"))
+
+    done = invoke("prune", "--db", db_url, "--older-than", "1h", "--yes")
+    assert done.exit_code == 0, done.output
+    assert "removed 5 runs, 90 files and 2 validations" in done.stdout
+    assert invoke("verify", "--db", db_url).exit_code == 0
+    assert json.loads(invoke("list", "--db", db_url, "--json").stdout) == []
+    assert invoke("prune", "--db", db_url, "--older-than", "1 year").exit_code == 2
+
+
+def test_report_command(db_url: str, history: list[str], tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    result = invoke("report", "--db", db_url, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "not met  Every file in scope anonymized without error" in result.stdout
+    page = out.read_text(encoding="utf-8")
+    assert "every run in the audit log" in page
+
+    one = invoke("report", "--db", db_url, "--run", "latest", "--out", str(out))
+    assert one.exit_code == 0
+    assert f"run {history[-1]}" in out.read_text(encoding="utf-8")
+    since = invoke("report", "--db", db_url, "--since", "2026-11-05", "--out", str(out))
+    assert since.exit_code == 0 and "runs started since 2026-11-05" in out.read_text(encoding="utf-8")
+
+    both = invoke("report", "--db", db_url, "--run", "latest", "--since", "1d", "--out", str(out))
+    assert both.exit_code == 2
+    unwritable = invoke("report", "--db", db_url, "--out", str(tmp_path / "missing" / "r.html"))
+    assert unwritable.exit_code == 2 and "cannot write the report" in unwritable.output
