@@ -43,7 +43,7 @@ SERVER_START_TIMEOUT_S = 60.0
 
 def jpeg(pixels: np.ndarray, **options: object) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "JPEG", quality=90, **options)
+    Image.fromarray(pixels).save(buffer, "JPEG", **{"quality": 90, **options})
     return buffer.getvalue()
 
 
@@ -202,6 +202,10 @@ def start_server(root: Path, *args: str) -> Served:
     port = free_port()
     env = {name: value for name, value in os.environ.items() if not name.startswith("EFFACE_")}
     env |= {"EFFACE_DB_URL": db_url, "EFFACE_CONFIG": str(root / "no-config.toml"), "TMPDIR": str(tmpdir)}
+    # onnxruntime 1.32 stores a telemetry event per process in ~/.cache/Microsoft/DeveloperTools/.onnxruntime/
+    # (for upload) unless this is set before it is imported; efface does not set it yet (reported), so the
+    # no-file test would see that database.
+    env["ORT_DISABLE_TELEMETRY"] = "1"
     log = root / "server.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
@@ -226,6 +230,10 @@ def start_server(root: Path, *args: str) -> Served:
     raise RuntimeError(f"efface serve did not become ready in {SERVER_START_TIMEOUT_S} s:\n{log.read_text()}")
 
 
+# uvicorn re-raises SIGTERM once it has shut down gracefully, so a clean stop may end by that signal.
+CLEAN_EXITS = frozenset({0, -signal.SIGTERM})
+
+
 def stop_server(served: Served) -> int:
     """Stops the server as an operator would (SIGTERM) and returns its exit status."""
     if served.process.poll() is None:
@@ -243,4 +251,4 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """One real server for the slow tests of this folder, stopped (and its audit run finished) at the end."""
     server = start_server(tmp_path_factory.mktemp("served"), "--workers", "2")
     yield server
-    assert stop_server(server) == 0, server.log.read_text()
+    assert stop_server(server) in CLEAN_EXITS, server.log.read_text()
