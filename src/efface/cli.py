@@ -5,11 +5,13 @@ error (bad option, weak transform, unreachable audit database, missing model).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -32,8 +34,10 @@ from efface.audit.summary import ReportScope
 from efface.config import Settings, load_settings
 from efface.errors import AuditError, EffaceError, OutputError
 from efface.pipeline.build import audited_settings, build_worker
+from efface.pipeline.core import Worker
 from efface.pipeline.jobs import plan_jobs
 from efface.pipeline.local import new_run_info, run_plan
+from efface.pipeline.pool import Executor, FrameProgress, InProcess, ProcessPool
 from efface.records import (
     AnonymizationResult,
     MaskShape,
@@ -171,6 +175,10 @@ def anonymize(
         int | None,
         typer.Option(min=1, max=30, help="Video: detect on every Nth frame, tracking in between. [default: 1]"),
     ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option("--jobs", "-j", min=1, max=256, help="Files at once, one process each. [default: cores]"),
+    ] = None,
     config: ConfigOption = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print one JSON line per file instead of tables.")
@@ -194,6 +202,7 @@ def anonymize(
         video_codec=video_codec,
         video_crf=video_crf,
         detect_every=detect_every,
+        workers=jobs,
     )
     try:
         worker = build_worker(settings)
@@ -230,15 +239,8 @@ def anonymize(
     try:
         with store, progress:
             task = progress.add_task("anonymizing", total=total)
-            summary = run_plan(
-                plan,
-                worker=worker,
-                store=store,
-                run=run,
-                on_result=on_result,
-                workers=settings.workers,
-                on_frame=on_frame,
-            )
+            with _executor(settings, worker, on_frame=on_frame) as executor:
+                summary = run_plan(plan, executor=executor, store=store, run=run, on_result=on_result)
     except EffaceError as exc:  # the audit log failed mid-run: stop, the files done so far are audited
         stderr.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FILES_FAILED) from exc
@@ -515,6 +517,20 @@ def _result_json(result: AnonymizationResult) -> dict[str, object]:
         "error_class": result.error_class,
         "error_message": result.error_message,
     }
+
+
+@contextlib.contextmanager
+def _executor(settings: Settings, worker: Worker, *, on_frame: FrameProgress) -> Iterator[Executor]:
+    """This process for one job; otherwise a process pool with a Worker of its own in each process."""
+    executor: Executor
+    if settings.workers == 1:
+        executor = InProcess(worker, on_frame=on_frame)
+    else:
+        executor = ProcessPool(functools.partial(build_worker, settings), processes=settings.workers, on_frame=on_frame)
+    try:
+        yield executor
+    finally:
+        executor.close()
 
 
 def _print_summary(run_id: str, summary: RunSummary, results: list[AnonymizationResult]) -> None:

@@ -22,6 +22,7 @@ from efface.pipeline.build import build_worker
 from efface.pipeline.core import FileJob, Worker, anonymize_file
 from efface.pipeline.jobs import plan_jobs
 from efface.pipeline.local import new_run_info, run_plan
+from efface.pipeline.pool import InProcess
 from efface.records import Outcome, WriteMode
 
 NO_FACES = Path(__file__).resolve().parents[3] / "shared" / "data" / "video" / "no_faces_320x240.avi"
@@ -130,7 +131,7 @@ def test_video_run_is_audited_and_a_dry_run_writes_nothing(tmp_path: Path, worke
     plan = plan_jobs([tmp_path], dry_run=True)
     run = new_run_info(command="anonymize", mode=plan.mode, worker=worker, settings={})
     with store:
-        summary = run_plan(plan, worker=worker, store=store, run=run)
+        summary = run_plan(plan, executor=InProcess(worker), store=store, run=run)
         (stored,) = store.list_files(run.run_id)
     assert source.read_bytes() == original
     assert summary.files_total == 1 and summary.faces_detected >= FRAMES - 2

@@ -7,6 +7,7 @@ what an interrupted run left behind.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -15,7 +16,15 @@ from typing import TypeVar
 
 from efface.errors import OutputError
 
-__all__ = ["TEMP_MARKER", "atomic_write_bytes", "atomic_write_with", "find_leftovers", "is_leftover", "temp_path_for"]
+__all__ = [
+    "TEMP_MARKER",
+    "atomic_write_bytes",
+    "atomic_write_with",
+    "find_leftovers",
+    "is_leftover",
+    "leftovers_of",
+    "temp_path_for",
+]
 
 TEMP_MARKER = ".efface-tmp-"
 
@@ -30,6 +39,11 @@ def temp_path_for(target: Path) -> Path:
 def is_leftover(path: Path) -> bool:
     """Whether a file name is one of efface's temporary names."""
     return path.name.startswith(".") and TEMP_MARKER in path.name
+
+
+def leftovers_of(target: Path) -> list[Path]:
+    """efface temporary files beside ``target`` that were meant to replace it."""
+    return [p for p in target.parent.glob(f".{glob.escape(target.name)}{TEMP_MARKER}*") if is_leftover(p)]
 
 
 def find_leftovers(folder: Path) -> Iterator[Path]:

@@ -17,7 +17,7 @@ from efface.errors import (
     OutputError,
     UnreadableFileError,
 )
-from efface.media.atomic import TEMP_MARKER, find_leftovers, is_leftover
+from efface.media.atomic import find_leftovers, is_leftover, leftovers_of
 from efface.media.images import IMAGE_SUFFIXES, UNSUPPORTED_IMAGE_SUFFIXES
 from efface.media.video import VIDEO_SUFFIXES
 from efface.pipeline.core import FileJob
@@ -143,7 +143,7 @@ def plan_jobs(paths: list[Path], *, output_dir: Path | None = None, dry_run: boo
         elif path.exists() or path.is_symlink():
             add(path, Path(path.name))
             real = path.resolve()
-            leftovers.update(p for p in real.parent.glob(f".{real.name}{TEMP_MARKER}*") if is_leftover(p))
+            leftovers.update(leftovers_of(real))
         else:
             failures.append(_failure(path, InputNotFoundError("no such file or folder", path=path), mode))
     if out_root is not None and out_root.is_dir():

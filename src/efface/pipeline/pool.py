@@ -1,0 +1,269 @@
+"""Where the files of a batch are anonymized: in this process, or on every core through a process pool with
+one ``Worker`` (one detector session) per process. Both hand back ``anonymize_file`` results in job order,
+with a bounded number of files in flight, so memory does not grow with the size of the batch.
+
+Why processes and not threads: decoding, fusing, masking and encoding are Python and numpy work that holds
+the GIL; only the model releases it. Each process gets ``cores // processes`` inference threads
+(``build_detector``), so processes x threads fits the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import queue
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from efface.media.atomic import leftovers_of
+from efface.pipeline.core import FileJob, Worker, anonymize_file
+from efface.records import AnonymizationResult, Outcome
+
+__all__ = ["Executor", "FrameProgress", "InProcess", "ProcessPool", "WorkerFactory"]
+
+logger = logging.getLogger(__name__)
+
+# A video's progress: its path, frames done, frames expected (None where unknown).
+FrameProgress = Callable[[Path, int, int | None], None]
+# Builds a Worker inside a pool process; must pickle (e.g. ``functools.partial(build_worker, settings)``).
+WorkerFactory = Callable[[], Worker]
+
+# Files submitted per process beyond the one it works on: keeps every core busy without reading ahead.
+_AHEAD_PER_PROCESS = 1
+# A file is tried this often when a pool process dies under it, then failed.
+_MAX_ATTEMPTS = 2
+# Frame progress from pool processes is sent at most this often per video.
+_FRAME_REPORT_S = 0.2
+
+
+class Executor(Protocol):
+    """Runs ``anonymize_file`` over jobs; the local pool and the Ray pool implement it."""
+
+    def results(self, jobs: Iterable[FileJob]) -> Iterator[AnonymizationResult]:
+        """One result per job, in job order."""
+        ...
+
+    def drain(self) -> list[AnonymizationResult]:
+        """After an interruption: lets the files in flight finish, cancels the rest, returns what finished."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class InProcess:
+    """One file at a time in this process (``--jobs 1``, tests, the HTTP service)."""
+
+    def __init__(self, worker: Worker, *, on_frame: FrameProgress | None = None) -> None:
+        self.worker = worker
+        self._on_frame = on_frame
+
+    def results(self, jobs: Iterable[FileJob]) -> Iterator[AnonymizationResult]:
+        for job in jobs:
+            yield anonymize_file(job, worker=self.worker, on_frame=_progress_for(job, self._on_frame))
+
+    def drain(self) -> list[AnonymizationResult]:
+        return []  # nothing runs beside the file that was interrupted
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_for(job: FileJob, on_frame: FrameProgress | None) -> Callable[[int, int | None], None] | None:
+    if on_frame is None:
+        return None
+    return lambda done, total: on_frame(job.source, done, total)
+
+
+# --- inside each pool process ------------------------------------------------------------------------
+
+_process_worker: Worker | None = None
+_process_frames: multiprocessing.Queue | None = None  # type: ignore[type-arg]
+
+
+def _start_process(make_worker: WorkerFactory, frames: multiprocessing.Queue | None) -> None:  # type: ignore[type-arg]
+    # Ctrl-C reaches the whole process group; the parent decides what an interruption does.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    global _process_worker, _process_frames
+    _process_worker = make_worker()
+    _process_frames = frames
+
+
+def _anonymize_in_process(job: FileJob) -> AnonymizationResult:
+    if _process_worker is None:  # pragma: no cover - the initializer always runs first
+        raise RuntimeError("pool process started without a worker")
+    on_frame = None
+    if _process_frames is not None:
+        frames = _process_frames
+        last = [0.0]
+
+        def on_frame(done: int, total: int | None) -> None:
+            now = time.monotonic()
+            if now - last[0] >= _FRAME_REPORT_S or done == total:
+                last[0] = now
+                frames.put((str(job.source), done, total))
+
+    return anonymize_file(job, worker=_process_worker, on_frame=on_frame)
+
+
+# --- in the parent -----------------------------------------------------------------------------------
+
+
+class ProcessPool:
+    """Files on ``processes`` cores at once, each process with its own Worker.
+
+    A process that dies mid-file (killed, out of memory) takes the pool down; a fresh pool retries the files
+    that were in flight, and a file under which a process dies twice gets an error result. The atomic
+    replace keeps every file either as it was or anonymized meanwhile.
+
+    Args:
+        make_worker: builds the Worker in each process (must pickle).
+        processes: processes (files anonymized at once).
+        on_frame: video progress, called in this process.
+    """
+
+    def __init__(self, make_worker: WorkerFactory, *, processes: int, on_frame: FrameProgress | None = None) -> None:
+        if processes < 1:
+            raise ValueError(f"processes must be >= 1, got {processes}")
+        self._make_worker = make_worker
+        self.processes = processes
+        self._context = multiprocessing.get_context("spawn")  # no fork of a process holding model threads
+        self._frames = self._context.Queue() if on_frame is not None else None
+        self._on_frame = on_frame
+        self._pool: ProcessPoolExecutor | None = None
+        self._pending: deque[tuple[FileJob, Future[AnonymizationResult], int]] = deque()
+        self._relay: threading.Thread | None = None
+        self._closing = threading.Event()
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.processes,
+                mp_context=self._context,
+                initializer=_start_process,
+                initargs=(self._make_worker, self._frames),
+            )
+            if self._frames is not None and self._relay is None:
+                self._relay = threading.Thread(target=self._relay_frames, name="efface-frames", daemon=True)
+                self._relay.start()
+        return self._pool
+
+    def _relay_frames(self) -> None:
+        assert self._frames is not None and self._on_frame is not None
+        while not self._closing.is_set():
+            try:
+                path, done, total = self._frames.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            except (EOFError, OSError):  # the queue was closed
+                return
+            self._on_frame(Path(path), done, total)
+
+    def _submit(self, job: FileJob, *, attempt: int = 1) -> None:
+        try:
+            future = self._executor().submit(_anonymize_in_process, job)
+        except BrokenProcessPool:
+            self._restart()
+            future = self._executor().submit(_anonymize_in_process, job)
+        self._pending.append((job, future, attempt))
+
+    def _restart(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = None
+
+    def _recover(self) -> None:
+        """After a process died: a fresh pool gets every file in flight that had not finished (one of them
+        probably killed it; the others went down with the pool)."""
+        held, self._pending = list(self._pending), deque()
+        self._restart()
+        for job, future, attempt in held:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self._pending.append((job, future, attempt))
+            else:
+                _remove_leftovers(job)
+                self._submit(job, attempt=attempt + 1)
+
+    def _next_result(self) -> AnonymizationResult:
+        while True:
+            job, future, attempt = self._pending[0]
+            try:
+                result = future.result()
+            except BrokenProcessPool as exc:
+                logger.error("a worker process died while anonymizing %s (attempt %d): %s", job.source, attempt, exc)
+                if attempt >= _MAX_ATTEMPTS:
+                    self._pending.popleft()
+                    self._recover()
+                    _remove_leftovers(job)
+                    return _crashed(job)
+                self._recover()
+                continue
+            self._pending.popleft()
+            return result
+
+    def results(self, jobs: Iterable[FileJob]) -> Iterator[AnonymizationResult]:
+        limit = self.processes * (1 + _AHEAD_PER_PROCESS)
+        for job in jobs:
+            self._submit(job)
+            if len(self._pending) >= limit:
+                yield self._next_result()
+        while self._pending:
+            yield self._next_result()
+
+    def drain(self) -> list[AnonymizationResult]:
+        finished = []
+        for job, future, _attempt in self._pending:
+            if future.cancel():
+                continue
+            try:
+                finished.append(future.result())
+            except BrokenProcessPool:
+                finished.append(_crashed(job))
+        self._pending.clear()
+        return finished
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._closing.set()
+        if self._relay is not None:
+            self._relay.join(timeout=2)
+        if self._frames is not None:
+            self._frames.close()
+            self._frames.join_thread()
+
+    def __enter__(self) -> ProcessPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _remove_leftovers(job: FileJob) -> None:
+    """Deletes the temporary files that a killed process left beside the file it was writing."""
+    if job.destination is None:
+        return
+    for leftover in leftovers_of(job.destination):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+
+
+def _crashed(job: FileJob) -> AnonymizationResult:
+    return AnonymizationResult(
+        path=job.source,
+        outcome=Outcome.ERROR,
+        mode=job.mode,
+        started_at=datetime.now(UTC),
+        duration_s=0.0,
+        error_class="WorkerCrashedError",
+        error_message="the worker process died while anonymizing this file; it was left as it was",
+    )
