@@ -953,7 +953,8 @@ def serve(
         AuditStore(settings.db_url).close()
     except EffaceError as exc:
         raise _fail_setup(exc) from exc
-    if not run_server(create_app(settings, limits=limits), host=host, port=port):
+    service_app = create_app(settings, limits=limits)
+    if not run_server(service_app, host=host, port=port, max_connections=limits.max_connections):
         raise typer.Exit(EXIT_USAGE)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_SERVICE_MAX_PIXELS", "ServiceLimits"]
+__all__ = ["DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_SERVICE_MAX_PIXELS", "MULTIPART_OVERHEAD_BYTES", "ServiceLimits"]
 
 DEFAULT_MAX_UPLOAD_BYTES = 25 * 1024 * 1024
 # A 50 MP image decodes to 150 MB of RGB and is handled in a few copies; the CLI's 200 MP would let a few
@@ -60,3 +60,9 @@ class ServiceLimits:
     def max_in_flight(self) -> int:
         """Requests admitted at once: processing or waiting for a worker."""
         return self.workers + self.queue_size
+
+    @property
+    def max_connections(self) -> int:
+        """Connections and requests uvicorn handles at once, refused ones and idle keep-alives included; beyond
+        them it answers a bare 503. A last guard: refusing and auditing a flood costs memory too."""
+        return 4 * self.max_in_flight + 64

@@ -11,8 +11,15 @@ _KEEP_ALIVE_S = 5
 _GRACEFUL_SHUTDOWN_S = 30
 
 
-def serve(app: FastAPI, *, host: str, port: int, log_level: str = "info") -> bool:
+def serve(app: FastAPI, *, host: str, port: int, max_connections: int | None = None, log_level: str = "info") -> bool:
     """Serves ``app`` until SIGINT or SIGTERM, then lets the requests in flight finish.
+
+    Args:
+        app: the application (``create_app``).
+        host: the address to listen on.
+        port: the port (0: any free one).
+        max_connections: connections and requests handled at once; uvicorn answers a bare 503 beyond them.
+        log_level: uvicorn's log level.
 
     Returns:
         False when the application failed to start (the reason is logged), True after a clean stop.
@@ -22,6 +29,7 @@ def serve(app: FastAPI, *, host: str, port: int, log_level: str = "info") -> boo
         host=host,
         port=port,
         lifespan="on",
+        limit_concurrency=max_connections,
         log_level=log_level,
         server_header=False,
         timeout_keep_alive=_KEEP_ALIVE_S,
