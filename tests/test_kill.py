@@ -49,6 +49,20 @@ def _is_complete_image(path: Path) -> bool:
         return False
 
 
+def _kill_group(child: subprocess.Popen[bytes]) -> None:
+    """Power loss, as near as a test gets: SIGKILL to the command and its pool processes at once."""
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the pool processes are gone too before anything is checked
+        try:
+            os.killpg(child.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError("processes of the killed group are still alive")
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_moments_never_corrupts_a_file(tmp_path: Path, astronaut: np.ndarray) -> None:
     folder = tmp_path / "photos"
@@ -68,10 +82,11 @@ def test_sigkill_at_random_moments_never_corrupts_a_file(tmp_path: Path, astrona
     for _iteration in range(KILL_ITERATIONS):
         for name, content in originals.items():  # start every iteration from the originals again
             (folder / name).write_bytes(content)
-        child = subprocess.Popen(_command(folder, db), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        child = subprocess.Popen(
+            _command(folder, db), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         time.sleep(rng.uniform(0.0, full_run_s))
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=60)
+        _kill_group(child)
         anonymized = 0
         for name, content in originals.items():
             now = (folder / name).read_bytes()
@@ -102,3 +117,74 @@ def test_sigkill_at_random_moments_never_corrupts_a_file(tmp_path: Path, astrona
     removed = [row for row in files if row.outcome is Outcome.LEFTOVER_REMOVED]
     assert len(removed) == len(leftovers_before)
     assert last.status == "completed"
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_without_anonymizing_a_file_twice(tmp_path: Path, astronaut: np.ndarray) -> None:
+    folder = tmp_path / "photos"
+    originals = _make_photos(folder, astronaut)
+    db = tmp_path / "audit.sqlite3"
+    command = [*_command(folder, db), "--jobs", "2"]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    assert child.stdout is not None
+    for _ in range(4):  # four files audited (one JSON line each), then the power goes
+        assert child.stdout.readline(), "the run ended before it could be killed"
+    _kill_group(child)
+    child.stdout.close()
+    for name, content in originals.items():
+        now = (folder / name).read_bytes()
+        assert now == content or _is_complete_image(folder / name), name
+    with AuditStore(f"sqlite:///{db}") as store:
+        (first,) = store.list_runs()
+        done_first = {
+            Path(row.path).name for row in store.list_files(first.run_id) if row.outcome is Outcome.ANONYMIZED
+        }
+    assert len(done_first) >= 4 and first.status != "completed"
+
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+
+    assert resumed.returncode == 0, resumed.stderr
+    with AuditStore(f"sqlite:///{db}") as store:
+        second = store.list_runs(limit=1)[0]
+        rows = {Path(row.path).name: row for row in store.list_files(second.run_id)}
+    skipped = {name for name, row in rows.items() if row.outcome is Outcome.SKIPPED}
+    assert skipped >= done_first  # every file the audit knows as done is left alone
+    assert {row.outcome for name, row in rows.items() if name not in skipped} <= {Outcome.ANONYMIZED}
+    for name, content in originals.items():
+        assert (folder / name).read_bytes() != content and _is_complete_image(folder / name), name
+
+    forced = subprocess.run([*command, "--force"], capture_output=True, text=True, timeout=300, check=False)
+    assert forced.returncode == 0, forced.stderr
+    with AuditStore(f"sqlite:///{db}") as store:
+        third = store.list_runs(limit=1)[0]
+        assert {row.outcome for row in store.list_files(third.run_id)} == {Outcome.ANONYMIZED}
+
+
+@pytest.mark.slow
+def test_ctrl_c_finishes_the_files_in_flight_and_says_how_to_resume(tmp_path: Path, astronaut: np.ndarray) -> None:
+    folder = tmp_path / "photos"
+    originals = _make_photos(folder, astronaut)
+    db = tmp_path / "audit.sqlite3"
+    child = subprocess.Popen(
+        [*_command(folder, db), "--jobs", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline(), "the run ended before it could be interrupted"
+    os.killpg(child.pid, signal.SIGINT)  # what a terminal sends the whole foreground group on Ctrl-C
+    _out, err = child.communicate(timeout=120)
+
+    assert child.returncode == 130, err
+    assert "Run the same command again to resume" in err
+    assert not [p for p in folder.iterdir() if TEMP_MARKER in p.name]
+    with AuditStore(f"sqlite:///{db}") as store:
+        (run,) = store.list_runs()
+        rows = store.list_files(run.run_id)
+    assert run.status == "interrupted"
+    audited = {Path(row.path).name for row in rows}
+    assert 1 <= len(audited) < len(originals)
+    for name, content in originals.items():  # audited files are done; the others were never touched
+        assert ((folder / name).read_bytes() != content) == (name in audited), name

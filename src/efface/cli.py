@@ -57,6 +57,7 @@ from efface.verify.strength import Attacker, StrengthReport, measure_strength, s
 __all__ = ["app", "main"]
 
 EXIT_OK, EXIT_FILES_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 T = TypeVar("T")
 
 app = typer.Typer(
@@ -179,6 +180,10 @@ def anonymize(
         int | None,
         typer.Option("--jobs", "-j", min=1, max=256, help="Files at once, one process each. [default: cores]"),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Re-anonymize files an earlier run already did (default: skip them)."),
+    ] = False,
     config: ConfigOption = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print one JSON line per file instead of tables.")
@@ -240,7 +245,17 @@ def anonymize(
         with store, progress:
             task = progress.add_task("anonymizing", total=total)
             with _executor(settings, worker, on_frame=on_frame) as executor:
-                summary = run_plan(plan, executor=executor, store=store, run=run, on_result=on_result)
+                summary = run_plan(plan, executor=executor, store=store, run=run, on_result=on_result, is_forced=force)
+    except KeyboardInterrupt:
+        done = sum(r.outcome is not Outcome.LEFTOVER_REMOVED for r in results)
+        stderr.print(
+            f"interrupted after {done} of {len(plan.jobs) + len(plan.failures)} file(s); every file is either as it "
+            "was or anonymized, and all finished ones are audited. Run the same command again to resume: files "
+            "already done are skipped.",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except EffaceError as exc:  # the audit log failed mid-run: stop, the files done so far are audited
         stderr.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FILES_FAILED) from exc
@@ -552,6 +567,10 @@ def _print_summary(run_id: str, summary: RunSummary, results: list[Anonymization
         stdout.print(f"dry run: {counts[Outcome.DRY_RUN]} file(s) analysed, nothing written")
     if counts[Outcome.LEFTOVER_REMOVED]:
         stdout.print(f"removed {counts[Outcome.LEFTOVER_REMOVED]} temporary file(s) left by an interrupted run")
+    if counts[Outcome.SKIPPED]:
+        stdout.print(
+            f"skipped {counts[Outcome.SKIPPED]} file(s) already anonymized by an earlier run (--force redoes them)"
+        )
     for result in results:
         video = result.video
         if video is None or result.outcome is Outcome.ERROR:

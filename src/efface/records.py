@@ -73,6 +73,8 @@ class Outcome(StrEnum):
     DRY_RUN = "dry_run"
     # A temporary file left behind by an interrupted run was found and deleted.
     LEFTOVER_REMOVED = "leftover_removed"
+    # Already done: the file hashes to an output an earlier run recorded for it (a resumed run).
+    SKIPPED = "skipped"
 
 
 class RunStatus(StrEnum):

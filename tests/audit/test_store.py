@@ -92,6 +92,13 @@ def make_results() -> list[AnonymizationResult]:
         AnonymizationResult(
             path=Path("/data/in/.e.jpg.efface-tmp"), outcome=Outcome.LEFTOVER_REMOVED, duration_s=0.0, **common
         ),
+        AnonymizationResult(
+            path=Path("/data/in/f.jpg"),
+            outcome=Outcome.SKIPPED,
+            duration_s=0.01,
+            details={"reason": "already anonymized by an earlier run"},
+            **common,
+        ),
     ]
 
 
@@ -175,7 +182,8 @@ def test_run_round_trip(store: AuditStore) -> None:
             result.error_message,
         )
 
-    anonymized, no_faces, error, dry_run, _leftover = stored_files
+    anonymized, no_faces, error, dry_run, _leftover, skipped = stored_files
+    assert skipped.details == {"reason": "already anonymized by an earlier run"}
     assert anonymized.faces == (
         {"xyxy": [10.12, 20.0, 50.99, 70.5], "score": 0.9123},
         {"xyxy": [0.0, 0.0, 1.0, 1.0], "score": 0.5},

@@ -362,6 +362,7 @@ _OUTCOME_COLOURS = {
     Outcome.DRY_RUN: "#1565c0",
     Outcome.ERROR: "#c62828",
     Outcome.LEFTOVER_REMOVED: "#ffb300",
+    Outcome.SKIPPED: "#cfd8dc",
 }
 
 

@@ -446,6 +446,20 @@ class AuditStore:
         with _translate(f"list files of run {run_id}"), self._engine.connect() as connection:
             return [_stored_file(row) for row in connection.execute(query).mappings()]
 
+    def output_hashes(self, path: Path) -> frozenset[str]:
+        """The sha256 of every output recorded for ``path`` by a successful anonymization (or a file found
+        without faces): a file that hashes to one of them now is already done.
+
+        Raises:
+            AuditError: the database cannot be read.
+        """
+        done = (Outcome.ANONYMIZED.value, Outcome.NO_FACES.value)
+        query = sa.select(files.c.output_sha256).where(
+            files.c.path == str(path), files.c.outcome.in_(done), files.c.output_sha256.is_not(None)
+        )
+        with _translate(f"look up {path}"), self._engine.connect() as connection:
+            return frozenset(connection.execute(query).scalars())
+
     def record_validation(self, record: ValidationRecord) -> None:
         """Records a coverage or strength validation, committed immediately.
 

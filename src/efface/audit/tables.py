@@ -65,7 +65,7 @@ files = sa.Table(
     metadata,
     sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
     sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id"), nullable=False, index=True),
-    sa.Column("path", sa.Text(), nullable=False),
+    sa.Column("path", sa.Text(), nullable=False, index=True),
     sa.Column("output_path", sa.Text(), nullable=True),
     sa.Column("mode", sa.String(16), nullable=False),
     sa.Column("outcome", sa.String(32), nullable=False),

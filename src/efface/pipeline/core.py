@@ -38,10 +38,14 @@ class FileJob:
         source: the file to read (absolute).
         destination: where the anonymized file goes: ``source`` itself in place, a path in the output
             tree, or None for a dry run.
+        done_sha256: outputs an earlier run recorded for this file: when the file in place (or the one
+            already in the output tree) hashes to one of them, it is done and is skipped, not anonymized
+            twice.
     """
 
     source: Path
     destination: Path | None
+    done_sha256: frozenset[str] = frozenset()
 
     @property
     def mode(self) -> WriteMode:
@@ -145,6 +149,8 @@ def anonymize_file(job: FileJob, *, worker: Worker, on_frame: FrameCallback | No
     processed: Processed | None = None
     try:
         content = _read(job.source)
+        if _is_done(job, content):
+            return _skipped(job, started_at=started_at, t0=t0)
         processed = anonymize_bytes(content, name=job.source, worker=worker, write=mode is not WriteMode.DRY_RUN)
         output_sha256 = None
         if job.destination is not None:
@@ -187,6 +193,8 @@ def _anonymize_video_file(job: FileJob, *, worker: Worker, on_frame: FrameCallba
     try:
         if not job.source.exists():
             raise InputNotFoundError("no such file", path=job.source)
+        if _is_done(job, None):
+            return _skipped(job, started_at=started_at, t0=t0)
         if job.destination is None:
             run = scan_video(
                 job.source, detect=detect, tracking=worker.tracking, options=worker.video, on_frame=on_frame
@@ -234,6 +242,30 @@ def _video_result(
         resolution_wh=run.info.resolution_wh,
         details={"rewritten": job.mode is not WriteMode.DRY_RUN, "dropped_streams": list(run.notes)},
         video=stats,
+    )
+
+
+def _is_done(job: FileJob, content: bytes | None) -> bool:
+    """Whether an earlier run already wrote this file's output (the bytes of the source, when read)."""
+    if not job.done_sha256 or job.destination is None:
+        return False
+    if job.destination == job.source and content is not None:
+        return hashlib.sha256(content).hexdigest() in job.done_sha256
+    try:
+        return _file_sha256(job.destination) in job.done_sha256
+    except OutputError:  # no output yet
+        return False
+
+
+def _skipped(job: FileJob, *, started_at: datetime, t0: float) -> AnonymizationResult:
+    return AnonymizationResult(
+        path=job.source,
+        outcome=Outcome.SKIPPED,
+        mode=job.mode,
+        started_at=started_at,
+        duration_s=time.perf_counter() - t0,
+        output_path=job.destination,
+        details={"reason": "already anonymized by an earlier run (its sha256 matches a recorded output)"},
     )
 
 

@@ -4,6 +4,7 @@ through ``anonymize_file``, and writes one audit row per file as it goes.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from efface import __version__
 from efface.audit import AuditStore
-from efface.pipeline.core import Worker
+from efface.pipeline.core import FileJob, Worker
 from efface.pipeline.jobs import Plan
 from efface.pipeline.pool import Executor
 from efface.records import AnonymizationResult, Outcome, RunInfo, RunStatus, RunSummary, WriteMode
@@ -62,6 +63,12 @@ def remove_leftover(path: Path, *, mode: WriteMode) -> AnonymizationResult:
     )
 
 
+def _with_done_outputs(job: FileJob, store: AuditStore) -> FileJob:
+    if job.destination is None:
+        return job
+    return dataclasses.replace(job, done_sha256=store.output_hashes(job.source))
+
+
 def run_plan(
     plan: Plan,
     *,
@@ -69,6 +76,7 @@ def run_plan(
     store: AuditStore,
     run: RunInfo,
     on_result: ResultCallback | None = None,
+    is_forced: bool = False,
 ) -> RunSummary:
     """Executes a plan, auditing every file.
 
@@ -78,6 +86,8 @@ def run_plan(
         store: the audit log; the run is started, every file recorded, and the run finished.
         run: this run's audit record.
         on_result: called after each file (for progress display).
+        is_forced: anonymize every file, even one that hashes to an output an earlier run recorded for it
+            (by default such a file is done and is skipped: re-running an interrupted command resumes it).
 
     Returns:
         The run's totals. An interrupted run (Ctrl-C) records the files that were in flight once they
@@ -115,7 +125,8 @@ def run_plan(
         for failure in plan.failures:
             record(failure)
         # Rows are recorded in plan order whatever order the files finish in.
-        for result in executor.results(plan.jobs):
+        jobs = plan.jobs if is_forced else (_with_done_outputs(job, store) for job in plan.jobs)
+        for result in executor.results(jobs):
             record(result)
     except BaseException:
         # The files in flight finish (each is replaced atomically either way) and are audited, so that a
