@@ -88,7 +88,7 @@ def start_server(work: Path, workers: int) -> tuple[subprocess.Popen[bytes], str
     env = {**os.environ, "EFFACE_DB_URL": db_url}
     command = [sys.executable, "-m", "efface", "serve", "--port", str(port), "--workers", str(workers)]
     log = (work / "server.log").open("wb")
-    process = subprocess.Popen([*command, "--queue", "256"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -358,6 +358,7 @@ class Client:
 
         Raises:
             ServiceError: see the module docstring for its subclasses.
+            InputNotFoundError, UnreadableFileError: ``image`` is a path that cannot be read (nothing is sent).
         """
         options = _anonymize_options(method, strength, threshold, preset, return_boxes)
         return _anonymized(self._send(_upload("/v1/anonymize", image, filename=filename, options=options)))
