@@ -38,6 +38,7 @@ from efface.pipeline.core import Worker
 from efface.pipeline.jobs import plan_jobs
 from efface.pipeline.local import new_run_info, run_plan
 from efface.pipeline.pool import Executor, FrameProgress, InProcess, ProcessPool
+from efface.pipeline.ray import RayPool
 from efface.records import (
     AnonymizationResult,
     MaskShape,
@@ -184,6 +185,14 @@ def anonymize(
         bool,
         typer.Option("--force", help="Re-anonymize files an earlier run already did (default: skip them)."),
     ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Run on a Ray cluster: 'auto', a head node's HOST:PORT, or 'local' (a cluster of this machine). "
+            "Every node must see the paths.",
+        ),
+    ] = None,
     config: ConfigOption = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print one JSON line per file instead of tables.")
@@ -244,7 +253,7 @@ def anonymize(
     try:
         with store, progress:
             task = progress.add_task("anonymizing", total=total)
-            with _executor(settings, worker, on_frame=on_frame) as executor:
+            with _executor(settings, worker, on_frame=on_frame, ray_address=ray_address) as executor:
                 summary = run_plan(plan, executor=executor, store=store, run=run, on_result=on_result, is_forced=force)
     except KeyboardInterrupt:
         done = sum(r.outcome is not Outcome.LEFTOVER_REMOVED for r in results)
@@ -535,10 +544,18 @@ def _result_json(result: AnonymizationResult) -> dict[str, object]:
 
 
 @contextlib.contextmanager
-def _executor(settings: Settings, worker: Worker, *, on_frame: FrameProgress) -> Iterator[Executor]:
-    """This process for one job; otherwise a process pool with a Worker of its own in each process."""
+def _executor(
+    settings: Settings, worker: Worker, *, on_frame: FrameProgress, ray_address: str | None
+) -> Iterator[Executor]:
+    """A Ray cluster when asked; this process for one job; otherwise a process pool with a Worker of its own
+    in each process."""
     executor: Executor
-    if settings.workers == 1:
+    if ray_address is not None:
+        try:
+            executor = RayPool(settings, address=ray_address)
+        except EffaceError as exc:
+            raise _fail_setup(exc) from exc
+    elif settings.workers == 1:
         executor = InProcess(worker, on_frame=on_frame)
     else:
         executor = ProcessPool(functools.partial(build_worker, settings), processes=settings.workers, on_frame=on_frame)

@@ -28,7 +28,7 @@ from efface.media.atomic import leftovers_of
 from efface.pipeline.core import FileJob, Worker, anonymize_file
 from efface.records import AnonymizationResult, Outcome
 
-__all__ = ["Executor", "FrameProgress", "InProcess", "ProcessPool", "WorkerFactory"]
+__all__ = ["Executor", "FrameProgress", "InProcess", "ProcessPool", "WorkerFactory", "crashed_result"]
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ class ProcessPool:
                     self._pending.popleft()
                     self._recover()
                     _remove_leftovers(job)
-                    return _crashed(job)
+                    return crashed_result(job, reason="the worker process died")
                 self._recover()
                 continue
             self._pending.popleft()
@@ -226,7 +226,7 @@ class ProcessPool:
             try:
                 finished.append(future.result())
             except BrokenProcessPool:
-                finished.append(_crashed(job))
+                finished.append(crashed_result(job, reason="the worker process died"))
         self._pending.clear()
         return finished
 
@@ -257,7 +257,8 @@ def _remove_leftovers(job: FileJob) -> None:
             leftover.unlink()
 
 
-def _crashed(job: FileJob) -> AnonymizationResult:
+def crashed_result(job: FileJob, *, reason: str) -> AnonymizationResult:
+    """The result of a file whose worker died under it (the file itself was left as it was or complete)."""
     return AnonymizationResult(
         path=job.source,
         outcome=Outcome.ERROR,
@@ -265,5 +266,5 @@ def _crashed(job: FileJob) -> AnonymizationResult:
         started_at=datetime.now(UTC),
         duration_s=0.0,
         error_class="WorkerCrashedError",
-        error_message="the worker process died while anonymizing this file; it was left as it was",
+        error_message=f"{reason} while anonymizing this file; it was left as it was",
     )

@@ -1,0 +1,140 @@
+"""The same ``anonymize_file`` on a Ray cluster: one actor per CPU, each holding its own Worker (one
+detector session, loaded once and reused for every file it gets).
+
+The driver plans the batch, hands files to the actors through a bounded window and records every result
+itself, in plan order, through the same ``run_plan`` as a local run: the audit rows (and the hash chain)
+are the same whether the database is SQLite beside the driver or a team's PostgreSQL. Paths are passed,
+not pixels: every node must see the files at the same paths (a shared file system).
+
+A worker that dies mid-file loses nothing: the actor is restarted and Ray runs the file again; the atomic
+replace means the file was either still the original or already complete.
+
+Ray is an optional dependency (``pip install 'efface[ray]'``); only this module imports it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from efface.config import Settings
+from efface.errors import ConfigurationError
+from efface.pipeline.build import build_worker
+from efface.pipeline.core import FileJob, anonymize_file
+from efface.pipeline.pool import crashed_result
+from efface.records import AnonymizationResult
+
+__all__ = ["RayPool"]
+
+logger = logging.getLogger(__name__)
+
+# How long a head node may take to accept a connection.
+_CONNECT_TIMEOUT_S = 5.0
+# Times Ray restarts a dead actor, and runs a file again on it, before the file fails.
+_MAX_RESTARTS = 3
+
+
+def _import_ray() -> Any:
+    try:
+        import ray  # optional: imported only when a Ray run is asked for
+    except ImportError as exc:
+        raise ConfigurationError("--ray needs Ray: pip install 'efface[ray]'") from exc
+    return ray
+
+
+def _check_reachable(address: str) -> None:
+    """Fails fast on a head node that does not answer (Ray itself keeps retrying for minutes)."""
+    host, sep, port = address.rpartition(":")
+    if address in ("local", "auto") or address.startswith("ray://") or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot reach the Ray cluster at {address!r}: {exc.strerror or exc}") from exc
+
+
+class _FileWorker:
+    """A Ray actor: builds a Worker once, then anonymizes the files it is given."""
+
+    def __init__(self, settings: Settings) -> None:
+        # One inference thread per actor: Ray gives each actor one CPU, and runs one actor per CPU.
+        self._worker = build_worker(settings.model_copy(update={"workers": os.cpu_count() or 1}))
+
+    def anonymize(self, job: FileJob) -> AnonymizationResult:
+        return anonymize_file(job, worker=self._worker)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class RayPool:
+    """Files on the actors of a Ray cluster, results in job order (the ``Executor`` protocol).
+
+    Args:
+        settings: the settings each actor builds its Worker from.
+        address: ``"auto"`` (the cluster this machine belongs to), ``"ray://HOST:PORT"`` or ``"HOST:PORT"`` of
+            a head node, or ``"local"`` for a cluster of this machine alone, started and stopped here.
+        actors: actors to start; None: one per CPU of the cluster.
+
+    Raises:
+        ConfigurationError: Ray is not installed, or the cluster cannot be reached.
+    """
+
+    def __init__(self, settings: Settings, *, address: str, actors: int | None = None) -> None:
+        ray = _import_ray()
+        self._ray = ray
+        self._owns_cluster = address == "local"
+        _check_reachable(address)
+        try:
+            ray.init(
+                address=None if self._owns_cluster else address,
+                num_cpus=actors if self._owns_cluster else None,
+                include_dashboard=False,
+                log_to_driver=False,
+                ignore_reinit_error=True,
+                configure_logging=False,
+            )
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ConfigurationError(f"cannot reach the Ray cluster at {address!r}: {exc}") from exc
+        count = actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        remote = ray.remote(num_cpus=1, max_restarts=_MAX_RESTARTS, max_task_retries=_MAX_RESTARTS)(_FileWorker)
+        self.actors = [remote.remote(settings) for _ in range(count)]
+        self._pool = ray.util.ActorPool(self.actors)
+        self._in_flight: deque[FileJob] = deque()
+        logger.info("Ray: %d actors on %s", count, address)
+
+    def results(self, jobs: Iterable[FileJob]) -> Iterator[AnonymizationResult]:
+        window = 2 * len(self.actors)
+        for job in jobs:
+            self._pool.submit(lambda actor, job: actor.anonymize.remote(job), job)
+            self._in_flight.append(job)
+            if len(self._in_flight) >= window:
+                yield self._next()
+        while self._in_flight:
+            yield self._next()
+
+    def _next(self) -> AnonymizationResult:
+        job = self._in_flight.popleft()
+        try:
+            return self._pool.get_next()
+        except self._ray.exceptions.RayError as exc:
+            # Out of retries (the file keeps killing its actor): the file fails alone, as it was.
+            logger.error("Ray could not anonymize %s: %s", job.source, exc)
+            return crashed_result(job, reason=f"the Ray worker failed: {type(exc).__name__}")
+
+    def drain(self) -> list[AnonymizationResult]:
+        finished = []
+        while self._in_flight:
+            finished.append(self._next())
+        return finished
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self._ray.kill(actor)
+        self.actors = []
+        if self._owns_cluster:
+            self._ray.shutdown()

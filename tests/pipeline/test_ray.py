@@ -1,0 +1,85 @@
+"""The same pipeline on a real Ray cluster of this machine (2 worker processes), one of them killed mid-run."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from efface.audit import AuditStore
+from efface.cli import app
+from efface.config import load_settings
+from efface.pipeline import plan_jobs
+from efface.pipeline.build import build_worker
+from efface.pipeline.local import new_run_info, run_plan
+from efface.records import Outcome, RunStatus
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'efface[ray]')")
+
+
+def _photos(folder: Path, astronaut: np.ndarray, count: int) -> dict[str, bytes]:
+    folder.mkdir()
+    for index in range(count):
+        canvas = np.full((300, 400, 3), 120 + index, np.uint8)
+        canvas[20:276, 40 + index * 5 : 296 + index * 5] = astronaut[::2, ::2]
+        Image.fromarray(canvas).save(folder / f"{index:02d}.jpg", quality=92)
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+@pytest.mark.slow
+def test_a_killed_ray_worker_loses_nothing(tmp_path: Path, astronaut: np.ndarray, sqlite_url: str) -> None:
+    from efface.pipeline.ray import RayPool
+
+    folder = tmp_path / "photos"
+    originals = _photos(folder, astronaut, 12)
+    settings = load_settings(db_url=sqlite_url)
+    plan = plan_jobs([folder])
+    pool = RayPool(settings, address="local", actors=2)
+    try:
+        pids = ray.get([actor.pid.remote() for actor in pool.actors])
+        killed: list[int] = []
+
+        def kill_one_worker(_result: object) -> None:
+            if not killed:  # a file is in flight on every actor now: one of them dies under it
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+
+        with AuditStore(sqlite_url) as store:
+            run = new_run_info(command="anonymize", mode=plan.mode, worker=build_worker(settings), settings={})
+            summary = run_plan(plan, executor=pool, store=store, run=run, on_result=kill_one_worker)
+            rows = store.list_files(run.run_id)
+        assert killed and ray.get([actor.pid.remote() for actor in pool.actors])[0] != pids[0]  # restarted
+    finally:
+        pool.close()
+
+    assert summary.status is RunStatus.COMPLETED and summary.files_total == 12
+    assert sorted(Path(row.path).name for row in rows) == sorted(originals)  # each file audited exactly once
+    assert {row.outcome for row in rows} == {Outcome.ANONYMIZED}
+    for name, content in originals.items():
+        assert (folder / name).read_bytes() != content, name
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow
+def test_cli_runs_on_ray_and_audits_like_a_local_run(tmp_path: Path, astronaut: np.ndarray, sqlite_url: str) -> None:
+    folder = tmp_path / "photos"
+    _photos(folder, astronaut, 4)
+    result = CliRunner().invoke(app, ["anonymize", str(folder), "--ray", "local", "--db", sqlite_url])
+    assert result.exit_code == 0, result.output
+    with AuditStore(sqlite_url) as store:
+        (run,) = store.list_runs()
+        rows = store.list_files(run.run_id)
+    assert [row.outcome for row in rows] == [Outcome.ANONYMIZED] * 4
+    assert [Path(row.path).name for row in rows] == ["00.jpg", "01.jpg", "02.jpg", "03.jpg"]  # plan order
+
+
+def test_an_unreachable_cluster_is_a_usage_error(tmp_path: Path, sqlite_url: str) -> None:
+    (tmp_path / "a.png").write_bytes(b"")
+    result = CliRunner().invoke(app, ["anonymize", str(tmp_path), "--ray", "127.0.0.1:9", "--db", sqlite_url])
+    assert result.exit_code == 2
+    assert "cannot reach the Ray cluster" in result.stderr
