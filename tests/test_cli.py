@@ -310,3 +310,14 @@ def test_bad_extra_detector_is_a_usage_error(tmp_path: Path, sqlite_url: str, sp
     result = runner.invoke(app, ["anonymize", str(tmp_path / "a.png"), "--detector", spec, "--db", sqlite_url])
     assert result.exit_code == 2
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cuda_without_a_gpu_is_a_clear_usage_error(tmp_path: Path, sqlite_url: str) -> None:
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine has CUDA")
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
+    result = runner.invoke(app, ["anonymize", str(tmp_path), "--device", "cuda", "--db", sqlite_url])
+    assert result.exit_code == 2
+    assert "CUDAExecutionProvider" in result.stderr and "onnxruntime-gpu" in result.stderr

@@ -41,6 +41,7 @@ from efface.pipeline.pool import Executor, FrameProgress, InProcess, ProcessPool
 from efface.pipeline.ray import RayPool
 from efface.records import (
     AnonymizationResult,
+    Device,
     MaskShape,
     Method,
     Outcome,
@@ -58,6 +59,13 @@ from efface.verify.strength import Attacker, StrengthReport, measure_strength, s
 __all__ = ["app", "main"]
 
 EXIT_OK, EXIT_FILES_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+# onnxruntime execution providers per device, in order of preference.
+_PROVIDERS = {
+    Device.CPU: ("CPUExecutionProvider",),
+    Device.CUDA: ("CUDAExecutionProvider", "CPUExecutionProvider"),
+}
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 T = TypeVar("T")
 
@@ -185,6 +193,12 @@ def anonymize(
         bool,
         typer.Option("--force", help="Re-anonymize files an earlier run already did (default: skip them)."),
     ] = False,
+    device: Annotated[
+        Device | None,
+        typer.Option(
+            help="Where the detector runs: cpu, or cuda (an NVIDIA GPU, with onnxruntime-gpu). [default: cpu]"
+        ),
+    ] = None,
     ray_address: Annotated[
         str | None,
         typer.Option(
@@ -217,6 +231,7 @@ def anonymize(
         video_crf=video_crf,
         detect_every=detect_every,
         workers=jobs,
+        providers=_PROVIDERS[device] if device is not None else None,
     )
     try:
         worker = build_worker(settings)

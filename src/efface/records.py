@@ -16,6 +16,7 @@ from pathlib import Path
 __all__ = [
     "AnonymizationResult",
     "BBox",
+    "Device",
     "Face",
     "MaskShape",
     "Method",
@@ -75,6 +76,13 @@ class Outcome(StrEnum):
     LEFTOVER_REMOVED = "leftover_removed"
     # Already done: the file hashes to an output an earlier run recorded for it (a resumed run).
     SKIPPED = "skipped"
+
+
+class Device(StrEnum):
+    """Where the detector runs."""
+
+    CPU = "cpu"
+    CUDA = "cuda"
 
 
 class RunStatus(StrEnum):

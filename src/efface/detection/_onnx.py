@@ -41,8 +41,11 @@ def create_session(
     available = ort.get_available_providers()
     missing = [name for name in providers if name not in available]
     if not providers or missing:
+        hint = ""
+        if "CUDAExecutionProvider" in missing:
+            hint = " (CUDA needs an NVIDIA GPU, its driver and onnxruntime-gpu in place of onnxruntime)"
         raise ConfigurationError(
-            f"execution provider(s) {missing or list(providers)} not available; available: {', '.join(available)}"
+            f"execution provider(s) {missing or list(providers)} not available{hint}; available: {', '.join(available)}"
         )
     options = ort.SessionOptions()
     options.log_severity_level = 3  # onnxruntime's warnings are about the published graph, not the user
