@@ -151,6 +151,18 @@ def test_a_new_database_starts_with_genesis_and_verifies(store: AuditStore, raw_
     assert genesis["payload"]["chained_existing_records"] == {"runs": 0, "files": 0, "validations": 0}
 
 
+def test_migration_and_tables_describe_the_same_chain(store: AuditStore, raw_engine: sa.Engine) -> None:
+    inspector = sa.inspect(raw_engine)
+    assert [c["name"] for c in inspector.get_columns("chain")] == list(chain.c.keys())
+    assert inspector.get_pk_constraint("chain")["constrained_columns"] == ["seq"]
+    indexed = {tuple(ix["column_names"]) for ix in inspector.get_indexes("chain")}
+    assert {("run_id",), ("file_id",), ("validation_id",), ("pruned_by",)} <= indexed
+    nullable = {c["name"] for c in inspector.get_columns("chain") if c["nullable"]}
+    assert nullable == {"run_id", "file_id", "validation_id", "payload", "pruned_by"}
+    # No foreign key: the chain row of a pruned record stays.
+    assert inspector.get_foreign_keys("chain") == []
+
+
 def test_every_write_is_chained_and_verifies(store: AuditStore, raw_engine: sa.Engine) -> None:
     fill(store)
     report = store.verify()

@@ -1,5 +1,6 @@
 """The audit log: one row per run, per file and per validation, in SQLite or PostgreSQL, never any image
-content.
+content, every row appended through a hash chain (``chain.py``, ``ledger.py``); filters and exports
+(``query.py``, ``export.py``) and the report for a data-protection officer (``summary.py``, ``report.py``).
 
 Only this package imports SQLAlchemy and Alembic; their errors leave it as ``AuditError``.
 """

@@ -167,25 +167,31 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _normalized(fields: Mapping[str, FieldType], row: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: None if row[name] is None else _NORMALIZERS[kind](row[name]) for name, kind in fields.items()}
+# Read back from the database, JSON values are JSON already: the round trip through text is skipped.
+_READ_BACK_NORMALIZERS = {**_NORMALIZERS, FieldType.JSON: lambda value: value}
+
+
+def _normalized(fields: Mapping[str, FieldType], row: Mapping[str, Any], *, is_read_back: bool) -> dict[str, Any]:
+    normalizers = _READ_BACK_NORMALIZERS if is_read_back else _NORMALIZERS
+    return {name: None if row[name] is None else normalizers[kind](row[name]) for name, kind in fields.items()}
 
 
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def content_sha256(fields: Mapping[str, FieldType], row: Mapping[str, Any]) -> str:
+def content_sha256(fields: Mapping[str, FieldType], row: Mapping[str, Any], *, is_read_back: bool = False) -> str:
     """sha256 of a record's canonical content.
 
     Args:
         fields: which fields are hashed and how (e.g. ``FILE_FIELDS``).
         row: the record, as written or as read back (either gives the same hash).
+        is_read_back: ``row`` was read from the database, so its JSON values are plain JSON already.
 
     Raises:
         KeyError: ``row`` lacks one of ``fields``.
     """
-    return _sha256(canonical_json(_normalized(fields, row)))
+    return _sha256(canonical_json(_normalized(fields, row, is_read_back=is_read_back)))
 
 
 def payload_sha256(payload: Mapping[str, Any]) -> str:
@@ -366,7 +372,9 @@ class ChainReport:
 
 @dataclass(frozen=True, slots=True)
 class ChainRow:
-    """A chain row as read back, with the record it stands for (None when that record is missing)."""
+    """A chain row as read back, with the record it stands for (None when that record is missing, and for a
+    row marked pruned: ids may be reused after a prune, so its record is never looked up).
+    """
 
     seq: int
     kind: str
@@ -542,9 +550,8 @@ class ChainVerifier:
             if row.pruned_by <= row.seq:
                 self._break(BreakKind.ALTERED, "chain", row.seq, row.seq, f"{name} is marked pruned by an earlier row")
             else:
+                # Counted against the prune's digest: its record is gone, or no longer vouched for.
                 self._pruned.setdefault(row.pruned_by, SeqDigest()).add(row.seq)
-            if row.record is not None:
-                self._break(BreakKind.ALTERED, "chain", row.seq, row.seq, f"{name} is marked pruned but still there")
             return
         if row.record is None:
             self._break(BreakKind.DELETED, table, record_id, row.seq, f"{name} was deleted")
@@ -557,10 +564,10 @@ class ChainVerifier:
                 return
             state.finish_seq, state.finish_sha256 = row.seq, row.content_sha256
             return
-        if content_sha256(fields, row.record) != row.content_sha256:
+        if content_sha256(fields, row.record, is_read_back=True) != row.content_sha256:
             self._break(BreakKind.ALTERED, table, record_id, row.seq, f"{name} was altered")
         if row.kind == EventKind.RUN_STARTED:
-            current = content_sha256(RUN_FINISH_FIELDS, row.record)
+            current = content_sha256(RUN_FINISH_FIELDS, row.record, is_read_back=True)
             self._runs[record_id] = _RunState(current_finish_sha256=current, start_seq=row.seq)
 
     def finish(self, unchained: Iterable[tuple[str, str]] = ()) -> ChainReport:

@@ -23,7 +23,7 @@ from efface.errors import ConfigurationError, OutputError
 __all__ = ["ExportFormat", "export_records"]
 
 # Rows per Parquet row group / record batch.
-_PARQUET_BATCH_ROWS = 65_536
+_PARQUET_BATCH_ROWS = 16_384
 
 
 class ExportFormat(StrEnum):
