@@ -321,3 +321,23 @@ def test_cuda_without_a_gpu_is_a_clear_usage_error(tmp_path: Path, sqlite_url: s
     result = runner.invoke(app, ["anonymize", str(tmp_path), "--device", "cuda", "--db", sqlite_url])
     assert result.exit_code == 2
     assert "CUDAExecutionProvider" in result.stderr and "onnxruntime-gpu" in result.stderr
+
+
+@pytest.mark.slow
+def test_anonymize_writes_nothing_but_the_output_and_the_audit_log(tmp_path: Path, astronaut: np.ndarray) -> None:
+    home, photos = tmp_path / "home", tmp_path / "photos"
+    home.mkdir()
+    photos.mkdir()
+    Image.fromarray(astronaut).save(photos / "a.jpg")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EFFACE_", "ORT_", "XDG_"))}
+    env["HOME"] = str(home)  # onnxruntime's telemetry would land in ~/.cache/Microsoft
+    db = tmp_path / "audit.sqlite3"
+    subprocess.run(
+        [sys.executable, "-m", "efface", "anonymize", str(photos), "--db", f"sqlite:///{db}"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    assert [p.relative_to(home).as_posix() for p in home.rglob("*")] == []
+    assert [p.name for p in photos.iterdir()] == ["a.jpg"]

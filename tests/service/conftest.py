@@ -200,12 +200,9 @@ def start_server(root: Path, *args: str) -> Served:
     db_url = f"sqlite:///{db_dir / 'audit.sqlite3'}"
     api_key = create_key(db_url, "served", rate_limit_per_min=1_000_000)
     port = free_port()
-    env = {name: value for name, value in os.environ.items() if not name.startswith("EFFACE_")}
+    # No ORT_* either: efface itself must switch onnxruntime's telemetry file off (the no-file test checks).
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("EFFACE_", "ORT_"))}
     env |= {"EFFACE_DB_URL": db_url, "EFFACE_CONFIG": str(root / "no-config.toml"), "TMPDIR": str(tmpdir)}
-    # onnxruntime 1.32 stores a telemetry event per process in ~/.cache/Microsoft/DeveloperTools/.onnxruntime/
-    # (for upload) unless this is set before it is imported; efface does not set it yet (reported), so the
-    # no-file test would see that database.
-    env["ORT_DISABLE_TELEMETRY"] = "1"
     log = root / "server.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
-import onnxruntime as ort
+# onnxruntime otherwise writes a telemetry event for every process into ~/.cache/Microsoft/..., queued for
+# upload: efface promises to write nothing but the anonymized files and its audit log. Read at import time.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+import onnxruntime as ort  # after the telemetry switch above
 
 from efface.errors import ConfigurationError, ModelError
 
