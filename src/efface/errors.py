@@ -12,7 +12,15 @@ into these at one boundary per package with ``raise X(...) from exc``; nothing e
     │   ├── CorruptImageError       the bytes are not a valid image or video (truncated, bad CRC, ...)
     │   └── ImageTooLargeError      more pixels than allowed (decompression bombs)
     ├── OutputError                 the anonymized file could not be written (has ``.path``)
-    └── AuditError                  the audit database cannot be opened, migrated or written
+    ├── AuditError                  the audit database cannot be opened, migrated or written
+    ├── service.errors.RequestRejectedError   an HTTP request refused (its status code and Retry-After),
+    │       with one subclass per cause: malformed request, invalid API key, upload too large or too
+    │       slow, invalid option, rate limit, server busy, processing timeout
+    └── client.ServiceError         what the Python client raises for an answer it cannot use:
+            ServiceUnreachableError, AuthenticationError, RateLimitError, ServiceBusyError,
+            RequestRejectedError
+
+The service and client errors live beside the code that raises them (the edges); the core never sees them.
 """
 
 from __future__ import annotations
