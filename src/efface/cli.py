@@ -234,8 +234,10 @@ def anonymize(
         providers=_PROVIDERS[device] if device is not None else None,
     )
     try:
-        worker = build_worker(settings)
         plan = plan_jobs(paths, output_dir=output, dry_run=dry_run)
+        # No more processes than files: a single file runs here, with every core for its inference.
+        settings = settings.model_copy(update={"workers": max(1, min(settings.workers, len(plan.jobs)))})
+        worker = build_worker(settings)
     except EffaceError as exc:
         raise _fail_setup(exc) from exc
     store = _open_store(settings)
