@@ -6,6 +6,7 @@ import io
 import itertools
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -28,7 +29,6 @@ from efface.errors import (
     ImageTooLargeError,
     InputNotFoundError,
     OutputError,
-    UnreadableFileError,
     UnsupportedFormatError,
 )
 from efface.media.atomic import atomic_write_with, find_leftovers, is_leftover
@@ -537,16 +537,35 @@ def test_bad_input_is_refused_and_left_untouched(
             probe_video(source, options=VideoOptions())
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads files whatever their mode")
+_READ_LOCKED = """
+import sys
+from pathlib import Path
+from efface.errors import UnreadableFileError
+from efface.media.video import VideoOptions, transcode_video
+source = Path(sys.argv[1])
+try:
+    transcode_video(source, source, lambda frames: frames, options=VideoOptions())
+except UnreadableFileError as exc:
+    print(type(exc).__name__, exc.path == source, exc.message)
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
 def test_unreadable_file_is_refused(tmp_path: Path) -> None:
     source = _write_video(tmp_path / "clip.mp4", audio=False)
+    original = source.read_bytes()
     source.chmod(0)
+    command = [sys.executable, "-c", _READ_LOCKED, str(source)]
+    if os.geteuid() == 0:  # root reads any file: drop the capabilities that let it
+        if shutil.which("setpriv") is None:
+            pytest.fail("running as root needs util-linux setpriv to drop CAP_DAC_OVERRIDE for this test")
+        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
     try:
-        with pytest.raises(UnreadableFileError, match="cannot read") as caught:
-            transcode_video(source, source, _invert, options=VideoOptions())
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     finally:
         source.chmod(0o600)
-    assert caught.value.path == source
+    assert proc.stdout.startswith("UnreadableFileError True cannot read"), proc.stdout + proc.stderr
+    assert source.read_bytes() == original
     assert _files(tmp_path) == {"clip.mp4"}
 
 
