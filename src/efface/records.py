@@ -62,6 +62,8 @@ class WriteMode(StrEnum):
     IN_PLACE = "in_place"
     OUTPUT_DIR = "output_dir"
     DRY_RUN = "dry_run"
+    # The HTTP service: the anonymized image goes back in the response; nothing is stored.
+    RESPONSE = "response"
 
 
 class Outcome(StrEnum):
@@ -76,6 +78,13 @@ class Outcome(StrEnum):
     LEFTOVER_REMOVED = "leftover_removed"
     # Already done: the file hashes to an output an earlier run recorded for it (a resumed run).
     SKIPPED = "skipped"
+
+    @classmethod
+    def of_processing(cls, mode: WriteMode, *, faces_anonymized: int) -> Outcome:
+        """The outcome of a file processed without error: a dry run, or whether any face was anonymized."""
+        if mode is WriteMode.DRY_RUN:
+            return cls.DRY_RUN
+        return cls.ANONYMIZED if faces_anonymized else cls.NO_FACES
 
 
 class Device(StrEnum):

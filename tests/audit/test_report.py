@@ -131,6 +131,15 @@ def test_checklist_marks_what_is_missing_or_contradicted(sqlite_store: AuditStor
     assert (
         evaluate_checklist(output_dir, coverage=None, strength=None, chain=base.chain)[2].status is CheckStatus.REVIEW
     )
+    # The HTTP service keeps no original and no copy: its runs meet the item, with the uploads as evidence.
+    served = replace(
+        base.activity,
+        runs_by_mode={WriteMode.RESPONSE: 1},
+        files_by_mode={WriteMode.RESPONSE: 7},
+        files_by_outcome={Outcome.ANONYMIZED: 7},
+    )
+    originals = evaluate_checklist(served, coverage=None, strength=None, chain=base.chain)[2]
+    assert originals.status is CheckStatus.MET and "7 uploads" in originals.evidence
 
 
 def test_page_is_self_contained_with_the_key_figures(sqlite_store: AuditStore) -> None:

@@ -269,7 +269,7 @@ def test_every_request_is_one_audit_row_without_the_image_or_the_key(
 
     row = by_request[ok.json()["request_id"]]
     assert str(row.path) == f"request:{row.details['request_id']}"
-    assert row.outcome is Outcome.ANONYMIZED and row.mode is WriteMode.OUTPUT_DIR
+    assert row.outcome is Outcome.ANONYMIZED and row.mode is WriteMode.RESPONSE
     assert row.faces_detected == row.faces_anonymized == 1 and (row.width, row.height) == (512, 512)
     image = base64.b64decode(ok.json()["image"]["data_base64"])
     assert row.output_sha256 == hashlib.sha256(image).hexdigest()

@@ -191,11 +191,14 @@ def _originals_item(activity: ActivitySummary) -> ChecklistItem:
     if not activity.runs_total:
         return ChecklistItem(title, CheckStatus.MISSING, "no run in scope")
     in_place = activity.files_by_mode.get(WriteMode.IN_PLACE, 0)
+    served = activity.files_by_mode.get(WriteMode.RESPONSE, 0)
     leftovers = activity.files_by_outcome.get(Outcome.LEFTOVER_REMOVED, 0)
     evidence = (
         f"{in_place} files processed in place: each anonymized file replaced its original atomically, no backup "
         f"or copy written; {leftovers} temporary files left by interrupted runs found and deleted"
     )
+    if served:
+        evidence += f"; {served} uploads anonymized by the HTTP service, held in memory only and never stored"
     output_runs = activity.runs_by_mode.get(WriteMode.OUTPUT_DIR, 0)
     if output_runs:
         return ChecklistItem(
@@ -204,7 +207,7 @@ def _originals_item(activity: ActivitySummary) -> ChecklistItem:
             f"{evidence}; {output_runs} runs wrote anonymized copies to an output folder and left the originals "
             "where they were: delete them, or record why they are kept",
         )
-    if not in_place:
+    if not in_place and not served:
         return ChecklistItem(title, CheckStatus.REVIEW, "only dry runs in scope: nothing was anonymized")
     return ChecklistItem(title, CheckStatus.MET, evidence)
 

@@ -166,13 +166,9 @@ def anonymize_file(job: FileJob, *, worker: Worker, on_frame: FrameCallback | No
     except Exception as exc:  # a bug must fail this file, not the whole batch
         logger.exception("unexpected error on %s", job.source)
         return _error_result(job, exc, started_at=started_at, t0=t0, processed=processed)
-    if mode is WriteMode.DRY_RUN:
-        outcome = Outcome.DRY_RUN
-    else:
-        outcome = Outcome.ANONYMIZED if processed.faces_anonymized else Outcome.NO_FACES
     return AnonymizationResult(
         path=job.source,
-        outcome=outcome,
+        outcome=Outcome.of_processing(mode, faces_anonymized=processed.faces_anonymized),
         mode=mode,
         started_at=started_at,
         duration_s=time.perf_counter() - t0,
@@ -225,13 +221,9 @@ def _video_result(
     job: FileJob, run: VideoRun, *, started_at: datetime, t0: float, output_sha256: str | None
 ) -> AnonymizationResult:
     stats = run.stats
-    if job.mode is WriteMode.DRY_RUN:
-        outcome = Outcome.DRY_RUN
-    else:
-        outcome = Outcome.ANONYMIZED if stats.regions else Outcome.NO_FACES
     return AnonymizationResult(
         path=job.source,
-        outcome=outcome,
+        outcome=Outcome.of_processing(job.mode, faces_anonymized=stats.regions),
         mode=job.mode,
         started_at=started_at,
         duration_s=time.perf_counter() - t0,

@@ -170,7 +170,7 @@ class Service:
             self.workers = WorkerCache(settings, size=limits.cached_workers, build=build)
             self.run: RunInfo = new_run_info(
                 command="serve",
-                mode=WriteMode.OUTPUT_DIR,
+                mode=WriteMode.RESPONSE,
                 worker=self.workers.default,
                 settings={**audited_settings(settings), "service": dataclasses.asdict(limits)},
             )
@@ -389,7 +389,7 @@ class Service:
         }
         if processed is not None:
             details |= {"queue_s": round(processed.queue_s, 6), "processing_s": round(processed.processing_s, 6)}
-        mode = WriteMode.OUTPUT_DIR if call.endpoint is Endpoint.ANONYMIZE else WriteMode.DRY_RUN
+        mode = WriteMode.RESPONSE if call.endpoint is Endpoint.ANONYMIZE else WriteMode.DRY_RUN
         common = {
             "path": Path(f"request:{call.request_id}"),
             "mode": mode,
@@ -403,12 +403,8 @@ class Service:
             return AnonymizationResult(
                 outcome=Outcome.ERROR, error_class=type(error).__name__, error_message=message, **common
             )
-        if mode is WriteMode.DRY_RUN:
-            outcome = Outcome.DRY_RUN
-        else:
-            outcome = Outcome.ANONYMIZED if processed.faces_anonymized else Outcome.NO_FACES
         return AnonymizationResult(
-            outcome=outcome,
+            outcome=Outcome.of_processing(mode, faces_anonymized=processed.faces_anonymized),
             faces=processed.faces,
             faces_anonymized=processed.faces_anonymized,
             output_sha256=processed.output_sha256,
