@@ -157,7 +157,10 @@ def test_a_killed_run_resumes_without_anonymizing_a_file_twice(tmp_path: Path, a
     assert forced.returncode == 0, forced.stderr
     with AuditStore(f"sqlite:///{db}") as store:
         third = store.list_runs(limit=1)[0]
-        assert {row.outcome for row in store.list_files(third.run_id)} == {Outcome.ANONYMIZED}
+        forced_rows = store.list_files(third.run_id)
+    # --force processes every file again (none skipped); an already filled face may no longer be detected.
+    assert len(forced_rows) == len(originals)
+    assert {row.outcome for row in forced_rows} <= {Outcome.ANONYMIZED, Outcome.NO_FACES}
 
 
 @pytest.mark.slow
