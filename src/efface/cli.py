@@ -11,6 +11,7 @@ import json
 import logging
 import socket
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,7 +36,7 @@ from efface.config import Settings, load_settings
 from efface.errors import AuditError, EffaceError, OutputError
 from efface.pipeline.build import audited_settings, build_worker
 from efface.pipeline.core import Worker
-from efface.pipeline.jobs import plan_jobs
+from efface.pipeline.jobs import PlanItem, count_jobs_ahead, plan_jobs
 from efface.pipeline.local import new_run_info, run_plan
 from efface.pipeline.pool import Executor, FrameProgress, InProcess, ProcessPool
 from efface.pipeline.ray import RayPool
@@ -235,15 +236,16 @@ def anonymize(
     )
     try:
         plan = plan_jobs(paths, output_dir=output, dry_run=dry_run)
-        # No more processes than files: a single file runs here, with every core for its inference.
-        settings = settings.model_copy(update={"workers": max(1, min(settings.workers, len(plan.jobs)))})
+        # No more processes than files: a single file runs here, with every core for its inference. The walk
+        # goes only as far as it takes to find that many files.
+        files_ahead, items = count_jobs_ahead(plan.items(), limit=settings.workers)
+        settings = settings.model_copy(update={"workers": max(1, files_ahead)})
         worker = build_worker(settings)
     except EffaceError as exc:
         raise _fail_setup(exc) from exc
     store = _open_store(settings)
     run = new_run_info(command="anonymize", mode=plan.mode, worker=worker, settings=audited_settings(settings))
-    total = len(plan.jobs) + len(plan.failures) + len(plan.leftovers)
-    results: list[AnonymizationResult] = []
+    outcomes: Counter[Outcome] = Counter()
     progress = _progress(is_quiet=json_output)
 
     frame_tasks: dict[Path, TaskID] = {}
@@ -254,7 +256,7 @@ def anonymize(
         progress.update(frame_tasks[path], completed=done)
 
     def on_result(result: AnonymizationResult) -> None:
-        results.append(result)
+        outcomes[result.outcome] += 1
         progress.advance(task)
         if result.path in frame_tasks:
             progress.remove_task(frame_tasks.pop(result.path))
@@ -266,18 +268,29 @@ def anonymize(
                 highlight=False,
                 soft_wrap=True,
             )
+        else:
+            _print_video(result)
+
+    def walked(items: Iterator[PlanItem]) -> Iterator[PlanItem]:
+        # The total is known once the walk ends (a few files before the run does).
+        count = 0
+        for item in items:
+            count += 1
+            yield item
+        progress.update(task, total=count)
 
     try:
         with store, progress:
-            task = progress.add_task("anonymizing", total=total)
+            task = progress.add_task("anonymizing", total=None)
             with _executor(settings, worker, on_frame=on_frame, ray_address=ray_address) as executor:
-                summary = run_plan(plan, executor=executor, store=store, run=run, on_result=on_result, is_forced=force)
+                summary = run_plan(
+                    walked(items), executor=executor, store=store, run=run, on_result=on_result, is_forced=force
+                )
     except KeyboardInterrupt:
-        done = sum(r.outcome is not Outcome.LEFTOVER_REMOVED for r in results)
+        done = sum(outcomes.values()) - outcomes[Outcome.LEFTOVER_REMOVED]
         stderr.print(
-            f"interrupted after {done} of {len(plan.jobs) + len(plan.failures)} file(s); every file is either as it "
-            "was or anonymized, and all finished ones are audited. Run the same command again to resume: files "
-            "already done are skipped.",
+            f"interrupted after {done} file(s); every file is either as it was or anonymized, and all finished "
+            "ones are audited. Run the same command again to resume: files already done are skipped.",
             highlight=False,
             soft_wrap=True,
         )
@@ -286,7 +299,7 @@ def anonymize(
         stderr.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FILES_FAILED) from exc
     if not json_output:
-        _print_summary(run.run_id, summary, results)
+        _print_summary(run.run_id, summary, outcomes)
     raise typer.Exit(EXIT_FILES_FAILED if summary.files_failed else EXIT_OK)
 
 
@@ -582,11 +595,23 @@ def _executor(
         executor.close()
 
 
-def _print_summary(run_id: str, summary: RunSummary, results: list[AnonymizationResult]) -> None:
+def _print_video(result: AnonymizationResult) -> None:
+    video = result.video
+    if video is None or result.outcome is Outcome.ERROR:
+        return
+    encoded = f", encoded with {video.encoder} (CRF {video.crf})" if video.encoder else ""
+    stdout.print(
+        f"video {escape(result.path.name)}: {video.frames} frames, faces covered on {video.frames_with_faces} "
+        f"({video.detections} detections, {video.regions - video.detections} boxes carried between frames)"
+        f"{encoded}",
+        highlight=False,
+    )
+
+
+def _print_summary(run_id: str, summary: RunSummary, counts: Counter[Outcome]) -> None:
     table = Table(title=f"efface run {run_id}", show_header=True, header_style="bold")
     for column in ("files", "anonymized", "no faces", "errors", "faces found", "faces anonymized", "time"):
         table.add_column(column, justify="right")
-    counts = {outcome: sum(r.outcome is outcome for r in results) for outcome in Outcome}
     table.add_row(
         str(summary.files_total),
         str(counts[Outcome.ANONYMIZED]),
@@ -604,17 +629,6 @@ def _print_summary(run_id: str, summary: RunSummary, results: list[Anonymization
     if counts[Outcome.SKIPPED]:
         stdout.print(
             f"skipped {counts[Outcome.SKIPPED]} file(s) already anonymized by an earlier run (--force redoes them)"
-        )
-    for result in results:
-        video = result.video
-        if video is None or result.outcome is Outcome.ERROR:
-            continue
-        encoded = f", encoded with {video.encoder} (CRF {video.crf})" if video.encoder else ""
-        stdout.print(
-            f"video {escape(result.path.name)}: {video.frames} frames, faces covered on {video.frames_with_faces} "
-            f"({video.detections} detections, {video.regions - video.detections} boxes carried between frames)"
-            f"{encoded}",
-            highlight=False,
         )
 
 

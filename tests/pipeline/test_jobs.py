@@ -1,14 +1,28 @@
 from __future__ import annotations
 
+import gc
 import os
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import pytest
 
 from efface.errors import ConfigurationError
 from efface.media.atomic import temp_path_for
-from efface.pipeline import plan_jobs
-from efface.records import WriteMode
+from efface.pipeline import FileJob, Leftover, plan_jobs
+from efface.pipeline.jobs import Plan, count_jobs_ahead
+from efface.records import AnonymizationResult, WriteMode
+
+
+def _jobs(plan: Plan) -> list[FileJob]:
+    return list(plan.jobs())
+
+
+def _failures(plan: Plan) -> list[AnonymizationResult]:
+    return [item for item in plan.items() if isinstance(item, AnonymizationResult)]
+
+
+def _leftovers(plan: Plan) -> list[Path]:
+    return [item.path for item in plan.items() if isinstance(item, Leftover)]
 
 
 @pytest.fixture
@@ -22,11 +36,11 @@ def tree(tmp_path: Path) -> Path:
 
 def test_folder_is_walked_recursively_in_place(tree: Path) -> None:
     plan = plan_jobs([tree])
-    names = [job.source.relative_to(tree).as_posix() for job in plan.jobs]
+    names = [job.source.relative_to(tree).as_posix() for job in _jobs(plan)]
     # .txt is not a picture; a GIF is, and is planned so that it is reported, not silently skipped.
     assert names == ["1.jpg", "a/.hidden.jpeg", "a/2.PNG", "a/b/3.webp", "a/b/4.gif"]
-    assert all(job.destination == job.source for job in plan.jobs)
-    assert plan.mode is WriteMode.IN_PLACE and not plan.failures
+    assert all(job.destination == job.source for job in _jobs(plan))
+    assert plan.mode is WriteMode.IN_PLACE and not _failures(plan)
 
 
 def test_output_dir_mirrors_the_tree(tree: Path, tmp_path: Path) -> None:
@@ -34,7 +48,7 @@ def test_output_dir_mirrors_the_tree(tree: Path, tmp_path: Path) -> None:
     single = tmp_path / "single.jpg"
     single.write_bytes(b"x")
     plan = plan_jobs([tree, single], output_dir=out)
-    destinations = {job.destination.relative_to(out).as_posix() for job in plan.jobs}
+    destinations = {job.destination.relative_to(out).as_posix() for job in _jobs(plan)}
     assert "photos/a/b/3.webp" in destinations and "single.jpg" in destinations
     assert plan.mode is WriteMode.OUTPUT_DIR
 
@@ -44,7 +58,7 @@ def test_output_dir_inside_the_input_is_not_walked(tree: Path) -> None:
     (out / "photos").mkdir(parents=True)
     (out / "photos" / "1.jpg").write_bytes(b"x")
     plan = plan_jobs([tree], output_dir=out)
-    assert all(out not in job.source.parents for job in plan.jobs)
+    assert _jobs(plan) and all(out not in job.source.parents for job in _jobs(plan))
 
 
 def test_output_dir_equal_to_input_is_refused(tree: Path) -> None:
@@ -54,26 +68,27 @@ def test_output_dir_equal_to_input_is_refused(tree: Path) -> None:
 
 def test_dry_run_has_no_destinations(tree: Path) -> None:
     plan = plan_jobs([tree], dry_run=True)
-    assert plan.mode is WriteMode.DRY_RUN and all(job.destination is None for job in plan.jobs)
+    assert plan.mode is WriteMode.DRY_RUN and all(job.destination is None for job in _jobs(plan))
 
 
 def test_missing_path_and_empty_folder_are_failures(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "readme.txt").write_text("no pictures here")
-    plan = plan_jobs([tmp_path / "nope.jpg", empty])
-    assert [(f.path.name, f.error_class) for f in plan.failures] == [
-        ("nope.jpg", "InputNotFoundError"),
+    plan = plan_jobs([empty, tmp_path / "nope.jpg"])
+    failures = _failures(plan)
+    assert [(f.path.name, f.error_class) for f in failures] == [
+        ("nope.jpg", "InputNotFoundError"),  # known before the walk, reported first
         ("empty", "InputNotFoundError"),
     ]
-    assert "no image or video files" in plan.failures[1].error_message
+    assert "no image or video files" in failures[1].error_message
 
 
 def test_duplicates_and_symlinks_resolve_to_the_real_file(tree: Path, tmp_path: Path) -> None:
     link = tmp_path / "link.jpg"
     link.symlink_to(tree / "1.jpg")
     plan = plan_jobs([tree / "1.jpg", link, tree / "1.jpg"])
-    assert [job.source for job in plan.jobs] == [(tree / "1.jpg").resolve()]
+    assert [job.source for job in _jobs(plan)] == [(tree / "1.jpg").resolve()]
 
 
 def test_dangling_link_and_fifo_are_failures(tmp_path: Path) -> None:
@@ -82,15 +97,138 @@ def test_dangling_link_and_fifo_are_failures(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe.jpg"
     os.mkfifo(fifo)
     plan = plan_jobs([dangling, fifo])
-    assert not plan.jobs
-    assert sorted(f.error_class for f in plan.failures) == ["InputNotFoundError", "UnreadableFileError"]
+    assert not _jobs(plan)
+    assert sorted(f.error_class for f in _failures(plan)) == ["InputNotFoundError", "UnreadableFileError"]
 
 
 def test_leftovers_are_found_for_folders_and_files(tree: Path) -> None:
     nested = temp_path_for(tree / "a" / "2.PNG")
     nested.write_bytes(b"partial")
     plan = plan_jobs([tree])
-    assert plan.leftovers == (nested,)
-    assert nested not in [job.source for job in plan.jobs]
+    assert _leftovers(plan) == [nested]
+    assert nested not in [job.source for job in _jobs(plan)]
     single = plan_jobs([tree / "a" / "2.PNG"])
-    assert single.leftovers == (nested,)
+    assert _leftovers(single) == [nested]
+    # A folder's leftovers come before any of its files, so none can be the temporary file of a file in flight.
+    items = list(plan.items())
+    (position,) = [i for i, item in enumerate(items) if isinstance(item, Leftover)]
+    assert all(item.source.parent != nested.parent for item in items[:position] if isinstance(item, FileJob))
+
+
+def test_the_walk_is_lazy_one_folder_at_a_time(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    for folder in ("a", "b"):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "1.jpg").write_bytes(b"x")
+    items = plan_jobs([root]).items()
+    first = next(items)
+    assert isinstance(first, FileJob) and first.source == root / "a" / "1.jpg"
+    # Folder b is listed only when the run gets there: a file added now is still planned.
+    (root / "b" / "2.jpg").write_bytes(b"x")
+    assert [item.source.relative_to(root).as_posix() for item in items] == ["b/1.jpg", "b/2.jpg"]
+
+
+def test_memory_does_not_grow_with_the_number_of_files(tmp_path: Path) -> None:
+    root = tmp_path / "dataset"
+    for folder in range(40):
+        (root / f"{folder:02d}").mkdir(parents=True)
+        for index in range(500):
+            (root / f"{folder:02d}" / f"{index:04d}.jpg").touch()
+    jobs = plan_jobs([root]).jobs()
+    for _ in range(10_000):  # half way through
+        next(jobs)
+    gc.collect()
+    live_jobs = sum(isinstance(obj, FileJob) for obj in gc.get_objects())
+    live_paths = sum(isinstance(obj, PurePath) for obj in gc.get_objects())
+    # Holding the plan would keep 20,000 jobs and paths alive; the walk holds one folder's listing (500).
+    assert live_jobs <= 1, live_jobs
+    assert live_paths < 1_500, live_paths
+    assert sum(1 for _ in jobs) == 10_000
+
+
+def test_a_folder_that_cannot_be_listed_is_a_failure_not_a_silent_skip(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_scandir = os.scandir
+
+    def scandir(path: os.PathLike[str]) -> object:
+        if Path(path).name == "b":
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr("efface.pipeline.jobs.os.scandir", scandir)
+    plan = plan_jobs([tree])
+    ((failure),) = _failures(plan)
+    assert failure.path == tree / "a" / "b" and failure.error_class == "UnreadableFileError"
+    assert failure.error_message == "cannot list folder: Permission denied"
+    assert [job.source.name for job in _jobs(plan)] == ["1.jpg", ".hidden.jpeg", "2.PNG"]
+
+
+def test_paths_inside_given_folders_are_planned_once(tree: Path) -> None:
+    plan = plan_jobs([tree / "a" / "2.PNG", tree / "a", tree])
+    sources = [job.source.relative_to(tree).as_posix() for job in _jobs(plan)]
+    assert sources == ["1.jpg", "a/.hidden.jpeg", "a/2.PNG", "a/b/3.webp", "a/b/4.gif"]
+
+
+def test_links_in_a_folder_are_followed_once_to_the_file_itself(tree: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere.jpg"
+    outside.write_bytes(b"x")
+    (tree / "z_link_inside.jpg").symlink_to(tree / "1.jpg")
+    (tree / "z_link_outside.jpg").symlink_to(outside)
+    (tree / "a" / "z_link_outside_again.jpg").symlink_to(outside)
+    jobs = _jobs(plan_jobs([tree]))
+    assert sorted(str(job.source.relative_to(tmp_path)) for job in jobs) == [
+        "elsewhere.jpg",
+        "photos/1.jpg",
+        "photos/a/.hidden.jpeg",
+        "photos/a/2.PNG",
+        "photos/a/b/3.webp",
+        "photos/a/b/4.gif",
+    ]
+    assert all(job.destination == job.source for job in jobs)  # the file is replaced, not the link
+
+
+def test_two_inputs_with_one_name_collide_only_where_their_files_do(tmp_path: Path) -> None:
+    first, second = tmp_path / "x" / "photos", tmp_path / "y" / "photos"
+    for folder, names in ((first, ("1.jpg", "2.jpg")), (second, ("2.jpg", "3.jpg"))):
+        folder.mkdir(parents=True)
+        for name in names:
+            (folder / name).write_bytes(b"x")
+    out = tmp_path / "out"
+    plan = plan_jobs([first, second], output_dir=out)
+    assert [job.destination.relative_to(out).as_posix() for job in _jobs(plan)] == [
+        "photos/1.jpg",
+        "photos/2.jpg",
+        "photos/3.jpg",
+    ]
+    ((failure),) = _failures(plan)
+    assert failure.path == second / "2.jpg" and "another input also maps to" in failure.error_message
+
+
+def test_output_folder_leftovers_come_before_any_file(tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "photos").mkdir(parents=True)
+    stale = temp_path_for(out / "photos" / "1.jpg")
+    stale.write_bytes(b"partial")
+    items = list(plan_jobs([tree], output_dir=out).items())
+    assert items[0] == Leftover(stale)
+    assert not [item for item in items[1:] if isinstance(item, Leftover)]
+
+
+@pytest.mark.parametrize(("limit", "expected"), [(1, 1), (2, 2), (5, 5), (9, 5)])
+def test_count_jobs_ahead_keeps_every_item(tree: Path, limit: int, expected: int) -> None:
+    plan = plan_jobs([tree, tree.parent / "missing.jpg"])
+    found, items = count_jobs_ahead(plan.items(), limit=limit)
+    assert found == expected
+    assert list(items) == list(plan.items())
+
+
+def test_a_link_to_a_folder_is_reported_not_followed(tree: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "9.jpg").write_bytes(b"x")
+    (tree / "linked").symlink_to(elsewhere, target_is_directory=True)
+    plan = plan_jobs([tree])
+    ((failure),) = _failures(plan)
+    assert failure.path == tree / "linked" and "symbolic link to a folder" in failure.error_message
+    assert "9.jpg" not in [job.source.name for job in _jobs(plan)]

@@ -45,10 +45,10 @@ def test_every_file_is_audited_in_plan_order(tmp_path: Path, sqlite_url: str, wo
         run = new_run_info(command="anonymize", mode=plan.mode, worker=worker, settings={})
         executor = InProcess(worker) if workers == 1 else ProcessPool(_static_worker, processes=workers)
         with contextlib.closing(executor):
-            summary = run_plan(plan, executor=executor, store=store, run=run, on_result=seen.append)
+            summary = run_plan(plan.items(), executor=executor, store=store, run=run, on_result=seen.append)
         rows = store.list_files(run.run_id)
     assert [row.outcome for row in rows[:1]] == [Outcome.LEFTOVER_REMOVED]
-    assert [Path(row.path) for row in rows[1:]] == [job.source for job in plan.jobs]
+    assert [Path(row.path) for row in rows[1:]] == [job.source for job in plan.jobs()]
     assert [r.path for r in seen] == [Path(row.path) for row in rows]
     assert (summary.files_total, summary.files_failed, summary.status) == (10, 1, RunStatus.FAILED)
     assert summary.faces_anonymized == 9

@@ -51,7 +51,7 @@ def test_a_killed_ray_worker_loses_nothing(tmp_path: Path, astronaut: np.ndarray
 
         with AuditStore(sqlite_url) as store:
             run = new_run_info(command="anonymize", mode=plan.mode, worker=build_worker(settings), settings={})
-            summary = run_plan(plan, executor=pool, store=store, run=run, on_result=kill_one_worker)
+            summary = run_plan(plan.items(), executor=pool, store=store, run=run, on_result=kill_one_worker)
             rows = store.list_files(run.run_id)
         assert killed and ray.get([actor.pid.remote() for actor in pool.actors])[0] != pids[0]  # restarted
     finally:

@@ -131,7 +131,7 @@ def test_video_run_is_audited_and_a_dry_run_writes_nothing(tmp_path: Path, worke
     plan = plan_jobs([tmp_path], dry_run=True)
     run = new_run_info(command="anonymize", mode=plan.mode, worker=worker, settings={})
     with store:
-        summary = run_plan(plan, executor=InProcess(worker), store=store, run=run)
+        summary = run_plan(plan.items(), executor=InProcess(worker), store=store, run=run)
         (stored,) = store.list_files(run.run_id)
     assert source.read_bytes() == original
     assert summary.files_total == 1 and summary.faces_detected >= FRAMES - 2

@@ -1,6 +1,6 @@
 """Orchestration: one file (``core``), a planned batch on this machine (``local``)."""
 
 from efface.pipeline.core import FileJob, Worker, anonymize_bytes, anonymize_file
-from efface.pipeline.jobs import Plan, plan_jobs
+from efface.pipeline.jobs import Leftover, Plan, PlanItem, plan_jobs
 
-__all__ = ["FileJob", "Plan", "Worker", "anonymize_bytes", "anonymize_file", "plan_jobs"]
+__all__ = ["FileJob", "Leftover", "Plan", "PlanItem", "Worker", "anonymize_bytes", "anonymize_file", "plan_jobs"]

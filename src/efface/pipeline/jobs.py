@@ -1,11 +1,19 @@
-"""Turns the paths a user gives into file jobs: folders are walked, destinations mirrored, leftovers of
-interrupted runs found, and inputs that cannot even be planned reported as failed results.
+"""Turns the paths a user gives into a lazy stream of work: folders are walked as the run goes, destinations
+mirrored, leftovers of interrupted runs found, and inputs that cannot even be planned reported as failed
+results.
+
+Why lazy: a dataset is millions of files. The run starts on the first file while the walk goes on, and
+memory does not grow with the number of files: one folder's listing is held at a time (sorted, for a stable
+order), never the whole tree. Only the given paths are checked up front, so that a bad command fails
+before any file is touched.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,26 +31,41 @@ from efface.media.video import VIDEO_SUFFIXES
 from efface.pipeline.core import FileJob
 from efface.records import AnonymizationResult, Outcome, WriteMode
 
-__all__ = ["Plan", "plan_jobs"]
+__all__ = ["Leftover", "Plan", "PlanItem", "count_jobs_ahead", "plan_jobs"]
 
 _CANDIDATE_SUFFIXES = IMAGE_SUFFIXES | UNSUPPORTED_IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
 
 @dataclass(frozen=True, slots=True)
-class Plan:
-    """What a run will do.
+class Leftover:
+    """A temporary file that an interrupted run left behind, to delete (and audit) before going on.
 
-    Attributes:
-        jobs: the files to anonymize, in a stable order.
-        failures: inputs refused before any processing (missing path, folder without images, ...).
-        leftovers: temporary files of interrupted runs, to delete before starting.
-        mode: in place, output folder or dry run.
+    It is reported before any file of its folder is handed out, so it can never be the temporary file
+    of a file in flight.
     """
 
-    jobs: tuple[FileJob, ...]
-    failures: tuple[AnonymizationResult, ...]
-    leftovers: tuple[Path, ...]
-    mode: WriteMode
+    path: Path
+
+
+# What a plan yields: a file to anonymize, an input refused before processing, or a leftover to delete.
+PlanItem = FileJob | AnonymizationResult | Leftover
+
+
+@dataclass(frozen=True, slots=True)
+class _Root:
+    """One path the user gave, checked.
+
+    Attributes:
+        given: the path as given, made absolute (for messages).
+        real: the resolved path (a folder root is walked from here; a file root is replaced here).
+        is_folder: a folder to walk, or a single file.
+        prefix: its place in a mirrored output tree (the folder's or the file's name).
+    """
+
+    given: Path
+    real: Path
+    is_folder: bool
+    prefix: Path
 
 
 def _is_inside(path: Path, folder: Path) -> bool:
@@ -61,20 +84,153 @@ def _failure(path: Path, exc: EffaceError, mode: WriteMode) -> AnonymizationResu
     )
 
 
-def _folder_candidates(folder: Path, *, exclude: Path | None) -> list[Path]:
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if exclude is None or not _is_inside(here / d, exclude))
-        for name in sorted(filenames):
-            candidate = here / name
-            if candidate.suffix.lower() in _CANDIDATE_SUFFIXES and not is_leftover(candidate):
-                found.append(candidate)
-    return found
+def _is_candidate(path: Path) -> bool:
+    return path.suffix.lower() in _CANDIDATE_SUFFIXES and not is_leftover(path)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a run will do, walked lazily by ``items``.
+
+    Attributes:
+        mode: in place, output folder or dry run.
+        roots: the given files and folders that exist, without those another folder root already holds.
+        missing: given paths that do not exist, as failures.
+        output_dir: the resolved output folder of an ``OUTPUT_DIR`` run.
+    """
+
+    mode: WriteMode
+    roots: tuple[_Root, ...]
+    missing: tuple[AnonymizationResult, ...]
+    output_dir: Path | None
+
+    def items(self) -> Iterator[PlanItem]:
+        """The run's work in a stable order: leftovers in the output folder, the given paths that do not
+        exist, then for each root in the order given its leftovers, refusals and files, folder by folder
+        (names sorted, a folder's files before its subfolders).
+
+        Each call walks the file system again.
+        """
+        if self.output_dir is not None and self.output_dir.is_dir():
+            # Before any file is handed out: later, a temporary file there may belong to a file in flight.
+            yield from (Leftover(path) for path in sorted(find_leftovers(self.output_dir)))
+        yield from self.missing
+        walk = _Walk(self)
+        for root in self.roots:
+            yield from walk.root(root)
+
+    def jobs(self) -> Iterator[FileJob]:
+        """Only the files to anonymize (walks the file system)."""
+        return (item for item in self.items() if isinstance(item, FileJob))
+
+
+class _Walk:
+    """One pass over a plan's roots. Holds only what de-duplication needs: the targets of symbolic links
+    (few) and, where two roots share a name in the output tree, the destinations under that name."""
+
+    def __init__(self, plan: Plan) -> None:
+        self._plan = plan
+        self._mode = plan.mode
+        self._folders = tuple(root.real for root in plan.roots if root.is_folder)
+        self._linked: set[Path] = {root.real for root in plan.roots if not root.is_folder}
+        prefixes = [root.prefix for root in plan.roots]
+        self._shared_prefixes = {p for p in prefixes if prefixes.count(p) > 1}
+        self._destinations: set[Path] = set()
+        self._candidates = 0
+
+    def root(self, root: _Root) -> Iterator[PlanItem]:
+        if not root.is_folder:
+            yield from (Leftover(path) for path in sorted(leftovers_of(root.real)))
+            yield from self._job(root.given, root.real, root, root.prefix)
+            return
+        self._candidates = 0
+        yield from self._folder(root, root.real)
+        if not self._candidates:
+            message = "no image or video files in this folder"
+            yield _failure(root.given, InputNotFoundError(message, path=root.given), self._mode)
+
+    def _folder(self, root: _Root, folder: Path) -> Iterator[PlanItem]:
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as exc:
+            # An unreadable folder is not skipped silently: its pictures would stay identifiable.
+            error = UnreadableFileError(f"cannot list folder: {exc.strerror or exc}", path=folder)
+            yield _failure(folder, error, self._mode)
+            return
+        out = self._plan.output_dir
+        folders = [
+            Path(entry.path)
+            for entry in entries
+            if entry.is_dir(follow_symlinks=False) and not (out is not None and _is_inside(Path(entry.path), out))
+        ]
+        # Every leftover of this folder before any of its files is handed out.
+        yield from (Leftover(Path(entry.path)) for entry in entries if is_leftover(Path(entry.path)))
+        for entry in entries:
+            path = Path(entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                continue
+            if entry.is_symlink() and entry.is_dir():
+                # Not followed (a link can loop, or lead outside what the user meant), and not skipped silently.
+                message = "a symbolic link to a folder is not followed; give the folder it points to"
+                yield _failure(path, UnreadableFileError(message, path=path), self._mode)
+                continue
+            if not _is_candidate(path):
+                continue
+            self._candidates += 1
+            relative = root.prefix / path.relative_to(root.real)
+            if entry.is_symlink():
+                real = path.resolve()
+                if (_is_candidate(real) and _is_walked(real, self._folders, out)) or real in self._linked:
+                    continue  # the file itself is (or was) planned under its own name
+                self._linked.add(real)
+                yield from self._job(path, real, root, relative)
+            elif entry.is_file(follow_symlinks=False):
+                yield from self._job(path, path, root, relative, is_regular=True)
+            else:
+                yield _failure(path, UnreadableFileError("not a regular file", path=path), self._mode)
+        for sub in folders:
+            yield from self._folder(root, sub)
+
+    def _job(
+        self, source: Path, real: Path, root: _Root, relative: Path, *, is_regular: bool = False
+    ) -> Iterator[PlanItem]:
+        if not is_regular:
+            try:
+                mode_bits = os.stat(real).st_mode
+            except FileNotFoundError:
+                yield _failure(source, InputNotFoundError("no such file (dangling link?)", path=source), self._mode)
+                return
+            except OSError as exc:
+                yield _failure(source, UnreadableFileError(f"cannot stat: {exc.strerror}", path=source), self._mode)
+                return
+            if not stat.S_ISREG(mode_bits):
+                yield _failure(source, UnreadableFileError("not a regular file", path=source), self._mode)
+                return
+        if self._mode is WriteMode.DRY_RUN:
+            destination = None
+        elif self._plan.output_dir is None:
+            destination = real  # in place replaces the file itself, not a symbolic link to it
+        else:
+            destination = self._plan.output_dir / relative
+            if root.prefix in self._shared_prefixes:
+                if destination in self._destinations:
+                    error = OutputError(f"another input also maps to {destination}", path=source)
+                    yield _failure(source, error, self._mode)
+                    return
+                self._destinations.add(destination)
+        yield FileJob(source=real, destination=destination)
+
+
+def _is_walked(real: Path, folders: Iterable[Path], out_root: Path | None) -> bool:
+    """Whether the walk of one of ``folders`` reaches ``real`` (a resolved path) under its own name."""
+    return any(folder != real and _is_inside(real, folder) for folder in folders) and not (
+        out_root is not None and _is_inside(real, out_root)
+    )
 
 
 def plan_jobs(paths: list[Path], *, output_dir: Path | None = None, dry_run: bool = False) -> Plan:
-    """Plans a run over files and folders (folders recursively).
+    """Plans a run over files and folders (folders recursively, when the plan's ``items`` are walked).
 
     Args:
         paths: files and folders as the user gave them.
@@ -83,69 +239,58 @@ def plan_jobs(paths: list[Path], *, output_dir: Path | None = None, dry_run: boo
         dry_run: detect only, write nothing.
 
     Returns:
-        The plan.
+        The plan. A path given twice, or inside a given folder, is planned once.
 
     Raises:
         ConfigurationError: the output folder is one of the input folders.
     """
     mode = WriteMode.DRY_RUN if dry_run else (WriteMode.OUTPUT_DIR if output_dir else WriteMode.IN_PLACE)
     out_root = output_dir.resolve() if output_dir is not None else None
-    jobs: list[FileJob] = []
-    failures: list[AnonymizationResult] = []
-    leftovers: set[Path] = set()
-    seen_sources: set[Path] = set()
-    seen_destinations: set[Path] = set()
-
-    def add(source: Path, relative: Path) -> None:
-        real = source.resolve()  # in place must replace the file itself, not a symlink to it
-        if real in seen_sources:
-            return
-        try:
-            mode_bits = os.stat(real).st_mode
-        except FileNotFoundError:
-            failures.append(_failure(source, InputNotFoundError("no such file (dangling link?)", path=source), mode))
-            return
-        except OSError as exc:
-            failures.append(_failure(source, UnreadableFileError(f"cannot stat: {exc.strerror}", path=source), mode))
-            return
-        if not stat.S_ISREG(mode_bits):
-            failures.append(_failure(source, UnreadableFileError("not a regular file", path=source), mode))
-            return
-        seen_sources.add(real)
-        if mode is WriteMode.DRY_RUN:
-            destination = None
-        elif out_root is None:
-            destination = real
-        else:
-            destination = out_root / relative
-            if destination in seen_destinations:
-                failures.append(
-                    _failure(source, OutputError(f"another input also maps to {destination}", path=source), mode)
-                )
-                return
-            seen_destinations.add(destination)
-        jobs.append(FileJob(source=real, destination=destination))
-
+    roots: list[_Root] = []
+    missing: list[AnonymizationResult] = []
     for given in paths:
         path = given.absolute()
         if path.is_dir():
             folder = path.resolve()
             if out_root is not None and folder == out_root:
                 raise ConfigurationError(f"the output folder {output_dir} is also an input folder")
-            candidates = _folder_candidates(folder, exclude=out_root)
-            if not candidates:
-                failures.append(
-                    _failure(path, InputNotFoundError("no image or video files in this folder", path=path), mode)
-                )
-            for candidate in candidates:
-                add(candidate, Path(folder.name) / candidate.relative_to(folder))
-            leftovers.update(find_leftovers(folder))
+            roots.append(_Root(given=path, real=folder, is_folder=True, prefix=Path(folder.name)))
         elif path.exists() or path.is_symlink():
-            add(path, Path(path.name))
-            real = path.resolve()
-            leftovers.update(leftovers_of(real))
+            roots.append(_Root(given=path, real=path.resolve(), is_folder=False, prefix=Path(path.name)))
         else:
-            failures.append(_failure(path, InputNotFoundError("no such file or folder", path=path), mode))
-    if out_root is not None and out_root.is_dir():
-        leftovers.update(find_leftovers(out_root))
-    return Plan(jobs=tuple(jobs), failures=tuple(failures), leftovers=tuple(sorted(leftovers)), mode=mode)
+            missing.append(_failure(path, InputNotFoundError("no such file or folder", path=path), mode))
+    return Plan(mode=mode, roots=_distinct(roots, out_root), missing=tuple(missing), output_dir=out_root)
+
+
+def _distinct(roots: list[_Root], out_root: Path | None) -> tuple[_Root, ...]:
+    """Drops roots that another root covers: a folder inside a given folder, a file a folder walk reaches,
+    a path given twice."""
+    folders = [root.real for root in roots if root.is_folder]
+    kept: list[_Root] = []
+    seen: set[Path] = set()
+    for root in roots:
+        is_reached = _is_walked(root.real, folders, out_root) and (root.is_folder or _is_candidate(root.real))
+        if root.real in seen or is_reached:
+            continue
+        seen.add(root.real)
+        kept.append(root)
+    return tuple(kept)
+
+
+def count_jobs_ahead(items: Iterable[PlanItem], *, limit: int) -> tuple[int, Iterator[PlanItem]]:
+    """Counts the files to anonymize among the first items, up to ``limit``, without losing any item.
+
+    Used to start no more processes than there are files. Walks only until ``limit`` files are found.
+
+    Returns:
+        The count (at most ``limit``) and an iterator over every item, the counted ones included.
+    """
+    iterator = iter(items)
+    head: list[PlanItem] = []
+    found = 0
+    for item in iterator:
+        head.append(item)
+        found += isinstance(item, FileJob)
+        if found >= limit:
+            break
+    return found, itertools.chain(head, iterator)

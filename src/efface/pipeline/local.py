@@ -1,5 +1,7 @@
-"""Runs a planned batch on this machine: removes leftovers of interrupted runs, anonymizes every file
-through ``anonymize_file``, and writes one audit row per file as it goes.
+"""Runs a planned batch: removes leftovers of interrupted runs, anonymizes every file through
+``anonymize_file`` on an executor (this process, a process pool, a Ray cluster), and writes one audit row per
+file as it goes. The plan is consumed as it is walked, so a run over millions of files starts at once and
+holds only the files in flight.
 """
 
 from __future__ import annotations
@@ -9,14 +11,14 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 from efface import __version__
 from efface.audit import AuditStore
 from efface.pipeline.core import FileJob, Worker
-from efface.pipeline.jobs import Plan
+from efface.pipeline.jobs import Leftover, PlanItem
 from efface.pipeline.pool import Executor
 from efface.records import AnonymizationResult, Outcome, RunInfo, RunStatus, RunSummary, WriteMode
 
@@ -70,7 +72,7 @@ def _with_done_outputs(job: FileJob, store: AuditStore) -> FileJob:
 
 
 def run_plan(
-    plan: Plan,
+    items: Iterable[PlanItem],
     *,
     executor: Executor,
     store: AuditStore,
@@ -81,7 +83,7 @@ def run_plan(
     """Executes a plan, auditing every file.
 
     Args:
-        plan: what to do.
+        items: what to do, as a plan's ``items()`` yields it (walked as the run goes).
         executor: where files are anonymized (this process, a process pool, a Ray cluster).
         store: the audit log; the run is started, every file recorded, and the run finished.
         run: this run's audit record.
@@ -119,14 +121,19 @@ def run_plan(
             duration_s=time.perf_counter() - t0,
         )
 
+    def jobs() -> Iterator[FileJob]:
+        # Leftovers and refusals are audited as the walk meets them; files go to the executor, whose results
+        # are recorded in plan order whatever order the files finish in.
+        for item in items:
+            if isinstance(item, Leftover):
+                record(remove_leftover(item.path, mode=run.mode))
+            elif isinstance(item, AnonymizationResult):
+                record(item)
+            else:
+                yield item if is_forced else _with_done_outputs(item, store)
+
     try:
-        for leftover in plan.leftovers:
-            record(remove_leftover(leftover, mode=plan.mode))
-        for failure in plan.failures:
-            record(failure)
-        # Rows are recorded in plan order whatever order the files finish in.
-        jobs = plan.jobs if is_forced else (_with_done_outputs(job, store) for job in plan.jobs)
-        for result in executor.results(jobs):
+        for result in executor.results(jobs()):
             record(result)
     except BaseException:
         # The files in flight finish (each is replaced atomically either way) and are audited, so that a
