@@ -9,6 +9,7 @@ from efface.detection.postprocess import (
     favour_large,
     nms,
     padded_size,
+    pairwise_iou,
     to_original_pixels,
 )
 
@@ -61,12 +62,37 @@ def test_decode_one_face() -> None:
         ([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], [0.6, 0.9, 0.7], 0.3, [1, 2]),
         ([[0, 0, 10, 10], [5, 0, 15, 10]], [0.9, 0.8], 0.4, [0, 1]),  # IoU 1/3 stays below 0.4
         ([[0, 0, 10, 10], [5, 0, 15, 10]], [0.9, 0.8], 0.3, [0]),
-        ([[0, 0, 0, 0], [0, 0, 0, 0]], [0.9, 0.8], 0.3, [0, 1]),  # degenerate boxes never divide by zero
+        ([[0, 0, 0, 0], [0, 0, 0, 0]], [0.9, 0.8], 0.3, [0]),  # degenerate boxes never divide by zero
+        ([[0, 0, 0, 0], [0, 0, 10, 10]], [0.9, 0.8], 0.3, [0, 1]),
+        ([[0, 0, 10, 10], [1, 1, 11, 11], [2, 2, 12, 12]], [0.5, 0.5, 0.5], 0.3, [0]),  # ties: input order
+        ([[0, 0, 10, 10], [20, 0, 30, 10]], [0.0, -0.5], 0.3, [0, 1]),  # any score, even <= 0, is ranked
     ],
 )
 def test_nms(boxes: list, scores: list, iou: float, kept: list[int]) -> None:
     result = nms(np.asarray(boxes, np.float32), np.asarray(scores, np.float32), iou_threshold=iou)
     assert result.tolist() == kept
+
+
+def _reference_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list[int]:
+    order = np.argsort(-scores, kind="stable")
+    overlaps = pairwise_iou(boxes[order].astype(np.float64), boxes[order].astype(np.float64))
+    is_suppressed = np.zeros(len(order), dtype=bool)
+    keep = []
+    for rank in range(len(order)):
+        if not is_suppressed[rank]:
+            keep.append(int(order[rank]))
+            is_suppressed |= overlaps[rank] > iou_threshold
+    return keep
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_nms_matches_the_greedy_rule_on_crowded_random_boxes(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    corners = rng.uniform(0, 300, (400, 2))
+    boxes = np.concatenate([corners, corners + rng.uniform(4, 60, (400, 2))], axis=1).astype(np.float32)
+    scores = rng.uniform(0.1, 1.0, 400).astype(np.float32)
+    for iou in (0.3, 0.5):
+        assert nms(boxes, scores, iou_threshold=iou).tolist() == _reference_nms(boxes, scores, iou)
 
 
 def test_to_original_pixels_rescales_clips_and_drops_outside_boxes() -> None:
