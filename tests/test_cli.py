@@ -240,6 +240,34 @@ def test_unreadable_file_is_reported_and_untouched(tmp_path: Path, astronaut: np
 
 
 @pytest.mark.slow
+def test_a_folder_that_cannot_be_listed_fails_the_run_and_its_neighbours_still_run(
+    tmp_path: Path, astronaut: np.ndarray
+) -> None:
+    """A real permission denial on a subfolder: its pictures would stay identifiable, so it is an error."""
+    folder = tmp_path / "photos"
+    (folder / "locked").mkdir(parents=True)
+    Image.fromarray(astronaut).save(folder / "ok.jpg")
+    Image.fromarray(astronaut).save(folder / "locked" / "inside.jpg")
+    before = (folder / "locked" / "inside.jpg").read_bytes()
+    (folder / "locked").chmod(0)
+    command = [sys.executable, "-m", "efface", "anonymize", str(folder), "--db", f"sqlite:///{tmp_path / 'a.db'}"]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.fail("running as root needs util-linux setpriv to drop CAP_DAC_OVERRIDE for this test")
+        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    finally:
+        (folder / "locked").chmod(0o755)
+    assert proc.returncode == 1, proc.stderr
+    assert "cannot list folder: Permission denied" in proc.stderr
+    assert (folder / "locked" / "inside.jpg").read_bytes() == before
+    rows = {Path(row.path).name: row for row in _files(f"sqlite:///{tmp_path / 'a.db'}")}
+    assert rows["locked"].error_class == "UnreadableFileError"
+    assert rows["ok.jpg"].outcome is Outcome.ANONYMIZED
+
+
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_anonymize_audits_into_postgresql(tmp_path: Path, astronaut: np.ndarray, pg_url: str) -> None:
     Image.fromarray(astronaut).save(tmp_path / "a.jpg")
