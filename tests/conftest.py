@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,21 @@ PG_BASE_URL = os.environ.get("EFFACE_TEST_PG_URL", "postgresql+psycopg://root@12
 def astronaut() -> np.ndarray:
     """A real face: scikit-image's public-domain portrait of Eileen Collins, RGB uint8 512x512."""
     return data.astronaut()
+
+
+@pytest.fixture
+def unprivileged() -> Callable[[list[str]], list[str]]:
+    """Wraps a command so that file permissions bind it even when the tests run as root (CI does): setpriv
+    drops the capabilities that let root read and list anything, for a real permission denial."""
+
+    def wrap(command: list[str]) -> list[str]:
+        if os.geteuid() != 0:
+            return command
+        if shutil.which("setpriv") is None:
+            pytest.fail("running as root needs util-linux setpriv to drop CAP_DAC_OVERRIDE for this test")
+        return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
+
+    return wrap
 
 
 @pytest.fixture

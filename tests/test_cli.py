@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import struct
 import subprocess
 import sys
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -214,7 +214,9 @@ def test_missing_path_and_empty_folder_fail_with_audit_rows(tmp_path: Path, sqli
 
 
 @pytest.mark.slow
-def test_unreadable_file_is_reported_and_untouched(tmp_path: Path, astronaut: np.ndarray) -> None:
+def test_unreadable_file_is_reported_and_untouched(
+    tmp_path: Path, astronaut: np.ndarray, unprivileged: Callable[[list[str]], list[str]]
+) -> None:
     """A real permission denial: as root, the child runs without the capability to override file modes."""
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -224,10 +226,7 @@ def test_unreadable_file_is_reported_and_untouched(tmp_path: Path, astronaut: np
     locked.chmod(0)
     before = locked.read_bytes() if os.geteuid() == 0 else None
     command = [sys.executable, "-m", "efface", "anonymize", str(folder), "--db", f"sqlite:///{tmp_path / 'a.db'}"]
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.fail("running as root needs util-linux setpriv to drop CAP_DAC_OVERRIDE for this test")
-        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
+    command = unprivileged(command)
     proc = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     locked.chmod(0o644)
     assert proc.returncode == 1, proc.stderr
@@ -241,7 +240,7 @@ def test_unreadable_file_is_reported_and_untouched(tmp_path: Path, astronaut: np
 
 @pytest.mark.slow
 def test_a_folder_that_cannot_be_listed_fails_the_run_and_its_neighbours_still_run(
-    tmp_path: Path, astronaut: np.ndarray
+    tmp_path: Path, astronaut: np.ndarray, unprivileged: Callable[[list[str]], list[str]]
 ) -> None:
     """A real permission denial on a subfolder: its pictures would stay identifiable, so it is an error."""
     folder = tmp_path / "photos"
@@ -251,10 +250,7 @@ def test_a_folder_that_cannot_be_listed_fails_the_run_and_its_neighbours_still_r
     before = (folder / "locked" / "inside.jpg").read_bytes()
     (folder / "locked").chmod(0)
     command = [sys.executable, "-m", "efface", "anonymize", str(folder), "--db", f"sqlite:///{tmp_path / 'a.db'}"]
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.fail("running as root needs util-linux setpriv to drop CAP_DAC_OVERRIDE for this test")
-        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
+    command = unprivileged(command)
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     finally:

@@ -6,7 +6,6 @@ import io
 import itertools
 import os
 import re
-import shutil
 import signal
 import stat
 import subprocess
@@ -551,15 +550,12 @@ except UnreadableFileError as exc:
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
-def test_unreadable_file_is_refused(tmp_path: Path) -> None:
+def test_unreadable_file_is_refused(tmp_path: Path, unprivileged: Callable[[list[str]], list[str]]) -> None:
     source = _write_video(tmp_path / "clip.mp4", audio=False)
     original = source.read_bytes()
     source.chmod(0)
     command = [sys.executable, "-c", _READ_LOCKED, str(source)]
-    if os.geteuid() == 0:  # root reads any file: drop the capabilities that let it
-        if shutil.which("setpriv") is None:
-            pytest.fail("running as root needs util-linux setpriv to drop CAP_DAC_OVERRIDE for this test")
-        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
+    command = unprivileged(command)
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     finally:
