@@ -1,6 +1,6 @@
 """Pure pre- and post-processing shared by the detectors: input sizing, CenterFace decoding,
 non-maximum suppression and rescaling to the original image. No model runtime is imported here; NMS runs in
-OpenCV's C++ (stateless, the same greedy rule as the numpy reference below it in the tests).
+OpenCV's C++ (stateless; the tests hold it to a numpy reference of the same greedy rule).
 """
 
 from __future__ import annotations

@@ -159,17 +159,22 @@ class _Walk:
             yield _failure(folder, error, self._mode)
             return
         out = self._plan.output_dir
-        folders = [
-            Path(entry.path)
-            for entry in entries
-            if entry.is_dir(follow_symlinks=False) and not (out is not None and _is_inside(Path(entry.path), out))
-        ]
-        # Every leftover of this folder before any of its files is handed out.
-        yield from (Leftover(Path(entry.path)) for entry in entries if is_leftover(Path(entry.path)))
+        # One pass sorts the listing into subfolders, leftovers and files; every leftover of this folder is
+        # reported before any of its files is handed out.
+        folders: list[Path] = []
+        leftovers: list[PlanItem] = []
+        files: list[os.DirEntry[str]] = []  # paths made one at a time below: a huge folder holds entries only
         for entry in entries:
-            path = Path(entry.path)
             if entry.is_dir(follow_symlinks=False):
-                continue
+                if out is None or not _is_inside(Path(entry.path), out):
+                    folders.append(Path(entry.path))
+            elif is_leftover(Path(entry.name)):
+                leftovers.append(Leftover(Path(entry.path)))
+            else:
+                files.append(entry)
+        yield from leftovers
+        for entry in files:
+            path = Path(entry.path)
             if entry.is_symlink() and entry.is_dir():
                 # Not followed (a link can loop, or lead outside what the user meant), and not skipped silently.
                 message = "a symbolic link to a folder is not followed; give the folder it points to"
