@@ -33,13 +33,14 @@ from efface.audit.query import AuditTable, RecordFilter, column_types, parse_age
 from efface.audit.report import build_report, render_html
 from efface.audit.summary import ReportScope
 from efface.config import Settings, load_settings
+from efface.detection.models import Models
 from efface.errors import AuditError, EffaceError, OutputError
-from efface.pipeline.build import audited_settings, build_worker
-from efface.pipeline.core import Worker
+from efface.pipeline.build import audited_settings, build_policy, inference_threads_for, load_models
+from efface.pipeline.core import Policy
 from efface.pipeline.jobs import PlanItem, count_jobs_ahead, plan_jobs
-from efface.pipeline.local import new_run_info, run_plan
 from efface.pipeline.pool import Executor, FrameProgress, InProcess, ProcessPool
 from efface.pipeline.ray import RayPool
+from efface.pipeline.run import AuditedRun, run_plan
 from efface.records import (
     AnonymizationResult,
     Device,
@@ -239,12 +240,12 @@ def anonymize(
         # No more processes than files: a single file runs here, with every core for its inference. The walk
         # goes only as far as it takes to find that many files.
         files_ahead, items = count_jobs_ahead(plan.items(), limit=settings.workers)
-        settings = settings.model_copy(update={"workers": max(1, files_ahead)})
-        worker = build_worker(settings)
+        processes = max(1, files_ahead)
+        policy = build_policy(settings)
+        models = load_models(settings, inference_threads=inference_threads_for(processes))
     except EffaceError as exc:
         raise _fail_setup(exc) from exc
     store = _open_store(settings)
-    run = new_run_info(command="anonymize", mode=plan.mode, worker=worker, settings=audited_settings(settings))
     outcomes: Counter[Outcome] = Counter()
     progress = _progress(is_quiet=json_output)
 
@@ -282,10 +283,21 @@ def anonymize(
     try:
         with store, progress:
             task = progress.add_task("anonymizing", total=None)
-            with _executor(settings, worker, on_frame=on_frame, ray_address=ray_address) as executor:
-                summary = run_plan(
-                    walked(items), executor=executor, store=store, run=run, on_result=on_result, is_forced=force
+            executors = _executor(
+                settings, models, policy, processes=processes, on_frame=on_frame, ray_address=ray_address
+            )
+            with executors as executor:
+                run = AuditedRun.begin(
+                    store,
+                    command="anonymize",
+                    mode=plan.mode,
+                    models=models,
+                    settings=audited_settings(settings),
+                    on_result=on_result,
                 )
+                with run:
+                    run_plan(walked(items), executor=executor, run=run, is_forced=force)
+                summary = run.finish()
     except KeyboardInterrupt:
         done = sum(outcomes.values()) - outcomes[Outcome.LEFTOVER_REMOVED]
         stderr.print(
@@ -343,7 +355,8 @@ def verify_coverage(
         db_url=db,
     )
     try:
-        worker = build_worker(settings)
+        policy = build_policy(settings)
+        detector = load_models(settings, inference_threads=inference_threads_for(1)).detector(policy.detection)
         sample = read_annotations(
             annotations,
             images_root=images,
@@ -355,14 +368,11 @@ def verify_coverage(
     except EffaceError as exc:
         raise _fail_setup(exc) from exc
     store = _open_store(settings)
-    score_threshold = worker.detector.spec.score_threshold
     progress = _progress(is_quiet=json_output)
     try:
         with store, progress:
             task = progress.add_task("measuring coverage", total=len(sample))
-            run = measure_coverage(
-                sample, worker=worker, score_threshold=score_threshold, on_image=lambda _: progress.advance(task)
-            )
+            run = measure_coverage(sample, detector=detector, policy=policy, on_image=lambda _: progress.advance(task))
             recall = run.report.recall
             passed = None if fail_under is None else (recall is not None and recall >= fail_under)
             record = ValidationRecord(
@@ -370,8 +380,8 @@ def verify_coverage(
                 kind=ValidationKind.COVERAGE,
                 created_at=datetime.now(UTC),
                 efface_version=__version__,
-                model_name=worker.detector.name,
-                model_sha256=worker.detector.weights_sha256,
+                model_name=detector.name,
+                model_sha256=detector.weights_sha256,
                 settings=audited_settings(settings),
                 dataset={
                     "images_root": str(images.resolve()),
@@ -431,7 +441,8 @@ def verify_strength(
         db_url=db,
     )
     try:
-        worker = build_worker(settings)  # refuses a setting below the floor: it cannot be certified
+        policy = build_policy(settings)  # refuses a setting below the floor: it cannot be certified
+        detector = load_models(settings, inference_threads=inference_threads_for(1)).detector(policy.detection)
         recognizers = load_recognizers(tuple(recognizer) if recognizer else ("dlib", "facenet"))
     except EffaceError as exc:
         raise _fail_setup(exc) from exc
@@ -443,7 +454,8 @@ def verify_strength(
         with store, stderr.status("measuring re-identification") as status:
             report = measure_strength(
                 people,
-                worker=worker,
+                detector=detector,
+                codec=policy.codec,
                 treatments=treatments,
                 recognizers=recognizers,
                 distractors_dir=distractors,
@@ -455,8 +467,8 @@ def verify_strength(
                 kind=ValidationKind.STRENGTH,
                 created_at=datetime.now(UTC),
                 efface_version=__version__,
-                model_name=worker.detector.name,
-                model_sha256=worker.detector.weights_sha256,
+                model_name=detector.name,
+                model_sha256=detector.weights_sha256,
                 settings={**audited_settings(settings), "recognizers": [r.name for r in recognizers]},
                 dataset={
                     "people": str(people.resolve()),
@@ -575,20 +587,30 @@ def _result_json(result: AnonymizationResult) -> dict[str, object]:
 
 @contextlib.contextmanager
 def _executor(
-    settings: Settings, worker: Worker, *, on_frame: FrameProgress, ray_address: str | None
+    settings: Settings,
+    models: Models,
+    policy: Policy,
+    *,
+    processes: int,
+    on_frame: FrameProgress,
+    ray_address: str | None,
 ) -> Iterator[Executor]:
-    """A Ray cluster when asked; this process for one job; otherwise a process pool with a Worker of its own
+    """A Ray cluster when asked; this process for one job; otherwise a process pool with models of its own
     in each process."""
     executor: Executor
     if ray_address is not None:
         try:
-            executor = RayPool(settings, address=ray_address)
+            # One inference thread per actor: Ray gives each actor one CPU, and runs one actor per CPU.
+            executor = RayPool(
+                functools.partial(load_models, settings, inference_threads=1), policy, address=ray_address
+            )
         except EffaceError as exc:
             raise _fail_setup(exc) from exc
-    elif settings.workers == 1:
-        executor = InProcess(worker, on_frame=on_frame)
+    elif processes == 1:
+        executor = InProcess(models, policy, on_frame=on_frame)
     else:
-        executor = ProcessPool(functools.partial(build_worker, settings), processes=settings.workers, on_frame=on_frame)
+        make_models = functools.partial(load_models, settings, inference_threads=inference_threads_for(processes))
+        executor = ProcessPool(make_models, policy, processes=processes, on_frame=on_frame)
     try:
         yield executor
     finally:
@@ -1016,7 +1038,7 @@ def serve(
         stderr.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_USAGE) from exc
     try:  # refuse a weak transform, a missing model or an unreachable database before listening
-        build_worker(settings)
+        build_policy(settings)
         AuditStore(settings.db_url).close()
     except EffaceError as exc:
         raise _fail_setup(exc) from exc

@@ -58,6 +58,14 @@ def default_database_url() -> str:
     return f"sqlite:///{Path(platformdirs.user_data_dir(APP_NAME)) / 'audit.sqlite3'}"
 
 
+def _yunet_path(item: str) -> Path:
+    """The file of a further detector given as ``yunet:PATH`` (the one kind there is)."""
+    kind, _, path = item.partition(":")
+    if kind != "yunet" or not path:
+        raise ValueError(f"expected 'yunet:PATH', got {item!r}")
+    return Path(path)
+
+
 class Settings(BaseSettings):
     """Every user-facing setting of efface."""
 
@@ -104,10 +112,13 @@ class Settings(BaseSettings):
     @classmethod
     def _known_detectors(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for item in value:
-            kind, _, path = item.partition(":")
-            if kind != "yunet" or not path:
-                raise ValueError(f"expected 'yunet:PATH', got {item!r}")
+            _yunet_path(item)
         return value
+
+    @property
+    def yunet_paths(self) -> tuple[Path, ...]:
+        """The model files of ``extra_detectors``."""
+        return tuple(_yunet_path(item) for item in self.extra_detectors)
 
     @classmethod
     def settings_customise_sources(

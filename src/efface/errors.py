@@ -12,6 +12,7 @@ into these at one boundary per package with ``raise X(...) from exc``; nothing e
     │   ├── CorruptImageError       the bytes are not a valid image or video (truncated, bad CRC, ...)
     │   └── ImageTooLargeError      more pixels than allowed (decompression bombs)
     ├── OutputError                 the anonymized file could not be written (has ``.path``)
+    ├── WorkerCrashedError          the process or Ray actor anonymizing a file died under it (has ``.path``)
     ├── AuditError                  the audit database cannot be opened, migrated or written
     ├── service.errors.RequestRejectedError   an HTTP request refused (its status code and Retry-After),
     │       with one subclass per cause: malformed request, invalid API key, upload too large or too
@@ -40,6 +41,7 @@ __all__ = [
     "UnreadableFileError",
     "UnsupportedFormatError",
     "WeakTransformError",
+    "WorkerCrashedError",
 ]
 
 
@@ -98,6 +100,11 @@ class ImageTooLargeError(InputError):
 
 class OutputError(EffaceError):
     """The anonymized file could not be written; the original is left untouched."""
+
+
+class WorkerCrashedError(EffaceError):
+    """The process or Ray actor anonymizing a file died under it (killed, out of memory) as often as it was
+    retried; the file was left as it was, or complete, by the atomic replace."""
 
 
 class AuditError(EffaceError):

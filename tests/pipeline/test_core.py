@@ -9,17 +9,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from efface.detection import StaticDetector
-from efface.media.images import CodecOptions
-from efface.pipeline import FileJob, Worker, anonymize_file
-from efface.records import BBox, Face, Outcome, TransformSpec, WriteMode
-from efface.transforms import Anonymizer
+from efface.detection import StaticDetector, StaticModels
+from efface.pipeline import FileJob, Policy, anonymize_file
+from efface.records import BBox, Face, Outcome, WriteMode
 
 FACE = Face(BBox(20, 20, 60, 60), 0.9)
 
 
-def _worker(*faces: Face) -> Worker:
-    return Worker(detector=StaticDetector(faces), anonymizer=Anonymizer(TransformSpec()), codec=CodecOptions())
+POLICY = Policy()
+
+
+def _models(*faces: Face) -> StaticModels:
+    return StaticModels(faces=faces)
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def photo(tmp_path: Path) -> Path:
 
 def test_in_place_replaces_the_file_and_reports(photo: Path) -> None:
     before = photo.read_bytes()
-    result = anonymize_file(FileJob(photo, photo), worker=_worker(FACE))
+    result = anonymize_file(FileJob(photo, photo), models=_models(FACE), policy=POLICY)
     after = photo.read_bytes()
     assert result.outcome is Outcome.ANONYMIZED and result.mode is WriteMode.IN_PLACE
     assert (result.faces_detected, result.faces_anonymized) == (1, 1)
@@ -46,7 +47,7 @@ def test_in_place_replaces_the_file_and_reports(photo: Path) -> None:
 def test_output_dir_leaves_the_source_untouched(photo: Path, tmp_path: Path) -> None:
     before = photo.read_bytes()
     destination = tmp_path / "out" / "deep" / "photo.png"
-    result = anonymize_file(FileJob(photo, destination), worker=_worker(FACE))
+    result = anonymize_file(FileJob(photo, destination), models=_models(FACE), policy=POLICY)
     assert result.mode is WriteMode.OUTPUT_DIR and result.output_path == destination
     assert photo.read_bytes() == before
     assert destination.read_bytes() != before
@@ -54,11 +55,11 @@ def test_output_dir_leaves_the_source_untouched(photo: Path, tmp_path: Path) -> 
 
 def test_no_face_without_metadata_is_not_rewritten(photo: Path, tmp_path: Path) -> None:
     before = photo.read_bytes()
-    result = anonymize_file(FileJob(photo, photo), worker=_worker())
+    result = anonymize_file(FileJob(photo, photo), models=_models(), policy=POLICY)
     assert result.outcome is Outcome.NO_FACES and photo.read_bytes() == before
     assert result.output_sha256 == hashlib.sha256(before).hexdigest()
     copy = tmp_path / "copy" / "photo.png"
-    anonymize_file(FileJob(photo, copy), worker=_worker())
+    anonymize_file(FileJob(photo, copy), models=_models(), policy=POLICY)
     assert copy.read_bytes() == before
 
 
@@ -67,14 +68,14 @@ def test_no_face_with_metadata_is_rewritten_without_it(tmp_path: Path) -> None:
     exif = Image.Exif()
     exif[0x013B] = "Jane Doe"
     Image.new("RGB", (64, 64), (90, 120, 150)).save(path, exif=exif.tobytes())
-    result = anonymize_file(FileJob(path, path), worker=_worker())
+    result = anonymize_file(FileJob(path, path), models=_models(), policy=POLICY)
     assert result.outcome is Outcome.NO_FACES
     assert b"Jane Doe" not in path.read_bytes()
 
 
 def test_dry_run_writes_nothing(photo: Path) -> None:
     before = photo.read_bytes()
-    result = anonymize_file(FileJob(photo, None), worker=_worker(FACE))
+    result = anonymize_file(FileJob(photo, None), models=_models(FACE), policy=POLICY)
     assert result.outcome is Outcome.DRY_RUN and result.faces_detected == 1 and result.faces_anonymized == 0
     assert photo.read_bytes() == before and result.output_sha256 is None
 
@@ -89,7 +90,7 @@ def test_dry_run_writes_nothing(photo: Path) -> None:
 def test_bad_file_is_an_error_result_and_left_untouched(tmp_path: Path, content: bytes, error_class: str) -> None:
     path = tmp_path / "bad.jpg"
     path.write_bytes(content)
-    result = anonymize_file(FileJob(path, path), worker=_worker(FACE))
+    result = anonymize_file(FileJob(path, path), models=_models(FACE), policy=POLICY)
     assert result.outcome is Outcome.ERROR and result.error_class == error_class
     assert "\n" not in (result.error_message or "")
     assert path.read_bytes() == content
@@ -98,7 +99,7 @@ def test_bad_file_is_an_error_result_and_left_untouched(tmp_path: Path, content:
 
 def test_missing_file_is_an_error_result(tmp_path: Path) -> None:
     path = tmp_path / "gone.jpg"
-    result = anonymize_file(FileJob(path, path), worker=_worker())
+    result = anonymize_file(FileJob(path, path), models=_models(), policy=POLICY)
     assert result.error_class == "InputNotFoundError"
 
 
@@ -107,9 +108,8 @@ def test_a_failing_detector_fails_only_that_file(photo: Path) -> None:
         def detect(self, image: np.ndarray) -> tuple[Face, ...]:
             raise RuntimeError("boom")
 
-    worker = Worker(detector=Exploding(), anonymizer=Anonymizer(TransformSpec()), codec=CodecOptions())
     before = photo.read_bytes()
-    result = anonymize_file(FileJob(photo, photo), worker=worker)
+    result = anonymize_file(FileJob(photo, photo), models=StaticModels(Exploding()), policy=POLICY)
     assert (result.outcome, result.error_class, result.error_message) == (Outcome.ERROR, "RuntimeError", "boom")
     assert photo.read_bytes() == before
 
@@ -117,5 +117,5 @@ def test_a_failing_detector_fails_only_that_file(photo: Path) -> None:
 def test_unwritable_destination_is_an_output_error(photo: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    result = anonymize_file(FileJob(photo, blocker / "photo.png"), worker=_worker(FACE))
+    result = anonymize_file(FileJob(photo, blocker / "photo.png"), models=_models(FACE), policy=POLICY)
     assert result.error_class == "OutputError"

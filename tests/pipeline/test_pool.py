@@ -10,12 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from efface.detection import StaticDetector
-from efface.media.images import CodecOptions
-from efface.pipeline import FileJob, Worker
+from efface.detection import StaticDetector, StaticModels
+from efface.pipeline import FileJob, Policy
 from efface.pipeline.pool import InProcess, ProcessPool
-from efface.records import BBox, Face, Outcome, TransformSpec
-from efface.transforms import Anonymizer
+from efface.records import BBox, Face, Outcome
 
 POISON_WIDTH = 77  # an image this wide kills the process that detects on it
 
@@ -29,12 +27,8 @@ class _KillingDetector(StaticDetector):
         return super().detect(image)
 
 
-def _killing_worker() -> Worker:
-    return Worker(
-        detector=_KillingDetector((Face(BBox(5, 5, 30, 30), 0.9),)),
-        anonymizer=Anonymizer(TransformSpec()),
-        codec=CodecOptions(),
-    )
+def _killing_models() -> StaticModels:
+    return StaticModels(_KillingDetector((Face(BBox(5, 5, 30, 30), 0.9),)))
 
 
 def _images(folder: Path, widths: list[int]) -> list[FileJob]:
@@ -49,7 +43,7 @@ def _images(folder: Path, widths: list[int]) -> list[FileJob]:
 
 def test_pool_returns_results_in_job_order(tmp_path: Path) -> None:
     jobs = _images(tmp_path / "photos", [60 + i for i in range(7)])
-    with ProcessPool(_killing_worker, processes=2) as pool:
+    with ProcessPool(_killing_models, Policy(), processes=2) as pool:
         results = list(pool.results(jobs))
     assert [r.path for r in results] == [job.source for job in jobs]
     assert all(r.outcome is Outcome.ANONYMIZED for r in results)
@@ -59,7 +53,7 @@ def test_a_process_killed_mid_file_fails_that_file_only(tmp_path: Path) -> None:
     widths = [60, 61, POISON_WIDTH, 62, 63, 64]
     jobs = _images(tmp_path / "photos", widths)
     poisoned = jobs[2].source.read_bytes()
-    with ProcessPool(_killing_worker, processes=2) as pool:
+    with ProcessPool(_killing_models, Policy(), processes=2) as pool:
         results = list(pool.results(jobs))
     assert [r.path for r in results] == [job.source for job in jobs]
     outcomes = [r.outcome for r in results]
@@ -71,7 +65,7 @@ def test_a_process_killed_mid_file_fails_that_file_only(tmp_path: Path) -> None:
 
 def test_drain_after_an_interruption_returns_the_files_in_flight(tmp_path: Path) -> None:
     jobs = _images(tmp_path / "photos", [60 + i for i in range(8)])
-    with ProcessPool(_killing_worker, processes=2) as pool:
+    with ProcessPool(_killing_models, Policy(), processes=2) as pool:
         stream = pool.results(jobs)
         first = next(stream)
         stream.close()  # what a Ctrl-C in the consumer does to the generator
@@ -84,11 +78,11 @@ def test_drain_after_an_interruption_returns_the_files_in_flight(tmp_path: Path)
 
 def test_in_process_has_nothing_to_drain(tmp_path: Path) -> None:
     jobs = _images(tmp_path / "photos", [60, 61])
-    executor = InProcess(_killing_worker())
+    executor = InProcess(_killing_models(), Policy())
     assert [r.outcome for r in executor.results(jobs)] == [Outcome.ANONYMIZED] * 2
     assert executor.drain() == []
 
 
 def test_pool_size_is_checked() -> None:
     with pytest.raises(ValueError, match="processes must be >= 1"):
-        ProcessPool(_killing_worker, processes=0)
+        ProcessPool(_killing_models, Policy(), processes=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 from pathlib import Path
@@ -15,8 +16,8 @@ from efface.audit import AuditStore
 from efface.cli import app
 from efface.config import load_settings
 from efface.pipeline import plan_jobs
-from efface.pipeline.build import build_worker
-from efface.pipeline.local import new_run_info, run_plan
+from efface.pipeline.build import build_policy, load_models
+from efface.pipeline.run import AuditedRun, run_plan
 from efface.records import Outcome, RunStatus
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'efface[ray]')")
@@ -39,7 +40,8 @@ def test_a_killed_ray_worker_loses_nothing(tmp_path: Path, astronaut: np.ndarray
     originals = _photos(folder, astronaut, 12)
     settings = load_settings(db_url=sqlite_url)
     plan = plan_jobs([folder])
-    pool = RayPool(settings, address="local", actors=2)
+    make_models = functools.partial(load_models, settings, inference_threads=1)
+    pool = RayPool(make_models, build_policy(settings), address="local", actors=2)
     try:
         pids = ray.get([actor.pid.remote() for actor in pool.actors])
         killed: list[int] = []
@@ -50,13 +52,18 @@ def test_a_killed_ray_worker_loses_nothing(tmp_path: Path, astronaut: np.ndarray
                 killed.append(pids[0])
 
         with AuditStore(sqlite_url) as store:
-            run = new_run_info(command="anonymize", mode=plan.mode, worker=build_worker(settings), settings={})
-            summary = run_plan(plan.items(), executor=pool, store=store, run=run, on_result=kill_one_worker)
+            run = AuditedRun.begin(
+                store, command="anonymize", mode=plan.mode, models=make_models(), settings={}, on_result=kill_one_worker
+            )
+            with run:
+                run_plan(plan.items(), executor=pool, run=run)
+            summary = run.summary
             rows = store.list_files(run.run_id)
         assert killed and ray.get([actor.pid.remote() for actor in pool.actors])[0] != pids[0]  # restarted
     finally:
         pool.close()
 
+    assert summary is not None
     assert summary.status is RunStatus.COMPLETED and summary.files_total == 12
     assert sorted(Path(row.path).name for row in rows) == sorted(originals)  # each file audited exactly once
     assert {row.outcome for row in rows} == {Outcome.ANONYMIZED}

@@ -18,11 +18,11 @@ from efface.audit import AuditStore
 from efface.cli import app
 from efface.config import load_settings
 from efface.media.atomic import find_leftovers
-from efface.pipeline.build import build_worker
-from efface.pipeline.core import FileJob, Worker, anonymize_file
+from efface.pipeline.build import build_policy, load_models
+from efface.pipeline.core import FileJob, anonymize_file
 from efface.pipeline.jobs import plan_jobs
-from efface.pipeline.local import new_run_info, run_plan
 from efface.pipeline.pool import InProcess
+from efface.pipeline.run import AuditedRun, run_plan
 from efface.records import Outcome, WriteMode
 
 NO_FACES = Path(__file__).resolve().parents[3] / "shared" / "data" / "video" / "no_faces_320x240.avi"
@@ -87,19 +87,26 @@ def _read(path: Path) -> tuple[list[np.ndarray], list[float], list[bytes], dict[
 
 
 @pytest.fixture(scope="module")
-def worker() -> Worker:
-    return build_worker(load_settings(db_url="sqlite://", workers=1))
+def worker() -> InProcess:
+    """The real models and the default policy, run in this process."""
+    settings = load_settings(db_url="sqlite://")
+    return InProcess(load_models(settings, inference_threads=2), build_policy(settings))
 
 
 @pytest.mark.slow
-def test_a_moving_face_is_covered_on_every_frame_and_audio_and_timing_are_kept(tmp_path: Path, worker: Worker) -> None:
+def test_a_moving_face_is_covered_on_every_frame_and_audio_and_timing_are_kept(
+    tmp_path: Path, worker: InProcess
+) -> None:
     source = tmp_path / "clip.mp4"
     _write_face_video(source)
     before_frames, before_times, before_audio, _ = _read(source)
     progress: list[tuple[int, int | None]] = []
 
     result = anonymize_file(
-        FileJob(source=source, destination=source), worker=worker, on_frame=lambda *args: progress.append(args)
+        FileJob(source=source, destination=source),
+        models=worker.models,
+        policy=worker.policy,
+        on_frame=lambda *args: progress.append(args),
     )
 
     assert result.outcome is Outcome.ANONYMIZED, result.error_message
@@ -123,15 +130,16 @@ def test_a_moving_face_is_covered_on_every_frame_and_audio_and_timing_are_kept(t
 
 
 @pytest.mark.slow
-def test_video_run_is_audited_and_a_dry_run_writes_nothing(tmp_path: Path, worker: Worker) -> None:
+def test_video_run_is_audited_and_a_dry_run_writes_nothing(tmp_path: Path, worker: InProcess) -> None:
     source = tmp_path / "clip.mp4"
     _write_face_video(source)
     original = source.read_bytes()
     store = AuditStore(f"sqlite:///{tmp_path / 'audit.sqlite3'}")
     plan = plan_jobs([tmp_path], dry_run=True)
-    run = new_run_info(command="anonymize", mode=plan.mode, worker=worker, settings={})
     with store:
-        summary = run_plan(plan.items(), executor=InProcess(worker), store=store, run=run)
+        with AuditedRun.begin(store, command="anonymize", mode=plan.mode, models=worker.models, settings={}) as run:
+            run_plan(plan.items(), executor=worker, run=run)
+        summary = run.summary
         (stored,) = store.list_files(run.run_id)
     assert source.read_bytes() == original
     assert summary.files_total == 1 and summary.faces_detected >= FRAMES - 2
@@ -142,7 +150,7 @@ def test_video_run_is_audited_and_a_dry_run_writes_nothing(tmp_path: Path, worke
 
 
 @pytest.mark.slow
-def test_bad_videos_fail_alone_and_stay_untouched(tmp_path: Path, worker: Worker) -> None:
+def test_bad_videos_fail_alone_and_stay_untouched(tmp_path: Path, worker: InProcess) -> None:
     good = tmp_path / "good.mp4"
     _write_face_video(good)
     truncated = tmp_path / "truncated.mp4"
@@ -153,7 +161,7 @@ def test_bad_videos_fail_alone_and_stay_untouched(tmp_path: Path, worker: Worker
     text.write_text("this is not a video\n")
     for bad in (truncated, empty, text):
         before = bad.read_bytes()
-        result = anonymize_file(FileJob(source=bad, destination=bad), worker=worker)
+        result = anonymize_file(FileJob(source=bad, destination=bad), models=worker.models, policy=worker.policy)
         assert result.outcome is Outcome.ERROR and result.error_message, bad
         assert "\n" not in result.error_message
         assert bad.read_bytes() == before
@@ -161,13 +169,13 @@ def test_bad_videos_fail_alone_and_stay_untouched(tmp_path: Path, worker: Worker
 
 
 @pytest.mark.slow
-def test_the_no_face_control_clip_is_barely_touched(tmp_path: Path, worker: Worker) -> None:
+def test_the_no_face_control_clip_is_barely_touched(tmp_path: Path, worker: InProcess) -> None:
     if not NO_FACES.is_file():
         pytest.skip(f"evaluation data not present: {NO_FACES}")
     source = tmp_path / NO_FACES.name
     shutil.copyfile(NO_FACES, source)
     output = tmp_path / "out" / source.name
-    result = anonymize_file(FileJob(source=source, destination=output), worker=worker)
+    result = anonymize_file(FileJob(source=source, destination=output), models=worker.models, policy=worker.policy)
     assert result.outcome in (Outcome.NO_FACES, Outcome.ANONYMIZED), result.error_message
     assert result.mode is WriteMode.OUTPUT_DIR and source.read_bytes() == NO_FACES.read_bytes()
     video = result.video

@@ -26,12 +26,12 @@ from starlette.exceptions import StarletteDeprecationWarning
 from efface.audit import AuditStore
 from efface.audit.keys import ApiKeyStore
 from efface.config import Settings
-from efface.detection.static import StaticDetector
-from efface.media.images import CodecOptions
-from efface.pipeline.core import Worker
+from efface.detection.base import FaceDetector
+from efface.detection.models import DetectionModels
+from efface.detection.static import StaticModels
 from efface.records import BBox, Face
 from efface.service import ServiceLimits, create_app
-from efface.transforms.core import Anonymizer
+from efface.service.runtime import ModelLoader
 
 with warnings.catch_warnings():
     # Starlette 1.x asks for the httpx2 fork behind its TestClient and warns when it finds httpx instead.
@@ -106,17 +106,13 @@ def auth(api_key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"}
 
 
-def static_build(*faces: Face, detector: object | None = None) -> Callable[[Settings], Worker]:
-    """A ``build_worker`` stand-in: the settings' anonymizer and codec around a fake detector."""
+def static_load(*faces: Face, detector: FaceDetector | None = None) -> ModelLoader:
+    """A ``load_models`` stand-in: models that give a fake detector (the settings' policy still applies)."""
 
-    def build(settings: Settings) -> Worker:
-        return Worker(
-            detector=detector or StaticDetector(faces),  # type: ignore[arg-type]
-            anonymizer=Anonymizer(settings.transform_spec()),
-            codec=CodecOptions(max_image_pixels=settings.max_image_pixels),
-        )
+    def load(settings: Settings, inference_threads: int) -> DetectionModels:
+        return StaticModels(detector, faces=faces)
 
-    return build
+    return load
 
 
 FACE = Face(box=BBox(180.0, 60.0, 270.0, 180.0), score=0.99)
@@ -127,10 +123,9 @@ def make_client(db_url: str) -> Iterator[Callable[..., TestClient]]:
     """Starts the app in process (lifespan included) with the given limits and worker builder."""
     clients: list[TestClient] = []
 
-    def make(*, limits: ServiceLimits | None = None, build: Callable[[Settings], Worker] | None = None) -> TestClient:
+    def make(*, limits: ServiceLimits | None = None, load: ModelLoader | None = None) -> TestClient:
         settings = Settings(db_url=db_url, workers=2)
-        kwargs = {"build": build} if build is not None else {}
-        client = TestClient(create_app(settings, limits=limits or ServiceLimits(workers=2), **kwargs))
+        client = TestClient(create_app(settings, limits=limits or ServiceLimits(workers=2), load=load))
         client.__enter__()
         clients.append(client)
         return client

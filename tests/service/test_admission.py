@@ -1,21 +1,18 @@
-"""The gate, the rate limiter, the limits, per-request options and the worker cache, without a server."""
+"""The gate, the rate limiter, the limits and per-request options, without a server."""
 
 from __future__ import annotations
-
-import threading
 
 import pytest
 
 from efface.config import Settings
+from efface.detection.presets import preset_spec
 from efface.errors import WeakTransformError
-from efface.pipeline.core import Worker
+from efface.pipeline.build import build_policy
 from efface.records import Method, Preset
 from efface.service.admission import Gate, RateLimiter
 from efface.service.errors import InvalidOptionError
 from efface.service.limits import ServiceLimits
-from efface.service.workers import WorkerCache, resolve_options
-
-from .conftest import static_build
+from efface.service.options import resolve_options
 
 
 def test_gate_admits_up_to_its_capacity() -> None:
@@ -66,7 +63,6 @@ def test_retry_after_is_at_least_one_whole_second(wait_s: float) -> None:
         ("rate_limit_per_min", 0),
         ("upload_timeout_s", 0.0),
         ("request_timeout_s", float("inf")),
-        ("cached_workers", 0),
     ],
 )
 def test_limits_refuse_impossible_values(field: str, value: float) -> None:
@@ -105,58 +101,11 @@ def test_resolve_options_refuses_strengths_that_mean_nothing(options: dict, mess
         resolve_options(BASE, **options)
 
 
-def _counting_build() -> tuple[list[Settings], object]:
-    built: list[Settings] = []
-    inner = static_build()
-
-    def build(settings: Settings) -> Worker:
-        built.append(settings)
-        return inner(settings)
-
-    return built, build
-
-
-def test_worker_cache_builds_each_option_set_once_and_drops_the_least_recent() -> None:
-    built, build = _counting_build()
-    cache = WorkerCache(BASE, size=2, build=build)
-    blur, pixelate, fast = (
-        resolve_options(BASE, method=Method.BLUR),
-        resolve_options(BASE, method=Method.PIXELATE),
-        resolve_options(BASE, preset=Preset.FAST),
-    )
-
-    assert cache.get(()) is cache.default
-    first_blur = cache.get(blur)
-    assert cache.get(blur) is first_blur
-    cache.get(pixelate)
-    cache.get(blur)  # blur is now the most recent
-    cache.get(fast)  # drops pixelate
-    assert cache.get(blur) is first_blur
-    cache.get(pixelate)
-
-    assert [s.method for s in built] == [Method.FILL, Method.BLUR, Method.PIXELATE, Method.FILL, Method.PIXELATE]
-    assert built[3].preset is Preset.FAST
-    assert len(cache) == 3  # the default and two others
-
-
-def test_worker_cache_goes_through_the_floor_check_and_caches_no_failure() -> None:
-    _, build = _counting_build()
-    cache = WorkerCache(BASE, size=2, build=build)
+def test_an_option_set_becomes_a_policy_through_the_floor_check() -> None:
+    blur = resolve_options(BASE, method=Method.BLUR, strength=2.0, preset=Preset.FAST)
+    policy = build_policy(BASE.model_copy(update=dict(blur)))
+    assert policy.anonymizer.spec.method is Method.BLUR and policy.anonymizer.spec.blur_kernel_fraction == 2.0
+    assert policy.detection == preset_spec(Preset.FAST)
     weak = resolve_options(BASE, method=Method.BLUR, strength=0.05)
-    for _ in range(2):
-        with pytest.raises(WeakTransformError, match="below the floor"):
-            cache.get(weak)
-    assert len(cache) == 1
-
-
-def test_worker_cache_builds_once_under_concurrent_requests() -> None:
-    built, build = _counting_build()
-    cache = WorkerCache(BASE, size=2, build=build)
-    key = resolve_options(BASE, method=Method.BLUR)
-    workers: list[Worker] = []
-    threads = [threading.Thread(target=lambda: workers.append(cache.get(key))) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(built) == 2 and len({id(worker) for worker in workers}) == 1
+    with pytest.raises(WeakTransformError, match="below the floor"):
+        build_policy(BASE.model_copy(update=dict(weak)))

@@ -17,11 +17,14 @@ from PIL import Image
 
 from efface.audit import AuditStore
 from efface.audit.keys import ApiKeyStore
+from efface.config import Settings
+from efface.detection.models import DetectionModels
+from efface.detection.presets import preset_spec
 from efface.errors import AuditError
-from efface.records import Face, Outcome, RunStatus, WriteMode
+from efface.records import Face, Outcome, Preset, RunStatus, WriteMode
 from efface.service import ServiceLimits
 
-from .conftest import FACE, TestClient, create_key, jpeg, static_build
+from .conftest import FACE, TestClient, create_key, jpeg, static_load
 
 
 def _post(client: TestClient, path: str, content: bytes, auth: dict[str, str], name: str = "photo.jpg", **fields):
@@ -165,7 +168,7 @@ def test_requests_without_a_valid_key_are_401(
 def test_each_key_has_its_rate_limit(
     make_client: Callable[..., TestClient], db_url: str, auth: dict[str, str], astronaut_jpeg: bytes
 ) -> None:
-    client = make_client(limits=ServiceLimits(workers=1, rate_limit_per_min=3), build=static_build())
+    client = make_client(limits=ServiceLimits(workers=1, rate_limit_per_min=3), load=static_load())
     limited = {"Authorization": f"Bearer {create_key(db_url, 'limited', rate_limit_per_min=2)}"}
     assert [_post(client, "/v1/detect", astronaut_jpeg, limited).status_code for _ in range(3)] == [200, 200, 429]
     refused = _post(client, "/v1/detect", astronaut_jpeg, limited)
@@ -195,7 +198,7 @@ def test_a_saturated_server_answers_503_with_retry_after_at_once(
 ) -> None:
     detector = BlockingDetector()
     client = make_client(
-        limits=ServiceLimits(workers=1, queue_size=1, retry_after_s=2), build=static_build(detector=detector)
+        limits=ServiceLimits(workers=1, queue_size=1, retry_after_s=2), load=static_load(detector=detector)
     )
     answers: list[int] = []
     held = [
@@ -228,7 +231,7 @@ def test_a_request_that_waits_too_long_is_503_and_keeps_its_place_until_its_thre
 ) -> None:
     detector = BlockingDetector()
     client = make_client(
-        limits=ServiceLimits(workers=1, queue_size=0, request_timeout_s=0.3), build=static_build(detector=detector)
+        limits=ServiceLimits(workers=1, queue_size=0, request_timeout_s=0.3), load=static_load(detector=detector)
     )
     response = _post(client, "/v1/detect", astronaut_jpeg, auth)
     assert response.status_code == 503 and response.json()["error"]["type"] == "ProcessingTimeoutError"
@@ -329,14 +332,24 @@ def test_unknown_routes_and_methods_get_the_same_json_errors(make_client: Callab
     assert response.status_code == 405 and response.json()["error"]["type"] == "MethodNotAllowed"
 
 
-def test_the_default_worker_is_built_once_and_option_sets_are_cached(
+def test_the_models_are_loaded_once_and_each_request_gets_its_own_policy(
     make_client: Callable[..., TestClient], auth: dict[str, str], astronaut_jpeg: bytes
 ) -> None:
-    client = make_client(build=static_build(FACE))
+    loads: list[int] = []
+    inner = static_load(FACE)
+
+    def load(settings: Settings, inference_threads: int) -> DetectionModels:
+        loads.append(inference_threads)
+        return inner(settings, inference_threads)
+
+    client = make_client(load=load)
+    models = client.app.state.service.models
     for _ in range(3):
         _post(client, "/v1/anonymize", astronaut_jpeg, auth)
-        _post(client, "/v1/anonymize", astronaut_jpeg, auth, method="pixelate", strength="8")
-    assert client.app.state.service.workers.builds == 2
+        _post(client, "/v1/anonymize", astronaut_jpeg, auth, method="pixelate", strength="8", preset="fast")
+    assert len(loads) == 1
+    fast, balanced = preset_spec(Preset.FAST), preset_spec(Preset.BALANCED)
+    assert models.specs == [balanced, fast] * 3
 
 
 def test_an_image_without_faces_or_metadata_comes_back_byte_for_byte(

@@ -29,7 +29,14 @@ from efface.detection.postprocess import (
 )
 from efface.records import Face
 
-__all__ = ["FocusSpec", "MultiScaleDetector", "MultiScaleSpec", "ScalableDetector", "select_focus_cells"]
+__all__ = [
+    "FocusSpec",
+    "MultiScaleDetector",
+    "MultiScaleSpec",
+    "ScalableDetector",
+    "combined_sha256",
+    "select_focus_cells",
+]
 
 
 class ScalableDetector(Protocol):
@@ -177,7 +184,7 @@ class MultiScaleDetector:
         self.spec = spec
         self.extra = tuple(extra)
         self.name = "+".join((base.name, *(d.name for d in self.extra)))
-        self.weights_sha256 = base.weights_sha256 if not self.extra else _combined_sha(base, self.extra)
+        self.weights_sha256 = combined_sha256(base, self.extra)
 
     def detect(self, image: np.ndarray) -> tuple[Face, ...]:
         """Faces scoring at least the operating threshold, best first."""
@@ -267,5 +274,8 @@ def _clip(detections: RawDetections, width_px: int, height_px: int) -> RawDetect
     return RawDetections(boxes, detections.scores, detections.landmarks_xy)
 
 
-def _combined_sha(base: ScalableDetector, extra: Sequence[ScalableDetector]) -> str:
+def combined_sha256(base: ScalableDetector, extra: Sequence[ScalableDetector]) -> str:
+    """The weights hash of fused models: the base's own when it runs alone."""
+    if not extra:
+        return base.weights_sha256
     return hashlib.sha256("".join((base.weights_sha256, *(d.weights_sha256 for d in extra))).encode()).hexdigest()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from efface.detection.base import FaceDetector
+from efface.detection.multiscale import MultiScaleSpec
 from efface.records import Face
 
-__all__ = ["StaticDetector"]
+__all__ = ["StaticDetector", "StaticModels"]
 
 
 class StaticDetector:
@@ -27,3 +29,28 @@ class StaticDetector:
     def detect(self, image: np.ndarray) -> tuple[Face, ...]:
         self.calls += 1
         return self.faces
+
+
+class StaticModels:
+    """Models that give one fake detector for every spec: tests of the pipeline, the pool and the service.
+
+    Args:
+        detector: returned by ``detector(spec)`` whatever the spec (default: a ``StaticDetector`` of ``faces``).
+        faces: the faces of the default detector.
+    """
+
+    def __init__(self, detector: FaceDetector | None = None, *, faces: tuple[Face, ...] = ()) -> None:
+        self._detector: FaceDetector = detector if detector is not None else StaticDetector(faces)
+        self.specs: list[MultiScaleSpec] = []
+
+    @property
+    def name(self) -> str:
+        return self._detector.name
+
+    @property
+    def weights_sha256(self) -> str:
+        return self._detector.weights_sha256
+
+    def detector(self, spec: MultiScaleSpec) -> FaceDetector:
+        self.specs.append(spec)
+        return self._detector

@@ -1,37 +1,56 @@
-"""Builds the long-lived pipeline parts from ``Settings``: the one place every entry point (CLI,
-service, Ray workers) turns configuration into a ``Worker``.
+"""Turns ``Settings`` into the pipeline's parts: the one place every entry point (CLI, service, Ray actors, pool
+processes, the library) does it.
+
+- ``load_models``: the expensive part, once per process, with an explicit inference-thread count.
+- ``build_policy``: the cheap part (detection spec, anonymizer with its strength checked, codec, video and
+  tracking options), per option set or per request.
+- ``audited_settings``: what the audit log records about the settings of a run.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from efface.config import Settings
-from efface.detection.centerface import CenterFaceDetector
-from efface.detection.multiscale import MultiScaleDetector
-from efface.detection.presets import CANDIDATE_SCORE, preset_spec
+from efface.detection.models import Models
+from efface.detection.models import load_models as load_detection_models
+from efface.detection.presets import preset_spec
 from efface.detection.tracking import TrackingSpec
-from efface.detection.yunet import YuNetDetector
 from efface.errors import ConfigurationError
 from efface.media.images import CodecOptions
 from efface.media.video import VideoOptions
-from efface.pipeline.core import Worker
+from efface.pipeline.core import Policy
 from efface.transforms.core import Anonymizer
 
-__all__ = ["audited_settings", "build_detector", "build_worker"]
+__all__ = ["audited_settings", "build_policy", "inference_threads_for", "load_models"]
 
 
-def build_worker(settings: Settings) -> Worker:
-    """Builds detector, anonymizer (strength checked) and codec options.
+def inference_threads_for(processes: int) -> int:
+    """Threads each of ``processes`` concurrent inferences may use so that together they fit this machine's
+    cores (at least one)."""
+    return max(1, (os.cpu_count() or 1) // max(1, processes))
+
+
+def load_models(settings: Settings, *, inference_threads: int) -> Models:
+    """CenterFace and the configured further detectors, loaded once for this process.
+
+    Raises:
+        ConfigurationError: an unavailable execution provider.
+        ModelError: a model file is missing or unreadable.
+    """
+    return load_detection_models(
+        providers=settings.providers, inference_threads=inference_threads, yunet_paths=settings.yunet_paths
+    )
+
+
+def build_policy(settings: Settings) -> Policy:
+    """The detection spec, anonymizer (strength checked), codec, video and tracking options of ``settings``.
 
     Raises:
         WeakTransformError: the configured transform is below the legal floor.
-        ConfigurationError: another setting cannot work (e.g. an unavailable execution provider).
-        ModelError: the detector model cannot be loaded.
+        ConfigurationError: another setting cannot work (e.g. a video setting).
     """
     anonymizer = Anonymizer(settings.transform_spec())
-    detector = build_detector(settings)
     codec = CodecOptions(
         jpeg_quality=settings.jpeg_quality,
         keep_icc_profile=settings.keep_icc_profile,
@@ -48,29 +67,8 @@ def build_worker(settings: Settings) -> Worker:
         tracking = _tracking_spec(settings)
     except ValueError as exc:
         raise ConfigurationError(f"invalid video setting: {exc}") from exc
-    return Worker(detector=detector, anonymizer=anonymizer, codec=codec, video=video, tracking=tracking)
-
-
-def build_detector(settings: Settings) -> MultiScaleDetector:
-    """CenterFace in the configured preset, fused with any user-supplied detectors.
-
-    Raises:
-        ConfigurationError: an unavailable execution provider.
-        ModelError: a model file is missing or unreadable.
-    """
-    threads = max(1, (os.cpu_count() or 1) // settings.workers)
-    base = CenterFaceDetector(score_threshold=CANDIDATE_SCORE, providers=settings.providers, threads=threads)
-    extra = [
-        YuNetDetector(
-            Path(item.partition(":")[2]),
-            score_threshold=CANDIDATE_SCORE,
-            providers=settings.providers,
-            threads=threads,
-        )
-        for item in settings.extra_detectors
-    ]
-    spec = preset_spec(settings.preset, score_threshold=settings.score_threshold)
-    return MultiScaleDetector(base, spec, extra=extra)
+    detection = preset_spec(settings.preset, score_threshold=settings.score_threshold)
+    return Policy(detection=detection, anonymizer=anonymizer, codec=codec, video=video, tracking=tracking)
 
 
 def audited_settings(settings: Settings) -> dict[str, object]:

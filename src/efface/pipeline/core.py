@@ -15,17 +15,20 @@ from pathlib import Path
 
 import numpy as np
 
-from efface.detection.base import FaceDetector
+from efface.detection.models import DetectionModels
+from efface.detection.multiscale import MultiScaleSpec
+from efface.detection.presets import DEFAULT_PRESET, preset_spec
 from efface.detection.tracking import TrackingSpec
 from efface.errors import EffaceError, InputNotFoundError, OutputError, UnreadableFileError
 from efface.media.atomic import atomic_write_bytes
 from efface.media.images import CodecOptions, DecodedImage, decode_image, encode_image
 from efface.media.video import VideoOptions, is_video_path
+from efface.pipeline import results
 from efface.pipeline.video import FrameCallback, VideoRun, anonymize_video, scan_video
-from efface.records import AnonymizationResult, Face, Outcome, WriteMode
+from efface.records import AnonymizationResult, Face, Outcome, TransformSpec, WriteMode
 from efface.transforms.core import Anonymizer
 
-__all__ = ["FileJob", "Processed", "Worker", "anonymize_bytes", "anonymize_file"]
+__all__ = ["FileJob", "Policy", "Processed", "anonymize_bytes", "anonymize_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,20 +58,21 @@ class FileJob:
 
 
 @dataclass(frozen=True, slots=True)
-class Worker:
-    """The long-lived parts that every file needs: built once, used for many files.
+class Policy:
+    """How files are anonymized: cheap settings, built per option set (a CLI run, each HTTP request) and used with
+    a process's loaded models. ``Policy()`` is efface's defaults; ``build_policy(settings)`` makes one from settings.
 
     Attributes:
-        detector: finds faces.
-        anonymizer: transforms them (strength already checked).
+        detection: the detector passes and thresholds (run on the process's ``DetectionModels``).
+        anonymizer: transforms faces (strength already checked).
         codec: decoding limits and encoding choices for images.
         video: encoding choices and limits for videos.
         tracking: how faces are carried between video frames.
     """
 
-    detector: FaceDetector
-    anonymizer: Anonymizer
-    codec: CodecOptions
+    detection: MultiScaleSpec = field(default_factory=lambda: preset_spec(DEFAULT_PRESET))
+    anonymizer: Anonymizer = field(default_factory=lambda: Anonymizer(TransformSpec()))
+    codec: CodecOptions = field(default_factory=CodecOptions)
     video: VideoOptions = field(default_factory=VideoOptions)
     tracking: TrackingSpec = field(default_factory=TrackingSpec)
 
@@ -90,27 +94,30 @@ class Processed:
     data: bytes | None
 
 
-def anonymize_bytes(content: bytes, *, name: Path, worker: Worker, write: bool = True) -> Processed:
+def anonymize_bytes(
+    content: bytes, *, name: Path, models: DetectionModels, policy: Policy, write: bool = True
+) -> Processed:
     """Decodes, detects, anonymizes and re-encodes an image held in memory.
 
     Args:
         content: the image file's bytes.
         name: its name (for the format guess in errors and for messages).
-        worker: detector, anonymizer and codec options.
+        models: the process's loaded detection models.
+        policy: detection spec, anonymizer and codec options.
         write: encode the output; False for a dry run.
 
     Raises:
         InputError: the content is not an image efface can anonymize.
         ModelError: the detector failed.
     """
-    decoded = decode_image(content, path=name, options=worker.codec)
-    faces = worker.detector.detect(decoded.pixels)
+    decoded = decode_image(content, path=name, options=policy.codec)
+    faces = models.detector(policy.detection).detect(decoded.pixels)
     pixels: np.ndarray = decoded.pixels
     anonymized = 0
     if faces and write:
-        pixels, anonymized = worker.anonymizer.apply(decoded.pixels, faces)
+        pixels, anonymized = policy.anonymizer.apply(decoded.pixels, faces)
     needs_rewrite = anonymized > 0 or decoded.has_metadata or decoded.was_rotated
-    data = encode_image(decoded, pixels, options=worker.codec) if write and needs_rewrite else None
+    data = encode_image(decoded, pixels, options=policy.codec) if write and needs_rewrite else None
     return Processed(decoded=decoded, faces=faces, faces_anonymized=anonymized, data=data)
 
 
@@ -125,7 +132,9 @@ def _read(path: Path) -> bytes:
         raise UnreadableFileError(f"cannot read: {exc.strerror or exc}", path=path) from exc
 
 
-def anonymize_file(job: FileJob, *, worker: Worker, on_frame: FrameCallback | None = None) -> AnonymizationResult:
+def anonymize_file(
+    job: FileJob, *, models: DetectionModels, policy: Policy, on_frame: FrameCallback | None = None
+) -> AnonymizationResult:
     """Anonymizes one file and says what happened. Never raises for a problem with this one file.
 
     In place, the anonymized bytes atomically replace the original; into an output folder, the source
@@ -134,7 +143,8 @@ def anonymize_file(job: FileJob, *, worker: Worker, on_frame: FrameCallback | No
 
     Args:
         job: the source and destination.
-        worker: detector, anonymizer and codec options.
+        models: the process's loaded detection models.
+        policy: detection spec, anonymizer and codec options.
         on_frame: for videos, called after each frame with the frames done and expected (progress).
 
     Returns:
@@ -142,7 +152,7 @@ def anonymize_file(job: FileJob, *, worker: Worker, on_frame: FrameCallback | No
         in which case the source is byte-for-byte unchanged.
     """
     if is_video_path(job.source):
-        return _anonymize_video_file(job, worker=worker, on_frame=on_frame)
+        return _anonymize_video_file(job, models=models, policy=policy, on_frame=on_frame)
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()
     mode = job.mode
@@ -150,8 +160,15 @@ def anonymize_file(job: FileJob, *, worker: Worker, on_frame: FrameCallback | No
     try:
         content = _read(job.source)
         if _is_done(job, content):
-            return _skipped(job, started_at=started_at, t0=t0)
-        processed = anonymize_bytes(content, name=job.source, worker=worker, write=mode is not WriteMode.DRY_RUN)
+            return results.skipped(
+                job.source,
+                mode=job.mode,
+                output_path=job.destination,
+                started_at=started_at,
+                duration_s=time.perf_counter() - t0,
+            )
+        write = mode is not WriteMode.DRY_RUN
+        processed = anonymize_bytes(content, name=job.source, models=models, policy=policy, write=write)
         output_sha256 = None
         if job.destination is not None:
             data = processed.data
@@ -182,18 +199,26 @@ def anonymize_file(job: FileJob, *, worker: Worker, on_frame: FrameCallback | No
     )
 
 
-def _anonymize_video_file(job: FileJob, *, worker: Worker, on_frame: FrameCallback | None) -> AnonymizationResult:
+def _anonymize_video_file(
+    job: FileJob, *, models: DetectionModels, policy: Policy, on_frame: FrameCallback | None
+) -> AnonymizationResult:
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()
-    detect = worker.detector.detect
+    detect = models.detector(policy.detection).detect
     try:
         if not job.source.exists():
             raise InputNotFoundError("no such file", path=job.source)
         if _is_done(job, None):
-            return _skipped(job, started_at=started_at, t0=t0)
+            return results.skipped(
+                job.source,
+                mode=job.mode,
+                output_path=job.destination,
+                started_at=started_at,
+                duration_s=time.perf_counter() - t0,
+            )
         if job.destination is None:
             run = scan_video(
-                job.source, detect=detect, tracking=worker.tracking, options=worker.video, on_frame=on_frame
+                job.source, detect=detect, tracking=policy.tracking, options=policy.video, on_frame=on_frame
             )
             output_sha256 = None
         else:
@@ -202,9 +227,9 @@ def _anonymize_video_file(job: FileJob, *, worker: Worker, on_frame: FrameCallba
                 job.source,
                 job.destination,
                 detect=detect,
-                anonymize=worker.anonymizer.apply,
-                tracking=worker.tracking,
-                options=worker.video,
+                anonymize=policy.anonymizer.apply,
+                tracking=policy.tracking,
+                options=policy.video,
                 on_frame=on_frame,
                 permissions_from=job.source,
             )
@@ -249,18 +274,6 @@ def _is_done(job: FileJob, content: bytes | None) -> bool:
         return False
 
 
-def _skipped(job: FileJob, *, started_at: datetime, t0: float) -> AnonymizationResult:
-    return AnonymizationResult(
-        path=job.source,
-        outcome=Outcome.SKIPPED,
-        mode=job.mode,
-        started_at=started_at,
-        duration_s=time.perf_counter() - t0,
-        output_path=job.destination,
-        details={"reason": "already anonymized by an earlier run (its sha256 matches a recorded output)"},
-    )
-
-
 def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     try:
@@ -282,18 +295,13 @@ def _make_parent(destination: Path) -> None:
 def _error_result(
     job: FileJob, exc: Exception, *, started_at: datetime, t0: float, processed: Processed | None
 ) -> AnonymizationResult:
-    message = exc.message if isinstance(exc, EffaceError) else str(exc) or type(exc).__name__
-    return AnonymizationResult(
-        path=job.source,
-        outcome=Outcome.ERROR,
+    return results.failed(
+        job.source,
+        exc,
         mode=job.mode,
         started_at=started_at,
         duration_s=time.perf_counter() - t0,
-        output_path=None,
         faces=processed.faces if processed else (),
-        faces_anonymized=0,
         image_format=processed.decoded.image_format.value if processed else None,
         resolution_wh=processed.decoded.resolution_wh if processed else None,
-        error_class=type(exc).__name__,
-        error_message=message,
     )

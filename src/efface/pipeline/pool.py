@@ -1,10 +1,11 @@
 """Where the files of a batch are anonymized: in this process, or on every core through a process pool with
-one ``Worker`` (one detector session) per process. Both hand back ``anonymize_file`` results in job order,
-with a bounded number of files in flight, so memory does not grow with the size of the batch.
+its own ``Models`` (one detector session, loaded once) in each process and one ``Policy`` for all. Both hand back
+``anonymize_file`` results in job order, with a bounded number of files in flight, so memory does not grow with
+the size of the batch.
 
 Why processes and not threads: decoding, fusing, masking and encoding are Python and numpy work that holds
 the GIL; only the model releases it. Each process gets ``cores // processes`` inference threads
-(``build_detector``), so processes x threads fits the machine.
+(``inference_threads_for``), so processes x threads fits the machine.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import multiprocessing.queues
 import queue
 import signal
 import threading
@@ -20,23 +22,27 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
+from efface.detection.models import DetectionModels
+from efface.errors import WorkerCrashedError
 from efface.media.atomic import leftovers_of
-from efface.pipeline.core import FileJob, Worker, anonymize_file
-from efface.records import AnonymizationResult, Outcome
+from efface.pipeline import results
+from efface.pipeline.core import FileJob, Policy, anonymize_file
+from efface.records import AnonymizationResult
 
-__all__ = ["Executor", "FrameProgress", "InProcess", "ProcessPool", "WorkerFactory", "crashed_result"]
+__all__ = ["Executor", "FrameProgress", "InProcess", "ModelsFactory", "ProcessPool", "crashed_result"]
 
 logger = logging.getLogger(__name__)
 
 # A video's progress: its path, frames done, frames expected (None where unknown).
 FrameProgress = Callable[[Path, int, int | None], None]
-# Builds a Worker inside a pool process; must pickle (e.g. ``functools.partial(build_worker, settings)``).
-WorkerFactory = Callable[[], Worker]
+# Loads the models inside a pool process or Ray actor; must pickle (e.g. ``functools.partial(load_models, ...)``).
+ModelsFactory = Callable[[], DetectionModels]
 
+# Frame progress from pool processes: (path, frames done, frames expected).
+FrameQueue: TypeAlias = "multiprocessing.queues.Queue[tuple[str, int, int | None]]"
 # Files submitted per process beyond the one it works on: keeps every core busy without reading ahead.
 _AHEAD_PER_PROCESS = 1
 # A file is tried this often when a pool process dies under it, then failed.
@@ -60,15 +66,17 @@ class Executor(Protocol):
 
 
 class InProcess:
-    """One file at a time in this process (``--jobs 1``, tests, the HTTP service)."""
+    """One file at a time in this process (``--jobs 1``, tests, the library)."""
 
-    def __init__(self, worker: Worker, *, on_frame: FrameProgress | None = None) -> None:
-        self.worker = worker
+    def __init__(self, models: DetectionModels, policy: Policy, *, on_frame: FrameProgress | None = None) -> None:
+        self.models = models
+        self.policy = policy
         self._on_frame = on_frame
 
     def results(self, jobs: Iterable[FileJob]) -> Iterator[AnonymizationResult]:
         for job in jobs:
-            yield anonymize_file(job, worker=self.worker, on_frame=_progress_for(job, self._on_frame))
+            on_frame = _progress_for(job, self._on_frame)
+            yield anonymize_file(job, models=self.models, policy=self.policy, on_frame=on_frame)
 
     def drain(self) -> list[AnonymizationResult]:
         return []  # nothing runs beside the file that was interrupted
@@ -85,21 +93,23 @@ def _progress_for(job: FileJob, on_frame: FrameProgress | None) -> Callable[[int
 
 # --- inside each pool process ------------------------------------------------------------------------
 
-_process_worker: Worker | None = None
-_process_frames: multiprocessing.Queue | None = None  # type: ignore[type-arg]
+_process_models: DetectionModels | None = None
+_process_policy: Policy | None = None
+_process_frames: FrameQueue | None = None
 
 
-def _start_process(make_worker: WorkerFactory, frames: multiprocessing.Queue | None) -> None:  # type: ignore[type-arg]
+def _start_process(make_models: ModelsFactory, policy: Policy, frames: FrameQueue | None) -> None:
     # Ctrl-C reaches the whole process group; the parent decides what an interruption does.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    global _process_worker, _process_frames
-    _process_worker = make_worker()
+    global _process_models, _process_policy, _process_frames
+    _process_models = make_models()
+    _process_policy = policy
     _process_frames = frames
 
 
 def _anonymize_in_process(job: FileJob) -> AnonymizationResult:
-    if _process_worker is None:  # pragma: no cover - the initializer always runs first
-        raise RuntimeError("pool process started without a worker")
+    if _process_models is None or _process_policy is None:  # pragma: no cover - the initializer runs first
+        raise RuntimeError("pool process started without its models")
     on_frame = None
     if _process_frames is not None:
         frames = _process_frames
@@ -111,32 +121,41 @@ def _anonymize_in_process(job: FileJob) -> AnonymizationResult:
                 last[0] = now
                 frames.put((str(job.source), done, total))
 
-    return anonymize_file(job, worker=_process_worker, on_frame=on_frame)
+    return anonymize_file(job, models=_process_models, policy=_process_policy, on_frame=on_frame)
 
 
 # --- in the parent -----------------------------------------------------------------------------------
 
 
 class ProcessPool:
-    """Files on ``processes`` cores at once, each process with its own Worker.
+    """Files on ``processes`` cores at once, each process with its own models and the one policy.
 
     A process that dies mid-file (killed, out of memory) takes the pool down; a fresh pool retries the files
     that were in flight, and a file under which a process dies twice gets an error result. The atomic
     replace keeps every file either as it was or anonymized meanwhile.
 
     Args:
-        make_worker: builds the Worker in each process (must pickle).
+        make_models: loads the models in each process (must pickle).
+        policy: how every file is anonymized (pickled to each process).
         processes: processes (files anonymized at once).
         on_frame: video progress, called in this process.
     """
 
-    def __init__(self, make_worker: WorkerFactory, *, processes: int, on_frame: FrameProgress | None = None) -> None:
+    def __init__(
+        self,
+        make_models: ModelsFactory,
+        policy: Policy,
+        *,
+        processes: int,
+        on_frame: FrameProgress | None = None,
+    ) -> None:
         if processes < 1:
             raise ValueError(f"processes must be >= 1, got {processes}")
-        self._make_worker = make_worker
+        self._make_models = make_models
+        self._policy = policy
         self.processes = processes
         self._context = multiprocessing.get_context("spawn")  # no fork of a process holding model threads
-        self._frames = self._context.Queue() if on_frame is not None else None
+        self._frames: FrameQueue | None = self._context.Queue() if on_frame is not None else None
         self._on_frame = on_frame
         self._pool: ProcessPoolExecutor | None = None
         self._pending: deque[tuple[FileJob, Future[AnonymizationResult], int]] = deque()
@@ -149,7 +168,7 @@ class ProcessPool:
                 max_workers=self.processes,
                 mp_context=self._context,
                 initializer=_start_process,
-                initargs=(self._make_worker, self._frames),
+                initargs=(self._make_models, self._policy, self._frames),
             )
             if self._frames is not None and self._relay is None:
                 self._relay = threading.Thread(target=self._relay_frames, name="efface-frames", daemon=True)
@@ -259,12 +278,5 @@ def _remove_leftovers(job: FileJob) -> None:
 
 def crashed_result(job: FileJob, *, reason: str) -> AnonymizationResult:
     """The result of a file whose worker died under it (the file itself was left as it was or complete)."""
-    return AnonymizationResult(
-        path=job.source,
-        outcome=Outcome.ERROR,
-        mode=job.mode,
-        started_at=datetime.now(UTC),
-        duration_s=0.0,
-        error_class="WorkerCrashedError",
-        error_message=f"{reason} while anonymizing this file; it was left as it was",
-    )
+    error = WorkerCrashedError(f"{reason} while anonymizing this file; it was left as it was", path=job.source)
+    return results.failed(job.source, error, mode=job.mode)

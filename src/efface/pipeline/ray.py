@@ -1,10 +1,10 @@
-"""The same ``anonymize_file`` on a Ray cluster: one actor per CPU, each holding its own Worker (one
-detector session, loaded once and reused for every file it gets).
+"""The same ``anonymize_file`` on a Ray cluster: one actor per CPU, each holding its own models (one detector
+session, loaded once and reused for every file it gets) and the run's policy.
 
 The driver plans the batch, hands files to the actors through a bounded window and records every result
-itself, in plan order, through the same ``run_plan`` as a local run: the audit rows (and the hash chain)
-are the same whether the database is SQLite beside the driver or a team's PostgreSQL. Paths are passed,
-not pixels: every node must see the files at the same paths (a shared file system).
+itself, in plan order, through the same ``run_plan`` and ``AuditedRun`` as a local run: the audit rows (and the
+hash chain) are the same whether the database is SQLite beside the driver or a team's PostgreSQL. Paths are
+passed, not pixels: every node must see the files at the same paths (a shared file system).
 
 A worker that dies mid-file loses nothing: the actor is restarted and Ray runs the file again; the atomic
 replace means the file was either still the original or already complete.
@@ -21,11 +21,10 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from efface.config import Settings
+from efface.detection.models import DetectionModels
 from efface.errors import ConfigurationError
-from efface.pipeline.build import build_worker
-from efface.pipeline.core import FileJob, anonymize_file
-from efface.pipeline.pool import crashed_result
+from efface.pipeline.core import FileJob, Policy, anonymize_file
+from efface.pipeline.pool import ModelsFactory, crashed_result
 from efface.records import AnonymizationResult
 
 __all__ = ["RayPool"]
@@ -58,14 +57,14 @@ def _check_reachable(address: str) -> None:
 
 
 class _FileWorker:
-    """A Ray actor: builds a Worker once, then anonymizes the files it is given."""
+    """A Ray actor: loads the models once, then anonymizes the files it is given."""
 
-    def __init__(self, settings: Settings) -> None:
-        # One inference thread per actor: Ray gives each actor one CPU, and runs one actor per CPU.
-        self._worker = build_worker(settings.model_copy(update={"workers": os.cpu_count() or 1}))
+    def __init__(self, make_models: ModelsFactory, policy: Policy) -> None:
+        self._models: DetectionModels = make_models()
+        self._policy = policy
 
     def anonymize(self, job: FileJob) -> AnonymizationResult:
-        return anonymize_file(job, worker=self._worker)
+        return anonymize_file(job, models=self._models, policy=self._policy)
 
     def pid(self) -> int:
         return os.getpid()
@@ -75,7 +74,9 @@ class RayPool:
     """Files on the actors of a Ray cluster, results in job order (the ``Executor`` protocol).
 
     Args:
-        settings: the settings each actor builds its Worker from.
+        make_models: loads the models in each actor (must pickle; one inference thread suits an actor, since Ray
+            gives each actor one CPU and runs one actor per CPU).
+        policy: how every file is anonymized.
         address: ``"auto"`` (the cluster this machine belongs to), ``"ray://HOST:PORT"`` or ``"HOST:PORT"`` of
             a head node, or ``"local"`` for a cluster of this machine alone, started and stopped here.
         actors: actors to start; None: one per CPU of the cluster.
@@ -84,7 +85,7 @@ class RayPool:
         ConfigurationError: Ray is not installed, or the cluster cannot be reached.
     """
 
-    def __init__(self, settings: Settings, *, address: str, actors: int | None = None) -> None:
+    def __init__(self, make_models: ModelsFactory, policy: Policy, *, address: str, actors: int | None = None) -> None:
         ray = _import_ray()
         self._ray = ray
         self._owns_cluster = address == "local"
@@ -102,7 +103,7 @@ class RayPool:
             raise ConfigurationError(f"cannot reach the Ray cluster at {address!r}: {exc}") from exc
         count = actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
         remote = ray.remote(num_cpus=1, max_restarts=_MAX_RESTARTS, max_task_retries=_MAX_RESTARTS)(_FileWorker)
-        self.actors = [remote.remote(settings) for _ in range(count)]
+        self.actors = [remote.remote(make_models, policy) for _ in range(count)]
         self._pool = ray.util.ActorPool(self.actors)
         self._in_flight: deque[FileJob] = deque()
         logger.info("Ray: %d actors on %s", count, address)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Annotated
@@ -21,13 +21,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from efface import __version__
 from efface.config import Settings
+from efface.detection.models import DetectionModels
 from efface.errors import EffaceError
-from efface.pipeline.build import build_worker
-from efface.pipeline.core import Worker
+from efface.pipeline.build import load_models
 from efface.service.errors import http_status, retry_after_s
 from efface.service.limits import ServiceLimits
 from efface.service.metrics import CONTENT_TYPE
-from efface.service.runtime import Endpoint, JobResult, Service
+from efface.service.options import resolve_options
+from efface.service.runtime import Endpoint, JobResult, ModelLoader, Service
 from efface.service.schemas import (
     ANONYMIZE_BODY,
     DETECT_BODY,
@@ -43,7 +44,6 @@ from efface.service.schemas import (
     HealthResponse,
     ReadyResponse,
 )
-from efface.service.workers import resolve_options
 
 __all__ = ["create_app"]
 
@@ -249,11 +249,15 @@ def _add_routes(app: FastAPI) -> None:
         return Response(service.metrics.render(), media_type=CONTENT_TYPE)
 
 
+def _load_models(settings: Settings, inference_threads: int) -> DetectionModels:
+    return load_models(settings, inference_threads=inference_threads)
+
+
 def create_app(
     settings: Settings,
     *,
     limits: ServiceLimits | None = None,
-    build: Callable[[Settings], Worker] = build_worker,
+    load: ModelLoader | None = None,
 ) -> FastAPI:
     """The HTTP service. Starting it (the ASGI lifespan) opens the audit database, starts one audit run and
     loads the model; stopping it waits for the requests in flight and finishes the run.
@@ -262,19 +266,15 @@ def create_app(
         settings: the server's settings; requests may change method, strength, threshold and preset.
         limits: the process's bounds (default: ``ServiceLimits`` with ``settings.workers`` workers). The
             stricter of ``settings.max_image_pixels`` and ``limits.max_image_pixels`` applies.
-        build: turns settings into a worker; ``build_worker`` unless a test fakes the detector.
+        load: loads the models once, with the settings and an inference-thread count (``load_models`` unless a
+            test fakes the detector).
     """
     limits = limits or ServiceLimits(workers=settings.workers)
-    settings = settings.model_copy(
-        update={
-            "workers": limits.workers,
-            "max_image_pixels": min(settings.max_image_pixels, limits.max_image_pixels),
-        }
-    )
+    settings = settings.model_copy(update={"max_image_pixels": min(settings.max_image_pixels, limits.max_image_pixels)})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service = await asyncio.to_thread(Service, settings, limits, build=build)
+        service = await asyncio.to_thread(Service, settings, limits, load=load or _load_models)
         app.state.service = service
         try:
             yield

@@ -29,7 +29,6 @@ class ServiceLimits:
         upload_timeout_s: the longest a client may take to send its upload (408 after).
         request_timeout_s: the longest a request may wait for and take in processing (503 after).
         retry_after_s: the ``Retry-After`` given with 503.
-        cached_workers: option sets (method, strength, threshold, preset) whose models are kept loaded.
     """
 
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
@@ -40,10 +39,9 @@ class ServiceLimits:
     upload_timeout_s: float = 30.0
     request_timeout_s: float = 60.0
     retry_after_s: int = 1
-    cached_workers: int = 8
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_bytes", "max_image_pixels", "workers", "rate_limit_per_min", "cached_workers"):
+        for name in ("max_upload_bytes", "max_image_pixels", "workers", "rate_limit_per_min"):
             value = getattr(self, name)
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")

@@ -20,10 +20,9 @@ class ServiceMetrics:
     Args:
         in_flight: reads the requests in flight now.
         capacity: the most requests in flight.
-        cached_workers: reads the option sets with a loaded model now.
     """
 
-    def __init__(self, *, in_flight: Callable[[], int], capacity: int, cached_workers: Callable[[], int]) -> None:
+    def __init__(self, *, in_flight: Callable[[], int], capacity: int) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)
         self.requests = Counter(
@@ -59,9 +58,6 @@ class ServiceMetrics:
             in_flight
         )
         Gauge("efface_requests_capacity", "The most requests in flight.", registry=self.registry).set(capacity)
-        Gauge("efface_cached_workers", "Option sets with a loaded model.", registry=self.registry).set_function(
-            cached_workers
-        )
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

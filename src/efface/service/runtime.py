@@ -1,7 +1,8 @@
 """The service layer between the routes and the pipeline: one ``Service`` per server process.
 
-It owns the audit store (one run, command ``serve``, per process), the API keys, the workers per option set,
-the bounded inference pool and the limits. Each request goes through ``Service.call``: authenticated,
+It owns the audit store and the process's audited run (``AuditedRun``, command ``serve``), the API keys, the one
+copy of the models (loaded once, whatever options requests ask for; each request gets a cheap ``Policy`` of its
+own), the bounded inference pool and the limits. Each request goes through ``Service.call``: authenticated,
 rate-limited and admitted before its upload is read, processed by ``anonymize_bytes`` on a worker thread
 (never on the event loop), and recorded as one audit row, success or failure, before its answer is sent.
 """
@@ -28,12 +29,14 @@ from starlette.requests import Request
 from efface.audit import AuditStore
 from efface.audit.keys import ApiKey, ApiKeyStore
 from efface.config import Settings
+from efface.detection.models import DetectionModels
 from efface.errors import EffaceError
 from efface.media.images import ImageFormat
-from efface.pipeline.build import audited_settings
-from efface.pipeline.core import Worker, anonymize_bytes
-from efface.pipeline.local import new_run_info
-from efface.records import AnonymizationResult, Face, Outcome, RunInfo, RunStatus, RunSummary, WriteMode
+from efface.pipeline import results
+from efface.pipeline.build import audited_settings, build_policy, inference_threads_for
+from efface.pipeline.core import Policy, anonymize_bytes
+from efface.pipeline.run import AuditedRun
+from efface.records import AnonymizationResult, Face, Outcome, WriteMode
 from efface.service.admission import Gate, RateLimiter
 from efface.service.errors import (
     InvalidApiKeyError,
@@ -44,15 +47,18 @@ from efface.service.errors import (
 )
 from efface.service.limits import ServiceLimits
 from efface.service.metrics import ServiceMetrics
+from efface.service.options import OptionKey
 from efface.service.uploads import Upload, parse_multipart, read_body
-from efface.service.workers import OptionKey, WorkerCache
 
-__all__ = ["Call", "Endpoint", "JobResult", "Service"]
+__all__ = ["Call", "Endpoint", "JobResult", "ModelLoader", "Service"]
 
 logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+# Loads the process's models with the settings and a thread count (``load_models``; a fake in tests).
+ModelLoader = Callable[[Settings, int], DetectionModels]
 
 MEDIA_TYPES = {
     ImageFormat.JPEG: "image/jpeg",
@@ -134,14 +140,6 @@ class Call:
     _job: Future[JobResult] | None = None
 
 
-@dataclass(slots=True)
-class _Totals:
-    files_total: int = 0
-    files_failed: int = 0
-    faces_detected: int = 0
-    faces_anonymized: int = 0
-
-
 def _upload_name(filename: str | None) -> Path:
     """A name for messages and the format guess: the client's suffix only, never its path."""
     suffix = PurePosixPath(filename).suffix.lower() if filename else ""
@@ -154,39 +152,39 @@ class Service:
     Args:
         settings: the server's settings; requests may change method, strength, threshold and preset.
         limits: the process's bounds.
-        build: turns settings into a worker (``build_worker``; a fake in tests).
+        load: loads the models once, with the settings and an inference-thread count (``load_models``; a fake
+            in tests).
 
     Raises:
         AuditError: the audit database cannot be opened or written.
         EffaceError: the server's own settings cannot work (e.g. a transform below the floor).
     """
 
-    def __init__(self, settings: Settings, limits: ServiceLimits, *, build: Callable[[Settings], Worker]) -> None:
+    def __init__(self, settings: Settings, limits: ServiceLimits, *, load: ModelLoader) -> None:
         self.settings = settings
         self.limits = limits
+        # Checked before anything is opened: a transform below the floor never starts a server.
+        self.policy = build_policy(settings)
         self.store = AuditStore(settings.db_url)
         try:
             self.keys = ApiKeyStore(self.store)
-            self.workers = WorkerCache(settings, size=limits.cached_workers, build=build)
-            self.run: RunInfo = new_run_info(
+            # Requests run on ``limits.workers`` threads at once, all on this one copy of the models.
+            self.models = load(settings, inference_threads_for(limits.workers))
+            self.run = AuditedRun.begin(
+                self.store,
                 command="serve",
                 mode=WriteMode.RESPONSE,
-                worker=self.workers.default,
+                models=self.models,
                 settings={**audited_settings(settings), "service": dataclasses.asdict(limits)},
             )
-            self.store.start_run(self.run)
         except BaseException:
             self.store.close()
             raise
         self.gate = Gate(limits.max_in_flight)
         self.rate_limiter = RateLimiter()
-        self.metrics = ServiceMetrics(
-            in_flight=lambda: self.gate.in_flight, capacity=self.gate.capacity, cached_workers=lambda: len(self.workers)
-        )
+        self.metrics = ServiceMetrics(in_flight=lambda: self.gate.in_flight, capacity=self.gate.capacity)
         self._inference = ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="efface-inference")
         self._database = ThreadPoolExecutor(max_workers=_DATABASE_THREADS, thread_name_prefix="efface-audit")
-        self._totals = _Totals()
-        self._t0 = time.perf_counter()
         logger.info(
             "audit run %s started; %d workers, %d in flight at most",
             self.run.run_id,
@@ -198,18 +196,8 @@ class Service:
         """Waits for the requests still processing, finishes the audit run and closes the database."""
         self._inference.shutdown(wait=True, cancel_futures=True)
         self._database.shutdown(wait=True)
-        totals = self._totals
-        summary = RunSummary(
-            status=RunStatus.FAILED if totals.files_failed else RunStatus.COMPLETED,
-            finished_at=datetime.now(UTC),
-            files_total=totals.files_total,
-            files_failed=totals.files_failed,
-            faces_detected=totals.faces_detected,
-            faces_anonymized=totals.faces_anonymized,
-            duration_s=time.perf_counter() - self._t0,
-        )
         try:
-            self.store.finish_run(self.run.run_id, summary)
+            self.run.finish()
         finally:
             self.store.close()
 
@@ -223,8 +211,8 @@ class Service:
                 await self._in_database(self.store.get_run, self.run.run_id)
         except (EffaceError, TimeoutError) as exc:
             logger.warning("audit database not reachable: %s", exc)
-            return self.workers.default is not None, False
-        return self.workers.default is not None, True
+            return True, False
+        return True, True
 
     @asynccontextmanager
     async def call(self, request: Request, endpoint: Endpoint, api_key: str | None) -> AsyncIterator[Call]:
@@ -302,7 +290,7 @@ class Service:
         return upload
 
     async def process(self, call: Call, upload: Upload, options: OptionKey, *, write: bool) -> JobResult:
-        """Runs ``anonymize_bytes`` on a worker thread with the worker for ``options``.
+        """Runs ``anonymize_bytes`` on a worker thread with the models and the policy of ``options``.
 
         Args:
             call: the request.
@@ -332,10 +320,21 @@ class Service:
         call.result = processed
         return processed
 
+    def policy_for(self, options: OptionKey) -> Policy:
+        """The policy of a request's options: the server's own, or one built for them (cheap: no model is loaded).
+
+        Raises:
+            WeakTransformError: the options ask for a transform below the floor.
+            ConfigurationError: another option cannot work.
+        """
+        if not options:
+            return self.policy
+        return build_policy(self.settings.model_copy(update=dict(options)))
+
     def _process(self, content: bytes, name: Path, options: OptionKey, write: bool, submitted_s: float) -> JobResult:
         started_s = time.perf_counter()
-        worker = self.workers.get(options)
-        processed = anonymize_bytes(content, name=name, worker=worker, write=write)
+        policy = self.policy_for(options)
+        processed = anonymize_bytes(content, name=name, models=self.models, policy=policy, write=write)
         image_base64 = output_sha256 = None
         if write:
             image = processed.data if processed.data is not None else content
@@ -358,16 +357,11 @@ class Service:
     async def _record(self, call: Call) -> None:
         latency_s = time.perf_counter() - call.t0
         result = self._result(call, latency_s=latency_s)
-        totals = self._totals
-        totals.files_total += 1
-        totals.files_failed += not result.is_success
-        totals.faces_detected += result.faces_detected
-        totals.faces_anonymized += result.faces_anonymized
         self.metrics.faces.inc(result.faces_detected)
         if call.error is not None:
             self.metrics.rejected.labels(type=type(call.error).__name__).inc()
         try:
-            await self._in_database(self.store.record_file, self.run.run_id, result)
+            await self._in_database(self.run.record, result)
         except (EffaceError, RuntimeError) as exc:  # RuntimeError: the pool is shut down
             logger.error("request %s could not be audited: %s", call.request_id, exc)
             if call.error is None:
@@ -390,25 +384,22 @@ class Service:
         if processed is not None:
             details |= {"queue_s": round(processed.queue_s, 6), "processing_s": round(processed.processing_s, 6)}
         mode = WriteMode.RESPONSE if call.endpoint is Endpoint.ANONYMIZE else WriteMode.DRY_RUN
-        common = {
-            "path": Path(f"request:{call.request_id}"),
-            "mode": mode,
-            "started_at": call.started_at,
-            "duration_s": latency_s,
-            "details": details,
-        }
+        path = Path(f"request:{call.request_id}")
         if call.error is not None or processed is None:
             error = call.error or RuntimeError("the request ended without a result")
-            message = error.message if isinstance(error, EffaceError) else str(error) or type(error).__name__
-            return AnonymizationResult(
-                outcome=Outcome.ERROR, error_class=type(error).__name__, error_message=message, **common
+            return results.failed(
+                path, error, mode=mode, started_at=call.started_at, duration_s=latency_s, details=details
             )
         return AnonymizationResult(
+            path=path,
             outcome=Outcome.of_processing(mode, faces_anonymized=processed.faces_anonymized),
+            mode=mode,
+            started_at=call.started_at,
+            duration_s=latency_s,
             faces=processed.faces,
             faces_anonymized=processed.faces_anonymized,
             output_sha256=processed.output_sha256,
             image_format=processed.image_format.value,
             resolution_wh=processed.resolution_wh,
-            **common,
+            details=details,
         )

@@ -8,11 +8,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from efface.detection.multiscale import MultiScaleDetector
 from efface.detection.postprocess import check_image
 from efface.errors import UnreadableFileError
 from efface.media.images import decode_image
-from efface.pipeline.core import Worker
-from efface.records import Face
+from efface.pipeline.core import Policy
 from efface.verify.annotations import AnnotatedImage
 from efface.verify.metrics import CoverageAccumulator, CoverageReport
 
@@ -45,29 +45,26 @@ class CoverageRun:
         }
 
 
-def _detect_all(worker: Worker, pixels) -> tuple[Face, ...]:
-    detect_all: Callable | None = getattr(worker.detector, "detect_all", None)
-    return detect_all(pixels) if detect_all is not None else worker.detector.detect(pixels)
-
-
 def measure_coverage(
     images: Sequence[AnnotatedImage],
     *,
-    worker: Worker,
-    score_threshold: float,
+    detector: MultiScaleDetector,
+    policy: Policy,
     on_image: Callable[[AnnotatedImage], None] | None = None,
 ) -> CoverageRun:
-    """Runs the detector on every annotated image and scores it.
+    """Runs the detector on every annotated image and scores it at its operating threshold.
 
     Args:
         images: the annotated sample.
-        worker: the detector and anonymizer ``anonymize`` would use.
-        score_threshold: the operating threshold (the detector's own).
+        detector: the detector ``anonymize`` would use (``models.detector(policy.detection)``); every fused
+            candidate is scored, for the precision/recall curve.
+        policy: the codec and anonymizer ``anonymize`` would use.
         on_image: called after each image (progress).
 
     Raises:
         InputError: an image cannot be read or decoded.
     """
+    score_threshold = detector.spec.score_threshold
     accumulator = CoverageAccumulator(score_threshold)
     detection_s = 0.0
     t0 = time.perf_counter()
@@ -76,14 +73,14 @@ def measure_coverage(
             content = image.path.read_bytes()
         except OSError as exc:
             raise UnreadableFileError(f"cannot read: {exc.strerror or exc}", path=image.path) from exc
-        decoded = decode_image(content, path=image.path, options=worker.codec)
+        decoded = decode_image(content, path=image.path, options=policy.codec)
         pixels = decoded.pixels
         check_image(pixels)
         t_detect = time.perf_counter()
-        every = _detect_all(worker, pixels)
+        every = detector.detect_all(pixels)
         detection_s += time.perf_counter() - t_detect
         operating = tuple(face for face in every if face.score >= score_threshold)
-        mask = worker.anonymizer.region_mask(pixels.shape[0], pixels.shape[1], operating)
+        mask = policy.anonymizer.region_mask(pixels.shape[0], pixels.shape[1], operating)
         accumulator.add(image, every, mask)
         if on_image is not None:
             on_image(image)

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from efface.detection.base import FaceDetector
 from efface.errors import InputNotFoundError, WeakTransformError
-from efface.media.images import IMAGE_SUFFIXES, decode_image
-from efface.pipeline.core import Worker
+from efface.media.images import IMAGE_SUFFIXES, CodecOptions, decode_image
 from efface.records import BBox, Face, TransformSpec
 from efface.transforms.core import Anonymizer, check_strength
 from efface.verify.recognizers import FaceRecognizer, rank1_identification
@@ -228,7 +228,8 @@ class _Loaded:
 def measure_strength(
     people_dir: Path,
     *,
-    worker: Worker,
+    detector: FaceDetector,
+    codec: CodecOptions,
     treatments: Sequence[Treatment],
     recognizers: Sequence[FaceRecognizer],
     distractors_dir: Path | None = None,
@@ -238,8 +239,8 @@ def measure_strength(
 
     Args:
         people_dir: identities, ``PERSON/*.jpg``.
-        worker: the detector (and codec) ``efface anonymize`` would use; the anonymizer comes from each
-            treatment.
+        detector: the detector ``efface anonymize`` would use.
+        codec: its decoding limits; the anonymizer comes from each treatment.
         treatments: what to test; include a ``spec=None`` entry for the clean reference.
         recognizers: the face recognition models.
         distractors_dir: images of further people, enrolled in the gallery only.
@@ -254,8 +255,8 @@ def measure_strength(
     skipped: list[str] = []
 
     def load(path: Path, label: str) -> _Loaded | None:
-        pixels = decode_image(path.read_bytes(), path=path, options=worker.codec).pixels
-        faces = worker.detector.detect(pixels)
+        pixels = decode_image(path.read_bytes(), path=path, options=codec).pixels
+        faces = detector.detect(pixels)
         face = _main_face(faces, pixels.shape[1], pixels.shape[0])
         if face is None:
             skipped.append(str(path))

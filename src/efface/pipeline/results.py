@@ -1,0 +1,86 @@
+"""The one place results other than a processed file are made: a failure (an error of any kind, with its
+one-line message), a file skipped because an earlier run did it, a leftover temporary file removed.
+
+The CLI's batch, the pool, Ray and the HTTP service all build these through here, so a failure reads the same
+in the audit log wherever it happened.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from efface.errors import EffaceError
+from efface.records import AnonymizationResult, Face, Outcome, WriteMode
+
+__all__ = ["error_message", "failed", "leftover_removed", "skipped"]
+
+
+def error_message(error: BaseException) -> str:
+    """The one line an error is shown and audited as: an efface error's own message (without its path, which
+    the result holds), otherwise the exception's text, or its class name when it has none."""
+    if isinstance(error, EffaceError):
+        return error.message
+    return str(error) or type(error).__name__
+
+
+def failed(
+    path: Path | None,
+    error: BaseException,
+    *,
+    mode: WriteMode,
+    started_at: datetime | None = None,
+    duration_s: float = 0.0,
+    faces: tuple[Face, ...] = (),
+    image_format: str | None = None,
+    resolution_wh: tuple[int, int] | None = None,
+    details: dict[str, object] | None = None,
+) -> AnonymizationResult:
+    """A file (or request) that failed; nothing was written for it.
+
+    Args:
+        path: the file, as given or planned.
+        error: what went wrong; its class name and one-line message are recorded.
+        mode: the run's write mode.
+        started_at: when work on it began (default: now).
+        duration_s: how long it took until it failed.
+        faces: faces found before the failure, if any.
+        image_format: the format, when the file was decoded before failing.
+        resolution_wh: its size, likewise.
+        details: further audited facts.
+    """
+    return AnonymizationResult(
+        path=path,
+        outcome=Outcome.ERROR,
+        mode=mode,
+        started_at=started_at or datetime.now(UTC),
+        duration_s=duration_s,
+        faces=faces,
+        image_format=image_format,
+        resolution_wh=resolution_wh,
+        error_class=type(error).__name__,
+        error_message=error_message(error),
+        details=details or {},
+    )
+
+
+def skipped(
+    path: Path, *, mode: WriteMode, output_path: Path | None, started_at: datetime, duration_s: float
+) -> AnonymizationResult:
+    """A file that an earlier run already anonymized: it hashes to an output recorded for it."""
+    return AnonymizationResult(
+        path=path,
+        outcome=Outcome.SKIPPED,
+        mode=mode,
+        started_at=started_at,
+        duration_s=duration_s,
+        output_path=output_path,
+        details={"reason": "already anonymized by an earlier run (its sha256 matches a recorded output)"},
+    )
+
+
+def leftover_removed(path: Path, *, mode: WriteMode, started_at: datetime) -> AnonymizationResult:
+    """A temporary file of an interrupted run, found and deleted."""
+    return AnonymizationResult(
+        path=path, outcome=Outcome.LEFTOVER_REMOVED, mode=mode, started_at=started_at, duration_s=0.0
+    )

@@ -1,0 +1,128 @@
+"""AuditedRun and run_plan: leftovers, failures and files audited in plan order, sequentially or with files in
+flight, and a run finished with the status its results and its ending call for."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from efface.audit import AuditStore
+from efface.detection import StaticModels
+from efface.errors import CorruptImageError
+from efface.media.atomic import temp_path_for
+from efface.pipeline import Policy, plan_jobs, results
+from efface.pipeline.pool import InProcess, ProcessPool
+from efface.pipeline.run import AuditedRun, run_plan
+from efface.records import AnonymizationResult, BBox, Face, Outcome, RunStatus, WriteMode
+
+FACE = Face(BBox(10, 10, 40, 40), 0.9)
+
+
+def _static_models() -> StaticModels:
+    """Models that 'find' one face everywhere; module level, so pool processes can build them."""
+    return StaticModels(faces=(FACE,))
+
+
+def _begin(store: AuditStore, **kwargs: object) -> AuditedRun:
+    return AuditedRun.begin(
+        store, command="anonymize", mode=WriteMode.IN_PLACE, models=_static_models(), settings={}, **kwargs
+    )
+
+
+@pytest.mark.parametrize("processes", [1, 2, 3])
+def test_every_file_is_audited_in_plan_order(tmp_path: Path, sqlite_url: str, processes: int) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(9):
+        Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(folder / f"{index}.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+    temp_path_for(folder / "0.png").write_bytes(b"left by a killed run")
+    policy = Policy()
+    plan = plan_jobs([folder])
+    seen: list[AnonymizationResult] = []
+    with AuditStore(sqlite_url) as store:
+        if processes == 1:
+            executor: InProcess | ProcessPool = InProcess(_static_models(), policy)
+        else:
+            executor = ProcessPool(_static_models, policy, processes=processes)
+        with contextlib.closing(executor), _begin(store, on_result=seen.append) as run:
+            run_plan(plan.items(), executor=executor, run=run)
+        summary = run.summary
+        rows = store.list_files(run.run_id)
+        stored = store.get_run(run.run_id)
+    assert [row.outcome for row in rows[:1]] == [Outcome.LEFTOVER_REMOVED]
+    assert [Path(row.path) for row in rows[1:]] == [job.source for job in plan.jobs()]
+    assert [r.path for r in seen] == [Path(row.path) for row in rows]
+    assert summary is not None
+    assert (summary.files_total, summary.files_failed, summary.status) == (10, 1, RunStatus.FAILED)
+    assert summary.faces_anonymized == 9
+    assert (stored.status, stored.files_total, stored.files_failed) == (RunStatus.FAILED, 10, 1)
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def _ok(path: str) -> AnonymizationResult:
+    return results.skipped(
+        Path(path), mode=WriteMode.IN_PLACE, output_path=Path(path), started_at=datetime.now(UTC), duration_s=0.0
+    )
+
+
+def test_a_run_without_failures_completes_and_counts_no_leftover(sqlite_url: str) -> None:
+    with AuditStore(sqlite_url) as store:
+        with _begin(store) as run:
+            run.record(_ok("/a.jpg"))
+            run.record(results.leftover_removed(Path("/.a.tmp"), mode=WriteMode.IN_PLACE, started_at=datetime.now(UTC)))
+        stored = store.get_run(run.run_id)
+    assert (stored.status, stored.files_total, stored.files_failed) == (RunStatus.COMPLETED, 1, 0)
+
+
+def test_a_run_ended_by_an_exception_is_interrupted_and_keeps_what_it_recorded(sqlite_url: str) -> None:
+    with AuditStore(sqlite_url) as store:
+        run = _begin(store)
+
+        def interrupted_after_one_file() -> None:
+            with run:
+                run.record(_ok("/a.jpg"))
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            interrupted_after_one_file()
+        stored = store.get_run(run.run_id)
+        assert len(store.list_files(run.run_id)) == 1
+    assert (stored.status, stored.files_total) == (RunStatus.INTERRUPTED, 1)
+    assert stored.finished_at is not None
+
+
+def test_a_failure_fails_the_run_and_a_run_is_finished_once(sqlite_url: str) -> None:
+    error = CorruptImageError("truncated", path=Path("/b.jpg"))
+    with AuditStore(sqlite_url) as store:
+        run = _begin(store)
+        run.record(results.failed(Path("/b.jpg"), error, mode=WriteMode.IN_PLACE))
+        first = run.finish()
+        assert run.finish() is first
+        rows = store.list_files(run.run_id)
+        assert store.verify().is_intact
+    assert first.status is RunStatus.FAILED
+    assert (rows[0].error_class, rows[0].error_message) == ("CorruptImageError", "truncated")
+
+
+def test_results_recorded_from_many_threads_are_all_counted(sqlite_url: str) -> None:
+    with AuditStore(sqlite_url) as store:
+        with _begin(store) as run:
+            threads = [
+                threading.Thread(target=lambda i=i: [run.record(_ok(f"/{i}-{n}.jpg")) for n in range(10)])
+                for i in range(4)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        stored = store.get_run(run.run_id)
+        assert len(store.list_files(run.run_id)) == 40
+    assert stored.files_total == 40
