@@ -35,7 +35,7 @@ from _deface import DEFACE_VERSION, deface_executable, deface_python  # noqa: E4
 
 from efface.config import load_settings  # noqa: E402
 from efface.media.images import CodecOptions, decode_image  # noqa: E402
-from efface.pipeline.build import build_worker  # noqa: E402
+from efface.pipeline.build import build_policy, inference_threads_for, load_models  # noqa: E402
 from efface.records import BBox, Face, Preset, TransformSpec  # noqa: E402
 from efface.transforms import Anonymizer  # noqa: E402
 from efface.verify import CoverageAccumulator, HeightBin, read_annotations  # noqa: E402
@@ -106,21 +106,23 @@ def deface_detections(paths: list[Path], work: Path) -> tuple[dict[Path, tuple[F
 
 
 def efface_detections(paths: list[Path], preset: Preset):
-    worker = build_worker(load_settings(db_url="sqlite://", preset=preset))
+    settings = load_settings(db_url="sqlite://", preset=preset)
+    policy = build_policy(settings)
+    detector = load_models(settings, inference_threads=inference_threads_for(1)).detector(policy.detection)
     detections, sizes, detect_s = {}, {}, 0.0
     for path in paths:
         pixels = decode_image(path.read_bytes(), path=path, options=CodecOptions()).pixels
         sizes[path] = pixels.shape[:2]
         t0 = time.perf_counter()
-        detections[path] = worker.detector.detect_all(pixels)
+        detections[path] = detector.detect_all(pixels)
         detect_s += time.perf_counter() - t0
     inference = []
     for path in paths[:20]:
         pixels = decode_image(path.read_bytes(), path=path, options=CodecOptions()).pixels
         t0 = time.perf_counter()
-        worker.detector.base.detect_raw(pixels, input_scale=1.0)
+        detector.base.detect_raw(pixels, input_scale=1.0)
         inference.append(time.perf_counter() - t0)
-    return worker, detections, sizes, detect_s / len(paths), float(np.median(inference))
+    return detector, policy, detections, sizes, detect_s / len(paths), float(np.median(inference))
 
 
 def cli_images_per_s(command: list[str], source: list[Path], work: Path) -> float:
@@ -156,9 +158,9 @@ def main() -> None:
         deface_ips = cli_images_per_s([str(deface_executable())], paths, work)
         sizes = {}
         for preset in [Preset(p) for p in args.presets.split(",")]:
-            worker, found, sizes, detect_s, inference_s = efface_detections(paths, preset)
-            threshold = worker.detector.spec.score_threshold
-            reports = score(sets, found, threshold, worker.anonymizer, sizes)
+            detector, policy, found, sizes, detect_s, inference_s = efface_detections(paths, preset)
+            threshold = detector.spec.score_threshold
+            reports = score(sets, found, threshold, policy.anonymizer, sizes)
             db = f"sqlite:///{work / 'audit.sqlite3'}"
             ips = cli_images_per_s(
                 [str(Path(sys.executable).parent / "efface"), "anonymize", "--preset", preset.value, "--db", db],

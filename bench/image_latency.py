@@ -67,25 +67,27 @@ def per_image_cli(make_command, work: Path, photo: Path, copies: int, repeats: i
 def efface_in_process(photo: Path, work: Path, copies: int) -> tuple[float, float, int]:
     from efface.config import load_settings
     from efface.pipeline import FileJob, anonymize_file
-    from efface.pipeline.build import build_worker
+    from efface.pipeline.build import build_policy, inference_threads_for, load_models
 
-    worker = build_worker(load_settings(db_url="sqlite://"))
+    settings = load_settings(db_url="sqlite://")
+    models, policy = load_models(settings, inference_threads=inference_threads_for(1)), build_policy(settings)
+    detector = models.detector(policy.detection)
     paths = fill_folder(work / "inproc", photo, copies)
-    anonymize_file(FileJob(paths[0], paths[0]), worker=worker)  # warm-up
+    anonymize_file(FileJob(paths[0], paths[0]), models=models, policy=policy)  # warm-up
     times, faces = [], 0
     for path in paths[1:]:
         t0 = time.perf_counter()
-        result = anonymize_file(FileJob(path, path), worker=worker)
+        result = anonymize_file(FileJob(path, path), models=models, policy=policy)
         times.append(time.perf_counter() - t0)
         faces = result.faces_detected
     pixels = np.asarray(Image.open(photo).convert("RGB"))
     detection, inference = [], []
     for _ in range(copies):
         t0 = time.perf_counter()
-        worker.detector.detect(pixels)
+        detector.detect(pixels)
         detection.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        worker.detector.base.detect_raw(pixels, input_scale=1.0)
+        detector.base.detect_raw(pixels, input_scale=1.0)
         inference.append(time.perf_counter() - t0)
     return statistics.median(times), statistics.median(detection), statistics.median(inference), faces
 

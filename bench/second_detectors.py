@@ -43,7 +43,7 @@ MEDIAPIPE_VERSION = "0.10.14"
 
 from efface.config import load_settings  # noqa: E402
 from efface.media.images import CodecOptions, decode_image  # noqa: E402
-from efface.pipeline.build import build_worker  # noqa: E402
+from efface.pipeline.build import build_policy, inference_threads_for, load_models  # noqa: E402
 from efface.records import BBox, Face  # noqa: E402
 from efface.verify import CoverageAccumulator, HeightBin, read_annotations  # noqa: E402
 from efface.verify.annotations import AnnotatedImage  # noqa: E402
@@ -215,12 +215,15 @@ def main() -> None:
     subset = {"subset": "hard", "difficulty_file": args.difficulty} if args.difficulty else {}
     images = read_annotations(args.annotations, images_root=args.images, **subset)[: args.limit]
 
-    worker = build_worker(load_settings(workers=os.cpu_count() or 1))
-    threshold = worker.detector.spec.score_threshold
+    settings = load_settings()
+    detector = load_models(settings, inference_threads=inference_threads_for(1)).detector(
+        build_policy(settings).detection
+    )
+    threshold = detector.spec.score_threshold
     efface: Detections = {}
     for image in images:
         pixels = decode_image(image.path.read_bytes(), path=image.path, options=CodecOptions()).pixels
-        faces = worker.detector.detect(pixels)
+        faces = detector.detect(pixels)
         efface[str(image.path)] = np.asarray([[*f.box.xyxy, f.score] for f in faces], np.float64).reshape(-1, 5)
     base = _score(images, efface, None, 1.0, threshold)
 

@@ -46,7 +46,7 @@ from _deface import DEFACE_VERSION, deface_executable, deface_python  # noqa: E4
 from efface.config import load_settings  # noqa: E402
 from efface.detection.postprocess import pairwise_iou  # noqa: E402
 from efface.detection.tracking import TrackingSpec, cover_frames  # noqa: E402
-from efface.pipeline.build import build_worker  # noqa: E402
+from efface.pipeline.build import build_policy, inference_threads_for, load_models  # noqa: E402
 from efface.records import BBox, Face, Preset, TransformSpec  # noqa: E402
 from efface.transforms import Anonymizer  # noqa: E402
 
@@ -195,7 +195,10 @@ def main() -> None:
         cached = json.loads(args.ground_truth_cache.read_text())
         thorough = [tuple(Face(BBox(*r[:4]), r[4]) for r in rows) for rows in cached]
     else:
-        detector = build_worker(load_settings(db_url="sqlite://", preset=Preset.THOROUGH)).detector
+        thorough_settings = load_settings(db_url="sqlite://", preset=Preset.THOROUGH)
+        detector = load_models(thorough_settings, inference_threads=inference_threads_for(1)).detector(
+            build_policy(thorough_settings).detection
+        )
         thorough = [detector.detect(frame) for frame in frames]
         if args.ground_truth_cache:
             args.ground_truth_cache.write_text(
@@ -203,9 +206,11 @@ def main() -> None:
             )
     tracks = ground_truth(thorough)
 
-    worker = build_worker(load_settings(db_url="sqlite://"))
+    settings = load_settings(db_url="sqlite://")
+    policy = build_policy(settings)
+    default_detector = load_models(settings, inference_threads=inference_threads_for(1)).detector(policy.detection)
     t0 = time.perf_counter()
-    default = [worker.detector.detect(frame) for frame in frames]
+    default = [default_detector.detect(frame) for frame in frames]
     detect_s = (time.perf_counter() - t0) / len(frames)
     default_spec = TrackingSpec()
     rows = {}
@@ -224,7 +229,7 @@ def main() -> None:
         ),
     ):
         covers = cover_frames(detections, spec, width=hw[1], height=hw[0])
-        rows[label] = coverage(tracks, covers, worker.anonymizer, hw)
+        rows[label] = coverage(tracks, covers, policy.anonymizer, hw)
 
     with tempfile.TemporaryDirectory(prefix="efface-bench-video-") as scratch:
         work = Path(scratch)

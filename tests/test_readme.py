@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
+from efface.audit import AuditStore
 from efface.cli import app
 from efface.config import load_settings
-from efface.records import Method
+from efface.records import Method, WriteMode
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+EXAMPLES = README.parent / "examples"
 
 
 def _blocks(language: str) -> list[str]:
@@ -42,3 +47,27 @@ def test_documented_options_exist() -> None:
         assert result.exit_code == 0, words
         for option in re.findall(r"--[a-z-]+", text):
             assert option in result.stdout, (words, option)
+
+
+@pytest.mark.slow
+def test_python_example_runs_on_the_demo_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    example = next(block for block in _blocks("python") if "efface.Session" in block)
+    monkeypatch.chdir(tmp_path)
+    subprocess.run([sys.executable, str(EXAMPLES / "make_sample.py"), "demo-output/sample"], check=True)
+    before = {path.name: path.read_bytes() for path in (tmp_path / "demo-output" / "sample").iterdir()}
+    completed = subprocess.run([sys.executable, "-c", example], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    assert "astronaut.jpg anonymized 1" in lines
+    assert "no_face.webp no_faces 0" in lines
+    faces_anonymized, sha256 = lines[-1].split()
+    assert int(faces_anonymized) == 1 and len(sha256) == 64
+    # The sources are untouched (an output folder run), the anonymized tree is beside them, all audited.
+    assert {path.name: path.read_bytes() for path in (tmp_path / "demo-output" / "sample").iterdir()} == before
+    assert sorted(p.name for p in (tmp_path / "demo-output" / "anonymized" / "sample").iterdir()) == sorted(before)
+    with AuditStore(f"sqlite:///{tmp_path / 'demo-output' / 'audit.sqlite3'}") as store:
+        runs = store.list_runs()
+        assert sorted(run.mode for run in runs) == sorted([WriteMode.OUTPUT_DIR, WriteMode.RESPONSE])
+        files = [row for run in runs for row in store.list_files(run.run_id)]
+        assert len(files) == len(before) + 1
+        assert store.verify().is_intact

@@ -1,9 +1,24 @@
-"""efface: GDPR-grade face anonymization for photos.
+"""efface: GDPR-grade face anonymization for photos and video.
 
 Detect every face, transform it irreversibly, keep no original, audit everything.
+
+From Python::
+
+    import efface
+
+    with efface.Session(method="fill", db_url="sqlite:///audit.sqlite3") as session:
+        results = session.anonymize_paths("photos/", output_dir="anonymized/")
+        anonymized = session.anonymize_bytes(jpeg_bytes, name="upload.jpg")
+
+``load_models`` loads the detector once to share it between sessions with other settings. The heavy parts
+(onnxruntime, SQLAlchemy) are imported on first use of these names, not by ``import efface``.
 """
 
+from __future__ import annotations
+
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 try:
     __version__ = version("efface")
@@ -18,19 +33,46 @@ from efface.records import (
     MaskShape,
     Method,
     Outcome,
+    Preset,
     TransformSpec,
     WriteMode,
 )
 
+if TYPE_CHECKING:
+    from efface.api import AnonymizedContent, Session, load_models
+    from efface.config import Settings, load_settings
+
 __all__ = [
     "AnonymizationResult",
+    "AnonymizedContent",
     "BBox",
     "EffaceError",
     "Face",
     "MaskShape",
     "Method",
     "Outcome",
+    "Preset",
+    "Session",
+    "Settings",
     "TransformSpec",
     "WriteMode",
     "__version__",
+    "load_models",
+    "load_settings",
 ]
+
+# Imported on first use: the command line's audit commands never load onnxruntime.
+_LAZY = {
+    "AnonymizedContent": "efface.api",
+    "Session": "efface.api",
+    "load_models": "efface.api",
+    "Settings": "efface.config",
+    "load_settings": "efface.config",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'efface' has no attribute {name!r}")
+    return getattr(import_module(module), name)

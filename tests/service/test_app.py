@@ -359,3 +359,48 @@ def test_an_image_without_faces_or_metadata_comes_back_byte_for_byte(
     response = _post(make_client(), "/v1/anonymize", blank, auth)
     assert response.json()["faces"] == 0
     assert base64.b64decode(response.json()["image"]["data_base64"]) == blank
+
+
+NINE_OPTION_SETS: list[dict[str, str]] = [
+    {"method": "blur"},
+    {"method": "blur", "strength": "2.0"},
+    {"method": "pixelate"},
+    {"method": "pixelate", "strength": "8"},
+    {"threshold": "0.5"},
+    {"preset": "fast"},
+    {"preset": "thorough"},
+    {"method": "blur", "threshold": "0.4"},
+    {"method": "pixelate", "preset": "fast"},
+]
+
+
+@pytest.mark.slow
+def test_the_service_holds_one_model_copy_whatever_options_requests_ask_for(
+    make_client: Callable[..., TestClient],
+    auth: dict[str, str],
+    astronaut_jpeg: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import onnxruntime
+
+    sessions: list[object] = []
+    real_session = onnxruntime.InferenceSession
+
+    def counting_session(*args: object, **kwargs: object) -> object:
+        session = real_session(*args, **kwargs)  # type: ignore[arg-type]
+        sessions.append(session)
+        return session
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", counting_session)
+    client = make_client()  # the real models
+    assert len(sessions) == 1
+    answers = [_post(client, "/v1/anonymize", astronaut_jpeg, auth, **options) for options in NINE_OPTION_SETS]
+    assert [answer.status_code for answer in answers] == [200] * 9
+    assert all(answer.json()["faces"] >= 1 for answer in answers)
+    assert len(sessions) == 1
+    rows = client.app.state.service.store.list_files(client.app.state.service.run.run_id)
+    assert [row.details["options"] for row in rows][-1] == {
+        "method": "pixelate",
+        "preset": "fast",
+        "return_boxes": True,
+    }
