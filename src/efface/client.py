@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypedDict, Unpack
 
 import httpx
 
@@ -87,8 +87,16 @@ class AuthenticationError(ServiceError):
     """401: no API key, or a malformed, unknown or revoked one."""
 
 
+class _ErrorFields(TypedDict, total=False):
+    """What every ``ServiceError`` built from an answer carries."""
+
+    status_code: int | None
+    error_type: str | None
+    request_id: str | None
+
+
 class _RetryAfterError(ServiceError):
-    def __init__(self, message: str, *, retry_after_s: float | None = None, **kwargs: Any) -> None:
+    def __init__(self, message: str, *, retry_after_s: float | None = None, **kwargs: Unpack[_ErrorFields]) -> None:
         super().__init__(message, **kwargs)
         self.retry_after_s = retry_after_s
 
@@ -214,7 +222,7 @@ def _error(response: httpx.Response) -> ServiceError:
     status = response.status_code
     text = f"{status} {error_type or response.reason_phrase}: {message}"
     request_id = request_id or response.headers.get("x-request-id")
-    kwargs: dict[str, Any] = {"status_code": status, "error_type": error_type, "request_id": request_id}
+    kwargs: _ErrorFields = {"status_code": status, "error_type": error_type, "request_id": request_id}
     if status == httpx.codes.UNAUTHORIZED:
         return AuthenticationError(text, **kwargs)
     if status == httpx.codes.TOO_MANY_REQUESTS:
@@ -230,9 +238,14 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     if response.status_code != httpx.codes.OK:
         raise _error(response)
     try:
-        return response.json()
+        body = response.json()
     except ValueError as exc:
         raise ServiceError(f"the service answered {response.status_code} without JSON", status_code=200) from exc
+    if not isinstance(body, dict):
+        raise ServiceError(
+            f"unexpected answer from the service: expected a JSON object, got {type(body).__name__}", status_code=200
+        )
+    return body
 
 
 def _faces(boxes: list[dict[str, Any]] | None) -> tuple[Face, ...]:

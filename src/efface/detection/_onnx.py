@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
 
 # onnxruntime otherwise writes a telemetry event for every process into ~/.cache/Microsoft/..., queued for
 # upload: efface promises to write nothing but the anonymized files and its audit log. Read at import time.
@@ -16,7 +20,34 @@ import onnxruntime as ort  # after the telemetry switch above
 
 from efface.errors import ConfigurationError, ModelError
 
-__all__ = ["check_detector_settings", "create_session", "file_sha256"]
+__all__ = ["OnnxSession", "OnnxValueInfo", "check_detector_settings", "create_session", "file_sha256"]
+
+
+# onnxruntime ships no type information: these protocols state the part of its API the detectors use.
+class OnnxValueInfo(Protocol):
+    """A graph input or output (``onnxruntime.NodeArg``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def shape(self) -> Sequence[int | str | None]:
+        """Per dimension: its fixed size, or its symbolic name (or None) where the size is dynamic."""
+        ...
+
+
+class OnnxSession(Protocol):
+    """A loaded model (``onnxruntime.InferenceSession``). The detectors' models take and give float32."""
+
+    def get_inputs(self) -> Sequence[OnnxValueInfo]: ...
+
+    def get_outputs(self) -> Sequence[OnnxValueInfo]: ...
+
+    def run(
+        self, output_names: Sequence[str] | None, input_feed: Mapping[str, npt.NDArray[np.float32]]
+    ) -> list[npt.NDArray[np.float32]]:
+        """The outputs named (all, for None), in that order."""
+        ...
 
 
 @cache
@@ -31,7 +62,7 @@ def file_sha256(path: Path) -> str:
 
 def create_session(
     model: bytes | Path, providers: Sequence[str], *, intra_op_threads: int | None = None
-) -> ort.InferenceSession:
+) -> OnnxSession:
     """Builds an onnxruntime session on explicitly chosen execution providers.
 
     Args:
@@ -59,9 +90,10 @@ def create_session(
         options.intra_op_num_threads = intra_op_threads
     try:
         source = model if isinstance(model, bytes) else str(model)
-        return ort.InferenceSession(source, sess_options=options, providers=list(providers))
+        session: OnnxSession = ort.InferenceSession(source, sess_options=options, providers=list(providers))
     except Exception as exc:  # onnxruntime raises its own untyped exception classes
         raise ModelError(f"onnxruntime cannot load the model: {exc}") from exc
+    return session
 
 
 def check_detector_settings(*, score_threshold: float, nms_iou: float, input_scale: float) -> None:

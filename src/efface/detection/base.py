@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-import numpy as np
-
+from efface.arrays import ImageArray
 from efface.records import Face
 
 __all__ = ["FaceDetector"]
@@ -23,7 +22,7 @@ class FaceDetector(Protocol):
     name: str
     weights_sha256: str
 
-    def detect(self, image: np.ndarray) -> tuple[Face, ...]:
+    def detect(self, image: ImageArray) -> tuple[Face, ...]:
         """Detects faces.
 
         Args:

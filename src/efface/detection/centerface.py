@@ -13,8 +13,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import onnx
 
+from efface.arrays import ImageArray
 from efface.detection._onnx import check_detector_settings, create_session, file_sha256
 from efface.detection.postprocess import (
     RawDetections,
@@ -111,17 +113,17 @@ class CenterFaceDetector:
         self._session = create_session(model_bytes, providers, intra_op_threads=threads)
         self._input_name = self._session.get_inputs()[0].name
 
-    def detect(self, image: np.ndarray) -> tuple[Face, ...]:
+    def detect(self, image: ImageArray) -> tuple[Face, ...]:
         """Detects faces in an RGB uint8 image of shape (H, W, 3)."""
         check_image(image)
         return to_faces(self.detect_raw(image, input_scale=self.input_scale))
 
-    def detect_raw(self, image: np.ndarray, *, input_scale: float) -> RawDetections:
+    def detect_raw(self, image: ImageArray, *, input_scale: float) -> RawDetections:
         """Runs the network once at ``input_scale`` and returns suppressed detections in original pixels."""
         (raw,) = self.detect_batch_raw([image], input_scale=input_scale)
         return raw
 
-    def detect_batch_raw(self, images: list[np.ndarray], *, input_scale: float) -> list[RawDetections]:
+    def detect_batch_raw(self, images: list[ImageArray], *, input_scale: float) -> list[RawDetections]:
         """Runs the network on same-sized images in one batch (e.g. tiles of one photo).
 
         Returns:
@@ -138,9 +140,10 @@ class CenterFaceDetector:
         tensor = np.zeros((len(images), 3, padded_h, padded_w), dtype=np.float32)
         interpolation = cv2.INTER_AREA if input_scale < 1 else cv2.INTER_LINEAR
         for index, image in enumerate(images):
+            scaled: npt.NDArray[np.number] = image
             if (resized_h, resized_w) != (height, width):
-                image = cv2.resize(image, (resized_w, resized_h), interpolation=interpolation)
-            tensor[index, :, :resized_h, :resized_w] = image.transpose(2, 0, 1)  # the model takes RGB, 0-255
+                scaled = cv2.resize(image, (resized_w, resized_h), interpolation=interpolation)
+            tensor[index, :, :resized_h, :resized_w] = scaled.transpose(2, 0, 1)  # the model takes RGB, 0-255
         try:
             heatmap, scale, offset, landmarks = self._session.run(None, {self._input_name: tensor})
         except Exception as exc:  # onnxruntime's own exception classes

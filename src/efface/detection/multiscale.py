@@ -17,6 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
+from efface.arrays import ImageArray
 from efface.detection.postprocess import (
     RawDetections,
     above,
@@ -45,9 +46,9 @@ class ScalableDetector(Protocol):
     name: str
     weights_sha256: str
 
-    def detect_raw(self, image: np.ndarray, *, input_scale: float) -> RawDetections: ...
+    def detect_raw(self, image: ImageArray, *, input_scale: float) -> RawDetections: ...
 
-    def detect_batch_raw(self, images: list[np.ndarray], *, input_scale: float) -> list[RawDetections]: ...
+    def detect_batch_raw(self, images: list[ImageArray], *, input_scale: float) -> list[RawDetections]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,18 +187,18 @@ class MultiScaleDetector:
         self.name = "+".join((base.name, *(d.name for d in self.extra)))
         self.weights_sha256 = combined_sha256(base, self.extra)
 
-    def detect(self, image: np.ndarray) -> tuple[Face, ...]:
+    def detect(self, image: ImageArray) -> tuple[Face, ...]:
         """Faces scoring at least the operating threshold, best first."""
         return to_faces(above(self.detect_all_raw(image), self.spec.score_threshold))
 
-    def detect_all(self, image: np.ndarray) -> tuple[Face, ...]:
+    def detect_all(self, image: ImageArray) -> tuple[Face, ...]:
         """Every fused detection down to the base detectors' own thresholds (for precision/recall curves).
 
         ``detect`` returns exactly the part of this that scores at least the operating threshold.
         """
         return to_faces(self.detect_all_raw(image))
 
-    def detect_all_raw(self, image: np.ndarray) -> RawDetections:
+    def detect_all_raw(self, image: ImageArray) -> RawDetections:
         check_image(image)
         height, width = image.shape[:2]
         parts: list[RawDetections] = []
@@ -227,7 +228,7 @@ class MultiScaleDetector:
             )
         return fused
 
-    def _focus_pass(self, image: np.ndarray, candidates: RawDetections, focus: FocusSpec) -> RawDetections:
+    def _focus_pass(self, image: ImageArray, candidates: RawDetections, focus: FocusSpec) -> RawDetections:
         height, width = image.shape[:2]
         cells = select_focus_cells(candidates, focus=focus, width_px=width, height_px=height)
         if not cells:

@@ -9,7 +9,9 @@ import math
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
+from efface.arrays import ImageArray
 from efface.records import BBox, Face
 
 __all__ = [
@@ -42,16 +44,21 @@ class RawDetections:
 
     __slots__ = ("boxes_xyxy", "landmarks_xy", "scores")
 
-    def __init__(self, boxes_xyxy: np.ndarray, scores: np.ndarray, landmarks_xy: np.ndarray) -> None:
+    def __init__(
+        self,
+        boxes_xyxy: npt.NDArray[np.floating],
+        scores: npt.NDArray[np.floating],
+        landmarks_xy: npt.NDArray[np.floating],
+    ) -> None:
         n = len(scores)
         if boxes_xyxy.shape != (n, 4) or landmarks_xy.shape != (n, 5, 2):
             raise ValueError(
                 f"expected boxes (N, 4) and landmarks (N, 5, 2) for N={n}, "
                 f"got {boxes_xyxy.shape} and {landmarks_xy.shape}"
             )
-        self.boxes_xyxy = boxes_xyxy.astype(np.float32, copy=False)
-        self.scores = scores.astype(np.float32, copy=False)
-        self.landmarks_xy = landmarks_xy.astype(np.float32, copy=False)
+        self.boxes_xyxy: npt.NDArray[np.float32] = boxes_xyxy.astype(np.float32, copy=False)
+        self.scores: npt.NDArray[np.float32] = scores.astype(np.float32, copy=False)
+        self.landmarks_xy: npt.NDArray[np.float32] = landmarks_xy.astype(np.float32, copy=False)
 
     @classmethod
     def empty(cls) -> RawDetections:
@@ -60,7 +67,7 @@ class RawDetections:
     def __len__(self) -> int:
         return len(self.scores)
 
-    def take(self, indices: np.ndarray) -> RawDetections:
+    def take(self, indices: npt.NDArray[np.integer]) -> RawDetections:
         return RawDetections(self.boxes_xyxy[indices], self.scores[indices], self.landmarks_xy[indices])
 
 
@@ -76,10 +83,10 @@ def padded_size(height_px: int, width_px: int, *, multiple: int = 32) -> tuple[i
 
 
 def decode_centerface(
-    heatmap: np.ndarray,
-    scale: np.ndarray,
-    offset: np.ndarray,
-    landmarks: np.ndarray,
+    heatmap: npt.NDArray[np.float32],
+    scale: npt.NDArray[np.float32],
+    offset: npt.NDArray[np.float32],
+    landmarks: npt.NDArray[np.float32],
     *,
     score_threshold: float,
     stride: int = CENTERFACE_STRIDE,
@@ -117,7 +124,9 @@ def decode_centerface(
     return RawDetections(boxes, scores, landmarks_xy)
 
 
-def nms(boxes_xyxy: np.ndarray, scores: np.ndarray, *, iou_threshold: float) -> np.ndarray:
+def nms(
+    boxes_xyxy: npt.NDArray[np.floating], scores: npt.NDArray[np.floating], *, iou_threshold: float
+) -> npt.NDArray[np.int64]:
     """Greedy non-maximum suppression: boxes best first (ties in input order), each dropped when it overlaps
     a kept box by an IoU above ``iou_threshold``. Two boxes without area count as the same box (OpenCV's
     rule); a box without area never suppresses one with area, nor the reverse.
@@ -140,7 +149,13 @@ def nms(boxes_xyxy: np.ndarray, scores: np.ndarray, *, iou_threshold: float) -> 
     ranked = np.asarray(scores, dtype=np.float64)
     if ranked.min() <= 0.0:  # OpenCV keeps only scores above its (non-negative) score threshold
         ranked = ranked - ranked.min() + 1.0
-    kept = cv2.dnn.NMSBoxes(xywh, ranked, score_threshold=0.0, nms_threshold=float(iou_threshold))
+    # NMSBoxes reads (N, 4) and (N,) arrays directly; its stubs name only the Python sequences it also takes.
+    kept = cv2.dnn.NMSBoxes(
+        xywh,  # type: ignore[arg-type]
+        ranked,  # type: ignore[arg-type]
+        score_threshold=0.0,
+        nms_threshold=float(iou_threshold),
+    )
     return np.asarray(kept, dtype=np.int64).reshape(-1)
 
 
@@ -179,7 +194,7 @@ def concat(parts: list[RawDetections]) -> RawDetections:
     )
 
 
-def pairwise_iou(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
+def pairwise_iou(a_xyxy: npt.NDArray[np.floating], b_xyxy: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
     """IoU of every box in ``a`` (N, 4) with every box in ``b`` (M, 4); (N, M), 0 where a union is empty."""
     inter_w = np.clip(
         np.minimum(a_xyxy[:, None, 2], b_xyxy[None, :, 2]) - np.maximum(a_xyxy[:, None, 0], b_xyxy[None, :, 0]), 0, None
@@ -191,7 +206,9 @@ def pairwise_iou(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
     area_a = (a_xyxy[:, 2] - a_xyxy[:, 0]) * (a_xyxy[:, 3] - a_xyxy[:, 1])
     area_b = (b_xyxy[:, 2] - b_xyxy[:, 0]) * (b_xyxy[:, 3] - b_xyxy[:, 1])
     union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter, dtype=np.float64), where=union > 0)
+    iou = np.zeros_like(inter, dtype=np.float64)
+    np.divide(inter, union, out=iou, where=union > 0)
+    return iou
 
 
 def fuse_passes(parts: list[RawDetections], *, match_iou: float = 0.5, is_noisy_or: bool = False) -> RawDetections:
@@ -283,7 +300,7 @@ def above(detections: RawDetections, score_threshold: float) -> RawDetections:
     return detections.take(np.flatnonzero(detections.scores >= score_threshold))
 
 
-def check_image(image: np.ndarray) -> None:
+def check_image(image: ImageArray) -> None:
     """Refuses anything but a uint8 (H, W, 3) array."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
-
+from efface.arrays import ImageArray
 from efface.detection.base import FaceDetector
 from efface.detection.multiscale import MultiScaleSpec
 from efface.records import Face
@@ -26,7 +25,7 @@ class StaticDetector:
         self.name = name
         self.calls = 0
 
-    def detect(self, image: np.ndarray) -> tuple[Face, ...]:
+    def detect(self, image: ImageArray) -> tuple[Face, ...]:
         self.calls += 1
         return self.faces
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 
 import numpy as np
+import numpy.typing as npt
 
 from efface.detection.postprocess import pairwise_iou
 from efface.records import BBox, Face
@@ -147,7 +148,7 @@ class TrackingStats:
         }
 
 
-def match_greedy(scores: np.ndarray, *, min_score: float) -> list[tuple[int, int]]:
+def match_greedy(scores: npt.NDArray[np.floating], *, min_score: float) -> list[tuple[int, int]]:
     """Pairs rows with columns, highest score first, each at most once, down to ``min_score``.
 
     Args:
@@ -176,7 +177,9 @@ def match_greedy(scores: np.ndarray, *, min_score: float) -> list[tuple[int, int
     return pairs
 
 
-def center_distances(tracks_xyxy: np.ndarray, detections_xyxy: np.ndarray) -> np.ndarray:
+def center_distances(
+    tracks_xyxy: npt.NDArray[np.floating], detections_xyxy: npt.NDArray[np.floating]
+) -> npt.NDArray[np.floating]:
     """How far each detection's centre is from each track box's centre, in that track box's sizes.
 
     Args:
@@ -336,7 +339,9 @@ class TemporalCover:
         self._is_flushed = True
         return self._emit(keep=0)
 
-    def _associate(self, predicted_xyxy: np.ndarray, detected_xyxy: np.ndarray) -> list[tuple[int, int]]:
+    def _associate(
+        self, predicted_xyxy: npt.NDArray[np.float64], detected_xyxy: npt.NDArray[np.float64]
+    ) -> list[tuple[int, int]]:
         pairs = match_greedy(pairwise_iou(predicted_xyxy, detected_xyxy), min_score=self.spec.match_iou)
         if self.spec.match_distance_boxes == 0:
             return pairs

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
+from efface.arrays import ImageArray
 from efface.detection._onnx import check_detector_settings, create_session, file_sha256
 from efface.detection.postprocess import (
     RawDetections,
@@ -44,7 +46,9 @@ YUNET_OUTPUT_NAMES = tuple(f"{head}_{stride}" for head in _HEAD_CHANNELS for str
 _MAX_LOG_SIZE_CELLS = 12.0
 
 
-def _head(outputs: Mapping[str, np.ndarray], head: str, stride: int, cells: int) -> np.ndarray:
+def _head(
+    outputs: Mapping[str, npt.NDArray[np.floating]], head: str, stride: int, cells: int
+) -> npt.NDArray[np.float32]:
     """Returns one output as a float32 (cells, channels) array, checking its shape."""
     name = f"{head}_{stride}"
     if name not in outputs:
@@ -53,11 +57,11 @@ def _head(outputs: Mapping[str, np.ndarray], head: str, stride: int, cells: int)
     expected = (1, cells, _HEAD_CHANNELS[head])
     if array.shape != expected:
         raise ValueError(f"YuNet output {name!r} should have shape {expected}, got {array.shape}")
-    return array[0]
+    return array.reshape(expected[1:])
 
 
 def decode_yunet(
-    outputs: Mapping[str, np.ndarray], *, input_hw: tuple[int, int], score_threshold: float
+    outputs: Mapping[str, npt.NDArray[np.floating]], *, input_hw: tuple[int, int], score_threshold: float
 ) -> RawDetections:
     """Decodes YuNet's twelve outputs for one image into boxes in network-input pixels.
 
@@ -164,16 +168,16 @@ class YuNetDetector:
             )
         return inputs[0].name
 
-    def detect(self, image: np.ndarray) -> tuple[Face, ...]:
+    def detect(self, image: ImageArray) -> tuple[Face, ...]:
         """Detects faces in an RGB uint8 image of shape (H, W, 3), highest score first."""
         check_image(image)
         return to_faces(self.detect_raw(image, input_scale=self.input_scale))
 
-    def detect_batch_raw(self, images: list[np.ndarray], *, input_scale: float) -> list[RawDetections]:
+    def detect_batch_raw(self, images: list[ImageArray], *, input_scale: float) -> list[RawDetections]:
         """``detect_raw`` for each image (YuNet is fast enough that batching gains little)."""
         return [self.detect_raw(image, input_scale=input_scale) for image in images]
 
-    def detect_raw(self, image: np.ndarray, *, input_scale: float) -> RawDetections:
+    def detect_raw(self, image: ImageArray, *, input_scale: float) -> RawDetections:
         """Runs the network once at ``input_scale`` and returns suppressed detections in original pixels.
 
         Args:
@@ -186,13 +190,14 @@ class YuNetDetector:
         height, width = image.shape[:2]
         resized_h = max(1, round(height * input_scale))
         resized_w = max(1, round(width * input_scale))
+        scaled: npt.NDArray[np.number] = image
         if (resized_h, resized_w) != (height, width):
             interpolation = cv2.INTER_AREA if input_scale < 1 else cv2.INTER_LINEAR
-            image = cv2.resize(image, (resized_w, resized_h), interpolation=interpolation)
+            scaled = cv2.resize(image, (resized_w, resized_h), interpolation=interpolation)
         padded_h, padded_w = padded_size(resized_h, resized_w, multiple=YUNET_STRIDES[-1])
         # Zero padding at the bottom and right, as OpenCV's FaceDetectorYN pads; the model takes BGR, 0-255.
         tensor = np.zeros((1, 3, padded_h, padded_w), dtype=np.float32)
-        tensor[0, :, :resized_h, :resized_w] = image[:, :, ::-1].transpose(2, 0, 1)
+        tensor[0, :, :resized_h, :resized_w] = scaled[:, :, ::-1].transpose(2, 0, 1)
         try:
             values = self._session.run(list(YUNET_OUTPUT_NAMES), {self._input_name: tensor})
         except Exception as exc:  # onnxruntime's own exception classes

@@ -13,6 +13,7 @@ import io
 import struct
 import warnings
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from efface.arrays import ImageArray
 from efface.errors import CorruptImageError, ImageTooLargeError, UnsupportedFormatError
 
 __all__ = [
@@ -153,8 +155,8 @@ class DecodedImage:
         tiff_compression: TIFF only: the source's compression.
     """
 
-    pixels: np.ndarray
-    alpha: np.ndarray | None
+    pixels: ImageArray
+    alpha: ImageArray | None
     image_format: ImageFormat
     is_grey: bool
     has_metadata: bool
@@ -169,7 +171,7 @@ class DecodedImage:
         return (int(self.pixels.shape[1]), int(self.pixels.shape[0]))
 
 
-def _to_rgb_and_alpha(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+def _to_rgb_and_alpha(image: Image.Image) -> tuple[ImageArray, ImageArray | None]:
     mode = image.mode
     if mode.startswith("I;16") or mode == "I":
         # Scale 16-bit (or 32-bit integer) greys down to 8 bits instead of clipping them.
@@ -226,7 +228,7 @@ def decode_image(data: bytes, *, path: Path, options: CodecOptions) -> DecodedIm
 
 def _decode_opened(image: Image.Image, *, data: bytes, path: Path, options: CodecOptions) -> DecodedImage:
     try:
-        image_format = ImageFormat(image.format)
+        image_format = ImageFormat(image.format or "")  # None: a format Pillow cannot name
     except ValueError as exc:
         supported = ", ".join(f.value for f in ImageFormat)
         raise UnsupportedFormatError(
@@ -238,9 +240,10 @@ def _decode_opened(image: Image.Image, *, data: bytes, path: Path, options: Code
             f"{width}x{height} is more than the allowed {options.max_image_pixels:,} pixels (decompression bomb guard)",
             path=path,
         )
-    if getattr(image, "n_frames", 1) > 1:
+    frames: int = getattr(image, "n_frames", 1)  # only the formats that can hold several frames have it
+    if frames > 1:
         raise UnsupportedFormatError(
-            f"{image.format} with {image.n_frames} frames is not supported: only the first would be anonymized",
+            f"{image.format} with {frames} frames is not supported: only the first would be anonymized",
             path=path,
         )
     info = dict(image.info)
@@ -295,7 +298,7 @@ def _is_lossless_webp(data: bytes) -> bool:
     return False
 
 
-def _carries_metadata(image: Image.Image, info: dict[object, object]) -> bool:
+def _carries_metadata(image: Image.Image, info: Mapping[str | tuple[int, int], object]) -> bool:
     if image.format == ImageFormat.TIFF:
         return True  # a TIFF's tags (artist, description, GPS, XMP) are metadata; every TIFF is rewritten
     if any(key not in _HARMLESS_INFO_KEYS for key in info):
@@ -307,7 +310,7 @@ def _carries_metadata(image: Image.Image, info: dict[object, object]) -> bool:
     return False
 
 
-def encode_image(decoded: DecodedImage, pixels: np.ndarray, *, options: CodecOptions) -> bytes:
+def encode_image(decoded: DecodedImage, pixels: ImageArray, *, options: CodecOptions) -> bytes:
     """Encodes anonymized pixels in the source's format, without metadata.
 
     Args:

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from efface.arrays import ImageArray, MaskArray
 from efface.errors import WeakTransformError
 from efface.records import (
     MAX_PIXELATE_BLOCKS,
@@ -61,7 +62,7 @@ class Anonymizer:
         """The region anonymized for a face (unclipped): its box grown by ``spec.box_scale``."""
         return face.box.scaled(self.spec.box_scale)
 
-    def _face_mask(self, face: Face, height: int, width: int) -> tuple[tuple[slice, slice], np.ndarray] | None:
+    def _face_mask(self, face: Face, height: int, width: int) -> tuple[tuple[slice, slice], MaskArray] | None:
         """Where a face's region lies in the frame: the crop window and the mask within it, or None when
         the face is degenerate (box under one pixel after clipping) or its region holds no pixel."""
         visible = face.box.clipped(width, height)
@@ -86,7 +87,7 @@ class Anonymizer:
             mask = np.ones((y2 - y1, x2 - x1), dtype=bool)
         return (slice(y1, y2), slice(x1, x2)), mask
 
-    def region_mask(self, height: int, width: int, faces: tuple[Face, ...]) -> np.ndarray:
+    def region_mask(self, height: int, width: int, faces: tuple[Face, ...]) -> MaskArray:
         """The pixels ``apply`` would change for these faces.
 
         Returns:
@@ -100,7 +101,7 @@ class Anonymizer:
                 union[window] |= mask
         return union
 
-    def apply(self, image: np.ndarray, faces: tuple[Face, ...]) -> tuple[np.ndarray, int]:
+    def apply(self, image: ImageArray, faces: tuple[Face, ...]) -> tuple[ImageArray, int]:
         """Anonymizes every face.
 
         Args:
@@ -125,7 +126,7 @@ class Anonymizer:
             anonymized += 1
         return out, anonymized
 
-    def _treat(self, crop: np.ndarray, *, face_width_px: float) -> np.ndarray:
+    def _treat(self, crop: ImageArray, *, face_width_px: float) -> ImageArray:
         spec = self.spec
         match spec.method:
             case Method.BLUR:

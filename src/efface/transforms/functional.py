@@ -6,9 +6,12 @@ Regions are uint8 arrays of shape (h, w, 3). Sizes are in pixels of the region's
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import cv2
 import numpy as np
+
+from efface.arrays import ImageArray, MaskArray
 
 __all__ = ["ellipse_mask", "fill", "gaussian_blur", "pixelate"]
 
@@ -17,7 +20,12 @@ __all__ = ["ellipse_mask", "fill", "gaussian_blur", "pixelate"]
 _WORKING_KERNEL_PX = 24.0
 
 
-def gaussian_blur(region: np.ndarray, *, kernel_px: float) -> np.ndarray:
+def _resize(region: ImageArray, size_wh: tuple[int, int], *, interpolation: int) -> ImageArray:
+    # cv2 returns the dtype it is given; its stubs promise only "some numeric array" (cv2.typing.MatLike).
+    return cast(ImageArray, cv2.resize(region, size_wh, interpolation=interpolation))
+
+
+def gaussian_blur(region: ImageArray, *, kernel_px: float) -> ImageArray:
     """Gaussian blur whose kernel spans ``kernel_px`` pixels (sigma = kernel_px / 6).
 
     Args:
@@ -36,17 +44,21 @@ def gaussian_blur(region: np.ndarray, *, kernel_px: float) -> np.ndarray:
     work_w, work_h = max(1, round(width * downscale)), max(1, round(height * downscale))
     work = region
     if (work_w, work_h) != (width, height):
-        work = cv2.resize(region, (work_w, work_h), interpolation=cv2.INTER_AREA)
+        work = _resize(region, (work_w, work_h), interpolation=cv2.INTER_AREA)
     work_kernel = kernel_px * (work_w / width)
     sigma = max(work_kernel / 6.0, 0.3)
     ksize = 2 * math.ceil(3.0 * sigma) + 1
-    blurred = cv2.GaussianBlur(work, (ksize, ksize), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+    # As in _resize: cv2 keeps the input's dtype, whatever its stubs say.
+    blurred = cast(
+        ImageArray,
+        cv2.GaussianBlur(work, (ksize, ksize), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT),
+    )
     if blurred.shape[:2] != (height, width):
-        blurred = cv2.resize(blurred, (width, height), interpolation=cv2.INTER_LINEAR)
+        blurred = _resize(blurred, (width, height), interpolation=cv2.INTER_LINEAR)
     return blurred
 
 
-def pixelate(region: np.ndarray, *, block_px: float) -> np.ndarray:
+def pixelate(region: ImageArray, *, block_px: float) -> ImageArray:
     """Replaces the region by cells of ``block_px`` pixels, each the mean colour of its area.
 
     Args:
@@ -62,11 +74,11 @@ def pixelate(region: np.ndarray, *, block_px: float) -> np.ndarray:
     if height == 0 or width == 0:
         return region.copy()
     cells_w, cells_h = max(1, math.ceil(width / block_px)), max(1, math.ceil(height / block_px))
-    small = cv2.resize(region, (cells_w, cells_h), interpolation=cv2.INTER_AREA)
-    return cv2.resize(small, (width, height), interpolation=cv2.INTER_NEAREST)
+    small = _resize(region, (cells_w, cells_h), interpolation=cv2.INTER_AREA)
+    return _resize(small, (width, height), interpolation=cv2.INTER_NEAREST)
 
 
-def fill(region: np.ndarray, *, rgb: tuple[int, int, int]) -> np.ndarray:
+def fill(region: ImageArray, *, rgb: tuple[int, int, int]) -> ImageArray:
     """A region of one solid colour."""
     out = np.empty_like(region)
     out[...] = np.asarray(rgb, dtype=region.dtype)
@@ -75,7 +87,7 @@ def fill(region: np.ndarray, *, rgb: tuple[int, int, int]) -> np.ndarray:
 
 def ellipse_mask(
     height_px: int, width_px: int, *, center_xy: tuple[float, float], axes_xy: tuple[float, float]
-) -> np.ndarray:
+) -> MaskArray:
     """A boolean mask of the pixels whose centres lie inside an axis-aligned ellipse.
 
     Args:

@@ -187,9 +187,11 @@ def _parse_xml(path: Path) -> ET.Element:
 
 def _number(text: object, *, what: str, where: str, path: Path) -> float:
     """A finite number from annotation text, or an InputError naming the value and where it was."""
+    if not isinstance(text, str | int | float):  # JSON null, a list, a missing XML attribute...
+        raise InputError(f"{where}: {what} must be a number, got {text!r}", path=path)
     try:
-        value = float(text)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as exc:
+        value = float(text)
+    except ValueError as exc:
         raise InputError(f"{where}: {what} must be a number, got {text!r}", path=path) from exc
     if not math.isfinite(value):
         raise InputError(f"{where}: {what} must be finite, got {text!r}", path=path)

@@ -19,12 +19,14 @@ Coverage does not depend on IoU: it is the share of each face box's pixels insid
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
+import numpy.typing as npt
 
+from efface.arrays import MaskArray
 from efface.records import Face
 from efface.verify.annotations import AnnotatedImage
 
@@ -125,7 +127,7 @@ class CoverageTally:
         }
 
 
-def _check_bins(name: str, tallies: dict[HeightBin, object]) -> None:
+def _check_bins(name: str, tallies: Mapping[HeightBin, object]) -> None:
     if set(tallies) != set(HeightBin):
         raise ValueError(f"{name} needs one entry per HeightBin {[b.value for b in HeightBin]}, got {list(tallies)}")
 
@@ -233,7 +235,9 @@ class CoverageReport:
 # --- pure functions --------------------------------------------------------------------------------------------
 
 
-def box_overlaps(boxes_xyxy: np.ndarray, query_xyxy: np.ndarray, *, is_pixel_inclusive: bool = False) -> np.ndarray:
+def box_overlaps(
+    boxes_xyxy: npt.ArrayLike, query_xyxy: npt.ArrayLike, *, is_pixel_inclusive: bool = False
+) -> npt.NDArray[np.float64]:
     """Pairwise IoU of two sets of boxes.
 
     Args:
@@ -257,7 +261,7 @@ def box_overlaps(boxes_xyxy: np.ndarray, query_xyxy: np.ndarray, *, is_pixel_inc
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
+def voc_ap(recall: npt.ArrayLike, precision: npt.ArrayLike) -> float:
     """All-point interpolated average precision (the area under the precision envelope).
 
     Args:
@@ -278,15 +282,15 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
 class _Matched:
     """One image's predictions (descending score) matched against its annotated faces."""
 
-    scores: np.ndarray  # float (N,) descending
-    boxes_xyxy: np.ndarray  # float (N, 4)
-    gt_index: np.ndarray  # int (N,): the face the prediction takes (max IoU >= MATCH_IOU), else -1
-    is_proposal: np.ndarray  # bool (N,): not a match on an ignored face
-    recall_gain: np.ndarray  # int (N,): 1 where the prediction is the first to recall a counted face
+    scores: npt.NDArray[np.float64]  # (N,) descending
+    boxes_xyxy: npt.NDArray[np.float64]  # (N, 4)
+    gt_index: npt.NDArray[np.intp]  # (N,): the face the prediction takes (max IoU >= MATCH_IOU), else -1
+    is_proposal: npt.NDArray[np.bool_]  # (N,): not a match on an ignored face
+    recall_gain: npt.NDArray[np.int64]  # (N,): 1 where the prediction is the first to recall a counted face
 
 
 def _match(
-    image: AnnotatedImage, detections: Sequence[Face], *, is_pixel_inclusive: bool, gt_xyxy: np.ndarray
+    image: AnnotatedImage, detections: Sequence[Face], *, is_pixel_inclusive: bool, gt_xyxy: npt.NDArray[np.float64]
 ) -> _Matched:
     scores = np.array([face.score for face in detections], dtype=np.float64)
     order = np.argsort(-scores, kind="stable")
@@ -309,7 +313,7 @@ def _match(
     return _Matched(scores, boxes, gt_index, ~on_ignored, recall_gain)
 
 
-def _gt_xyxy(image: AnnotatedImage) -> np.ndarray:
+def _gt_xyxy(image: AnnotatedImage) -> npt.NDArray[np.float64]:
     return np.array([face.box.xyxy for face in image.faces], dtype=np.float64).reshape(-1, 4)
 
 
@@ -317,12 +321,12 @@ class _ApAccumulator:
     """Keeps per prediction only its raw score, whether it is a proposal and whether it recalls a face."""
 
     def __init__(self) -> None:
-        self._scores: list[np.ndarray] = []
-        self._is_proposal: list[np.ndarray] = []
-        self._recall_gain: list[np.ndarray] = []
+        self._scores: list[npt.NDArray[np.float64]] = []
+        self._is_proposal: list[npt.NDArray[np.bool_]] = []
+        self._recall_gain: list[npt.NDArray[np.int64]] = []
         self.faces = 0
 
-    def add(self, image: AnnotatedImage, detections: Sequence[Face], gt_xyxy: np.ndarray) -> None:
+    def add(self, image: AnnotatedImage, detections: Sequence[Face], gt_xyxy: npt.NDArray[np.float64]) -> None:
         self.faces += sum(1 for face in image.faces if not face.is_ignored)
         # Official: an image with no annotated face (or no prediction) adds faces but no prediction.
         if not image.faces or not detections:
@@ -381,14 +385,14 @@ def wider_ap(annotated: Sequence[AnnotatedImage], detections: Sequence[Sequence[
     return ap
 
 
-def _covered_fraction(region_mask: np.ndarray, x1: float, y1: float, x2: float, y2: float) -> float | None:
+def _covered_fraction(region_mask: MaskArray, x1: float, y1: float, x2: float, y2: float) -> float | None:
     """The fraction of the pixels a box touches (clipped to the frame) that lie in the mask, or None if none."""
     height, width = region_mask.shape
     col1, row1 = max(0, math.floor(x1)), max(0, math.floor(y1))
     col2, row2 = min(width, math.ceil(x2)), min(height, math.ceil(y2))
     if col2 <= col1 or row2 <= row1:
         return None
-    return float(np.count_nonzero(region_mask[row1:row2, col1:col2])) / ((row2 - row1) * (col2 - col1))
+    return float(np.count_nonzero(region_mask[row1:row2, col1:col2]) / ((row2 - row1) * (col2 - col1)))
 
 
 class CoverageAccumulator:
@@ -416,7 +420,7 @@ class CoverageAccumulator:
         self._found = {b: [0, 0] for b in HeightBin}
         self._covered = {b: [0, 0, 0.0] for b in HeightBin}
 
-    def add(self, image: AnnotatedImage, detections: tuple[Face, ...], region_mask: np.ndarray | None) -> None:
+    def add(self, image: AnnotatedImage, detections: tuple[Face, ...], region_mask: MaskArray | None) -> None:
         """Adds one image.
 
         Args:
@@ -468,7 +472,7 @@ class CoverageAccumulator:
                 tally[1] += 1
                 tally[2] += fraction
 
-    def _count_redaction(self, region_mask: np.ndarray, image: AnnotatedImage) -> None:
+    def _count_redaction(self, region_mask: MaskArray, image: AnnotatedImage) -> None:
         height, width = region_mask.shape
         on_faces = np.zeros_like(region_mask)
         for face in image.faces:

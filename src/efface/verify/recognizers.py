@@ -18,13 +18,15 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
+from efface.arrays import ImageArray
 from efface.errors import ConfigurationError, ModelError
 from efface.records import BBox
 
@@ -65,7 +67,7 @@ class FaceRecognizer(Protocol):
     name: str
     dimensions: int
 
-    def embed(self, image: np.ndarray, box: BBox) -> np.ndarray:
+    def embed(self, image: ImageArray, box: BBox) -> npt.NDArray[np.float32]:
         """Returns the float32 embedding, shape (dimensions,), unit L2 norm, of the face in ``box``."""
         ...
 
@@ -98,7 +100,7 @@ def locate_model_file(distribution: str, relative_path: str) -> Path:
     return path
 
 
-def _check_image(image: np.ndarray) -> None:
+def _check_image(image: object) -> None:
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         shape = getattr(image, "shape", None)
         dtype = getattr(image, "dtype", type(image).__name__)
@@ -122,20 +124,21 @@ def _clip_box(box: BBox, width_px: int, height_px: int) -> tuple[int, int, int, 
     return x1, y1, x2, y2
 
 
-def _l2_normalise(vectors: np.ndarray) -> np.ndarray:
+def _l2_normalise(vectors: npt.NDArray[np.number]) -> npt.NDArray[np.float32]:
     """Rows of ``vectors`` scaled to unit length, as float32."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    rows = np.asarray(vectors, dtype=np.float32)
+    norms: npt.NDArray[np.float32] = np.linalg.norm(rows, axis=-1, keepdims=True)
     if np.any(norms == 0) or not np.all(np.isfinite(norms)):
         raise ModelError(f"the model returned an embedding that cannot be normalised (norms {norms.ravel()})")
-    return vectors / norms
+    return rows / norms
 
 
-def prewhiten(face: np.ndarray) -> np.ndarray:
+def prewhiten(face: ImageArray) -> npt.NDArray[np.float32]:
     """FaceNet's per-image standardisation: zero mean, unit std, the std floored at ``1/sqrt(size)``."""
-    face = face.astype(np.float32)
-    std_adj = max(float(face.std()), 1.0 / math.sqrt(face.size))
-    return (face - face.mean()) / std_adj
+    values = face.astype(np.float32)
+    std_adj = max(float(values.std()), 1.0 / math.sqrt(values.size))
+    whitened: npt.NDArray[np.float32] = (values - values.mean()) / std_adj
+    return whitened
 
 
 class FaceNetRecognizer:
@@ -169,7 +172,7 @@ class FaceNetRecognizer:
         except cv2.error as exc:
             raise ModelError(f"OpenCV cannot read the FaceNet graph {self.model_path}: {exc}") from exc
 
-    def crop(self, image: np.ndarray, box: BBox) -> np.ndarray:
+    def crop(self, image: ImageArray, box: BBox) -> ImageArray:
         """The 160x160 RGB uint8 crop fed to the network (before prewhitening)."""
         _check_image(image)
         height_px, width_px = image.shape[:2]
@@ -179,9 +182,10 @@ class FaceNetRecognizer:
         grown = BBox(box.x1 - half_margin_x, box.y1 - half_margin_y, box.x2 + half_margin_x, box.y2 + half_margin_y)
         x1, y1, x2, y2 = _clip_box(grown, width_px, height_px)
         size = (FACENET_INPUT_PX, FACENET_INPUT_PX)
-        return cv2.resize(image[y1:y2, x1:x2], size, interpolation=cv2.INTER_LINEAR)
+        # cv2 returns the dtype it is given; its stubs promise only "some numeric array" (cv2.typing.MatLike).
+        return cast(ImageArray, cv2.resize(image[y1:y2, x1:x2], size, interpolation=cv2.INTER_LINEAR))
 
-    def _forward(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+    def _forward(self, crops: Sequence[ImageArray]) -> npt.NDArray[np.float32]:
         blob = np.stack([prewhiten(crop).transpose(2, 0, 1) for crop in crops])  # NCHW, RGB
         try:
             self._net.setInput(np.ascontiguousarray(blob, dtype=np.float32))
@@ -190,7 +194,7 @@ class FaceNetRecognizer:
             raise ModelError(f"FaceNet forward pass failed: {exc}") from exc
         return _l2_normalise(output.reshape(len(crops), -1))
 
-    def embed(self, image: np.ndarray, box: BBox) -> np.ndarray:
+    def embed(self, image: ImageArray, box: BBox) -> npt.NDArray[np.float32]:
         """Embeds one face.
 
         Args:
@@ -204,9 +208,10 @@ class FaceNetRecognizer:
             ValueError: a malformed image, or a box with under 1 px inside the image.
             ModelError: OpenCV failed to run the graph.
         """
-        return self._forward([self.crop(image, box)])[0]
+        embedding: npt.NDArray[np.float32] = self._forward([self.crop(image, box)])[0]
+        return embedding
 
-    def embed_batch(self, image_box_pairs: Sequence[tuple[np.ndarray, BBox]]) -> np.ndarray:
+    def embed_batch(self, image_box_pairs: Sequence[tuple[ImageArray, BBox]]) -> npt.NDArray[np.float32]:
         """Embeds many faces, one forward pass each.
 
         The frozen graph cannot take a batch: with N > 1 its fully connected bottleneck fails in OpenCV
@@ -247,7 +252,7 @@ class DlibRecognizer:
         except RuntimeError as exc:
             raise ModelError(f"dlib cannot load its models from {resnet_path.parent}: {exc}") from exc
 
-    def chip(self, image: np.ndarray, box: BBox) -> np.ndarray:
+    def chip(self, image: ImageArray, box: BBox) -> ImageArray:
         """The aligned 150x150 RGB uint8 chip fed to the network."""
         _check_image(image)
         height_px, width_px = image.shape[:2]
@@ -261,7 +266,7 @@ class DlibRecognizer:
         except RuntimeError as exc:
             raise ModelError(f"dlib face alignment failed: {exc}") from exc
 
-    def embed(self, image: np.ndarray, box: BBox) -> np.ndarray:
+    def embed(self, image: ImageArray, box: BBox) -> npt.NDArray[np.float32]:
         """Embeds one face.
 
         Args:
@@ -282,13 +287,13 @@ class DlibRecognizer:
             raise ModelError(f"dlib face descriptor failed: {exc}") from exc
         return _l2_normalise(np.asarray(descriptor))
 
-    def embed_batch(self, image_box_pairs: Sequence[tuple[np.ndarray, BBox]]) -> np.ndarray:
+    def embed_batch(self, image_box_pairs: Sequence[tuple[ImageArray, BBox]]) -> npt.NDArray[np.float32]:
         """Embeds many faces, one after another; shape (len(image_box_pairs), 128)."""
         rows = [self.embed(image, box) for image, box in image_box_pairs]
         return np.stack(rows) if rows else np.zeros((0, self.dimensions), dtype=np.float32)
 
 
-_FACTORIES = {"dlib": DlibRecognizer, "facenet": FaceNetRecognizer}
+_FACTORIES: dict[str, Callable[[], FaceRecognizer]] = {"dlib": DlibRecognizer, "facenet": FaceNetRecognizer}
 
 
 def load_recognizers(names: Sequence[str] = RECOGNIZER_NAMES) -> list[FaceRecognizer]:
@@ -305,9 +310,9 @@ def load_recognizers(names: Sequence[str] = RECOGNIZER_NAMES) -> list[FaceRecogn
 
 
 def rank1_identification(
-    gallery: np.ndarray,
+    gallery: npt.NDArray[np.floating],
     gallery_labels: Sequence[str],
-    probes: np.ndarray,
+    probes: npt.NDArray[np.floating],
     probe_labels: Sequence[str],
     *,
     is_per_identity: bool = False,

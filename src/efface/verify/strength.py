@@ -14,6 +14,7 @@ a detector that misses a treated face cannot make the result look better than it
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,11 +22,13 @@ from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
+from efface.arrays import ImageArray
 from efface.detection.base import FaceDetector
 from efface.errors import InputNotFoundError, WeakTransformError
 from efface.media.images import IMAGE_SUFFIXES, CodecOptions, decode_image
-from efface.records import BBox, Face, TransformSpec
+from efface.records import BBox, Face, Method, TransformSpec
 from efface.transforms.core import Anonymizer, check_strength
 from efface.verify.recognizers import FaceRecognizer, rank1_identification
 
@@ -160,28 +163,29 @@ def standard_treatments(configured: TransformSpec) -> list[Treatment]:
     Every treatment uses the configured region (mask shape and box scale), so they differ only in what is
     done inside it.
     """
-    region = {"mask_shape": configured.mask_shape, "box_scale": configured.box_scale}
-    defaults = TransformSpec(**region)
+    # The configured region with every other field at its default.
+    defaults = TransformSpec(mask_shape=configured.mask_shape, box_scale=configured.box_scale)
     table = [
         Treatment("clean (no treatment)", None),
         Treatment(
             "blur, 2 px kernel (below the floor, reference)",
-            TransformSpec(method="blur", blur_kernel_fraction=0.02, **region),
+            dataclasses.replace(defaults, method=Method.BLUR, blur_kernel_fraction=0.02),
         ),
         Treatment(
             "blur, kernel 0.1 x face (the legal floor)",
-            TransformSpec(method="blur", blur_kernel_fraction=0.1, **region),
+            dataclasses.replace(defaults, method=Method.BLUR, blur_kernel_fraction=0.1),
         ),
         Treatment(
             f"blur, kernel {defaults.blur_kernel_fraction:g} x face (sigma = face / 4)",
-            TransformSpec(method="blur", blur_kernel_fraction=defaults.blur_kernel_fraction, **region),
+            dataclasses.replace(defaults, method=Method.BLUR),
         ),
-        Treatment("pixelate, 10 blocks (the floor)", TransformSpec(method="pixelate", pixelate_blocks=10, **region)),
         Treatment(
-            f"pixelate, {defaults.pixelate_blocks} blocks",
-            TransformSpec(method="pixelate", pixelate_blocks=defaults.pixelate_blocks, **region),
+            "pixelate, 10 blocks (the floor)", dataclasses.replace(defaults, method=Method.PIXELATE, pixelate_blocks=10)
         ),
-        Treatment("solid fill", TransformSpec(method="fill", **region)),
+        Treatment(
+            f"pixelate, {defaults.pixelate_blocks} blocks", dataclasses.replace(defaults, method=Method.PIXELATE)
+        ),
+        Treatment("solid fill", dataclasses.replace(defaults, method=Method.FILL)),
     ]
     for index, treatment in enumerate(table):
         if treatment.spec == configured:
@@ -221,7 +225,7 @@ def _main_face(faces: tuple[Face, ...], width: int, height: int) -> Face | None:
 @dataclass(frozen=True, slots=True)
 class _Loaded:
     item: IdentityImage
-    pixels: np.ndarray
+    pixels: ImageArray
     faces: tuple[Face, ...]
 
 
@@ -282,10 +286,12 @@ def measure_strength(
     if on_step is not None:
         on_step(f"{len(gallery)} gallery, {len(probes)} probes")
 
-    def embed(recognizer: FaceRecognizer, loaded: Sequence[_Loaded], images: Sequence[np.ndarray]) -> np.ndarray:
+    def embed(
+        recognizer: FaceRecognizer, loaded: Sequence[_Loaded], images: Sequence[ImageArray]
+    ) -> npt.NDArray[np.float32]:
         return np.stack([recognizer.embed(image, item.item.box) for item, image in zip(loaded, images, strict=True)])
 
-    def treat(spec: TransformSpec, loaded: Sequence[_Loaded], *, is_above_floor: bool) -> list[np.ndarray]:
+    def treat(spec: TransformSpec, loaded: Sequence[_Loaded], *, is_above_floor: bool) -> list[ImageArray]:
         anonymizer = Anonymizer(spec) if is_above_floor else _UncheckedAnonymizer(spec)
         # Exactly what ``anonymize`` does: every face the detector found on the image, not only the main one.
         return [anonymizer.apply(item.pixels, item.faces)[0] for item in loaded]
