@@ -121,7 +121,8 @@ class RayPool:
     def _next(self) -> AnonymizationResult:
         job = self._in_flight.popleft()
         try:
-            return self._pool.get_next()
+            result: AnonymizationResult = self._pool.get_next()  # what the actor's ``anonymize`` returned
+            return result
         except self._ray.exceptions.RayError as exc:
             # Out of retries (the file keeps killing its actor): the file fails alone, as it was.
             logger.error("Ray could not anonymize %s: %s", job.source, exc)

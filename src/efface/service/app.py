@@ -64,7 +64,8 @@ bearer = HTTPBearer(auto_error=False, description="An efface API key (`efface ke
 
 
 def _service(request: Request) -> Service:
-    return request.app.state.service
+    service: Service = request.app.state.service  # set by the lifespan before any request is served
+    return service
 
 
 ServiceDep = Annotated[Service, Depends(_service)]
@@ -283,9 +284,10 @@ def create_app(
 
     app = FastAPI(title="efface", version=__version__, description=_DESCRIPTION, lifespan=lifespan)
     app.add_middleware(_RequestIds)
-    app.add_exception_handler(EffaceError, _on_efface_error)
-    app.add_exception_handler(StarletteHTTPException, _on_http_error)
-    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    # Starlette types every handler as taking Exception; it calls each only with the class it is registered for.
+    app.add_exception_handler(EffaceError, _on_efface_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _on_validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _on_unexpected_error)
     _add_routes(app)
     return app
