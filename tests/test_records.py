@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from efface.records import (
     Method,
     Outcome,
     TransformSpec,
+    VideoStats,
     WriteMode,
 )
 
@@ -103,3 +105,50 @@ def test_result_consistency_checks() -> None:
             duration_s=0,
             faces_anonymized=1,
         )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"frames": -1}, "counts must be >= 0, got {'frames': -1}"),
+        ({"frames": 2, "detections": -3}, "counts must be >= 0, got {'detections': -3}"),
+        ({"frames": 2, "frames_detected": 3}, "frames_detected (3) and frames_with_faces (0) must be <= frames (2)"),
+        ({"frames": 2, "frames_with_faces": 3}, "frames_detected (0) and frames_with_faces (3) must be <= frames (2)"),
+        ({"frames": 2, "regions_per_frame_min": 2, "regions_per_frame_max": 1}, "got min=2 max=1"),
+        ({"frames": 2, "regions_per_frame_min": -1}, "got min=-1 max=0"),
+    ],
+)
+def test_video_stats_refuse_impossible_counts(kwargs: dict[str, int], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        VideoStats(**kwargs)  # type: ignore[arg-type]
+
+
+def test_video_stats_as_dict_keeps_the_keys_audit_rows_and_the_cli_read() -> None:
+    stats = VideoStats(
+        frames=4,
+        frames_detected=4,
+        detections=3,
+        regions=5,
+        frames_with_faces=3,
+        regions_per_frame_max=2,
+        encoder="libx264",
+        crf=18,
+        pixel_format="yuv420p",
+        is_vfr=True,
+        dropped_streams=("stream #2 (data, none): data and attachments are not copied",),
+    )
+
+    assert stats.as_dict() == {
+        "frames": 4,
+        "frames_detected": 4,
+        "detections": 3,
+        "regions": 5,
+        "frames_with_faces": 3,
+        "regions_per_frame": {"min": 0, "mean": 1.25, "max": 2},
+        "encoder": "libx264",
+        "crf": 18,
+        "duration_s": None,
+        "fps": None,
+        "copied_streams": 0,
+        "tracking": {},
+    }

@@ -252,6 +252,9 @@ class TransformSpec:
 class VideoStats:
     """What happened to the frames of one video (counts only, never pixels).
 
+    The media layer fills in what it decoded and wrote; the pipeline adds the face counts (zero where no
+    detector ran).
+
     Attributes:
         frames: frames decoded, anonymized and encoded (equal by construction).
         frames_detected: frames the detector ran on (all of them unless detection skips frames).
@@ -262,25 +265,56 @@ class VideoStats:
         regions_per_frame_min / regions_per_frame_max: fewest and most regions on one frame.
         encoder: the video encoder used (None in a dry run).
         crf: its quality setting.
-        duration_s: the video's duration.
+        duration_s: the video's duration: from the first frame's start to the last frame's end where
+            it was encoded, as declared in a dry run.
         fps: its average frame rate.
         copied_streams: audio and subtitle streams copied without re-encoding.
         tracking: the tracker's own counts (held, backfilled, interpolated boxes, tracks).
+        pixel_format: the encoded pixel format (None in a dry run).
+        is_vfr: whether the encoded frame intervals vary (measured on every frame; None in a dry run).
+        dropped_streams: one line per source stream left out of the output (extra video, cover art,
+            data, attachments); empty in a dry run.
     """
 
     frames: int
-    frames_detected: int
-    detections: int
-    regions: int
-    frames_with_faces: int
-    regions_per_frame_min: int
-    regions_per_frame_max: int
+    frames_detected: int = 0
+    detections: int = 0
+    regions: int = 0
+    frames_with_faces: int = 0
+    regions_per_frame_min: int = 0
+    regions_per_frame_max: int = 0
     encoder: str | None = None
     crf: int | None = None
     duration_s: float | None = None
     fps: float | None = None
     copied_streams: int = 0
     tracking: dict[str, int] = field(default_factory=dict)
+    pixel_format: str | None = None
+    is_vfr: bool | None = None
+    dropped_streams: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        counts = {
+            "frames": self.frames,
+            "frames_detected": self.frames_detected,
+            "detections": self.detections,
+            "regions": self.regions,
+            "frames_with_faces": self.frames_with_faces,
+            "copied_streams": self.copied_streams,
+        }
+        negative = {name: value for name, value in counts.items() if value < 0}
+        if negative:
+            raise ValueError(f"VideoStats counts must be >= 0, got {negative}")
+        if self.frames_detected > self.frames or self.frames_with_faces > self.frames:
+            raise ValueError(
+                f"frames_detected ({self.frames_detected}) and frames_with_faces ({self.frames_with_faces})"
+                f" must be <= frames ({self.frames})"
+            )
+        if not 0 <= self.regions_per_frame_min <= self.regions_per_frame_max:
+            raise ValueError(
+                "regions per frame must satisfy 0 <= min <= max, got"
+                f" min={self.regions_per_frame_min} max={self.regions_per_frame_max}"
+            )
 
     @property
     def regions_per_frame_mean(self) -> float:

@@ -31,7 +31,8 @@ from efface.errors import (
     UnsupportedFormatError,
 )
 from efface.media.atomic import atomic_write_with, find_leftovers, is_leftover
-from efface.media.video import VideoOptions, is_video_path, probe_video, read_frames, transcode_video
+from efface.media.video import FrameProcessor, VideoInfo, VideoOptions, is_video_path, open_video
+from efface.records import VideoStats
 
 HEIGHT, WIDTH = 64, 96
 FRAMES = 30
@@ -182,6 +183,33 @@ def _files(folder: Path) -> set[str]:
     return {p.name for p in folder.iterdir()}
 
 
+def _probe(path: Path) -> VideoInfo:
+    with open_video(path, options=VideoOptions()) as video:
+        return video.info
+
+
+def _transcode(
+    source: Path,
+    destination: Path,
+    process: FrameProcessor,
+    *,
+    options: VideoOptions,
+    on_frame: Callable[[int], None] | None = None,
+    permissions_from: Path | None = None,
+) -> tuple[VideoInfo, VideoStats]:
+    """What inspection found and what the transcode wrote, from one open."""
+    with open_video(source, options=options) as video:
+        stats = video.transcode(
+            destination, process, options=options, on_frame=on_frame, permissions_from=permissions_from
+        )
+        return video.info, stats
+
+
+def _frames(path: Path) -> Iterator[np.ndarray]:
+    with open_video(path, options=VideoOptions()) as video:
+        yield from video.frames()
+
+
 # --- names and options -----------------------------------------------------------------------------
 
 
@@ -226,11 +254,11 @@ def test_video_options_refuse_impossible_values(kwargs: dict[str, object], messa
 def test_probe_reads_layout_timing_and_rotation(tmp_path: Path, suffix: str, declared_frames: int | None) -> None:
     source = _write_video(tmp_path / f"clip{suffix}", rotation_deg=270)
 
-    info = probe_video(source, options=VideoOptions())
+    info = _probe(source)
 
     assert info.resolution_wh == (WIDTH, HEIGHT)
     assert (info.codec, info.pixel_format, info.rotation_deg) == ("h264", "yuv420p", 270)
-    assert info.frames == declared_frames
+    assert info.declared_frames == declared_frames
     assert (info.audio_streams, info.subtitle_streams) == (1, 0)
     assert info.duration_s == pytest.approx((PTS_MS[-1] + 40) / 1000, abs=0.05)
     assert info.fps is not None and 10 < info.fps < 30
@@ -245,22 +273,22 @@ def test_transcode_keeps_every_timestamp_the_audio_and_the_rotation(tmp_path: Pa
     destination = tmp_path / f"out{suffix}"
     before = _read(source)
 
-    report = transcode_video(source, destination, _invert, options=VideoOptions())
+    info, stats = _transcode(source, destination, _invert, options=VideoOptions())
 
     after = _read(destination)
-    assert report.frames == len(after.frames) == len(before.frames) == FRAMES
+    assert stats.frames == len(after.frames) == len(before.frames) == FRAMES
     assert after.times_s == before.times_s == [Fraction(ms, 1000) for ms in PTS_MS]
     assert after.size_wh == before.size_wh == (WIDTH, HEIGHT)
-    assert after.pixel_format == report.pixel_format == "yuv420p"
-    assert after.rotation_deg == before.rotation_deg == report.info.rotation_deg == 90
+    assert after.pixel_format == stats.pixel_format == "yuv420p"
+    assert after.rotation_deg == before.rotation_deg == info.rotation_deg == 90
     assert after.audio == before.audio  # byte-identical packets at the same times, in order
     assert len(after.audio) > 20
     assert after.stream_types == before.stream_types == ["video", "audio"]
-    assert report.info.is_vfr
-    assert report.copied_streams == 1
-    assert report.dropped_streams == ()
-    assert report.encoder in ("libx264", "libopenh264")
-    assert report.duration_s == pytest.approx((PTS_MS[-1] + 40) / 1000, abs=0.002)
+    assert stats.is_vfr
+    assert stats.copied_streams == 1
+    assert stats.dropped_streams == ()
+    assert stats.encoder in ("libx264", "libopenh264")
+    assert stats.duration_s == pytest.approx((PTS_MS[-1] + 40) / 1000, abs=0.002)
     for original, anonymized in zip(before.frames, after.frames, strict=True):
         as_int = anonymized.astype(np.int16)
         assert np.abs(as_int - (255 - original.astype(np.int16))).mean() < 6  # it is the inverted frame
@@ -271,9 +299,9 @@ def test_transcode_keeps_every_timestamp_the_audio_and_the_rotation(tmp_path: Pa
 def test_rotation_is_reported_and_kept(tmp_path: Path, rotation_deg: int) -> None:
     source = _write_video(tmp_path / "clip.mp4", audio=False, rotation_deg=rotation_deg)
 
-    report = transcode_video(source, tmp_path / "out.mp4", _invert, options=VideoOptions())
+    info, _stats = _transcode(source, tmp_path / "out.mp4", _invert, options=VideoOptions())
 
-    assert report.info.rotation_deg == rotation_deg
+    assert info.rotation_deg == rotation_deg
     assert _read(tmp_path / "out.mp4").rotation_deg == rotation_deg
 
 
@@ -283,7 +311,7 @@ def test_identifying_metadata_is_dropped_by_default(tmp_path: Path, suffix: str)
     before = _read(source)
     assert {"title", "comment", "artist", "location", "creation_time"} <= before.tags.keys()
 
-    transcode_video(source, tmp_path / f"out{suffix}", _invert, options=VideoOptions())
+    _transcode(source, tmp_path / f"out{suffix}", _invert, options=VideoOptions())
 
     after = _read(tmp_path / f"out{suffix}")
     assert IDENTIFYING_TAGS.keys() & after.tags.keys() == set()
@@ -297,7 +325,7 @@ def test_identifying_metadata_is_dropped_by_default(tmp_path: Path, suffix: str)
 def test_keep_metadata_keeps_the_tags(tmp_path: Path, suffix: str) -> None:
     source = _write_video(tmp_path / f"clip{suffix}")
 
-    transcode_video(source, tmp_path / f"out{suffix}", _invert, options=VideoOptions(keep_metadata=True))
+    _transcode(source, tmp_path / f"out{suffix}", _invert, options=VideoOptions(keep_metadata=True))
 
     after = _read(tmp_path / f"out{suffix}")
     for key in ("title", "comment", "artist", "location", "creation_time"):
@@ -310,16 +338,16 @@ def test_subtitles_are_copied_and_extra_video_streams_dropped(tmp_path: Path, su
     source = _write_video(tmp_path / f"clip{suffix}", subtitles=True, extra_video=True)
     before = _read(source)
 
-    report = transcode_video(source, tmp_path / f"out{suffix}", _invert, options=VideoOptions())
+    _info, stats = _transcode(source, tmp_path / f"out{suffix}", _invert, options=VideoOptions())
 
     after = _read(tmp_path / f"out{suffix}")
     assert before.stream_types == ["video", "audio", "subtitle", "video"]
     assert after.stream_types == ["video", "audio", "subtitle"]
     assert after.subtitles == before.subtitles
     assert any(b"Hello Alice 10" in payload for _time, payload in after.subtitles)
-    assert report.copied_streams == 2
-    assert len(report.dropped_streams) == 1
-    assert "only the first video stream is anonymized" in report.dropped_streams[0]
+    assert stats.copied_streams == 2
+    assert len(stats.dropped_streams) == 1
+    assert "only the first video stream is anonymized" in stats.dropped_streams[0]
 
 
 def test_cover_art_and_attachments_are_dropped(tmp_path: Path) -> None:
@@ -337,10 +365,10 @@ def test_cover_art_and_attachments_are_dropped(tmp_path: Path) -> None:
             container.mux(video.encode(frame))
         container.mux(video.encode())
 
-    report = transcode_video(source, tmp_path / "out.mkv", _invert, options=VideoOptions())
+    _info, stats = _transcode(source, tmp_path / "out.mkv", _invert, options=VideoOptions())
 
-    assert report.frames == 10
-    assert [line.split(":")[1].strip() for line in report.dropped_streams] == [
+    assert stats.frames == 10
+    assert [line.split(":")[1].strip() for line in stats.dropped_streams] == [
         "cover picture, not anonymized",
         "data and attachments are not copied",
     ]
@@ -360,8 +388,8 @@ def test_process_may_read_ahead_before_yielding(tmp_path: Path) -> None:
         for frame in window:
             yield 255 - frame
 
-    transcode_video(source, tmp_path / "ahead.mkv", look_ahead, options=VideoOptions())
-    transcode_video(source, tmp_path / "plain.mkv", _invert, options=VideoOptions())
+    _transcode(source, tmp_path / "ahead.mkv", look_ahead, options=VideoOptions())
+    _transcode(source, tmp_path / "plain.mkv", _invert, options=VideoOptions())
 
     ahead, plain = _read(tmp_path / "ahead.mkv"), _read(tmp_path / "plain.mkv")
     assert ahead.times_s == plain.times_s
@@ -380,7 +408,7 @@ def test_process_gets_the_stored_frames_and_on_frame_counts_them(tmp_path: Path)
             seen.append(frame)
             yield frame
 
-    transcode_video(source, tmp_path / "out.mp4", keep, options=VideoOptions(), on_frame=counts.append)
+    _transcode(source, tmp_path / "out.mp4", keep, options=VideoOptions(), on_frame=counts.append)
 
     assert counts == list(range(1, FRAMES + 1))
     assert all(frame.shape == (HEIGHT, WIDTH, 3) and frame.dtype == np.uint8 for frame in seen)  # not rotated
@@ -393,7 +421,7 @@ def test_in_place_replaces_the_source_and_keeps_its_permissions(tmp_path: Path) 
     source.chmod(0o640)
     original = source.read_bytes()
 
-    transcode_video(source, source, _invert, options=VideoOptions(), permissions_from=source)
+    _transcode(source, source, _invert, options=VideoOptions(), permissions_from=source)
 
     assert source.read_bytes() != original
     assert stat.S_IMODE(source.stat().st_mode) == 0o640
@@ -417,10 +445,10 @@ def test_encoder_fits_the_container(tmp_path: Path, suffix: str, codec: str | No
     source = _write_video(tmp_path / "clip.mkv", audio=suffix == ".webm")
     destination = tmp_path / f"out{suffix}"
 
-    report = transcode_video(source, destination, _invert, options=VideoOptions(codec=codec, crf=30))
+    _info, stats = _transcode(source, destination, _invert, options=VideoOptions(codec=codec, crf=30))
 
     after = _read(destination)
-    assert report.encoder == expected_encoder
+    assert stats.encoder == expected_encoder
     assert len(after.frames) == FRAMES
     assert np.abs(after.frames[5].astype(np.int16) - (255 - _picture(5).astype(np.int16))).mean() < 12
 
@@ -525,7 +553,7 @@ def test_bad_input_is_refused_and_left_untouched(
     names = _files(tmp_path)
 
     with pytest.raises(error, match=message) as caught:
-        transcode_video(source, source, _invert, options=VideoOptions())
+        _transcode(source, source, _invert, options=VideoOptions())
 
     assert caught.value.path == source
     assert "\n" not in str(caught.value)
@@ -533,17 +561,18 @@ def test_bad_input_is_refused_and_left_untouched(
     assert _files(tmp_path) == names
     if probe_fails:
         with pytest.raises(error, match=message):
-            probe_video(source, options=VideoOptions())
+            _probe(source)
 
 
 _READ_LOCKED = """
 import sys
 from pathlib import Path
 from efface.errors import UnreadableFileError
-from efface.media.video import VideoOptions, transcode_video
+from efface.media.video import VideoOptions, open_video
 source = Path(sys.argv[1])
 try:
-    transcode_video(source, source, lambda frames: frames, options=VideoOptions())
+    with open_video(source, options=VideoOptions()) as video:
+        video.transcode(source, lambda frames: frames, options=VideoOptions())
 except UnreadableFileError as exc:
     print(type(exc).__name__, exc.path == source, exc.message)
 """
@@ -569,7 +598,7 @@ def test_frames_over_the_pixel_limit_are_refused(tmp_path: Path) -> None:
     source = _write_video(tmp_path / "clip.mp4", audio=False)
 
     with pytest.raises(ImageTooLargeError, match="96x64"):
-        transcode_video(source, tmp_path / "out.mp4", _invert, options=VideoOptions(max_pixels=96 * 64 - 1))
+        _transcode(source, tmp_path / "out.mp4", _invert, options=VideoOptions(max_pixels=96 * 64 - 1))
 
     assert _files(tmp_path) == {"clip.mp4"}
 
@@ -578,7 +607,7 @@ def test_audio_the_destination_cannot_hold_is_refused(tmp_path: Path) -> None:
     source = _write_video(tmp_path / "clip.mp4")  # AAC, which WebM does not take
 
     with pytest.raises(UnsupportedFormatError, match="cannot hold stream #1"):
-        transcode_video(source, tmp_path / "out.webm", _invert, options=VideoOptions())
+        _transcode(source, tmp_path / "out.webm", _invert, options=VideoOptions())
 
     assert _files(tmp_path) == {"clip.mp4"}
 
@@ -587,7 +616,7 @@ def test_unknown_destination_suffix_is_refused(tmp_path: Path) -> None:
     source = _write_video(tmp_path / "clip.mp4", audio=False)
 
     with pytest.raises(UnsupportedFormatError, match=r"cannot write '\.flv' videos"):
-        transcode_video(source, tmp_path / "out.flv", _invert, options=VideoOptions())
+        _transcode(source, tmp_path / "out.flv", _invert, options=VideoOptions())
 
 
 @pytest.mark.parametrize(
@@ -602,7 +631,7 @@ def test_impossible_encoder_choice_is_a_configuration_error(tmp_path: Path, code
     source = _write_video(tmp_path / "clip.mkv", audio=False)
 
     with pytest.raises(ConfigurationError, match=message):
-        transcode_video(source, tmp_path / "out.webm", _invert, options=VideoOptions(codec=codec))
+        _transcode(source, tmp_path / "out.webm", _invert, options=VideoOptions(codec=codec))
 
     assert _files(tmp_path) == {"clip.mkv"}
 
@@ -668,7 +697,7 @@ def test_a_misbehaving_process_leaves_the_original_untouched(
     original = source.read_bytes()
 
     with pytest.raises(error, match=message):
-        transcode_video(source, source, process, options=VideoOptions())
+        _transcode(source, source, process, options=VideoOptions())
 
     assert source.read_bytes() == original
     assert _files(tmp_path) == {"clip.mp4"}
@@ -678,17 +707,17 @@ def test_unwritable_destination_is_an_output_error(tmp_path: Path) -> None:
     source = _write_video(tmp_path / "clip.mp4", audio=False)
 
     with pytest.raises(OutputError, match="cannot write"):
-        transcode_video(source, tmp_path / "no-such-folder" / "out.mp4", _invert, options=VideoOptions())
+        _transcode(source, tmp_path / "no-such-folder" / "out.mp4", _invert, options=VideoOptions())
 
 
-# --- read_frames (dry runs) -----------------------------------------------------------------------
+# --- frames (dry runs) -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
-def test_read_frames_decodes_every_stored_frame_and_writes_nothing(tmp_path: Path, suffix: str) -> None:
+def test_frames_decodes_every_stored_frame_and_writes_nothing(tmp_path: Path, suffix: str) -> None:
     source = _write_video(tmp_path / f"clip{suffix}")
 
-    frames = list(read_frames(source, options=VideoOptions()))
+    frames = list(_frames(source))
 
     assert len(frames) == FRAMES
     for index, frame in enumerate(frames):
@@ -698,15 +727,74 @@ def test_read_frames_decodes_every_stored_frame_and_writes_nothing(tmp_path: Pat
 
 
 @pytest.mark.parametrize("make", [_cut_mkv, _damaged_mp4, _audio_only_mp4, _missing], ids=lambda f: f.__name__)
-def test_read_frames_refuses_what_transcode_refuses(tmp_path: Path, make: Callable[[Path], Path]) -> None:
+def test_frames_refuses_what_transcode_refuses(tmp_path: Path, make: Callable[[Path], Path]) -> None:
     source = make(tmp_path)
     expected = next(error for maker, error, _message, _probe in BAD_INPUTS if maker is make)
 
     with pytest.raises(expected) as caught:
-        for _frame in read_frames(source, options=VideoOptions()):
+        for _frame in _frames(source):
             pass
 
     assert caught.value.path == source
+
+
+# --- one open per file ------------------------------------------------------------------------------
+
+
+def _count_opens(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """From now on, records each ``av.open`` as (file name, mode)."""
+    opened: list[tuple[str, str]] = []
+    real_open = av.open
+
+    def counting_open(file: object, mode: str | None = None, *args: object, **kwargs: object) -> object:
+        opened.append((Path(str(file)).name, mode or "r"))
+        return real_open(file, mode, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(av, "open", counting_open)
+    return opened
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_inspection_and_transcode_share_one_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str) -> None:
+    source = _write_video(tmp_path / f"clip{suffix}", subtitles=True)
+    before = _read(source)
+    opened = _count_opens(monkeypatch)
+
+    with open_video(source, options=VideoOptions()) as video:
+        assert video.info.rotation_deg == 90
+        stats = video.transcode(source, _invert, options=VideoOptions())
+
+    assert [mode for _name, mode in opened] == ["r", "w"]  # the source, then the temporary file beside it
+    assert opened[0][0] == source.name != opened[1][0]
+    after = _read(source)  # the packets inspection read first are not lost
+    assert stats.frames == len(after.frames) == FRAMES
+    assert (after.audio, after.subtitles) == (before.audio, before.subtitles)
+
+
+def test_frames_share_the_open_of_the_inspection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = _write_video(tmp_path / "clip.mp4")
+    opened = _count_opens(monkeypatch)
+
+    with open_video(source, options=VideoOptions()) as video:
+        frames = list(video.frames())
+
+    assert len(frames) == FRAMES
+    assert opened == [("clip.mp4", "r")]
+
+
+def test_a_source_is_read_once(tmp_path: Path) -> None:
+    source = _write_video(tmp_path / "clip.mkv", audio=False)
+
+    with open_video(source, options=VideoOptions()) as video:
+        assert len(list(video.frames())) == FRAMES
+        with pytest.raises(RuntimeError, match="already read"):
+            video.transcode(tmp_path / "out.mkv", _invert, options=VideoOptions())
+        with pytest.raises(RuntimeError, match="already read"):
+            next(iter(video.frames()))
+
+    assert _files(tmp_path) == {"clip.mkv"}
+    with pytest.raises(RuntimeError, match="is closed"):
+        next(iter(video.frames()))
 
 
 # --- kill safety -----------------------------------------------------------------------------------
@@ -715,7 +803,7 @@ _CHILD = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from efface.media.video import VideoOptions, transcode_video
+    from efface.media.video import VideoOptions, open_video
 
     def slow(frames):
         for frame in frames:
@@ -723,7 +811,8 @@ _CHILD = textwrap.dedent(
             yield 255 - frame
 
     path = Path(sys.argv[1])
-    transcode_video(path, path, slow, options=VideoOptions(), on_frame=lambda n: print(n, flush=True))
+    with open_video(path, options=VideoOptions()) as video:
+        video.transcode(path, slow, options=VideoOptions(), on_frame=lambda n: print(n, flush=True))
     """
 )
 

@@ -17,13 +17,14 @@ from typer.testing import CliRunner
 from efface.audit import AuditStore
 from efface.cli import app
 from efface.config import load_settings
+from efface.detection import StaticModels
 from efface.media.atomic import find_leftovers
 from efface.pipeline.build import build_policy, load_models
-from efface.pipeline.core import FileJob, anonymize_file
+from efface.pipeline.core import FileJob, Policy, anonymize_file
 from efface.pipeline.jobs import plan_jobs
 from efface.pipeline.pool import InProcess
 from efface.pipeline.run import AuditedRun, run_plan
-from efface.records import Outcome, WriteMode
+from efface.records import BBox, Face, Outcome, WriteMode
 
 NO_FACES = Path(__file__).resolve().parents[3] / "shared" / "data" / "video" / "no_faces_320x240.avi"
 WIDTH, HEIGHT, FRAMES = 320, 240, 24
@@ -91,6 +92,38 @@ def worker() -> InProcess:
     """The real models and the default policy, run in this process."""
     settings = load_settings(db_url="sqlite://")
     return InProcess(load_models(settings, inference_threads=2), build_policy(settings))
+
+
+def _count_opens(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """From now on, records each ``av.open`` as (file name, mode)."""
+    opened: list[tuple[str, str]] = []
+    real_open = av.open
+
+    def counting_open(file: object, mode: str | None = None, *args: object, **kwargs: object) -> object:
+        opened.append((Path(str(file)).name, mode or "r"))
+        return real_open(file, mode, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(av, "open", counting_open)
+    return opened
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "in-place"])
+def test_a_video_is_opened_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dry_run: bool) -> None:
+    source = tmp_path / "clip.mp4"
+    _write_face_video(source)
+    face = Face(BBox(20, 60, 20 + FACE_PX, 60 + FACE_PX), 0.9)
+    opened = _count_opens(monkeypatch)
+
+    job = FileJob(source=source, destination=None if dry_run else source)
+    result = anonymize_file(job, models=StaticModels(faces=(face,)), policy=Policy())
+
+    assert result.outcome is (Outcome.DRY_RUN if dry_run else Outcome.ANONYMIZED), result.error_message
+    assert result.video is not None and result.video.frames == FRAMES
+    reads = [name for name, mode in opened if mode == "r"]
+    writes = [name for name, mode in opened if mode == "w"]
+    assert reads == ["clip.mp4"]  # probe, inspection and the pass share one open
+    assert len(writes) == (0 if dry_run else 1)  # the temporary file beside it
+    assert all(name != "clip.mp4" for name in writes)
 
 
 @pytest.mark.slow

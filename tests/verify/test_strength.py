@@ -10,7 +10,7 @@ from PIL import Image
 
 from efface.config import load_settings
 from efface.errors import InputNotFoundError
-from efface.pipeline.build import build_worker
+from efface.pipeline.build import build_policy, load_models
 from efface.records import Method, TransformSpec
 from efface.verify.strength import (
     Attacker,
@@ -100,9 +100,14 @@ def people(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_real_recognizers_identify_clean_faces_and_not_the_default(people: Path) -> None:
     from efface.verify.recognizers import load_recognizers
 
-    worker = build_worker(load_settings(db_url="sqlite://"))
+    settings = load_settings(db_url="sqlite://")
+    policy = build_policy(settings)
     report = measure_strength(
-        people, worker=worker, treatments=standard_treatments(TransformSpec()), recognizers=load_recognizers()
+        people,
+        detector=load_models(settings, inference_threads=2).detector(policy.detection),
+        codec=policy.codec,
+        treatments=standard_treatments(TransformSpec()),
+        recognizers=load_recognizers(),
     )
     teeth = "blur, 2 px kernel (below the floor, reference)"
     default = next(row.treatment for row in report.rows if row.is_configured)

@@ -7,11 +7,9 @@ from efface.media.video import (
     FrameProcessor,
     VideoInfo,
     VideoOptions,
-    VideoReport,
+    VideoSource,
     is_video_path,
-    probe_video,
-    read_frames,
-    transcode_video,
+    open_video,
 )
 
 __all__ = [
@@ -22,7 +20,7 @@ __all__ = [
     "ImageFormat",
     "VideoInfo",
     "VideoOptions",
-    "VideoReport",
+    "VideoSource",
     "atomic_write_bytes",
     "atomic_write_with",
     "decode_image",
@@ -30,7 +28,5 @@ __all__ = [
     "find_leftovers",
     "is_leftover",
     "is_video_path",
-    "probe_video",
-    "read_frames",
-    "transcode_video",
+    "open_video",
 ]

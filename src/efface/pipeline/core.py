@@ -22,10 +22,10 @@ from efface.detection.tracking import TrackingSpec
 from efface.errors import EffaceError, InputNotFoundError, OutputError, UnreadableFileError
 from efface.media.atomic import atomic_write_bytes
 from efface.media.images import CodecOptions, DecodedImage, decode_image, encode_image
-from efface.media.video import VideoOptions, is_video_path
+from efface.media.video import VideoInfo, VideoOptions, is_video_path, open_video
 from efface.pipeline import results
-from efface.pipeline.video import FrameCallback, VideoRun, anonymize_video, scan_video
-from efface.records import AnonymizationResult, Face, Outcome, TransformSpec, WriteMode
+from efface.pipeline.video import FrameCallback, anonymize_video, scan_video
+from efface.records import AnonymizationResult, Face, Outcome, TransformSpec, VideoStats, WriteMode
 from efface.transforms.core import Anonymizer
 
 __all__ = ["FileJob", "Policy", "Processed", "anonymize_bytes", "anonymize_file"]
@@ -160,13 +160,7 @@ def anonymize_file(
     try:
         content = _read(job.source)
         if _is_done(job, content):
-            return results.skipped(
-                job.source,
-                mode=job.mode,
-                output_path=job.destination,
-                started_at=started_at,
-                duration_s=time.perf_counter() - t0,
-            )
+            return _skipped(job, started_at=started_at, t0=t0)
         write = mode is not WriteMode.DRY_RUN
         processed = anonymize_bytes(content, name=job.source, models=models, policy=policy, write=write)
         output_sha256 = None
@@ -209,43 +203,35 @@ def _anonymize_video_file(
         if not job.source.exists():
             raise InputNotFoundError("no such file", path=job.source)
         if _is_done(job, None):
-            return results.skipped(
-                job.source,
-                mode=job.mode,
-                output_path=job.destination,
-                started_at=started_at,
-                duration_s=time.perf_counter() - t0,
-            )
-        if job.destination is None:
-            run = scan_video(
-                job.source, detect=detect, tracking=policy.tracking, options=policy.video, on_frame=on_frame
-            )
-            output_sha256 = None
-        else:
+            return _skipped(job, started_at=started_at, t0=t0)
+        if job.destination is not None:
             _make_parent(job.destination)
-            run = anonymize_video(
-                job.source,
-                job.destination,
-                detect=detect,
-                anonymize=policy.anonymizer.apply,
-                tracking=policy.tracking,
-                options=policy.video,
-                on_frame=on_frame,
-                permissions_from=job.source,
-            )
-            output_sha256 = _file_sha256(job.destination)
+        with open_video(job.source, options=policy.video) as video:
+            if job.destination is None:
+                stats = scan_video(video, detect=detect, tracking=policy.tracking, on_frame=on_frame)
+            else:
+                stats = anonymize_video(
+                    video,
+                    job.destination,
+                    detect=detect,
+                    anonymize=policy.anonymizer.apply,
+                    tracking=policy.tracking,
+                    options=policy.video,
+                    on_frame=on_frame,
+                    permissions_from=job.source,
+                )
+        output_sha256 = _file_sha256(job.destination) if job.destination is not None else None
     except EffaceError as exc:
         return _error_result(job, exc, started_at=started_at, t0=t0, processed=None)
     except Exception as exc:  # a bug must fail this file, not the whole batch
         logger.exception("unexpected error on %s", job.source)
         return _error_result(job, exc, started_at=started_at, t0=t0, processed=None)
-    return _video_result(job, run, started_at=started_at, t0=t0, output_sha256=output_sha256)
+    return _video_result(job, video.info, stats, started_at=started_at, t0=t0, output_sha256=output_sha256)
 
 
 def _video_result(
-    job: FileJob, run: VideoRun, *, started_at: datetime, t0: float, output_sha256: str | None
+    job: FileJob, info: VideoInfo, stats: VideoStats, *, started_at: datetime, t0: float, output_sha256: str | None
 ) -> AnonymizationResult:
-    stats = run.stats
     return AnonymizationResult(
         path=job.source,
         outcome=Outcome.of_processing(job.mode, faces_anonymized=stats.regions),
@@ -255,9 +241,9 @@ def _video_result(
         output_path=job.destination,
         faces_anonymized=stats.detections if job.mode is not WriteMode.DRY_RUN else 0,
         output_sha256=output_sha256,
-        image_format=f"video/{run.info.codec}",
-        resolution_wh=run.info.resolution_wh,
-        details={"rewritten": job.mode is not WriteMode.DRY_RUN, "dropped_streams": list(run.notes)},
+        image_format=f"video/{info.codec}",
+        resolution_wh=info.resolution_wh,
+        details={"rewritten": job.mode is not WriteMode.DRY_RUN, "dropped_streams": list(stats.dropped_streams)},
         video=stats,
     )
 
@@ -272,6 +258,13 @@ def _is_done(job: FileJob, content: bytes | None) -> bool:
         return _file_sha256(job.destination) in job.done_sha256
     except OutputError:  # no output yet
         return False
+
+
+def _skipped(job: FileJob, *, started_at: datetime, t0: float) -> AnonymizationResult:
+    duration_s = time.perf_counter() - t0
+    return results.skipped(
+        job.source, mode=job.mode, output_path=job.destination, started_at=started_at, duration_s=duration_s
+    )
 
 
 def _file_sha256(path: Path) -> str:

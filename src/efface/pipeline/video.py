@@ -11,16 +11,16 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from efface.detection.tracking import TemporalCover, TrackingSpec
-from efface.media.video import VideoInfo, VideoOptions, probe_video, read_frames, transcode_video
+from efface.media.video import VideoOptions, VideoSource
 from efface.records import Face, VideoStats
 
-__all__ = ["FrameCallback", "VideoRun", "anonymize_video", "scan_video"]
+__all__ = ["FrameCallback", "anonymize_video", "scan_video"]
 
 # Frames decoded ahead of the one being tracked while the detector works on them.
 _DETECT_AHEAD = 2
@@ -30,7 +30,9 @@ FrameCallback = Callable[[int, int | None], None]
 
 
 @dataclass(slots=True)
-class _Tally:
+class _FaceCounts:
+    """Faces detected and regions anonymized, counted frame by frame."""
+
     frames: int = 0
     frames_detected: int = 0
     detections: int = 0
@@ -52,15 +54,6 @@ class _Tally:
         self.regions_max = max(self.regions_max, regions)
 
 
-@dataclass(frozen=True, slots=True)
-class VideoRun:
-    """A processed video: its source layout and what happened to its frames."""
-
-    info: VideoInfo
-    stats: VideoStats
-    notes: tuple[str, ...] = field(default=())
-
-
 def _upright(frame: np.ndarray, rotation_deg: int) -> np.ndarray:
     return frame if rotation_deg == 0 else np.ascontiguousarray(np.rot90(frame, k=rotation_deg // 90))
 
@@ -76,7 +69,7 @@ class _Coverer:
         self._detect = detect
         self._tracking = tracking
         self._cover: TemporalCover | None = None
-        self.tally = _Tally()
+        self.counts = _FaceCounts()
 
     def frames(
         self, decoded: Iterator[np.ndarray], *, rotation_deg: int
@@ -101,7 +94,7 @@ class _Coverer:
                 yield from self._track(*detecting.popleft(), waiting=waiting)
         if self._cover is not None:
             for _index, regions in self._cover.flush():
-                self.tally.count_regions(len(regions))
+                self.counts.count_regions(len(regions))
                 yield waiting.popleft(), regions
 
     def _track(
@@ -109,41 +102,29 @@ class _Coverer:
     ) -> Iterator[tuple[np.ndarray, tuple[Face, ...]]]:
         assert self._cover is not None  # set on the first frame, before any detection is queued
         faces = detection.result() if detection is not None else None
-        self.tally.count_detections(faces)
+        self.counts.count_detections(faces)
         waiting.append(upright)
         for _index, regions in self._cover.push(faces):
-            self.tally.count_regions(len(regions))
+            self.counts.count_regions(len(regions))
             yield waiting.popleft(), regions
 
-    def stats(
-        self,
-        *,
-        encoder: str | None = None,
-        crf: int | None = None,
-        duration_s: float | None = None,
-        fps: float | None = None,
-        copied_streams: int = 0,
-    ) -> VideoStats:
-        tally = self.tally
-        return VideoStats(
-            frames=tally.frames,
-            frames_detected=tally.frames_detected,
-            detections=tally.detections,
-            regions=tally.regions,
-            frames_with_faces=tally.frames_with_faces,
-            regions_per_frame_min=tally.regions_min or 0,
-            regions_per_frame_max=tally.regions_max,
-            encoder=encoder,
-            crf=crf,
-            duration_s=duration_s,
-            fps=fps,
-            copied_streams=copied_streams,
+    def counted(self, stats: VideoStats) -> VideoStats:
+        """``stats`` with the face counts of the frames that went through, and the tracker's."""
+        counts = self.counts
+        return replace(
+            stats,
+            frames_detected=counts.frames_detected,
+            detections=counts.detections,
+            regions=counts.regions,
+            frames_with_faces=counts.frames_with_faces,
+            regions_per_frame_min=counts.regions_min or 0,
+            regions_per_frame_max=counts.regions_max,
             tracking=self._cover.stats.as_dict() if self._cover is not None else {},
         )
 
 
 def anonymize_video(
-    source: Path,
+    video: VideoSource,
     destination: Path,
     *,
     detect: Callable[[np.ndarray], tuple[Face, ...]],
@@ -152,25 +133,28 @@ def anonymize_video(
     options: VideoOptions,
     on_frame: FrameCallback | None = None,
     permissions_from: Path | None = None,
-) -> VideoRun:
-    """Anonymizes every frame of ``source`` into ``destination`` (atomically; it may be ``source``).
+) -> VideoStats:
+    """Anonymizes every frame of ``video`` into ``destination`` (atomically; it may be the source file).
 
     Args:
-        source: the video.
+        video: the open source; its frames are read here, and it is closed once written.
         destination: where the anonymized video goes; its suffix picks the container.
         detect: faces on an upright RGB frame.
         anonymize: the frame with the given regions anonymized, and how many were.
         tracking: how faces are carried between frames.
-        options: codec, quality, metadata and size limits.
+        options: codec, quality and metadata choices.
         on_frame: progress, after each encoded frame.
         permissions_from: a file whose permission bits the output takes.
 
+    Returns:
+        What was written and the faces counted on the way.
+
     Raises:
-        InputError: the video cannot be read or decoded completely.
+        InputError: the video cannot be decoded completely.
         ConfigurationError: the encoder settings cannot work for this container.
         OutputError: the output could not be written.
     """
-    info = probe_video(source, options=options)
+    info = video.info
     coverer = _Coverer(detect=detect, tracking=tracking)
 
     def process(frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
@@ -180,33 +164,29 @@ def anonymize_video(
 
     def frame_done(done: int) -> None:
         if on_frame is not None:
-            on_frame(done, info.frames)
+            on_frame(done, info.declared_frames)
 
-    report = transcode_video(
-        source, destination, process, options=options, on_frame=frame_done, permissions_from=permissions_from
+    written = video.transcode(
+        destination, process, options=options, on_frame=frame_done, permissions_from=permissions_from
     )
-    stats = coverer.stats(
-        encoder=report.encoder,
-        crf=report.crf,
-        duration_s=report.duration_s,
-        fps=report.info.fps,
-        copied_streams=report.copied_streams,
-    )
-    return VideoRun(info=report.info, stats=stats, notes=report.dropped_streams)
+    return coverer.counted(written)
 
 
 def scan_video(
-    source: Path,
+    video: VideoSource,
     *,
     detect: Callable[[np.ndarray], tuple[Face, ...]],
     tracking: TrackingSpec,
-    options: VideoOptions,
     on_frame: FrameCallback | None = None,
-) -> VideoRun:
-    """A dry run: decodes and detects every frame, counts what would be anonymized, writes nothing."""
-    info = probe_video(source, options=options)
+) -> VideoStats:
+    """A dry run: decodes and detects every frame of ``video``, counts what would be anonymized, writes nothing.
+
+    Raises:
+        InputError: the video cannot be decoded completely.
+    """
+    info = video.info
     coverer = _Coverer(detect=detect, tracking=tracking)
-    for _frame in coverer.frames(read_frames(source, options=options), rotation_deg=info.rotation_deg):
+    for _frame in coverer.frames(video.frames(), rotation_deg=info.rotation_deg):
         if on_frame is not None:
-            on_frame(coverer.tally.frames, info.frames)
-    return VideoRun(info=info, stats=coverer.stats(fps=info.fps, duration_s=info.duration_s))
+            on_frame(coverer.counts.frames, info.declared_frames)
+    return coverer.counted(VideoStats(frames=coverer.counts.frames, fps=info.fps, duration_s=info.duration_s))
