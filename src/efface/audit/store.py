@@ -3,8 +3,8 @@
 Every write inserts its record and appends its chain row (``chain.py``, ``ledger.py``) in one transaction that
 holds the chain's append lock, so concurrent writers, threads or processes, keep one valid chain.
 
-Every SQLAlchemy, driver, Alembic and file-system error is translated into ``AuditError`` here, in
-``_translate``: nothing foreign leaves this module.
+Every SQLAlchemy, driver, Alembic and file-system error is translated into ``AuditError`` by
+``_errors.translate_errors``: nothing foreign leaves this module.
 """
 
 from __future__ import annotations
@@ -26,11 +26,10 @@ from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from alembic.script.revision import RevisionError
-from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
 
 from efface.audit import ledger
+from efface.audit._errors import translate_errors
 from efface.audit.chain import ChainReport, ChainVerifier
 from efface.audit.ledger import PruneCounts
 from efface.audit.query import AuditTable, RecordFilter, matches_path, select_records
@@ -59,7 +58,6 @@ _SQLITE_BUSY_TIMEOUT_MS = 30_000
 _PG_MIGRATION_LOCK_KEY = 0x0EFFACE
 # Audit details may hold paths or enums; they are stored as their string form rather than failing the file.
 _json_serializer = functools.partial(json.dumps, default=str)
-_FOREIGN_ERRORS = (sa.exc.SQLAlchemyError, CommandError, RevisionError, OSError)
 AUDIT_KEY_ENV = "EFFACE_AUDIT_KEY"
 # Rows fetched per round trip when streaming a table.
 _STREAM_ROWS = 10_000
@@ -130,21 +128,6 @@ class StoredFile:
     error_class: str | None
     error_message: str | None
     details: dict[str, Any]
-
-
-def _one_line(exc: BaseException) -> str:
-    # DBAPIError and StatementError wrap the driver's error, whose first line is the useful one.
-    cause = getattr(exc, "orig", None) or exc
-    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
-    return lines[0] if lines else type(cause).__name__
-
-
-@contextmanager
-def _translate(action: str) -> Iterator[None]:
-    try:
-        yield
-    except _FOREIGN_ERRORS as exc:
-        raise AuditError(f"cannot {action}: {_one_line(exc)}") from exc
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -280,10 +263,10 @@ class AuditStore:
 
     def __init__(self, url: str, *, key: bytes | None = None) -> None:
         self._key = key if key is not None else audit_key_from_env()
-        with _translate("parse audit database URL"):
+        with translate_errors("parse audit database URL"):
             shown_url = sa.make_url(url).render_as_string(hide_password=True)
         self.shown_url = shown_url
-        with _translate(f"open audit database {shown_url}"):
+        with translate_errors(f"open audit database {shown_url}"):
             self._engine = _create_engine(url)
             try:
                 _migrate(self._engine, key=self._key)
@@ -300,7 +283,7 @@ class AuditStore:
     @contextmanager
     def _append(self, action: str) -> Iterator[Connection]:
         """A transaction holding the chain's append lock; it commits when the block ends."""
-        with _translate(action), self._engine.begin() as connection:
+        with translate_errors(action), self._engine.begin() as connection:
             ledger.lock_chain(connection)
             yield connection
 
@@ -389,7 +372,7 @@ class AuditStore:
             ValueError: the filter has file-only conditions.
         """
         query = select_records(AuditTable.RUNS, record_filter or RecordFilter(), newest_first=True).limit(limit)
-        with _translate("list runs"), self._engine.connect() as connection:
+        with translate_errors("list runs"), self._engine.connect() as connection:
             return [_stored_run(row) for row in connection.execute(query).mappings()]
 
     def find_files(self, record_filter: RecordFilter, *, limit: int) -> list[StoredFile]:
@@ -418,7 +401,7 @@ class AuditStore:
         """
         query = select_records(table, record_filter, newest_first=newest_first)
         glob = record_filter.path_glob
-        with _translate(f"read {table.value}"), self._engine.connect() as connection:
+        with translate_errors(f"read {table.value}"), self._engine.connect() as connection:
             result = connection.execute(query, execution_options={"yield_per": _STREAM_ROWS})
             try:
                 for row in result.mappings():
@@ -443,7 +426,7 @@ class AuditStore:
             AuditError: the database cannot be read.
         """
         query = files.select().where(files.c.run_id == run_id).order_by(files.c.id)
-        with _translate(f"list files of run {run_id}"), self._engine.connect() as connection:
+        with translate_errors(f"list files of run {run_id}"), self._engine.connect() as connection:
             return [_stored_file(row) for row in connection.execute(query).mappings()]
 
     def output_hashes(self, path: Path) -> frozenset[str]:
@@ -457,7 +440,7 @@ class AuditStore:
         query = sa.select(files.c.output_sha256).where(
             files.c.path == str(path), files.c.outcome.in_(done), files.c.output_sha256.is_not(None)
         )
-        with _translate(f"look up {path}"), self._engine.connect() as connection:
+        with translate_errors(f"look up {path}"), self._engine.connect() as connection:
             return frozenset(connection.execute(query).scalars())
 
     def record_validation(self, record: ValidationRecord) -> None:
@@ -497,7 +480,7 @@ class AuditStore:
         if kind is not None:
             query = query.where(validations.c.kind == ValidationKind(kind).value)
         query = query.order_by(validations.c.created_at.desc(), validations.c.validation_id.desc()).limit(limit)
-        with _translate("list validations"), self._engine.connect() as connection:
+        with translate_errors("list validations"), self._engine.connect() as connection:
             return [_stored_validation(row) for row in connection.execute(query).mappings()]
 
     def get_validation(self, id_or_prefix: str) -> ValidationRecord:
@@ -512,7 +495,7 @@ class AuditStore:
         if not id_or_prefix:
             raise AuditError(f"no {noun} id given")
         query = id_column.table.select().where(id_column.startswith(id_or_prefix, autoescape=True)).limit(2)
-        with _translate(f"read {noun} {id_or_prefix}"), self._engine.connect() as connection:
+        with translate_errors(f"read {noun} {id_or_prefix}"), self._engine.connect() as connection:
             rows = connection.execute(query).mappings().all()
         if not rows:
             raise AuditError(f"no {noun} matches {id_or_prefix!r}")
@@ -525,7 +508,7 @@ class AuditStore:
         """A read-only transaction that sees one snapshot of the database throughout (the chain walk and the
         search for records outside the chain must agree, while other processes go on appending).
         """
-        with _translate(action), self._engine.connect() as connection:
+        with translate_errors(action), self._engine.connect() as connection:
             if connection.dialect.name == "postgresql":
                 connection.execution_options(isolation_level="REPEATABLE READ")
             else:
