@@ -1,5 +1,6 @@
-"""SQL over the ``chain`` table: the append lock, appends, the verification walk, pruning, and the chaining of
-rows that predate the chain (migration 0004). ``chain.py`` holds the hashing; this module the queries.
+"""SQL over the ``chain`` table: the append lock, appends, the verification walk and pruning. ``chain.py`` holds
+the hashing; this module the queries. (Migration 0004 chains the rows that predate the chain with its own frozen
+copy of this code.)
 
 Appends are serialised: every writer takes the chain lock (SQLite ``BEGIN IMMEDIATE``, PostgreSQL ``LOCK TABLE
 chain IN EXCLUSIVE MODE``, which readers do not wait for) in the transaction that inserts the record and its
@@ -27,7 +28,6 @@ from efface.audit.chain import (
     EventKind,
     SeqDigest,
     content_sha256,
-    initial_run_finish,
     link,
     payload_sha256,
 )
@@ -37,7 +37,6 @@ from efface.errors import AuditError
 __all__ = [
     "PruneCounts",
     "append",
-    "chain_existing_rows",
     "file_event",
     "lock_chain",
     "prune",
@@ -260,49 +259,3 @@ def prune(connection: Connection, *, older_than: datetime, key: bytes | None, is
     }
     append(connection, [_payload_event(EventKind.PRUNE, payload)], key=key)
     return PruneCounts(older_than, deleted_runs, deleted_files, deleted_validations, digest.count, seq)
-
-
-def _pages(connection: Connection, id_column: sa.Column[Any], fields: Iterable[str]) -> Iterator[list[dict[str, Any]]]:
-    """The hashed fields of a table's rows, in pages by keyset on its primary key (appending between pages is
-    safe). Only the named fields are read: a later migration may add columns to the table.
-    """
-    columns = [id_column.table.c[name] for name in fields]
-    last: Any = None
-    while True:
-        query = sa.select(*columns).order_by(id_column).limit(_PAGE_ROWS)
-        if last is not None:
-            query = query.where(id_column > last)
-        page = [dict(row) for row in connection.execute(query).mappings()]
-        if not page:
-            return
-        yield page
-        last = page[-1][id_column.name]
-
-
-def chain_existing_rows(connection: Connection, *, key: bytes | None) -> None:
-    """Starts the chain: a genesis event, then one chain row per existing run start, file, run finish and
-    validation, hashed as they are now (migration 0004 calls this; the migration's lock is held).
-    """
-    count = sa.select(sa.func.count()).select_from
-    existing = {
-        "runs": connection.scalar(count(runs)) or 0,
-        "files": connection.scalar(count(files)) or 0,
-        "validations": connection.scalar(count(validations)) or 0,
-    }
-    genesis = {"schema_revision": "0004", "chained_existing_records": existing}
-    append(connection, [_payload_event(EventKind.GENESIS, genesis)], key=key)
-    finished: list[Event] = []
-    for page in _pages(connection, runs.c.run_id, _RUN_FIELDS):
-        append(connection, [run_started_event(run) for run in page], key=key)
-        finished += [
-            run_finished_event(run)
-            for run in page
-            if content_sha256(RUN_FINISH_FIELDS, run)
-            != content_sha256(RUN_FINISH_FIELDS, initial_run_finish(run["run_id"]))
-        ]
-    for page in _pages(connection, files.c.id, FILE_FIELDS):
-        append(connection, [file_event(file) for file in page], key=key)
-    for start in range(0, len(finished), _PAGE_ROWS):
-        append(connection, finished[start : start + _PAGE_ROWS], key=key)
-    for page in _pages(connection, validations.c.validation_id, VALIDATION_FIELDS):
-        append(connection, [validation_event(validation) for validation in page], key=key)
