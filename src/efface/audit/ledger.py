@@ -18,11 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from efface.audit.chain import (
-    FILE_FIELDS,
     GENESIS_PREV_HASH,
-    RUN_FINISH_FIELDS,
-    RUN_START_FIELDS,
-    VALIDATION_FIELDS,
     ChainRow,
     Event,
     EventKind,
@@ -31,7 +27,7 @@ from efface.audit.chain import (
     link,
     payload_sha256,
 )
-from efface.audit.tables import chain, files, runs, validations
+from efface.audit.tables import CONTENT_SCHEMA, chain, files, runs, validations
 from efface.errors import AuditError
 
 __all__ = [
@@ -48,7 +44,10 @@ __all__ = [
 ]
 
 _PAGE_ROWS = 5_000
-_RUN_FIELDS = {**RUN_START_FIELDS, **RUN_FINISH_FIELDS}
+# What the walk reads of each record: every field that some content version hashes.
+_FILE_FIELDS = sorted(CONTENT_SCHEMA.names(EventKind.FILE))
+_RUN_FIELDS = sorted(CONTENT_SCHEMA.names(EventKind.RUN_STARTED) | CONTENT_SCHEMA.names(EventKind.RUN_FINISHED))
+_VALIDATION_FIELDS = sorted(CONTENT_SCHEMA.names(EventKind.VALIDATION))
 
 
 def lock_chain(connection: Connection) -> None:
@@ -87,26 +86,31 @@ def append(connection: Connection, events: Sequence[Event], *, key: bytes | None
     return seq
 
 
+def _record_event(kind: EventKind, record: Mapping[str, Any], **record_id: Any) -> Event:
+    """The event of a record, hashed with the current content version."""
+    version = CONTENT_SCHEMA.current_version
+    content = content_sha256(CONTENT_SCHEMA.fields(kind, version), record)
+    return Event(kind, content, content_version=version, **record_id)
+
+
 def run_started_event(run: Mapping[str, Any]) -> Event:
-    return Event(EventKind.RUN_STARTED, content_sha256(RUN_START_FIELDS, run), run_id=run["run_id"])
+    return _record_event(EventKind.RUN_STARTED, run, run_id=run["run_id"])
 
 
 def run_finished_event(run: Mapping[str, Any]) -> Event:
-    return Event(EventKind.RUN_FINISHED, content_sha256(RUN_FINISH_FIELDS, run), run_id=run["run_id"])
+    return _record_event(EventKind.RUN_FINISHED, run, run_id=run["run_id"])
 
 
 def file_event(file: Mapping[str, Any]) -> Event:
-    return Event(EventKind.FILE, content_sha256(FILE_FIELDS, file), file_id=file["id"])
+    return _record_event(EventKind.FILE, file, file_id=file["id"])
 
 
 def validation_event(validation: Mapping[str, Any]) -> Event:
-    return Event(
-        EventKind.VALIDATION, content_sha256(VALIDATION_FIELDS, validation), validation_id=validation["validation_id"]
-    )
+    return _record_event(EventKind.VALIDATION, validation, validation_id=validation["validation_id"])
 
 
 def _payload_event(kind: EventKind, payload: dict[str, Any]) -> Event:
-    return Event(kind, payload_sha256(payload), payload=payload)
+    return Event(kind, payload_sha256(payload), payload=payload, content_version=CONTENT_SCHEMA.current_version)
 
 
 def _labelled(table: sa.Table, names: Iterable[str], prefix: str) -> list[sa.ColumnElement[Any]]:
@@ -119,9 +123,9 @@ def walk(connection: Connection) -> Iterator[ChainRow]:
     query = (
         sa.select(
             chain,
-            *_labelled(files, FILE_FIELDS, "f_"),
+            *_labelled(files, _FILE_FIELDS, "f_"),
             *_labelled(runs, _RUN_FIELDS, "r_"),
-            *_labelled(validations, VALIDATION_FIELDS, "v_"),
+            *_labelled(validations, _VALIDATION_FIELDS, "v_"),
         )
         .select_from(
             chain.outerjoin(files, sa.and_(chain.c.file_id == files.c.id, live))
@@ -137,14 +141,14 @@ def walk(connection: Connection) -> Iterator[ChainRow]:
         result.close()
 
 
-def _chain_row(row: Mapping[str, Any]) -> ChainRow:
+def _chain_row(row: sa.RowMapping) -> ChainRow:
     record: dict[str, Any] | None = None
     if row["f_id"] is not None:
-        record = {name: row[f"f_{name}"] for name in FILE_FIELDS}
+        record = {name: row[f"f_{name}"] for name in _FILE_FIELDS}
     elif row["r_run_id"] is not None:
         record = {name: row[f"r_{name}"] for name in _RUN_FIELDS}
     elif row["v_validation_id"] is not None:
-        record = {name: row[f"v_{name}"] for name in VALIDATION_FIELDS}
+        record = {name: row[f"v_{name}"] for name in _VALIDATION_FIELDS}
     return ChainRow(
         seq=row["seq"],
         kind=row["kind"],
@@ -158,6 +162,7 @@ def _chain_row(row: Mapping[str, Any]) -> ChainRow:
         row_hash=row["row_hash"],
         hash_alg=row["hash_alg"],
         pruned_by=row["pruned_by"],
+        content_version=row["content_version"],
         record=record,
     )
 
