@@ -86,6 +86,29 @@ def test_transform_spec_coerces_strings_and_validates() -> None:
         TransformSpec(method="smudge")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("path", "request_id", "is_valid"),
+    [
+        (Path("a.jpg"), None, True),
+        (None, "0123456789abcdef0123456789abcdef", True),
+        (None, None, False),
+        (Path("a.jpg"), "0123456789abcdef0123456789abcdef", False),
+    ],
+    ids=["file", "request", "neither", "both"],
+)
+def test_result_is_a_file_or_a_request(path: Path | None, request_id: str | None, is_valid: bool) -> None:
+    def make() -> AnonymizationResult:
+        return AnonymizationResult(
+            path, Outcome.NO_FACES, WriteMode.RESPONSE, datetime.now(UTC), 0.0, request_id=request_id
+        )
+
+    if is_valid:
+        assert (make().path, make().request_id) == (path, request_id)
+    else:
+        with pytest.raises(ValueError, match=r"a path .* or a request_id"):
+            make()
+
+
 def test_result_consistency_checks() -> None:
     now = datetime.now(UTC)
     with pytest.raises(ValueError, match="error_class must be set"):

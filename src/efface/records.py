@@ -350,7 +350,7 @@ class AnonymizationResult:
     and anonymized are then summed over frames.
     """
 
-    path: Path
+    path: Path | None
     outcome: Outcome
     mode: WriteMode
     started_at: datetime
@@ -365,8 +365,15 @@ class AnonymizationResult:
     error_message: str | None = None
     details: dict[str, object] = field(default_factory=dict)
     video: VideoStats | None = None
+    # A request to the HTTP service has a request id and no path; a file has a path. Exactly one is set.
+    request_id: str | None = None
 
     def __post_init__(self) -> None:
+        if (self.path is None) == (self.request_id is None):
+            raise ValueError(
+                f"expected a path (a file) or a request_id (a request to the service), not both or neither; "
+                f"got path={self.path}, request_id={self.request_id}"
+            )
         if self.started_at.tzinfo is None:
             raise ValueError("started_at must be timezone-aware (UTC)")
         if self.duration_s < 0:

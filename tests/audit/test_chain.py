@@ -17,22 +17,19 @@ import sqlalchemy as sa
 
 from efface.audit import AuditStore
 from efface.audit.chain import (
-    FILE_FIELDS,
     HASH_ALG_PLAIN,
-    RUN_FINISH_FIELDS,
-    RUN_START_FIELDS,
-    VALIDATION_FIELDS,
+    UNVERSIONED,
     BreakKind,
     ChainReport,
     Event,
     EventKind,
+    Fields,
     canonical_json,
     content_sha256,
-    initial_run_finish,
     link,
     payload_sha256,
 )
-from efface.audit.tables import chain, files, runs, validations
+from efface.audit.tables import CONTENT_SCHEMA, chain, files, runs, validations
 from efface.errors import ConfigurationError
 from efface.records import (
     AnonymizationResult,
@@ -49,6 +46,10 @@ from efface.records import (
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 KEY = b"k" * 32
+
+
+def current_fields(kind: EventKind) -> Fields:
+    return CONTENT_SCHEMA.fields(kind, CONTENT_SCHEMA.current_version)
 
 
 def run_info(started_at: datetime = T0) -> RunInfo:
@@ -158,7 +159,7 @@ def test_migration_and_tables_describe_the_same_chain(store: AuditStore, raw_eng
     indexed = {tuple(ix["column_names"]) for ix in inspector.get_indexes("chain")}
     assert {("run_id",), ("file_id",), ("validation_id",), ("pruned_by",)} <= indexed
     nullable = {c["name"] for c in inspector.get_columns("chain") if c["nullable"]}
-    assert nullable == {"run_id", "file_id", "validation_id", "payload", "pruned_by"}
+    assert nullable == {"run_id", "file_id", "validation_id", "payload", "pruned_by", "content_version"}
     # No foreign key: the chain row of a pruned record stays.
     assert inspector.get_foreign_keys("chain") == []
 
@@ -189,7 +190,7 @@ def test_content_hash_is_that_of_the_row_read_back(store: AuditStore, raw_engine
         stored = connection.execute(sa.select(files)).mappings().one()
         chained = connection.execute(sa.select(chain.c.content_sha256).where(chain.c.kind == "file")).scalar_one()
     assert stored["started_at"].tzinfo is UTC
-    assert chained == content_sha256(FILE_FIELDS, stored)
+    assert chained == content_sha256(current_fields(EventKind.FILE), stored)
 
 
 @pytest.mark.parametrize(
@@ -251,7 +252,7 @@ def test_deleted_file_row_is_named(store: AuditStore, raw_engine: sa.Engine) -> 
 
 def test_inserted_file_row_is_named(store: AuditStore, raw_engine: sa.Engine) -> None:
     run_ids = fill(store)
-    row = {name: None for name in FILE_FIELDS if name != "id"}
+    row = {name: None for name in current_fields(EventKind.FILE) if name != "id"}
     row |= {
         "run_id": run_ids[0],
         "path": "/data/in/planted.jpg",
@@ -277,7 +278,11 @@ def test_inserted_run_row_is_named(store: AuditStore, raw_engine: sa.Engine) -> 
     with raw_engine.begin() as connection:
         connection.execute(
             runs.insert().values(
-                **{name: "x" for name in RUN_START_FIELDS if name not in ("run_id", "started_at", "settings")},
+                **{
+                    name: "x"
+                    for name in current_fields(EventKind.RUN_STARTED)
+                    if name not in ("run_id", "started_at", "settings")
+                },
                 run_id=planted,
                 started_at=T0,
                 settings={},
@@ -341,13 +346,13 @@ def rehash_everything(engine: sa.Engine, *, key: bytes | None) -> None:
         prev = "0" * 64
         for row in rows:
             kind = EventKind(row["kind"])
+            version = row["content_version"] or UNVERSIONED
             if kind is EventKind.FILE:
                 record = connection.execute(sa.select(files).where(files.c.id == row["file_id"])).mappings().one()
-                content = content_sha256(FILE_FIELDS, record)
+                content = content_sha256(CONTENT_SCHEMA.fields(kind, version), record)
             elif kind in (EventKind.RUN_STARTED, EventKind.RUN_FINISHED):
                 record = connection.execute(sa.select(runs).where(runs.c.run_id == row["run_id"])).mappings().one()
-                fields = RUN_START_FIELDS if kind is EventKind.RUN_STARTED else RUN_FINISH_FIELDS
-                content = content_sha256(fields, record)
+                content = content_sha256(CONTENT_SCHEMA.fields(kind, version), record)
             elif kind is EventKind.VALIDATION:
                 record = (
                     connection.execute(
@@ -356,10 +361,18 @@ def rehash_everything(engine: sa.Engine, *, key: bytes | None) -> None:
                     .mappings()
                     .one()
                 )
-                content = content_sha256(VALIDATION_FIELDS, record)
+                content = content_sha256(CONTENT_SCHEMA.fields(kind, version), record)
             else:
                 content = row["content_sha256"]
-            event = Event(kind, content, row["run_id"], row["file_id"], row["validation_id"], row["payload"])
+            event = Event(
+                kind,
+                content,
+                row["run_id"],
+                row["file_id"],
+                row["validation_id"],
+                row["payload"],
+                row["content_version"],
+            )
             new = link(event, seq=row["seq"], prev_hash=prev, recorded_at=row["recorded_at"], key=key)
             connection.execute(chain.update().where(chain.c.seq == row["seq"]).values(**new))
             prev = new["row_hash"]
@@ -504,7 +517,7 @@ def test_an_unfinished_run_must_hold_its_initial_state(store: AuditStore, raw_en
     run = run_info()
     store.start_run(run)
     assert store.verify().is_intact
-    assert content_sha256(RUN_FINISH_FIELDS, initial_run_finish(run.run_id))
+    assert content_sha256(current_fields(EventKind.RUN_FINISHED), CONTENT_SCHEMA.initial_run_finish(run.run_id))
     execute(raw_engine, "UPDATE runs SET status = 'completed'")
     assert only_break(store.verify())[:3] == (BreakKind.ALTERED, "runs", run.run_id)
 

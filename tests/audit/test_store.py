@@ -17,7 +17,10 @@ import pytest
 import sqlalchemy as sa
 
 from efface.audit import AuditStore, StoredFile
+from efface.audit.query import RecordFilter
+from efface.audit.report import build_report, render_html
 from efface.audit.store import schema_head
+from efface.audit.summary import ReportScope
 from efface.errors import AuditError
 from efface.records import (
     AnonymizationResult,
@@ -346,3 +349,38 @@ def test_stored_records_are_frozen(store: AuditStore) -> None:
     assert asdict(stored)["run_id"] == run.run_id
     with pytest.raises(AttributeError):
         stored.run_id = "other"  # type: ignore[misc]
+
+
+def test_a_request_is_stored_with_its_request_id_and_no_path(store: AuditStore, tmp_path: Path) -> None:
+    run = make_run()
+    store.start_run(run)
+    common = {"mode": WriteMode.RESPONSE, "started_at": T0, "duration_s": 0.05}
+    request_ids = [uuid.uuid4().hex, uuid.uuid4().hex]
+    store.record_files(
+        run.run_id,
+        [
+            AnonymizationResult(None, Outcome.NO_FACES, request_id=request_ids[0], **common),
+            AnonymizationResult(
+                None,
+                Outcome.ERROR,
+                request_id=request_ids[1],
+                error_class="CorruptImageError",
+                error_message="truncated",
+                **common,
+            ),
+            AnonymizationResult(Path("/data/in/a.jpg"), Outcome.NO_FACES, **common),
+        ],
+    )
+    stored = store.list_files(run.run_id)
+    assert [(f.path, f.request_id) for f in stored] == [
+        (None, request_ids[0]),
+        (None, request_ids[1]),
+        (Path("/data/in/a.jpg"), None),
+    ]
+    # A path pattern never matches a request, not even "*".
+    assert [f.path for f in store.find_files(RecordFilter(path_glob="*"), limit=10)] == [Path("/data/in/a.jpg")]
+    assert store.verify().is_intact
+    (cause,) = store.summarize(ReportScope()).errors
+    assert cause.example_path == f"request {request_ids[1]}"
+    page = render_html(build_report(store, ReportScope(), efface_version="9.9.9"))
+    assert f"request {request_ids[1]}" in page

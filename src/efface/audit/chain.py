@@ -4,12 +4,19 @@ Every audit record is appended through one sequence, the ``chain`` table: one ch
 run finish, validation and prune, numbered ``seq`` = 1, 2, 3, ... without gaps (row 1 is the ``genesis``
 event written by migration 0004). A chain row holds
 
-- ``content_sha256``: sha256 of the record's canonical content: a JSON object of the record's fields (those
-  named in ``RUN_START_FIELDS``, ``RUN_FINISH_FIELDS``, ``FILE_FIELDS``, ``VALIDATION_FIELDS``; the payload
-  itself for genesis and prune events) with sorted keys, no whitespace, times as UTC ISO 8601 with
+- ``content_sha256``: sha256 of the record's canonical content: a JSON object of the record's fields (which
+  fields, and how each is written, is a ``ContentSchema``: the tables declare it, ``tables.CONTENT_SCHEMA``; the
+  payload itself for genesis and prune events) with sorted keys, no whitespace, times as UTC ISO 8601 with
   microseconds and ``Z``, floats as Python's ``repr``. SQLite and PostgreSQL give the same bytes.
+- ``content_version``: the version of the field lists the content was hashed with. Rows written before it
+  existed (migration 0006) hold NULL, which is version 1, the field lists of migration 0004.
 - ``row_hash``: sha256 (or HMAC-SHA256 with the audit key, ``hash_alg`` says which) of the canonical JSON of
-  the chain row's own fields, ``prev_hash`` (the previous row's ``row_hash``) included.
+  the chain row's own fields, ``prev_hash`` (the previous row's ``row_hash``) included, and ``content_version``
+  when it is not NULL (so the hash of every row written before it existed is unchanged).
+
+A new audited column makes a new content version: rows keep verifying with the fields of the version they
+were hashed with, and a field that a row's version does not hash must still be NULL there, as the migration
+that added the column left it (so it cannot be set later unnoticed).
 
 A run row is the one record the store updates: ``finish_run`` writes its status and totals. The run's start
 fields are hashed by its ``run_started`` row, its finish fields by a ``run_finished`` row appended by
@@ -25,32 +32,31 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 __all__ = [
-    "FILE_FIELDS",
     "GENESIS_PREV_HASH",
     "HASH_ALG_KEYED",
     "HASH_ALG_PLAIN",
-    "RUN_FINISH_FIELDS",
-    "RUN_START_FIELDS",
-    "VALIDATION_FIELDS",
+    "RECORD_KINDS",
+    "UNVERSIONED",
     "BreakKind",
     "ChainBreak",
     "ChainReport",
     "ChainRow",
     "ChainVerifier",
+    "ContentSchema",
     "Event",
     "EventKind",
     "FieldType",
+    "Fields",
     "SeqDigest",
     "canonical_json",
     "content_sha256",
-    "initial_run_finish",
     "link",
     "payload_sha256",
 ]
@@ -60,6 +66,8 @@ HASH_ALG_PLAIN = "sha256"
 HASH_ALG_KEYED = "hmac-sha256"
 # Breaks kept in a report; the total is still counted.
 MAX_BREAKS = 100
+# The content version of a chain row whose content_version is NULL: written before versions were recorded.
+UNVERSIONED = 1
 
 
 class EventKind(StrEnum):
@@ -84,62 +92,75 @@ class FieldType(StrEnum):
     JSON = "json"
 
 
-_S, _I, _F, _B, _T, _J = FieldType
+Fields = Mapping[str, FieldType]
+"""The fields of a record that its canonical content holds, and how each is written."""
 
-RUN_START_FIELDS: Mapping[str, FieldType] = {
-    "run_id": _S,
-    "started_at": _T,
-    "efface_version": _S,
-    "command": _S,
-    "mode": _S,
-    "model_name": _S,
-    "model_sha256": _S,
-    "settings": _J,
-    "hostname": _S,
-}
-RUN_FINISH_FIELDS: Mapping[str, FieldType] = {
-    "run_id": _S,
-    "status": _S,
-    "finished_at": _T,
-    "files_total": _I,
-    "files_failed": _I,
-    "faces_detected": _I,
-    "faces_anonymized": _I,
-    "duration_s": _F,
-}
-FILE_FIELDS: Mapping[str, FieldType] = {
-    "id": _I,
-    "run_id": _S,
-    "path": _S,
-    "output_path": _S,
-    "mode": _S,
-    "outcome": _S,
-    "started_at": _T,
-    "duration_s": _F,
-    "faces_detected": _I,
-    "faces_anonymized": _I,
-    "faces": _J,
-    "output_sha256": _S,
-    "image_format": _S,
-    "width": _I,
-    "height": _I,
-    "error_class": _S,
-    "error_message": _S,
-    "details": _J,
-}
-VALIDATION_FIELDS: Mapping[str, FieldType] = {
-    "validation_id": _S,
-    "kind": _S,
-    "created_at": _T,
-    "efface_version": _S,
-    "model_name": _S,
-    "model_sha256": _S,
-    "settings": _J,
-    "dataset": _J,
-    "figures": _J,
-    "passed": _B,
-    "hostname": _S,
-}
+# The kinds of chain row that stand for a record (genesis and prune events hash their own payload).
+RECORD_KINDS = (EventKind.RUN_STARTED, EventKind.RUN_FINISHED, EventKind.FILE, EventKind.VALIDATION)
+
+
+@dataclass(frozen=True, slots=True)
+class ContentSchema:
+    """What the canonical content of each kind of record holds, in every content version.
+
+    Attributes:
+        versions: content version (1, 2, ... without gaps) -> record kind (each of ``RECORD_KINDS``) -> its
+            hashed fields.
+        run_finish_defaults: the finish fields (run id aside) of a run that has not finished.
+
+    Raises:
+        ValueError: versions with gaps, or a version without every record kind.
+    """
+
+    versions: Mapping[int, Mapping[EventKind, Fields]]
+    run_finish_defaults: Mapping[str, Any]
+    # Per kind, every field any version hashes; per (kind, version), those of them the version does not.
+    _names: dict[EventKind, frozenset[str]] = field(init=False, repr=False, compare=False)
+    _unhashed: dict[tuple[EventKind, int], frozenset[str]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        expected = list(range(1, len(self.versions) + 1))
+        if sorted(self.versions) != expected:
+            raise ValueError(f"content versions must be {expected}, got {sorted(self.versions)}")
+        for version, kinds in self.versions.items():
+            if set(kinds) != set(RECORD_KINDS):
+                raise ValueError(
+                    f"content version {version} must list {sorted(RECORD_KINDS)}, got {sorted(map(str, kinds))}"
+                )
+        # Computed once: the verifier asks for every row.
+        names = {kind: frozenset(n for kinds in self.versions.values() for n in kinds[kind]) for kind in RECORD_KINDS}
+        unhashed = {
+            (kind, version): names[kind] - kinds[kind].keys()
+            for version, kinds in self.versions.items()
+            for kind in RECORD_KINDS
+        }
+        object.__setattr__(self, "_names", names)
+        object.__setattr__(self, "_unhashed", unhashed)
+
+    @property
+    def current_version(self) -> int:
+        """The version new chain rows are hashed with: the newest."""
+        return len(self.versions)
+
+    def fields(self, kind: EventKind, version: int) -> Fields:
+        """The fields a record of ``kind`` hashes in ``version``.
+
+        Raises:
+            KeyError: no such version, or ``kind`` is no record kind.
+        """
+        return self.versions[version][EventKind(kind)]
+
+    def names(self, kind: EventKind) -> frozenset[str]:
+        """Every field a record of ``kind`` hashes in any version: what to read of it to verify it."""
+        return self._names[EventKind(kind)]
+
+    def unhashed(self, kind: EventKind, version: int) -> frozenset[str]:
+        """The fields of other versions that ``version`` does not hash: NULL in a record hashed with it."""
+        return self._unhashed[EventKind(kind), version]
+
+    def initial_run_finish(self, run_id: str) -> dict[str, Any]:
+        """The finish fields of a run that has not finished."""
+        return {**self.run_finish_defaults, "run_id": run_id}
 
 
 def _json_value(value: Any) -> Any:
@@ -152,7 +173,7 @@ def _time(value: datetime) -> str:
     return aware.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-_NORMALIZERS = {
+_NORMALIZERS: dict[FieldType, Callable[[Any], Any]] = {
     FieldType.STR: str,
     FieldType.INT: int,
     FieldType.FLOAT: float,
@@ -168,7 +189,7 @@ def canonical_json(value: Any) -> str:
 
 
 # Read back from the database, JSON values are JSON already: the round trip through text is skipped.
-_READ_BACK_NORMALIZERS = {**_NORMALIZERS, FieldType.JSON: lambda value: value}
+_READ_BACK_NORMALIZERS: dict[FieldType, Callable[[Any], Any]] = {**_NORMALIZERS, FieldType.JSON: lambda value: value}
 
 
 def _normalized(fields: Mapping[str, FieldType], row: Mapping[str, Any], *, is_read_back: bool) -> dict[str, Any]:
@@ -184,7 +205,7 @@ def content_sha256(fields: Mapping[str, FieldType], row: Mapping[str, Any], *, i
     """sha256 of a record's canonical content.
 
     Args:
-        fields: which fields are hashed and how (e.g. ``FILE_FIELDS``).
+        fields: which fields are hashed and how (``ContentSchema.fields``).
         row: the record, as written or as read back (either gives the same hash).
         is_read_back: ``row`` was read from the database, so its JSON values are plain JSON already.
 
@@ -199,20 +220,6 @@ def payload_sha256(payload: Mapping[str, Any]) -> str:
     return _sha256(canonical_json(_json_value(payload)))
 
 
-def initial_run_finish(run_id: str) -> dict[str, Any]:
-    """The finish fields of a run that has not finished."""
-    return {
-        "run_id": run_id,
-        "status": "running",
-        "finished_at": None,
-        "files_total": 0,
-        "files_failed": 0,
-        "faces_detected": 0,
-        "faces_anonymized": 0,
-        "duration_s": None,
-    }
-
-
 @dataclass(frozen=True, slots=True)
 class Event:
     """A record to append to the chain.
@@ -222,6 +229,8 @@ class Event:
         content_sha256: the record's canonical content hash (see ``content_sha256``).
         run_id / file_id / validation_id: the record it stands for (run events, file, validation).
         payload: the event's own content, for genesis and prune events.
+        content_version: the version of the field lists ``content_sha256`` was taken with; None for version 1
+            as written before versions were recorded.
     """
 
     kind: EventKind
@@ -230,25 +239,28 @@ class Event:
     file_id: int | None = None
     validation_id: str | None = None
     payload: dict[str, Any] | None = None
+    content_version: int | None = None
 
 
 def _link_hash(row: Any, key: bytes | None) -> str:
     """The row hash over a chain row's own fields; ``row`` is a mapping or has them as attributes."""
     get = row.__getitem__ if isinstance(row, Mapping) else row.__getattribute__
     file_id = get("file_id")
-    message = canonical_json(
-        {
-            "seq": int(get("seq")),
-            "kind": str(get("kind")),
-            "recorded_at": _time(get("recorded_at")),
-            "run_id": get("run_id"),
-            "file_id": None if file_id is None else int(file_id),
-            "validation_id": get("validation_id"),
-            "content_sha256": get("content_sha256"),
-            "prev_hash": get("prev_hash"),
-            "hash_alg": get("hash_alg"),
-        }
-    ).encode()
+    content_version = get("content_version")
+    fields: dict[str, Any] = {
+        "seq": int(get("seq")),
+        "kind": str(get("kind")),
+        "recorded_at": _time(get("recorded_at")),
+        "run_id": get("run_id"),
+        "file_id": None if file_id is None else int(file_id),
+        "validation_id": get("validation_id"),
+        "content_sha256": get("content_sha256"),
+        "prev_hash": get("prev_hash"),
+        "hash_alg": get("hash_alg"),
+    }
+    if content_version is not None:
+        fields["content_version"] = int(content_version)
+    message = canonical_json(fields).encode()
     if key is None:
         return hashlib.sha256(message).hexdigest()
     return hmac.new(key, message, hashlib.sha256).hexdigest()
@@ -279,6 +291,7 @@ def link(event: Event, *, seq: int, prev_hash: str, recorded_at: datetime, key: 
         "prev_hash": prev_hash,
         "hash_alg": HASH_ALG_PLAIN if key is None else HASH_ALG_KEYED,
         "pruned_by": None,
+        "content_version": event.content_version,
     }
     row["row_hash"] = _link_hash(row, key)
     return row
@@ -388,14 +401,15 @@ class ChainRow:
     row_hash: str
     hash_alg: str
     pruned_by: int | None
+    content_version: int | None = None
     record: Mapping[str, Any] | None = None
 
 
 _RECORD_TABLES = {
-    EventKind.RUN_STARTED: ("runs", RUN_START_FIELDS),
-    EventKind.RUN_FINISHED: ("runs", RUN_FINISH_FIELDS),
-    EventKind.FILE: ("files", FILE_FIELDS),
-    EventKind.VALIDATION: ("validations", VALIDATION_FIELDS),
+    EventKind.RUN_STARTED: "runs",
+    EventKind.RUN_FINISHED: "runs",
+    EventKind.FILE: "files",
+    EventKind.VALIDATION: "validations",
 }
 
 
@@ -409,10 +423,13 @@ def _record_id(row: ChainRow) -> str:
 
 @dataclass(slots=True)
 class _RunState:
-    current_finish_sha256: str
+    # The run record's finish fields as they are now, checked against its last finish row (or its initial state).
+    finish_values: dict[str, Any]
+    start_version: int
     start_seq: int
     finish_seq: int | None = None
     finish_sha256: str | None = None
+    finish_version: int | None = None
 
 
 @dataclass(slots=True)
@@ -422,10 +439,12 @@ class ChainVerifier:
     Feed every chain row with ``feed`` (in increasing ``seq``), then call ``finish``.
 
     Args:
+        content: the fields each content version hashes (``tables.CONTENT_SCHEMA``).
         key: the HMAC key the chain was written with, or None.
         expected_hashes: row hashes noted earlier (e.g. a previous report's head) that must still be there.
     """
 
+    content: ContentSchema
     key: bytes | None = None
     expected_hashes: frozenset[str] = frozenset()
     _breaks: list[ChainBreak] = field(default_factory=list)
@@ -543,7 +562,8 @@ class ChainVerifier:
             )
 
     def _check_record(self, row: ChainRow) -> None:
-        table, fields = _RECORD_TABLES[EventKind(row.kind)]
+        kind = EventKind(row.kind)
+        table = _RECORD_TABLES[kind]
         record_id = _record_id(row)
         name = f"{table} row {record_id} (chain row {row.seq})"
         if row.pruned_by is not None:
@@ -557,18 +577,31 @@ class ChainVerifier:
             self._break(BreakKind.DELETED, table, record_id, row.seq, f"{name} was deleted")
             return
         self._records += 1
-        if row.kind == EventKind.RUN_FINISHED:
+        version = UNVERSIONED if row.content_version is None else row.content_version
+        if version not in self.content.versions:
+            self._break(BreakKind.ALTERED, "chain", row.seq, row.seq, f"{name} has unknown content version {version}")
+            return
+        if kind is EventKind.RUN_FINISHED:
             state = self._runs.get(record_id)
             if state is None:
                 self._break(BreakKind.INSERTED, "chain", row.seq, row.seq, f"{name} finishes a run that never started")
                 return
-            state.finish_seq, state.finish_sha256 = row.seq, row.content_sha256
+            state.finish_seq, state.finish_sha256, state.finish_version = row.seq, row.content_sha256, version
             return
-        if content_sha256(fields, row.record, is_read_back=True) != row.content_sha256:
+        if content_sha256(self.content.fields(kind, version), row.record, is_read_back=True) != row.content_sha256:
             self._break(BreakKind.ALTERED, table, record_id, row.seq, f"{name} was altered")
-        if row.kind == EventKind.RUN_STARTED:
-            current = content_sha256(RUN_FINISH_FIELDS, row.record, is_read_back=True)
-            self._runs[record_id] = _RunState(current_finish_sha256=current, start_seq=row.seq)
+        elif set_later := self._set_unhashed(kind, version, row.record):
+            self._break(BreakKind.ALTERED, table, record_id, row.seq, f"{name} was altered: {set_later}")
+        if kind is EventKind.RUN_STARTED:
+            finish_values = {key: row.record[key] for key in self.content.names(EventKind.RUN_FINISHED)}
+            self._runs[record_id] = _RunState(finish_values, start_version=version, start_seq=row.seq)
+
+    def _set_unhashed(self, kind: EventKind, version: int, record: Mapping[str, Any]) -> str:
+        """Names the fields that ``version`` does not hash but ``record`` sets (they must be NULL); "" if none."""
+        fields = sorted(key for key in self.content.unhashed(kind, version) if record[key] is not None)
+        if not fields:
+            return ""
+        return f"{', '.join(fields)} must be NULL in a row hashed with content version {version}"
 
     def finish(self, unchained: Iterable[tuple[str, str]] = ()) -> ChainReport:
         """Ends the walk.
@@ -580,8 +613,11 @@ class ChainVerifier:
             The report, breaks in chain order (records without a chain row last).
         """
         for run_id, state in self._runs.items():
-            expected = state.finish_sha256 or content_sha256(RUN_FINISH_FIELDS, initial_run_finish(run_id))
-            if state.current_finish_sha256 != expected:
+            version = state.finish_version or state.start_version
+            fields = self.content.fields(EventKind.RUN_FINISHED, version)
+            expected = state.finish_sha256 or content_sha256(fields, self.content.initial_run_finish(run_id))
+            current = content_sha256(fields, state.finish_values, is_read_back=True)
+            if current != expected or self._set_unhashed(EventKind.RUN_FINISHED, version, state.finish_values):
                 seq = state.finish_seq or state.start_seq
                 self._break(
                     BreakKind.ALTERED,

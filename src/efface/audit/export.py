@@ -99,7 +99,7 @@ def _write_parquet(records: Iterable[Mapping[str, Any]], columns: Mapping[str, F
         import pyarrow.parquet as pq
     except ImportError as exc:
         raise ConfigurationError("Parquet export needs pyarrow: pip install 'efface[parquet]'") from exc
-    arrow_types = {
+    arrow_types: dict[FieldType, pa.DataType] = {
         FieldType.STR: pa.string(),
         FieldType.INT: pa.int64(),
         FieldType.FLOAT: pa.float64(),

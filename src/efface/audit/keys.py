@@ -18,7 +18,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from efface.audit.store import AuditStore, _translate
+from efface.audit._errors import translate_errors
+from efface.audit.store import AuditStore
 from efface.audit.tables import api_keys
 from efface.errors import AuditError
 
@@ -134,7 +135,7 @@ class ApiKeyStore:
             rate_limit_per_min=rate_limit_per_min,
         )
         value = f"{KEY_PREFIX}_{key.key_id}_{secrets.token_urlsafe(_SECRET_BYTES)}"
-        with _translate(f"create API key {key.key_id}"), self._engine.begin() as connection:
+        with translate_errors(f"create API key {key.key_id}"), self._engine.begin() as connection:
             connection.execute(
                 api_keys.insert().values(
                     key_id=key.key_id,
@@ -154,7 +155,7 @@ class ApiKeyStore:
             AuditError: the database cannot be read.
         """
         query = sa.select(api_keys).order_by(api_keys.c.created_at, api_keys.c.key_id)
-        with _translate("list API keys"), self._engine.connect() as connection:
+        with translate_errors("list API keys"), self._engine.connect() as connection:
             return [_api_key(row) for row in connection.execute(query)]
 
     def revoke(self, key_id: str) -> ApiKey:
@@ -163,7 +164,7 @@ class ApiKeyStore:
         Raises:
             AuditError: there is no such key, or the database cannot be written.
         """
-        with _translate(f"revoke API key {key_id}"), self._engine.begin() as connection:
+        with translate_errors(f"revoke API key {key_id}"), self._engine.begin() as connection:
             connection.execute(
                 api_keys.update()
                 .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
@@ -186,7 +187,7 @@ class ApiKeyStore:
         if key_id is None:
             return None
         query = sa.select(api_keys).where(api_keys.c.key_id == key_id)
-        with _translate(f"read API key {key_id}"), self._engine.connect() as connection:
+        with translate_errors(f"read API key {key_id}"), self._engine.connect() as connection:
             row = connection.execute(query).one_or_none()
         if row is None or not hmac.compare_digest(row.key_sha256, _sha256(value)):
             return None

@@ -1,5 +1,6 @@
-"""SQL over the ``chain`` table: the append lock, appends, the verification walk, pruning, and the chaining of
-rows that predate the chain (migration 0004). ``chain.py`` holds the hashing; this module the queries.
+"""SQL over the ``chain`` table: the append lock, appends, the verification walk and pruning. ``chain.py`` holds
+the hashing; this module the queries. (Migration 0004 chains the rows that predate the chain with its own frozen
+copy of this code.)
 
 Appends are serialised: every writer takes the chain lock (SQLite ``BEGIN IMMEDIATE``, PostgreSQL ``LOCK TABLE
 chain IN EXCLUSIVE MODE``, which readers do not wait for) in the transaction that inserts the record and its
@@ -17,27 +18,21 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from efface.audit.chain import (
-    FILE_FIELDS,
     GENESIS_PREV_HASH,
-    RUN_FINISH_FIELDS,
-    RUN_START_FIELDS,
-    VALIDATION_FIELDS,
     ChainRow,
     Event,
     EventKind,
     SeqDigest,
     content_sha256,
-    initial_run_finish,
     link,
     payload_sha256,
 )
-from efface.audit.tables import chain, files, runs, validations
+from efface.audit.tables import CONTENT_SCHEMA, chain, files, runs, validations
 from efface.errors import AuditError
 
 __all__ = [
     "PruneCounts",
     "append",
-    "chain_existing_rows",
     "file_event",
     "lock_chain",
     "prune",
@@ -49,7 +44,10 @@ __all__ = [
 ]
 
 _PAGE_ROWS = 5_000
-_RUN_FIELDS = {**RUN_START_FIELDS, **RUN_FINISH_FIELDS}
+# What the walk reads of each record: every field that some content version hashes.
+_FILE_FIELDS = sorted(CONTENT_SCHEMA.names(EventKind.FILE))
+_RUN_FIELDS = sorted(CONTENT_SCHEMA.names(EventKind.RUN_STARTED) | CONTENT_SCHEMA.names(EventKind.RUN_FINISHED))
+_VALIDATION_FIELDS = sorted(CONTENT_SCHEMA.names(EventKind.VALIDATION))
 
 
 def lock_chain(connection: Connection) -> None:
@@ -88,26 +86,31 @@ def append(connection: Connection, events: Sequence[Event], *, key: bytes | None
     return seq
 
 
+def _record_event(kind: EventKind, record: Mapping[str, Any], **record_id: Any) -> Event:
+    """The event of a record, hashed with the current content version."""
+    version = CONTENT_SCHEMA.current_version
+    content = content_sha256(CONTENT_SCHEMA.fields(kind, version), record)
+    return Event(kind, content, content_version=version, **record_id)
+
+
 def run_started_event(run: Mapping[str, Any]) -> Event:
-    return Event(EventKind.RUN_STARTED, content_sha256(RUN_START_FIELDS, run), run_id=run["run_id"])
+    return _record_event(EventKind.RUN_STARTED, run, run_id=run["run_id"])
 
 
 def run_finished_event(run: Mapping[str, Any]) -> Event:
-    return Event(EventKind.RUN_FINISHED, content_sha256(RUN_FINISH_FIELDS, run), run_id=run["run_id"])
+    return _record_event(EventKind.RUN_FINISHED, run, run_id=run["run_id"])
 
 
 def file_event(file: Mapping[str, Any]) -> Event:
-    return Event(EventKind.FILE, content_sha256(FILE_FIELDS, file), file_id=file["id"])
+    return _record_event(EventKind.FILE, file, file_id=file["id"])
 
 
 def validation_event(validation: Mapping[str, Any]) -> Event:
-    return Event(
-        EventKind.VALIDATION, content_sha256(VALIDATION_FIELDS, validation), validation_id=validation["validation_id"]
-    )
+    return _record_event(EventKind.VALIDATION, validation, validation_id=validation["validation_id"])
 
 
 def _payload_event(kind: EventKind, payload: dict[str, Any]) -> Event:
-    return Event(kind, payload_sha256(payload), payload=payload)
+    return Event(kind, payload_sha256(payload), payload=payload, content_version=CONTENT_SCHEMA.current_version)
 
 
 def _labelled(table: sa.Table, names: Iterable[str], prefix: str) -> list[sa.ColumnElement[Any]]:
@@ -120,9 +123,9 @@ def walk(connection: Connection) -> Iterator[ChainRow]:
     query = (
         sa.select(
             chain,
-            *_labelled(files, FILE_FIELDS, "f_"),
+            *_labelled(files, _FILE_FIELDS, "f_"),
             *_labelled(runs, _RUN_FIELDS, "r_"),
-            *_labelled(validations, VALIDATION_FIELDS, "v_"),
+            *_labelled(validations, _VALIDATION_FIELDS, "v_"),
         )
         .select_from(
             chain.outerjoin(files, sa.and_(chain.c.file_id == files.c.id, live))
@@ -138,14 +141,14 @@ def walk(connection: Connection) -> Iterator[ChainRow]:
         result.close()
 
 
-def _chain_row(row: Mapping[str, Any]) -> ChainRow:
+def _chain_row(row: sa.RowMapping) -> ChainRow:
     record: dict[str, Any] | None = None
     if row["f_id"] is not None:
-        record = {name: row[f"f_{name}"] for name in FILE_FIELDS}
+        record = {name: row[f"f_{name}"] for name in _FILE_FIELDS}
     elif row["r_run_id"] is not None:
         record = {name: row[f"r_{name}"] for name in _RUN_FIELDS}
     elif row["v_validation_id"] is not None:
-        record = {name: row[f"v_{name}"] for name in VALIDATION_FIELDS}
+        record = {name: row[f"v_{name}"] for name in _VALIDATION_FIELDS}
     return ChainRow(
         seq=row["seq"],
         kind=row["kind"],
@@ -159,6 +162,7 @@ def _chain_row(row: Mapping[str, Any]) -> ChainRow:
         row_hash=row["row_hash"],
         hash_alg=row["hash_alg"],
         pruned_by=row["pruned_by"],
+        content_version=row["content_version"],
         record=record,
     )
 
@@ -260,49 +264,3 @@ def prune(connection: Connection, *, older_than: datetime, key: bytes | None, is
     }
     append(connection, [_payload_event(EventKind.PRUNE, payload)], key=key)
     return PruneCounts(older_than, deleted_runs, deleted_files, deleted_validations, digest.count, seq)
-
-
-def _pages(connection: Connection, id_column: sa.Column[Any], fields: Iterable[str]) -> Iterator[list[dict[str, Any]]]:
-    """The hashed fields of a table's rows, in pages by keyset on its primary key (appending between pages is
-    safe). Only the named fields are read: a later migration may add columns to the table.
-    """
-    columns = [id_column.table.c[name] for name in fields]
-    last: Any = None
-    while True:
-        query = sa.select(*columns).order_by(id_column).limit(_PAGE_ROWS)
-        if last is not None:
-            query = query.where(id_column > last)
-        page = [dict(row) for row in connection.execute(query).mappings()]
-        if not page:
-            return
-        yield page
-        last = page[-1][id_column.name]
-
-
-def chain_existing_rows(connection: Connection, *, key: bytes | None) -> None:
-    """Starts the chain: a genesis event, then one chain row per existing run start, file, run finish and
-    validation, hashed as they are now (migration 0004 calls this; the migration's lock is held).
-    """
-    count = sa.select(sa.func.count()).select_from
-    existing = {
-        "runs": connection.scalar(count(runs)) or 0,
-        "files": connection.scalar(count(files)) or 0,
-        "validations": connection.scalar(count(validations)) or 0,
-    }
-    genesis = {"schema_revision": "0004", "chained_existing_records": existing}
-    append(connection, [_payload_event(EventKind.GENESIS, genesis)], key=key)
-    finished: list[Event] = []
-    for page in _pages(connection, runs.c.run_id, _RUN_FIELDS):
-        append(connection, [run_started_event(run) for run in page], key=key)
-        finished += [
-            run_finished_event(run)
-            for run in page
-            if content_sha256(RUN_FINISH_FIELDS, run)
-            != content_sha256(RUN_FINISH_FIELDS, initial_run_finish(run["run_id"]))
-        ]
-    for page in _pages(connection, files.c.id, FILE_FIELDS):
-        append(connection, [file_event(file) for file in page], key=key)
-    for start in range(0, len(finished), _PAGE_ROWS):
-        append(connection, finished[start : start + _PAGE_ROWS], key=key)
-    for page in _pages(connection, validations.c.validation_id, VALIDATION_FIELDS):
-        append(connection, [validation_event(validation) for validation in page], key=key)

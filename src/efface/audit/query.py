@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from efface.audit.chain import FieldType
-from efface.audit.tables import UTCDateTime, chain, files, runs, validations
+from efface.audit.tables import chain, field_type, files, runs, validations
 from efface.records import Outcome
 
 __all__ = [
@@ -180,19 +180,4 @@ def select_records(table: AuditTable, record_filter: RecordFilter, *, newest_fir
 
 def column_types(table: AuditTable) -> dict[str, FieldType]:
     """Each column of a table and the kind of value it holds, in table order."""
-    kinds: dict[str, FieldType] = {}
-    for column in _TABLES[table].columns:
-        column_type = column.type
-        if isinstance(column_type, UTCDateTime):
-            kinds[column.name] = FieldType.TIME
-        elif isinstance(column_type, sa.JSON):
-            kinds[column.name] = FieldType.JSON
-        elif isinstance(column_type, sa.Boolean):
-            kinds[column.name] = FieldType.BOOL
-        elif isinstance(column_type, sa.Integer):
-            kinds[column.name] = FieldType.INT
-        elif isinstance(column_type, sa.Float):
-            kinds[column.name] = FieldType.FLOAT
-        else:
-            kinds[column.name] = FieldType.STR
-    return kinds
+    return {column.name: field_type(column) for column in _TABLES[table].columns}

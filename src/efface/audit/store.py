@@ -3,8 +3,8 @@
 Every write inserts its record and appends its chain row (``chain.py``, ``ledger.py``) in one transaction that
 holds the chain's append lock, so concurrent writers, threads or processes, keep one valid chain.
 
-Every SQLAlchemy, driver, Alembic and file-system error is translated into ``AuditError`` here, in
-``_translate``: nothing foreign leaves this module.
+Every SQLAlchemy, driver, Alembic and file-system error is translated into ``AuditError`` by
+``_errors.translate_errors``: nothing foreign leaves this module.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import functools
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -26,16 +27,15 @@ from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from alembic.script.revision import RevisionError
-from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
 
 from efface.audit import ledger
-from efface.audit.chain import ChainReport, ChainVerifier
+from efface.audit._errors import translate_errors
+from efface.audit.chain import ChainReport, ChainVerifier, EventKind, Fields
 from efface.audit.ledger import PruneCounts
 from efface.audit.query import AuditTable, RecordFilter, matches_path, select_records
 from efface.audit.summary import ActivitySummary, ReportScope, summarize
-from efface.audit.tables import files, runs, validations
+from efface.audit.tables import CONTENT_SCHEMA, files, runs, validations
 from efface.errors import AuditError, ConfigurationError
 from efface.records import (
     AnonymizationResult,
@@ -59,7 +59,6 @@ _SQLITE_BUSY_TIMEOUT_MS = 30_000
 _PG_MIGRATION_LOCK_KEY = 0x0EFFACE
 # Audit details may hold paths or enums; they are stored as their string form rather than failing the file.
 _json_serializer = functools.partial(json.dumps, default=str)
-_FOREIGN_ERRORS = (sa.exc.SQLAlchemyError, CommandError, RevisionError, OSError)
 AUDIT_KEY_ENV = "EFFACE_AUDIT_KEY"
 # Rows fetched per round trip when streaming a table.
 _STREAM_ROWS = 10_000
@@ -108,13 +107,16 @@ class StoredFile:
     """One row of the ``files`` table. Datetimes are timezone-aware UTC.
 
     Attributes:
+        path: the file; None for a request to the HTTP service, which has ``request_id`` instead.
+        request_id: the HTTP request, or None for a file.
         faces: ``{"xyxy": [x1, y1, x2, y2], "score": s}`` per detected face, pixels rounded to 0.01
             and scores to 1e-4.
     """
 
     id: int
     run_id: str
-    path: Path
+    path: Path | None
+    request_id: str | None
     output_path: Path | None
     mode: WriteMode
     outcome: Outcome
@@ -130,21 +132,6 @@ class StoredFile:
     error_class: str | None
     error_message: str | None
     details: dict[str, Any]
-
-
-def _one_line(exc: BaseException) -> str:
-    # DBAPIError and StatementError wrap the driver's error, whose first line is the useful one.
-    cause = getattr(exc, "orig", None) or exc
-    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
-    return lines[0] if lines else type(cause).__name__
-
-
-@contextmanager
-def _translate(action: str) -> Iterator[None]:
-    try:
-        yield
-    except _FOREIGN_ERRORS as exc:
-        raise AuditError(f"cannot {action}: {_one_line(exc)}") from exc
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -177,24 +164,24 @@ def _lock_for_migration(connection: Connection) -> None:
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK_KEY})
 
 
-def _alembic_config() -> Config:
+def _alembic_config(migrations: Path) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(_MIGRATIONS_DIR))
+    config.set_main_option("script_location", str(migrations))
     config.set_main_option("path_separator", "os")
     return config
 
 
-def schema_head() -> str:
-    """The newest schema revision, the one every opened database is migrated to."""
-    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+def schema_head(migrations: Path = _MIGRATIONS_DIR) -> str:
+    """The newest revision of a migrations folder (efface's own by default): what an opened store migrates to."""
+    head = ScriptDirectory.from_config(_alembic_config(migrations)).get_current_head()
     if head is None:
-        raise AuditError("the audit migrations have no head revision")
+        raise AuditError(f"the audit migrations in {migrations} have no head revision")
     return head
 
 
-def _migrate(engine: Engine, *, key: bytes | None) -> None:
-    config = _alembic_config()
-    head = schema_head()
+def _migrate(engine: Engine, *, key: bytes | None, migrations: Path) -> None:
+    config = _alembic_config(migrations)
+    head = schema_head(migrations)
     with engine.begin() as connection:
         _lock_for_migration(connection)
         if MigrationContext.configure(connection).get_current_revision() == head:
@@ -216,39 +203,61 @@ def _details_json(result: AnonymizationResult) -> dict[str, Any]:
     return details
 
 
+# A row as read (SQLAlchemy's RowMapping) or as streamed by ``iter_records``.
+_Row = Mapping[str, Any] | sa.RowMapping
+
+
+def _resolution(index: int) -> Callable[[AnonymizationResult], int | None]:
+    return lambda result: None if result.resolution_wh is None else result.resolution_wh[index]
+
+
+# The files columns that are not the result's attribute of the same name.
+_FILE_COLUMN_VALUES: dict[str, Callable[[AnonymizationResult], Any]] = {
+    "faces": _faces_json,
+    "details": _details_json,
+    "width": _resolution(0),
+    "height": _resolution(1),
+}
+
+
+def _column_value(value: Any) -> Any:
+    """A record's attribute as its column holds it: enums by value, paths as text."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _current_fields(kind: EventKind) -> Fields:
+    return CONTENT_SCHEMA.fields(kind, CONTENT_SCHEMA.current_version)
+
+
 def _file_values(run_id: str, result: AnonymizationResult) -> dict[str, Any]:
-    width, height = result.resolution_wh or (None, None)
-    return {
-        "run_id": run_id,
-        "path": str(result.path),
-        "output_path": str(result.output_path) if result.output_path is not None else None,
-        "mode": WriteMode(result.mode).value,
-        "outcome": Outcome(result.outcome).value,
-        "started_at": result.started_at,
-        "duration_s": result.duration_s,
-        "faces_detected": result.faces_detected,
-        "faces_anonymized": result.faces_anonymized,
-        "faces": _faces_json(result),
-        "output_sha256": result.output_sha256,
-        "image_format": result.image_format,
-        "width": width,
-        "height": height,
-        "error_class": result.error_class,
-        "error_message": result.error_message,
-        "details": _details_json(result),
-    }
+    """The files row of a result: every column but the id (the database's), from the attribute of its name."""
+    values: dict[str, Any] = {"run_id": run_id}
+    for column in files.columns:
+        if column.primary_key or column.name in values:
+            continue
+        derive = _FILE_COLUMN_VALUES.get(column.name)
+        values[column.name] = derive(result) if derive is not None else _column_value(getattr(result, column.name))
+    return values
 
 
-def _stored_run(row: Mapping[str, Any]) -> StoredRun:
+def _stored_run(row: _Row) -> StoredRun:
     return StoredRun(**{**row, "mode": WriteMode(row["mode"]), "status": RunStatus(row["status"])})
 
 
-def _stored_file(row: Mapping[str, Any]) -> StoredFile:
+def _path(value: str | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
+def _stored_file(row: _Row) -> StoredFile:
     return StoredFile(
         **{
             **row,
-            "path": Path(row["path"]),
-            "output_path": Path(row["output_path"]) if row["output_path"] is not None else None,
+            "path": _path(row["path"]),
+            "output_path": _path(row["output_path"]),
             "mode": WriteMode(row["mode"]),
             "outcome": Outcome(row["outcome"]),
             "faces": tuple(row["faces"]),
@@ -256,7 +265,7 @@ def _stored_file(row: Mapping[str, Any]) -> StoredFile:
     )
 
 
-def _stored_validation(row: Mapping[str, Any]) -> ValidationRecord:
+def _stored_validation(row: _Row) -> ValidationRecord:
     return ValidationRecord(**{**row, "kind": ValidationKind(row["kind"])})
 
 
@@ -272,21 +281,23 @@ class AuditStore:
             ``postgresql+psycopg://user@host/db``.
         key: the HMAC key of the chain. None reads ``EFFACE_AUDIT_KEY`` (unset: rows are hashed with plain
             sha256, which anyone who can write the database can recompute).
+        migrations: the Alembic scripts folder to migrate with; efface's own by default (tests upgrade
+            through a copy holding a revision of their own).
 
     Raises:
         AuditError: the URL is invalid, or the database cannot be reached or migrated.
         ConfigurationError: ``EFFACE_AUDIT_KEY`` is too short.
     """
 
-    def __init__(self, url: str, *, key: bytes | None = None) -> None:
+    def __init__(self, url: str, *, key: bytes | None = None, migrations: Path = _MIGRATIONS_DIR) -> None:
         self._key = key if key is not None else audit_key_from_env()
-        with _translate("parse audit database URL"):
+        with translate_errors("parse audit database URL"):
             shown_url = sa.make_url(url).render_as_string(hide_password=True)
         self.shown_url = shown_url
-        with _translate(f"open audit database {shown_url}"):
+        with translate_errors(f"open audit database {shown_url}"):
             self._engine = _create_engine(url)
             try:
-                _migrate(self._engine, key=self._key)
+                _migrate(self._engine, key=self._key, migrations=migrations)
             except BaseException:
                 self._engine.dispose()
                 raise
@@ -300,7 +311,7 @@ class AuditStore:
     @contextmanager
     def _append(self, action: str) -> Iterator[Connection]:
         """A transaction holding the chain's append lock; it commits when the block ends."""
-        with _translate(action), self._engine.begin() as connection:
+        with translate_errors(action), self._engine.begin() as connection:
             ledger.lock_chain(connection)
             yield connection
 
@@ -310,22 +321,8 @@ class AuditStore:
         Raises:
             AuditError: the run id exists already, or the database cannot be written.
         """
-        values = {
-            "run_id": run.run_id,
-            "started_at": run.started_at,
-            "efface_version": run.efface_version,
-            "command": run.command,
-            "mode": WriteMode(run.mode).value,
-            "model_name": run.model_name,
-            "model_sha256": run.model_sha256,
-            "settings": run.settings,
-            "hostname": run.hostname,
-            "status": RunStatus.RUNNING.value,
-            "files_total": 0,
-            "files_failed": 0,
-            "faces_detected": 0,
-            "faces_anonymized": 0,
-        }
+        # The finish fields start at their column defaults (status running, zero totals).
+        values = {name: _column_value(getattr(run, name)) for name in _current_fields(EventKind.RUN_STARTED)}
         with self._append(f"start run {run.run_id}") as connection:
             connection.execute(runs.insert().values(**values))
             ledger.append(connection, [ledger.run_started_event(values)], key=self._key)
@@ -336,7 +333,8 @@ class AuditStore:
         Raises:
             AuditError: the run does not exist, or the database cannot be written.
         """
-        self._record_files(run_id, [result], action=f"record {result.path} in run {run_id}")
+        subject = result.path if result.path is not None else f"request {result.request_id}"
+        self._record_files(run_id, [result], action=f"record {subject} in run {run_id}")
 
     def record_files(self, run_id: str, results: Iterable[AnonymizationResult]) -> None:
         """Records the results of many files of a run in one transaction (all or none).
@@ -363,13 +361,9 @@ class AuditStore:
             AuditError: there is no such run, or the database cannot be written.
         """
         values = {
-            "status": RunStatus(summary.status).value,
-            "finished_at": summary.finished_at,
-            "files_total": summary.files_total,
-            "files_failed": summary.files_failed,
-            "faces_detected": summary.faces_detected,
-            "faces_anonymized": summary.faces_anonymized,
-            "duration_s": summary.duration_s,
+            name: _column_value(getattr(summary, name))
+            for name in _current_fields(EventKind.RUN_FINISHED)
+            if not runs.c[name].primary_key
         }
         with self._append(f"finish run {run_id}") as connection:
             updated = connection.execute(runs.update().where(runs.c.run_id == run_id).values(**values))
@@ -389,7 +383,7 @@ class AuditStore:
             ValueError: the filter has file-only conditions.
         """
         query = select_records(AuditTable.RUNS, record_filter or RecordFilter(), newest_first=True).limit(limit)
-        with _translate("list runs"), self._engine.connect() as connection:
+        with translate_errors("list runs"), self._engine.connect() as connection:
             return [_stored_run(row) for row in connection.execute(query).mappings()]
 
     def find_files(self, record_filter: RecordFilter, *, limit: int) -> list[StoredFile]:
@@ -418,11 +412,12 @@ class AuditStore:
         """
         query = select_records(table, record_filter, newest_first=newest_first)
         glob = record_filter.path_glob
-        with _translate(f"read {table.value}"), self._engine.connect() as connection:
+        with translate_errors(f"read {table.value}"), self._engine.connect() as connection:
             result = connection.execute(query, execution_options={"yield_per": _STREAM_ROWS})
             try:
                 for row in result.mappings():
-                    if glob is None or matches_path(row["path"], glob):
+                    # A request has no path: no pattern matches it.
+                    if glob is None or (row["path"] is not None and matches_path(row["path"], glob)):
                         yield dict(row)
             finally:
                 # A reader that stops early leaves PostgreSQL's server-side cursor open otherwise.
@@ -443,7 +438,7 @@ class AuditStore:
             AuditError: the database cannot be read.
         """
         query = files.select().where(files.c.run_id == run_id).order_by(files.c.id)
-        with _translate(f"list files of run {run_id}"), self._engine.connect() as connection:
+        with translate_errors(f"list files of run {run_id}"), self._engine.connect() as connection:
             return [_stored_file(row) for row in connection.execute(query).mappings()]
 
     def output_hashes(self, path: Path) -> frozenset[str]:
@@ -457,7 +452,7 @@ class AuditStore:
         query = sa.select(files.c.output_sha256).where(
             files.c.path == str(path), files.c.outcome.in_(done), files.c.output_sha256.is_not(None)
         )
-        with _translate(f"look up {path}"), self._engine.connect() as connection:
+        with translate_errors(f"look up {path}"), self._engine.connect() as connection:
             return frozenset(connection.execute(query).scalars())
 
     def record_validation(self, record: ValidationRecord) -> None:
@@ -466,19 +461,7 @@ class AuditStore:
         Raises:
             AuditError: the validation id exists already, or the database cannot be written.
         """
-        values = {
-            "validation_id": record.validation_id,
-            "kind": ValidationKind(record.kind).value,
-            "created_at": record.created_at,
-            "efface_version": record.efface_version,
-            "model_name": record.model_name,
-            "model_sha256": record.model_sha256,
-            "settings": record.settings,
-            "dataset": record.dataset,
-            "figures": record.figures,
-            "passed": record.passed,
-            "hostname": record.hostname,
-        }
+        values = {column.name: _column_value(getattr(record, column.name)) for column in validations.columns}
         with self._append(f"record validation {record.validation_id}") as connection:
             connection.execute(validations.insert().values(**values))
             ledger.append(connection, [ledger.validation_event(values)], key=self._key)
@@ -497,7 +480,7 @@ class AuditStore:
         if kind is not None:
             query = query.where(validations.c.kind == ValidationKind(kind).value)
         query = query.order_by(validations.c.created_at.desc(), validations.c.validation_id.desc()).limit(limit)
-        with _translate("list validations"), self._engine.connect() as connection:
+        with translate_errors("list validations"), self._engine.connect() as connection:
             return [_stored_validation(row) for row in connection.execute(query).mappings()]
 
     def get_validation(self, id_or_prefix: str) -> ValidationRecord:
@@ -508,11 +491,11 @@ class AuditStore:
         """
         return _stored_validation(self._get_by_prefix(validations.c.validation_id, id_or_prefix, noun="validation"))
 
-    def _get_by_prefix(self, id_column: sa.Column[str], id_or_prefix: str, *, noun: str) -> Mapping[str, Any]:
+    def _get_by_prefix(self, id_column: sa.Column[str], id_or_prefix: str, *, noun: str) -> sa.RowMapping:
         if not id_or_prefix:
             raise AuditError(f"no {noun} id given")
         query = id_column.table.select().where(id_column.startswith(id_or_prefix, autoescape=True)).limit(2)
-        with _translate(f"read {noun} {id_or_prefix}"), self._engine.connect() as connection:
+        with translate_errors(f"read {noun} {id_or_prefix}"), self._engine.connect() as connection:
             rows = connection.execute(query).mappings().all()
         if not rows:
             raise AuditError(f"no {noun} matches {id_or_prefix!r}")
@@ -525,7 +508,7 @@ class AuditStore:
         """A read-only transaction that sees one snapshot of the database throughout (the chain walk and the
         search for records outside the chain must agree, while other processes go on appending).
         """
-        with _translate(action), self._engine.connect() as connection:
+        with translate_errors(action), self._engine.connect() as connection:
             if connection.dialect.name == "postgresql":
                 connection.execution_options(isolation_level="REPEATABLE READ")
             else:
@@ -549,7 +532,7 @@ class AuditStore:
         Raises:
             AuditError: the database cannot be read.
         """
-        verifier = ChainVerifier(key=self._key, expected_hashes=frozenset(expected_hashes))
+        verifier = ChainVerifier(CONTENT_SCHEMA, key=self._key, expected_hashes=frozenset(expected_hashes))
         with self._snapshot("verify the audit chain") as connection:
             for row in ledger.walk(connection):
                 verifier.feed(row)

@@ -82,7 +82,8 @@ class ModelUse:
 
 @dataclass(frozen=True, slots=True)
 class ErrorCause:
-    """Files that failed with one error class: how many, and one example."""
+    """Files that failed with one error class: how many, and one example (its path, or ``request <id>`` for a
+    request to the HTTP service)."""
 
     error_class: str
     files: int
@@ -200,10 +201,12 @@ def summarize(connection: Connection, scope: ReportScope) -> ActivitySummary:
         sa.select(sa.func.min(files.c.started_at), sa.func.max(files.c.started_at)).where(scoped_files)
     ).one()
 
+    # A request to the HTTP service has no path: it is named by its request id.
+    example = sa.func.coalesce(files.c.path, sa.literal("request ") + files.c.request_id)
     errors = tuple(
-        ErrorCause(error_class or "unknown", n, message or "", path)
+        ErrorCause(error_class or "unknown", n, message or "", path or "")
         for error_class, n, message, path in connection.execute(
-            sa.select(files.c.error_class, count, sa.func.min(files.c.error_message), sa.func.min(files.c.path))
+            sa.select(files.c.error_class, count, sa.func.min(files.c.error_message), sa.func.min(example))
             .where(scoped_files, files.c.outcome == Outcome.ERROR.value)
             .group_by(files.c.error_class)
             .order_by(count.desc(), files.c.error_class)
