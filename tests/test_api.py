@@ -60,6 +60,8 @@ def test_paths_and_bytes_are_anonymized_and_audited_with_shared_models(tmp_path:
         memory = store.list_files(runs[WriteMode.RESPONSE].run_id)
         assert [row.outcome for row in memory] == [Outcome.ANONYMIZED, Outcome.ERROR]
         assert [row.details["name"] for row in memory] == ["upload.png", "bad.png"]
+        assert all(row.path is None and row.request_id for row in memory)
+        assert memory[0].request_id == content.result.request_id
         assert runs[WriteMode.RESPONSE].files_total == 2 and runs[WriteMode.RESPONSE].status is RunStatus.FAILED
         assert store.verify().is_intact
 

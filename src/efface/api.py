@@ -155,21 +155,26 @@ class Session:
         run = self._run_for_content()
         started_at, t0 = datetime.now(UTC), time.perf_counter()
         request_id = uuid.uuid4().hex
-        details: dict[str, object] = {"request_id": request_id, "name": name, "input_bytes": len(content)}
-        path = Path(f"request:{request_id}")
+        details: dict[str, object] = {"name": name, "input_bytes": len(content)}
         try:
             processed = anonymize_bytes(content, name=Path(name), models=self.models, policy=self.policy)
         except EffaceError as exc:
             duration_s = time.perf_counter() - t0
-            run.record(
-                results.failed(
-                    path, exc, mode=WriteMode.RESPONSE, started_at=started_at, duration_s=duration_s, details=details
-                )
+            failure = results.failed(
+                None,
+                exc,
+                mode=WriteMode.RESPONSE,
+                started_at=started_at,
+                duration_s=duration_s,
+                details=details,
+                request_id=request_id,
             )
+            run.record(failure)
             raise
         data = processed.data if processed.data is not None else content
         result = AnonymizationResult(
-            path=path,
+            path=None,
+            request_id=request_id,
             outcome=Outcome.of_processing(WriteMode.RESPONSE, faces_anonymized=processed.faces_anonymized),
             mode=WriteMode.RESPONSE,
             started_at=started_at,

@@ -265,13 +265,13 @@ def test_every_request_is_one_audit_row_without_the_image_or_the_key(
     assert run.command == "serve" and run.status is RunStatus.FAILED
     assert (run.files_total, run.files_failed, run.faces_detected, run.faces_anonymized) == (4, 2, 2, 1)
     assert run.settings["service"]["workers"] == 2
-    by_request = {row.details["request_id"]: row for row in rows}
+    by_request = {row.request_id: row for row in rows}
     assert list(by_request) == [
         r.json().get("request_id") or r.headers["x-request-id"] for r in (ok, detected, bad, anonymous)
     ]
 
     row = by_request[ok.json()["request_id"]]
-    assert str(row.path) == f"request:{row.details['request_id']}"
+    assert row.path is None and "request_id" not in row.details
     assert row.outcome is Outcome.ANONYMIZED and row.mode is WriteMode.RESPONSE
     assert row.faces_detected == row.faces_anonymized == 1 and (row.width, row.height) == (512, 512)
     image = base64.b64decode(ok.json()["image"]["data_base64"])

@@ -35,11 +35,12 @@ def failed(
     image_format: str | None = None,
     resolution_wh: tuple[int, int] | None = None,
     details: dict[str, object] | None = None,
+    request_id: str | None = None,
 ) -> AnonymizationResult:
     """A file (or request) that failed; nothing was written for it.
 
     Args:
-        path: the file, as given or planned.
+        path: the file, as given or planned; None for a request.
         error: what went wrong; its class name and one-line message are recorded.
         mode: the run's write mode.
         started_at: when work on it began (default: now).
@@ -48,6 +49,7 @@ def failed(
         image_format: the format, when the file was decoded before failing.
         resolution_wh: its size, likewise.
         details: further audited facts.
+        request_id: the request, for content that is not a file (the HTTP service, ``Session.anonymize_bytes``).
     """
     return AnonymizationResult(
         path=path,
@@ -61,6 +63,7 @@ def failed(
         error_class=type(error).__name__,
         error_message=error_message(error),
         details=details or {},
+        request_id=request_id,
     )
 
 

@@ -371,7 +371,6 @@ class Service:
         """The request as one audit row: everything about it but the image."""
         processed = call.result
         details: dict[str, object] = {
-            "request_id": call.request_id,
             "endpoint": call.endpoint.value,
             "key_id": call.key.key_id if call.key else None,
             "client": call.client,
@@ -384,14 +383,20 @@ class Service:
         if processed is not None:
             details |= {"queue_s": round(processed.queue_s, 6), "processing_s": round(processed.processing_s, 6)}
         mode = WriteMode.RESPONSE if call.endpoint is Endpoint.ANONYMIZE else WriteMode.DRY_RUN
-        path = Path(f"request:{call.request_id}")
         if call.error is not None or processed is None:
             error = call.error or RuntimeError("the request ended without a result")
             return results.failed(
-                path, error, mode=mode, started_at=call.started_at, duration_s=latency_s, details=details
+                None,
+                error,
+                mode=mode,
+                started_at=call.started_at,
+                duration_s=latency_s,
+                details=details,
+                request_id=call.request_id,
             )
         return AnonymizationResult(
-            path=path,
+            path=None,
+            request_id=call.request_id,
             outcome=Outcome.of_processing(mode, faces_anonymized=processed.faces_anonymized),
             mode=mode,
             started_at=call.started_at,
