@@ -169,6 +169,11 @@ class BBox:
         return inter / union if union > 0 else 0.0
 
 
+# Shown and stored boxes are rounded to 0.01 px and scores to 1e-4: finer than any detector is accurate.
+BOX_DECIMALS = 2
+SCORE_DECIMALS = 4
+
+
 @dataclass(frozen=True, slots=True)
 class Face:
     """One detected face.
@@ -189,6 +194,14 @@ class Face:
             raise ValueError(f"Face score must be in [0, 1], got {self.score}")
         if len(self.landmarks_xy) not in (0, 5):
             raise ValueError(f"Face needs 0 or 5 landmarks, got {len(self.landmarks_xy)}")
+
+    def as_dict(self) -> dict[str, object]:
+        """The face as the audit log, the CLI's JSON and the HTTP API show it: the box in pixels rounded to
+        ``BOX_DECIMALS`` places and the score to ``SCORE_DECIMALS`` (one rule everywhere)."""
+        return {
+            "xyxy": [round(value, BOX_DECIMALS) for value in self.box.xyxy],
+            "score": round(self.score, SCORE_DECIMALS),
+        }
 
 
 # The legal floor (the brief): never weaker than a Gaussian kernel 1/10 of the face box width.

@@ -193,7 +193,7 @@ def _migrate(engine: Engine, *, key: bytes | None, migrations: Path) -> None:
 
 
 def _faces_json(result: AnonymizationResult) -> list[dict[str, Any]]:
-    return [{"xyxy": [round(v, 2) for v in face.box.xyxy], "score": round(face.score, 4)} for face in result.faces]
+    return [face.as_dict() for face in result.faces]
 
 
 def _details_json(result: AnonymizationResult) -> dict[str, Any]:

@@ -83,7 +83,7 @@ class FaceBox(BaseModel):
 
     @classmethod
     def of(cls, face: Face) -> FaceBox:
-        return cls(xyxy=[round(v, 2) for v in face.box.xyxy], score=round(face.score, 4))
+        return cls.model_validate(face.as_dict())
 
 
 class EncodedImage(BaseModel):
