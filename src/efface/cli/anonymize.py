@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -31,6 +29,7 @@ from efface.cli._options import (
     fail_setup,
     load,
     open_store,
+    or_exit,
 )
 from efface.cli._render import (
     configure_logging,
@@ -41,14 +40,11 @@ from efface.cli._render import (
     result_json,
     stderr,
 )
-from efface.config import Settings
 from efface.errors import EffaceError
 from efface.pipeline.build import audited_settings, build_worker
-from efface.pipeline.core import Worker
-from efface.pipeline.jobs import PlanItem, count_jobs_ahead, plan_jobs
+from efface.pipeline.executors import fit_workers, open_executor
+from efface.pipeline.jobs import PlanItem, plan_jobs
 from efface.pipeline.local import new_run_info, run_plan
-from efface.pipeline.pool import Executor, FrameProgress, InProcess, ProcessPool
-from efface.pipeline.ray import RayPool
 from efface.records import AnonymizationResult, Device, Outcome
 
 __all__ = ["anonymize"]
@@ -137,10 +133,7 @@ def anonymize(
     )
     try:
         plan = plan_jobs(paths, output_dir=output, dry_run=dry_run)
-        # No more processes than files: a single file runs here, with every core for its inference. The walk
-        # goes only as far as it takes to find that many files.
-        files_ahead, items = count_jobs_ahead(plan.items(), limit=settings.workers)
-        settings = settings.model_copy(update={"workers": max(1, files_ahead)})
+        settings, items = fit_workers(settings, plan.items())
         worker = build_worker(settings)
     except EffaceError as exc:
         raise fail_setup(exc) from exc
@@ -183,7 +176,10 @@ def anonymize(
     try:
         with store, progress:
             task = progress.add_task("anonymizing", total=None)
-            with _executor(settings, worker, on_frame=on_frame, ray_address=ray_address) as executor:
+            started = or_exit(
+                lambda: open_executor(settings, worker=worker, on_frame=on_frame, ray_address=ray_address)
+            )
+            with started as executor:
                 summary = run_plan(
                     walked(items), executor=executor, store=store, run=run, on_result=on_result, is_forced=force
                 )
@@ -202,25 +198,3 @@ def anonymize(
     if not json_output:
         print_summary(run.run_id, summary, outcomes)
     raise typer.Exit(EXIT_FILES_FAILED if summary.files_failed else EXIT_OK)
-
-
-@contextlib.contextmanager
-def _executor(
-    settings: Settings, worker: Worker, *, on_frame: FrameProgress, ray_address: str | None
-) -> Iterator[Executor]:
-    """A Ray cluster when asked; this process for one job; otherwise a process pool with a Worker of its own
-    in each process."""
-    executor: Executor
-    if ray_address is not None:
-        try:
-            executor = RayPool(settings, address=ray_address)
-        except EffaceError as exc:
-            raise fail_setup(exc) from exc
-    elif settings.workers == 1:
-        executor = InProcess(worker, on_frame=on_frame)
-    else:
-        executor = ProcessPool(functools.partial(build_worker, settings), processes=settings.workers, on_frame=on_frame)
-    try:
-        yield executor
-    finally:
-        executor.close()
