@@ -365,3 +365,13 @@ def test_anonymize_writes_nothing_but_the_output_and_the_audit_log(tmp_path: Pat
     )
     assert [p.relative_to(home).as_posix() for p in home.rglob("*")] == []
     assert [p.name for p in photos.iterdir()] == ["a.jpg"]
+
+
+def test_a_device_beside_configured_providers_is_a_usage_error(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EFFACE_PROVIDERS", '["CPUExecutionProvider"]')
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
+    result = runner.invoke(app, ["anonymize", str(tmp_path), "--device", "cuda", "--db", sqlite_url])
+    assert result.exit_code == 2
+    assert "device or providers, not both" in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,7 +22,7 @@ from pydantic_settings import (
 )
 
 from efface.errors import ConfigurationError
-from efface.records import MaskShape, Method, Preset, TransformSpec
+from efface.records import Device, MaskShape, Method, Preset, TransformSpec
 
 __all__ = [
     "DEFAULT_BOX_SCALE",
@@ -75,7 +75,10 @@ class Settings(BaseSettings):
     score_threshold: float | None = Field(None, gt=0.0, lt=1.0)
     # Further user-supplied detectors fused with CenterFace, as "yunet:PATH".
     extra_detectors: tuple[str, ...] = ()
-    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    # Where the detector runs. ``providers`` instead names onnxruntime execution providers of one's own, in order
+    # of preference (e.g. OpenVINO, which no ``Device`` stands for); None: the device's.
+    device: Device = Device.CPU
+    providers: tuple[str, ...] | None = None
     # Files processed at once on this machine; each inference then gets cores // workers threads.
     workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1, le=256)
     jpeg_quality: int = Field(DEFAULT_JPEG_QUALITY, ge=1, le=100)
@@ -108,6 +111,14 @@ class Settings(BaseSettings):
             if kind != "yunet" or not path:
                 raise ValueError(f"expected 'yunet:PATH', got {item!r}")
         return value
+
+    @model_validator(mode="after")
+    def _device_or_providers(self) -> Settings:
+        if self.providers is not None and "device" in self.model_fields_set:
+            raise ValueError(
+                f"set device or providers, not both (device {self.device.value!r}, providers {self.providers})"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -150,6 +161,8 @@ def load_settings(*, config_path: Path | None = None, **overrides: Any) -> Setti
         return Settings(**{key: value for key, value in overrides.items() if value is not None})
     except ValidationError as exc:
         first = exc.errors()[0]
+        if not first["loc"]:  # a check across fields: its message names them, the input is every setting
+            raise ConfigurationError(f"invalid settings: {first['msg']}") from exc
         where = ".".join(str(part) for part in first["loc"]) or "settings"
         raise ConfigurationError(f"invalid setting {where}: {first['msg']} (got {first.get('input')!r})") from exc
     except (OSError, ValueError) as exc:  # a malformed TOML file surfaces as a ValueError subclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from efface.audit import AuditStore
@@ -55,3 +56,13 @@ def test_serve_refuses_a_weak_default_transform_before_listening(db_url: str) ->
 def test_serve_refuses_an_unreachable_database() -> None:
     result = runner.invoke(app, ["serve", "--db", "postgresql+psycopg://nobody@127.0.0.1:1/none", "--port", "0"])
     assert result.exit_code == 2 and "audit database" in result.stderr
+
+
+def test_serve_on_cuda_without_a_gpu_is_refused_before_listening(db_url: str) -> None:
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine has CUDA")
+    result = runner.invoke(app, ["serve", "--device", "cuda", "--db", db_url, "--port", "0"])
+    assert result.exit_code == 2
+    assert "CUDAExecutionProvider" in result.stderr and "onnxruntime-gpu" in result.stderr

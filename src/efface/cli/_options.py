@@ -14,7 +14,7 @@ from efface.audit import AuditStore
 from efface.cli._render import stderr
 from efface.config import Settings, load_settings
 from efface.errors import EffaceError
-from efface.records import MaskShape, Method, Preset
+from efface.records import Device, MaskShape, Method, Preset
 
 __all__ = [
     "EXIT_FILES_FAILED",
@@ -26,6 +26,7 @@ __all__ = [
     "ConfigOption",
     "DbOption",
     "DetectorOption",
+    "DeviceOption",
     "MaskOption",
     "MethodOption",
     "PixelateBlocksOption",
@@ -63,6 +64,10 @@ BlurKernelOption = Annotated[
 ]
 PixelateBlocksOption = Annotated[
     int | None, typer.Option(help="Pixel cells across the face width (at most 10). [default: 6]")
+]
+DeviceOption = Annotated[
+    Device | None,
+    typer.Option(help="Where the detector runs: cpu, or cuda (an NVIDIA GPU, with onnxruntime-gpu). [default: cpu]"),
 ]
 DbOption = Annotated[
     str | None,

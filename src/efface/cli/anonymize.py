@@ -21,6 +21,7 @@ from efface.cli._options import (
     ConfigOption,
     DbOption,
     DetectorOption,
+    DeviceOption,
     MaskOption,
     MethodOption,
     PixelateBlocksOption,
@@ -45,15 +46,9 @@ from efface.pipeline.build import audited_settings, build_worker
 from efface.pipeline.executors import fit_workers, open_executor
 from efface.pipeline.jobs import PlanItem, plan_jobs
 from efface.pipeline.local import new_run_info, run_plan
-from efface.records import AnonymizationResult, Device, Outcome
+from efface.records import AnonymizationResult, Outcome
 
 __all__ = ["anonymize"]
-
-# onnxruntime execution providers per device, in order of preference.
-_PROVIDERS = {
-    Device.CPU: ("CPUExecutionProvider",),
-    Device.CUDA: ("CUDAExecutionProvider", "CPUExecutionProvider"),
-}
 
 
 def anonymize(
@@ -91,12 +86,7 @@ def anonymize(
         bool,
         typer.Option("--force", help="Re-anonymize files an earlier run already did (default: skip them)."),
     ] = False,
-    device: Annotated[
-        Device | None,
-        typer.Option(
-            help="Where the detector runs: cpu, or cuda (an NVIDIA GPU, with onnxruntime-gpu). [default: cpu]"
-        ),
-    ] = None,
+    device: DeviceOption = None,
     ray_address: Annotated[
         str | None,
         typer.Option(
@@ -129,7 +119,7 @@ def anonymize(
         video_crf=video_crf,
         detect_every=detect_every,
         workers=jobs,
-        providers=_PROVIDERS[device] if device is not None else None,
+        device=device,
     )
     try:
         plan = plan_jobs(paths, output_dir=output, dry_run=dry_run)

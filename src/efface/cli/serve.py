@@ -11,6 +11,7 @@ from efface.cli._options import (
     EXIT_USAGE,
     ConfigOption,
     DbOption,
+    DeviceOption,
     MethodOption,
     PresetOption,
     ThresholdOption,
@@ -47,6 +48,7 @@ def serve(
     method: MethodOption = None,
     preset: PresetOption = None,
     threshold: ThresholdOption = None,
+    device: DeviceOption = None,
     db: DbOption = None,
     config: ConfigOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what is done.")] = False,
@@ -58,7 +60,9 @@ def serve(
     from efface.service.server import serve as run_server
 
     configure_logging(verbose)
-    settings = load(config, method=method, preset=preset, score_threshold=threshold, db_url=db, workers=workers)
+    settings = load(
+        config, method=method, preset=preset, score_threshold=threshold, device=device, db_url=db, workers=workers
+    )
     try:
         limits = ServiceLimits(
             max_upload_bytes=round(max_upload_mb * 1024 * 1024),

@@ -11,6 +11,7 @@ from efface.config import Settings
 from efface.detection.centerface import CenterFaceDetector
 from efface.detection.multiscale import MultiScaleDetector
 from efface.detection.presets import CANDIDATE_SCORE, preset_spec
+from efface.detection.providers import providers_for
 from efface.detection.tracking import TrackingSpec
 from efface.detection.yunet import YuNetDetector
 from efface.errors import ConfigurationError
@@ -59,12 +60,13 @@ def build_detector(settings: Settings) -> MultiScaleDetector:
         ModelError: a model file is missing or unreadable.
     """
     threads = max(1, (os.cpu_count() or 1) // settings.workers)
-    base = CenterFaceDetector(score_threshold=CANDIDATE_SCORE, providers=settings.providers, threads=threads)
+    providers = _providers(settings)
+    base = CenterFaceDetector(score_threshold=CANDIDATE_SCORE, providers=providers, threads=threads)
     extra = [
         YuNetDetector(
             Path(item.partition(":")[2]),
             score_threshold=CANDIDATE_SCORE,
-            providers=settings.providers,
+            providers=providers,
             threads=threads,
         )
         for item in settings.extra_detectors
@@ -75,11 +77,17 @@ def build_detector(settings: Settings) -> MultiScaleDetector:
 
 def audited_settings(settings: Settings) -> dict[str, object]:
     """Every setting that affects the output, for the audit log (the database URL is left out), with the
-    detection passes the preset stands for."""
+    execution providers the detector runs on and the detection passes the preset stands for."""
     audited = settings.model_dump(mode="json", exclude={"db_url", "workers"})
+    audited["providers"] = list(_providers(settings))
     audited["detection"] = preset_spec(settings.preset, score_threshold=settings.score_threshold).as_dict()
     audited["tracking"] = _tracking_spec(settings).as_dict()
     return audited
+
+
+def _providers(settings: Settings) -> tuple[str, ...]:
+    """The execution providers the settings name, else those of their device."""
+    return settings.providers if settings.providers is not None else providers_for(settings.device)
 
 
 def _tracking_spec(settings: Settings) -> TrackingSpec:
