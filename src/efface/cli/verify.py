@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import socket
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from efface import __version__
 from efface.cli._options import (
     EXIT_FILES_FAILED,
     BlurKernelOption,
@@ -30,12 +26,13 @@ from efface.cli._options import (
 )
 from efface.cli._render import configure_logging, print_coverage, print_error, print_strength, progress_bar, stderr
 from efface.errors import EffaceError
-from efface.pipeline.build import audited_settings, build_worker
-from efface.records import ValidationKind, ValidationRecord
+from efface.pipeline.build import build_worker
+from efface.records import ValidationKind
 from efface.verify.annotations import AnnotationFormat, WiderSubset, read_annotations
 from efface.verify.coverage import measure_coverage
 from efface.verify.recognizers import load_recognizers
 from efface.verify.strength import measure_strength, standard_treatments, verdict
+from efface.verify.validation import new_validation_record
 
 __all__ = ["verify_app"]
 
@@ -104,14 +101,10 @@ def verify_coverage(
             )
             recall = run.report.recall
             passed = None if fail_under is None else (recall is not None and recall >= fail_under)
-            record = ValidationRecord(
-                validation_id=uuid.uuid4().hex,
-                kind=ValidationKind.COVERAGE,
-                created_at=datetime.now(UTC),
-                efface_version=__version__,
-                model_name=worker.detector.name,
-                model_sha256=worker.detector.weights_sha256,
-                settings=audited_settings(settings),
+            record = new_validation_record(
+                ValidationKind.COVERAGE,
+                detector=worker.detector,
+                settings=settings,
                 dataset={
                     "images_root": str(images.resolve()),
                     "annotations": str(annotations.resolve()),
@@ -122,7 +115,6 @@ def verify_coverage(
                 },
                 figures=run.as_dict(),
                 passed=passed,
-                hostname=socket.gethostname(),
             )
             store.record_validation(record)
     except EffaceError as exc:
@@ -133,7 +125,10 @@ def verify_coverage(
     else:
         print_coverage(record.validation_id, run, settings)
     if passed is False:
-        stderr.print(f"recall {recall:.3f} is below --fail-under {fail_under}", highlight=False)
+        if recall is None:  # nothing annotated was counted: no recall to pass on
+            stderr.print(f"no annotated face to measure recall on: --fail-under {fail_under} fails", highlight=False)
+        else:
+            stderr.print(f"recall {recall:.3f} is below --fail-under {fail_under}", highlight=False)
         raise typer.Exit(EXIT_FILES_FAILED)
 
 
@@ -189,14 +184,11 @@ def verify_strength(
                 on_step=lambda text: status.update(f"measuring re-identification: {text}"),
             )
             passed, reasons = verdict(report)
-            record = ValidationRecord(
-                validation_id=uuid.uuid4().hex,
-                kind=ValidationKind.STRENGTH,
-                created_at=datetime.now(UTC),
-                efface_version=__version__,
-                model_name=worker.detector.name,
-                model_sha256=worker.detector.weights_sha256,
-                settings={**audited_settings(settings), "recognizers": [r.name for r in recognizers]},
+            record = new_validation_record(
+                ValidationKind.STRENGTH,
+                detector=worker.detector,
+                settings=settings,
+                extra_settings={"recognizers": [r.name for r in recognizers]},
                 dataset={
                     "people": str(people.resolve()),
                     "distractors": str(distractors.resolve()) if distractors else None,
@@ -206,7 +198,6 @@ def verify_strength(
                 },
                 figures={**report.as_dict(), "reasons": reasons},
                 passed=passed,
-                hostname=socket.gethostname(),
             )
             store.record_validation(record)
     except EffaceError as exc:
