@@ -91,14 +91,11 @@ def verify_coverage(
     except EffaceError as exc:
         raise fail_setup(exc) from exc
     store = open_store(settings)
-    score_threshold = worker.detector.spec.score_threshold  # type: ignore[attr-defined]
     progress = progress_bar(is_quiet=json_output)
     try:
         with store, progress:
             task = progress.add_task("measuring coverage", total=len(sample))
-            run = measure_coverage(
-                sample, worker=worker, score_threshold=score_threshold, on_image=lambda _: progress.advance(task)
-            )
+            run = measure_coverage(sample, worker=worker, on_image=lambda _: progress.advance(task))
             recall = run.report.recall
             passed = None if fail_under is None else (recall is not None and recall >= fail_under)
             record = new_validation_record(

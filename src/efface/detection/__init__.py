@@ -1,6 +1,6 @@
 """Face detectors: the protocol, CenterFace, and a static fake."""
 
-from efface.detection.base import FaceDetector
+from efface.detection.base import CandidateDetector, FaceDetector
 from efface.detection.static import StaticDetector
 
-__all__ = ["FaceDetector", "StaticDetector"]
+__all__ = ["CandidateDetector", "FaceDetector", "StaticDetector"]

@@ -8,11 +8,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from efface.detection.base import CandidateDetector
 from efface.detection.postprocess import check_image
 from efface.errors import UnreadableFileError
 from efface.media.images import decode_image
 from efface.pipeline.core import Worker
-from efface.records import Face
 from efface.verify.annotations import AnnotatedImage
 from efface.verify.metrics import CoverageAccumulator, CoverageReport
 
@@ -45,29 +45,30 @@ class CoverageRun:
         }
 
 
-def _detect_all(worker: Worker, pixels) -> tuple[Face, ...]:
-    detect_all: Callable | None = getattr(worker.detector, "detect_all", None)
-    return detect_all(pixels) if detect_all is not None else worker.detector.detect(pixels)
-
-
 def measure_coverage(
     images: Sequence[AnnotatedImage],
     *,
     worker: Worker,
-    score_threshold: float,
     on_image: Callable[[AnnotatedImage], None] | None = None,
 ) -> CoverageRun:
-    """Runs the detector on every annotated image and scores it.
+    """Runs the detector on every annotated image and scores it at the detector's operating threshold.
 
     Args:
         images: the annotated sample.
-        worker: the detector and anonymizer ``anonymize`` would use.
-        score_threshold: the operating threshold (the detector's own).
+        worker: the detector and anonymizer ``anonymize`` would use; the detector must also report what scores
+            below its threshold (a ``CandidateDetector``, as ``build_worker`` builds).
         on_image: called after each image (progress).
 
     Raises:
         InputError: an image cannot be read or decoded.
+        TypeError: the worker's detector is no ``CandidateDetector``.
     """
+    detector = worker.detector
+    if not isinstance(detector, CandidateDetector):
+        raise TypeError(
+            f"coverage needs a detector that reports candidates below its threshold, got {type(detector).__name__}"
+        )
+    score_threshold = detector.score_threshold
     accumulator = CoverageAccumulator(score_threshold)
     detection_s = 0.0
     t0 = time.perf_counter()
@@ -80,7 +81,7 @@ def measure_coverage(
         pixels = decoded.pixels
         check_image(pixels)
         t_detect = time.perf_counter()
-        every = _detect_all(worker, pixels)
+        every = detector.detect_all(pixels)
         detection_s += time.perf_counter() - t_detect
         operating = tuple(face for face in every if face.score >= score_threshold)
         mask = worker.anonymizer.region_mask(pixels.shape[0], pixels.shape[1], operating)
