@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -20,7 +21,9 @@ from typer.testing import CliRunner
 
 from efface.audit import AuditStore
 from efface.cli import app
-from efface.records import Outcome
+from efface.config import Settings
+from efface.detection.presets import preset_spec
+from efface.records import Outcome, Preset
 
 runner = CliRunner()
 
@@ -375,3 +378,56 @@ def test_a_device_beside_configured_providers_is_a_usage_error(
     result = runner.invoke(app, ["anonymize", str(tmp_path), "--device", "cuda", "--db", sqlite_url])
     assert result.exit_code == 2
     assert "device or providers, not both" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+# anonymize's options and the settings whose defaults their help shows.
+_DEFAULT_OF = {
+    "--method": "method",
+    "--preset": "preset",
+    "--mask": "mask_shape",
+    "--box-scale": "box_scale",
+    "--blur-kernel": "blur_kernel_fraction",
+    "--pixelate-blocks": "pixelate_blocks",
+    "--jpeg-quality": "jpeg_quality",
+    "--video-crf": "video_crf",
+    "--detect-every": "detect_every",
+    "--device": "device",
+}
+
+
+def _help_rows(*command: str) -> dict[str, str]:
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    return {m[1]: line for line in result.stdout.splitlines() if (m := re.match(r"│[ *]+(--[a-z-]+)", line))}
+
+
+def test_anonymize_help_shows_every_default_as_settings_declares_it() -> None:
+    rows = _help_rows("anonymize")
+    for option, name in _DEFAULT_OF.items():
+        default = Settings.model_fields[name].default
+        assert f"[default: {getattr(default, 'value', default)}]" in rows[option], rows[option]
+    for preset in Preset:
+        assert f"{preset.value} {preset_spec(preset).score_threshold:g}" in rows["--threshold"], rows["--threshold"]
+    # Defaults the help words rather than prints: the settings hold no value for them.
+    assert "[default: cores]" in rows["--jobs"] and Settings.model_fields["workers"].default_factory is not None
+    assert "[default: H.264 where it fits]" in rows["--video-codec"]
+    assert Settings.model_fields["video_codec"].default is None
+    assert "[env: EFFACE_DB_URL] [default: sqlite:///" in rows["--db"]
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "shown"),
+    [
+        (("serve",), "--workers", "cores"),
+        (("serve",), "--max-pixels", "50 million"),
+        (("serve",), "--device", "cpu"),
+        (("verify", "coverage"), "--format", "from the file"),
+        (("verify", "coverage"), "--box-scale", "1.6"),
+        (("verify", "strength"), "--recognizer", "dlib, facenet"),
+        (("audit", "export"), "--out", "standard output"),
+        (("keys", "create"), "--rate-limit", "the server's --rate-limit"),
+    ],
+)
+def test_every_command_shows_the_defaults_its_help_words(command: tuple[str, ...], option: str, shown: str) -> None:
+    """Rich renders the help as markup: an unescaped ``[default: x]`` would vanish from it."""
+    assert f"[default: {shown}]" in _help_rows(*command)[option]

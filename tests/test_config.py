@@ -1,13 +1,16 @@
-"""``Settings``: where the detector runs."""
+"""``Settings``: where the detector runs, and the defaults it shares with the core's records."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+
 import pytest
 
-from efface.config import load_settings
+from efface.config import Settings, load_settings
 from efface.errors import ConfigurationError
 from efface.pipeline.build import audited_settings
-from efface.records import Device
+from efface.records import Device, TransformSpec
 
 
 def test_the_detector_runs_on_the_cpu_unless_told_otherwise() -> None:
@@ -32,3 +35,14 @@ def test_a_device_and_providers_together_are_refused(monkeypatch: pytest.MonkeyP
     with pytest.raises(ConfigurationError, match="device or providers, not both") as caught:
         load_settings(device="cuda")
     assert "db_url" not in str(caught.value)  # the message names the conflict, not every setting
+
+
+@pytest.mark.parametrize("field", [field.name for field in dataclasses.fields(TransformSpec)])
+def test_the_transform_defaults_are_the_records(field: str) -> None:
+    assert Settings.model_fields[field].default == getattr(TransformSpec(), field)
+
+
+def test_default_settings_give_the_default_transform_and_a_process_per_core() -> None:
+    settings = load_settings()
+    assert settings.transform_spec() == TransformSpec()
+    assert settings.workers == (os.cpu_count() or 1)

@@ -2,7 +2,8 @@
 
 Precedence, highest first: values given in code (the CLI's options), environment variables
 (``EFFACE_METHOD=pixelate``), the config file (``$EFFACE_CONFIG`` or ``<user config dir>/efface/config.toml``),
-the defaults below. Only the edges (CLI, service) build a ``Settings``; the core takes plain records.
+the defaults below (those of the transform are ``TransformSpec``'s). Only the edges (CLI, service) build a
+``Settings``; the core takes plain records.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from efface.errors import ConfigurationError
 from efface.records import Device, MaskShape, Method, Preset, TransformSpec
 
 __all__ = [
-    "DEFAULT_BOX_SCALE",
     "DEFAULT_JPEG_QUALITY",
     "DEFAULT_MAX_IMAGE_PIXELS",
     "Settings",
@@ -35,9 +35,8 @@ __all__ = [
 ]
 
 APP_NAME = "efface"
-DEFAULT_BOX_SCALE = 1.6
-DEFAULT_BLUR_KERNEL_FRACTION = 1.5
-DEFAULT_PIXELATE_BLOCKS = 6
+# How faces are anonymized by default is the core record's to say (with the measurements behind it).
+_TRANSFORM = TransformSpec()
 DEFAULT_JPEG_QUALITY = 92
 # A 30000x30000 header is a decompression bomb; 200 MP still admits the largest phone sensors.
 DEFAULT_MAX_IMAGE_PIXELS = 200_000_000
@@ -64,12 +63,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EFFACE_", extra="forbid", frozen=True)
 
     db_url: str = Field(default_factory=default_database_url, description="SQLAlchemy URL of the audit database")
-    method: Method = Method.FILL
-    mask_shape: MaskShape = MaskShape.ELLIPSE
-    box_scale: float = DEFAULT_BOX_SCALE
-    blur_kernel_fraction: float = DEFAULT_BLUR_KERNEL_FRACTION
-    pixelate_blocks: int = DEFAULT_PIXELATE_BLOCKS
-    fill_rgb: tuple[int, int, int] = (0, 0, 0)
+    method: Method = _TRANSFORM.method
+    mask_shape: MaskShape = _TRANSFORM.mask_shape
+    box_scale: float = _TRANSFORM.box_scale
+    blur_kernel_fraction: float = _TRANSFORM.blur_kernel_fraction
+    pixelate_blocks: int = _TRANSFORM.pixelate_blocks
+    fill_rgb: tuple[int, int, int] = _TRANSFORM.fill_rgb
     preset: Preset = Preset.BALANCED
     # None: the preset's own threshold, chosen on data.
     score_threshold: float | None = Field(None, gt=0.0, lt=1.0)

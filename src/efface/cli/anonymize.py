@@ -31,6 +31,8 @@ from efface.cli._options import (
     load,
     open_store,
     or_exit,
+    setting_default,
+    with_default,
 )
 from efface.cli._render import (
     configure_logging,
@@ -67,20 +69,37 @@ def anonymize(
     box_scale: BoxScaleOption = None,
     blur_kernel: BlurKernelOption = None,
     pixelate_blocks: PixelateBlocksOption = None,
-    jpeg_quality: Annotated[int | None, typer.Option(min=1, max=100, help="JPEG/WebP quality. [default: 92]")] = None,
+    jpeg_quality: Annotated[
+        int | None,
+        typer.Option(min=1, max=100, help=with_default("JPEG/WebP quality.", setting_default("jpeg_quality"))),
+    ] = None,
     video_codec: Annotated[
-        str | None, typer.Option(help="Video encoder, e.g. libx264, libvpx-vp9. [default: H.264 where it fits]")
+        str | None,
+        # Settings.video_codec defaults to None, which means this:
+        typer.Option(help=with_default("Video encoder, e.g. libx264, libvpx-vp9.", "H.264 where it fits")),
     ] = None,
     video_crf: Annotated[
-        int | None, typer.Option(min=0, max=51, help="Video quality, x264 CRF scale (lower is better). [default: 18]")
+        int | None,
+        typer.Option(
+            min=0,
+            max=51,
+            help=with_default("Video quality, x264 CRF scale (lower is better).", setting_default("video_crf")),
+        ),
     ] = None,
     detect_every: Annotated[
         int | None,
-        typer.Option(min=1, max=30, help="Video: detect on every Nth frame, tracking in between. [default: 1]"),
+        typer.Option(
+            min=1,
+            max=30,
+            help=with_default(
+                "Video: detect on every Nth frame, tracking in between.", setting_default("detect_every")
+            ),
+        ),
     ] = None,
     jobs: Annotated[
         int | None,
-        typer.Option("--jobs", "-j", min=1, max=256, help="Files at once, one process each. [default: cores]"),
+        # Settings.workers defaults to the number of cores.
+        typer.Option("--jobs", "-j", min=1, max=256, help=with_default("Files at once, one process each.", "cores")),
     ] = None,
     force: Annotated[
         bool,

@@ -16,7 +16,16 @@ from efface.audit.export import ExportFormat, export_records
 from efface.audit.query import AuditTable, RecordFilter, column_types, parse_age, parse_time
 from efface.audit.report import build_report, render_html
 from efface.audit.summary import ReportScope
-from efface.cli._options import EXIT_FILES_FAILED, ConfigOption, DbOption, fail_setup, load, open_store, or_exit
+from efface.cli._options import (
+    EXIT_FILES_FAILED,
+    ConfigOption,
+    DbOption,
+    fail_setup,
+    load,
+    open_store,
+    or_exit,
+    with_default,
+)
 from efface.cli._render import (
     print_chain,
     print_files,
@@ -132,7 +141,9 @@ def audit_show(
 @audit_app.command("export")
 def audit_export(
     export_format: Annotated[ExportFormat, typer.Option("--format", help="csv, jsonl or parquet.")],
-    out: Annotated[Path | None, typer.Option("--out", help="The file to write. [default: standard output]")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help=with_default("The file to write.", "standard output"))
+    ] = None,
     table: Annotated[AuditTable, typer.Option("--table", help="What to export.")] = AuditTable.FILES,
     run: RunFilterOption = None,
     since: SinceOption = None,

@@ -8,7 +8,16 @@ from typing import Annotated
 import typer
 
 from efface.audit.keys import ApiKeyStore
-from efface.cli._options import EXIT_USAGE, ConfigOption, DbOption, fail_setup, load, open_store, or_exit
+from efface.cli._options import (
+    EXIT_USAGE,
+    ConfigOption,
+    DbOption,
+    fail_setup,
+    load,
+    open_store,
+    or_exit,
+    with_default,
+)
 from efface.cli._render import key_json, print_error, print_keys, stderr
 from efface.errors import EffaceError
 
@@ -23,7 +32,7 @@ keys_app = typer.Typer(
 def keys_create(
     name: Annotated[str, typer.Argument(help="Who or what the key is for.")],
     rate_limit: Annotated[
-        int | None, typer.Option(min=1, help="Requests per minute. [default: the server's --rate-limit]")
+        int | None, typer.Option(min=1, help=with_default("Requests per minute.", "the server's --rate-limit"))
     ] = None,
     db: DbOption = None,
     config: ConfigOption = None,

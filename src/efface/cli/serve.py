@@ -17,6 +17,7 @@ from efface.cli._options import (
     ThresholdOption,
     fail_setup,
     load,
+    with_default,
 )
 from efface.cli._render import configure_logging, print_error
 from efface.errors import EffaceError
@@ -30,14 +31,19 @@ def serve(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
     workers: Annotated[
         int | None,
-        typer.Option(min=1, max=256, help="Images processed at once (threads sharing one model). [default: cores]"),
+        # Settings.workers defaults to the number of cores.
+        typer.Option(
+            min=1, max=256, help=with_default("Images processed at once (threads sharing one model).", "cores")
+        ),
     ] = None,
     queue: Annotated[
         int, typer.Option(min=0, help="Further requests that may wait for a worker; beyond that, 503.")
     ] = 64,
     max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest image accepted, in MiB.")] = 25.0,
     max_pixels: Annotated[
-        int | None, typer.Option(min=1, help="Most pixels an image may have. [default: 50 million]")
+        int | None,
+        # service.limits.DEFAULT_SERVICE_MAX_PIXELS, which is not imported here: it would import FastAPI.
+        typer.Option(min=1, help=with_default("Most pixels an image may have.", "50 million")),
     ] = None,
     rate_limit: Annotated[
         int, typer.Option(min=1, help="Requests per minute per API key, for keys that set none.")

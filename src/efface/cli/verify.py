@@ -23,6 +23,7 @@ from efface.cli._options import (
     fail_setup,
     load,
     open_store,
+    with_default,
 )
 from efface.cli._render import configure_logging, print_coverage, print_error, print_strength, progress_bar, stderr
 from efface.errors import EffaceError
@@ -30,7 +31,7 @@ from efface.pipeline.build import build_worker
 from efface.records import ValidationKind
 from efface.verify.annotations import AnnotationFormat, WiderSubset, read_annotations
 from efface.verify.coverage import measure_coverage
-from efface.verify.recognizers import load_recognizers
+from efface.verify.recognizers import RECOGNIZER_NAMES, load_recognizers
 from efface.verify.strength import measure_strength, standard_treatments, verdict
 from efface.verify.validation import new_validation_record
 
@@ -46,7 +47,7 @@ def verify_coverage(
         Path, typer.Option("--annotations", "-a", help="WIDER FACE text, COCO JSON, Pascal VOC XML (file or folder).")
     ],
     annotation_format: Annotated[
-        AnnotationFormat | None, typer.Option("--format", help="Annotation format. [default: from the file]")
+        AnnotationFormat | None, typer.Option("--format", help=with_default("Annotation format.", "from the file"))
     ] = None,
     category: Annotated[str, typer.Option(help="COCO/VOC category name or COCO id of faces.")] = "face",
     subset: Annotated[
@@ -141,7 +142,10 @@ def verify_strength(
     mask: MaskOption = None,
     box_scale: BoxScaleOption = None,
     recognizer: Annotated[
-        list[str] | None, typer.Option("--recognizer", help="dlib and/or facenet. [default: both]")
+        list[str] | None,
+        typer.Option(
+            "--recognizer", help=with_default(" and/or ".join(RECOGNIZER_NAMES) + ".", ", ".join(RECOGNIZER_NAMES))
+        ),
     ] = None,
     only_configured: Annotated[
         bool, typer.Option("--only-configured", help="Measure the configured setting, clean and fill only.")
@@ -163,7 +167,7 @@ def verify_strength(
     )
     try:
         worker = build_worker(settings)  # refuses a setting below the floor: it cannot be certified
-        recognizers = load_recognizers(tuple(recognizer) if recognizer else ("dlib", "facenet"))
+        recognizers = load_recognizers(tuple(recognizer) if recognizer else RECOGNIZER_NAMES)
     except EffaceError as exc:
         raise fail_setup(exc) from exc
     treatments = standard_treatments(settings.transform_spec())
