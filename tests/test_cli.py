@@ -20,7 +20,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from efface.audit import AuditStore
-from efface.cli import app
+from efface.cli import _render, app
 from efface.config import Settings
 from efface.detection.presets import preset_spec
 from efface.records import Outcome, Preset
@@ -431,3 +431,21 @@ def test_anonymize_help_shows_every_default_as_settings_declares_it() -> None:
 def test_every_command_shows_the_defaults_its_help_words(command: tuple[str, ...], option: str, shown: str) -> None:
     """Rich renders the help as markup: an unescaped ``[default: x]`` would vanish from it."""
     assert f"[default: {shown}]" in _help_rows(*command)[option]
+
+
+def test_paths_and_messages_with_brackets_are_printed_as_they_are(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rich would read ``[red]x[blink]`` in a file name as markup and print a bare ``x``."""
+    monkeypatch.setattr(_render.stdout, "width", 400)  # room for the whole path in its table cell
+    (tmp_path / "[red]x[blink].jpg").write_text("not a JPEG\n")
+    result = runner.invoke(app, ["anonymize", str(tmp_path), "--db", sqlite_url], env={"COLUMNS": "300"})
+    assert result.exit_code == 1
+    assert f"error: {tmp_path}/[red]x[blink].jpg: " in result.stderr and "(CorruptImageError)" in result.stderr
+    shown = runner.invoke(app, ["audit", "show", "latest", "--db", sqlite_url])
+    assert "[red]x[blink].jpg" in shown.stdout
+
+    config = tmp_path / "[bold]efface[/bold].toml"  # a path that holds a closing tag: no such file
+    result = runner.invoke(app, ["anonymize", str(tmp_path), "--config", str(config), "--db", sqlite_url])
+    assert result.exit_code == 2
+    assert f"config file not found: {config}" in result.stderr

@@ -38,6 +38,17 @@ def test_keys_create_list_revoke(db_url: str) -> None:
     assert json.loads(runner.invoke(app, ["keys", "list", "--db", db_url, "--json"]).stdout)[0]["revoked_at"]
 
 
+def test_a_key_name_with_brackets_is_shown_as_given(db_url: str) -> None:
+    name = "[bold]ops[/bold] team"
+    created = runner.invoke(app, ["keys", "create", name, "--db", db_url])
+    assert created.exit_code == 0 and f"for {name!r}" in created.stderr
+    listed = runner.invoke(app, ["keys", "list", "--db", db_url], env={"COLUMNS": "200"})
+    assert name in listed.stdout
+    key_id = created.stdout.strip().split("_")[1]
+    revoked = runner.invoke(app, ["keys", "revoke", key_id, "--db", db_url])
+    assert f"({name!r})" in revoked.stderr
+
+
 def test_keys_revoke_of_an_unknown_key_is_a_usage_error(db_url: str) -> None:
     result = runner.invoke(app, ["keys", "revoke", "0123456789abcdef", "--db", db_url])
     assert result.exit_code == 2 and "no API key" in result.stderr

@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 
 from efface.audit import AuditStore
-from efface.cli._render import stderr
+from efface.cli._render import print_error
 from efface.config import Settings, default_database_url, load_settings
 from efface.detection.presets import preset_spec
 from efface.errors import EffaceError
@@ -136,7 +136,7 @@ DbOption = Annotated[
 
 def fail_setup(exc: EffaceError) -> typer.Exit:
     """Prints a setup error and gives the exit (code 2) to raise."""
-    stderr.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
+    print_error(exc)
     return typer.Exit(EXIT_USAGE)
 
 

@@ -1,4 +1,9 @@
-"""What the commands print: the two consoles, the progress bar, the tables and the JSON of results."""
+"""What the commands print: the two consoles, the progress bar, the tables and the JSON of results.
+
+Rich reads ``[...]`` as markup, in messages and table cells alike; so every value that comes from the user, the
+file system, an error message or the audit database goes through ``escape`` (a file named ``[red]x[/red].jpg``
+is shown as named, not as a red ``x.jpg``).
+"""
 
 from __future__ import annotations
 
@@ -74,8 +79,8 @@ def progress_bar(*, is_quiet: bool) -> Progress:
 
 
 def print_error(message: object) -> None:
-    """``error: MESSAGE`` on stderr."""
-    stderr.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    """``error: MESSAGE`` on stderr, the message escaped (it may hold paths and brackets)."""
+    stderr.print(f"[red]error:[/red] {escape(str(message))}", highlight=False, soft_wrap=True)
 
 
 def result_json(result: AnonymizationResult) -> dict[str, object]:
@@ -101,7 +106,7 @@ def print_video(result: AnonymizationResult) -> None:
     video = result.video
     if video is None or result.outcome is Outcome.ERROR:
         return
-    encoded = f", encoded with {video.encoder} (CRF {video.crf})" if video.encoder else ""
+    encoded = f", encoded with {escape(video.encoder)} (CRF {video.crf})" if video.encoder else ""
     stdout.print(
         f"video {escape(result.path.name)}: {video.frames} frames, faces covered on {video.frames_with_faces} "
         f"({video.detections} detections, {video.regions - video.detections} boxes carried between frames)"
@@ -217,7 +222,7 @@ def print_runs(runs: Sequence[StoredRun]) -> None:
         table.add_row(
             run.run_id[:12],
             run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
-            run.command,
+            escape(run.command),
             str(run.mode),
             str(run.status),
             str(run.files_total),
@@ -248,12 +253,12 @@ _RUN_FIELDS = (
 
 def print_run(run: StoredRun, files: Sequence[StoredFile]) -> None:
     """One run's fields and settings, then its files."""
-    head = Table(show_header=False, title=f"run {run.run_id}")
+    head = Table(show_header=False, title=f"run {escape(run.run_id)}")
     head.add_column("field", style="bold")
     head.add_column("value")
     for name in _RUN_FIELDS:
-        head.add_row(name, str(getattr(run, name)))
-    head.add_row("settings", json.dumps(run.settings, sort_keys=True))
+        head.add_row(name, escape(str(getattr(run, name))))
+    head.add_row("settings", escape(json.dumps(run.settings, sort_keys=True)))
     stdout.print(head)
     print_files(files, title="files")
 
@@ -281,7 +286,7 @@ def print_files(files: Sequence[StoredFile], *, title: str) -> None:
             str(row.outcome),
             str(row.faces_detected),
             str(row.faces_anonymized),
-            row.image_format or "",
+            escape(row.image_format or ""),
             f"{row.width}x{row.height}" if row.width else "",
             f"{row.duration_s:.3f}",
             (row.output_sha256 or "")[:16],
@@ -298,7 +303,7 @@ def print_chain(report: ChainReport) -> None:
         f"head {report.head_seq} {report.head_hash}"
     )
     if report.is_intact:
-        stdout.print(f"[green]chain intact:[/green] {summary}", highlight=False, soft_wrap=True)
+        stdout.print(f"[green]chain intact:[/green] {escape(summary)}", highlight=False, soft_wrap=True)
         return
     first = report.first_break
     stderr.print(
@@ -307,11 +312,14 @@ def print_chain(report: ChainReport) -> None:
         highlight=False,
         soft_wrap=True,
     )
-    table = Table(title=summary, header_style="bold")
+    table = Table(title=escape(summary), header_style="bold")
     for column in ("finding", "table", "row", "chain row", "what"):
         table.add_column(column, overflow="fold")
     for found in report.breaks[:20]:
-        table.add_row(found.kind.value, found.table, found.row_id, str(found.seq or "-"), escape(found.message))
+        # The rows of a tampered log hold whatever was written into them.
+        table.add_row(
+            found.kind.value, escape(found.table), escape(found.row_id), str(found.seq or "-"), escape(found.message)
+        )
     stdout.print(table)
 
 
@@ -333,7 +341,7 @@ def print_keys(keys: Sequence[ApiKey]) -> None:
         table.add_column(column)
     for key in keys:
         table.add_row(
-            key.key_id,
+            escape(key.key_id),
             escape(key.name),
             key.created_at.strftime("%Y-%m-%d %H:%M:%S"),
             key.revoked_at.strftime("%Y-%m-%d %H:%M:%S") if key.revoked_at else "",

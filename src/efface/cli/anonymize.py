@@ -166,11 +166,7 @@ def anonymize(
         if json_output:
             typer.echo(json.dumps(result_json(result)))  # JSON Lines: one object per file
         elif result.outcome is Outcome.ERROR:
-            stderr.print(
-                f"[red]error:[/red] {result.path}: {result.error_message} ({result.error_class})",
-                highlight=False,
-                soft_wrap=True,
-            )
+            print_error(f"{result.path}: {result.error_message} ({result.error_class})")
         else:
             print_video(result)
 

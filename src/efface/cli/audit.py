@@ -262,4 +262,4 @@ def audit_report(
         raise fail_setup(OutputError(f"cannot write the report: {exc.strerror or exc}", path=out)) from exc
     stdout.print(f"report written to {escape(str(out))}", highlight=False)
     for item in data.checklist:
-        stdout.print(f"  {item.status.value:>8}  {item.title}", highlight=False)
+        stdout.print(f"  {item.status.value:>8}  {escape(item.title)}", highlight=False)

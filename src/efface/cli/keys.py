@@ -6,6 +6,7 @@ import json
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from efface.audit.keys import ApiKeyStore
 from efface.cli._options import (
@@ -47,7 +48,9 @@ def keys_create(
             raise typer.Exit(EXIT_USAGE) from exc
         except EffaceError as exc:
             raise fail_setup(exc) from exc
-    stderr.print(f"created key {issued.key.key_id} for {issued.key.name!r}; store it now, it is not shown again")
+    stderr.print(
+        f"created key {issued.key.key_id} for {escape(repr(issued.key.name))}; store it now, it is not shown again"
+    )
     typer.echo(issued.value)
 
 
@@ -77,4 +80,7 @@ def keys_revoke(
     settings = load(config, db_url=db)
     with open_store(settings) as store:
         key = or_exit(lambda: ApiKeyStore(store).revoke(key_id))
-    stderr.print(f"revoked key {key.key_id} ({key.name!r}) at {key.revoked_at:%Y-%m-%d %H:%M:%S} UTC", highlight=False)
+    stderr.print(
+        f"revoked key {escape(key.key_id)} ({escape(repr(key.name))}) at {key.revoked_at:%Y-%m-%d %H:%M:%S} UTC",
+        highlight=False,
+    )

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from efface.cli._options import (
     EXIT_FILES_FAILED,
@@ -182,7 +183,7 @@ def verify_strength(
                 treatments=treatments,
                 recognizers=recognizers,
                 distractors_dir=distractors,
-                on_step=lambda text: status.update(f"measuring re-identification: {text}"),
+                on_step=lambda text: status.update(f"measuring re-identification: {escape(text)}"),
             )
             passed, reasons = verdict(report)
             record = new_validation_record(
@@ -218,5 +219,5 @@ def verify_strength(
     else:
         stderr.print("[bold red]NOT VERIFIED:[/bold red] the configured setting did not pass; it is recorded so")
         for reason in reasons:
-            stderr.print(f"  - {reason}", highlight=False, soft_wrap=True)
+            stderr.print(f"  - {escape(reason)}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FILES_FAILED)
