@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -19,8 +20,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from efface.audit import AuditStore
-from efface.cli import app
-from efface.records import Outcome
+from efface.cli import _render, app
+from efface.config import Settings
+from efface.detection.presets import preset_spec
+from efface.records import Outcome, Preset
 
 runner = CliRunner()
 
@@ -365,3 +368,84 @@ def test_anonymize_writes_nothing_but_the_output_and_the_audit_log(tmp_path: Pat
     )
     assert [p.relative_to(home).as_posix() for p in home.rglob("*")] == []
     assert [p.name for p in photos.iterdir()] == ["a.jpg"]
+
+
+def test_a_device_beside_configured_providers_is_a_usage_error(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EFFACE_PROVIDERS", '["CPUExecutionProvider"]')
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
+    result = runner.invoke(app, ["anonymize", str(tmp_path), "--device", "cuda", "--db", sqlite_url])
+    assert result.exit_code == 2
+    assert "device or providers, not both" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+# anonymize's options and the settings whose defaults their help shows.
+_DEFAULT_OF = {
+    "--method": "method",
+    "--preset": "preset",
+    "--mask": "mask_shape",
+    "--box-scale": "box_scale",
+    "--blur-kernel": "blur_kernel_fraction",
+    "--pixelate-blocks": "pixelate_blocks",
+    "--jpeg-quality": "jpeg_quality",
+    "--video-crf": "video_crf",
+    "--detect-every": "detect_every",
+    "--device": "device",
+}
+
+
+def _help_rows(*command: str) -> dict[str, str]:
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    return {m[1]: line for line in result.stdout.splitlines() if (m := re.match(r"│[ *]+(--[a-z-]+)", line))}
+
+
+def test_anonymize_help_shows_every_default_as_settings_declares_it() -> None:
+    rows = _help_rows("anonymize")
+    for option, name in _DEFAULT_OF.items():
+        default = Settings.model_fields[name].default
+        assert f"[default: {getattr(default, 'value', default)}]" in rows[option], rows[option]
+    for preset in Preset:
+        assert f"{preset.value} {preset_spec(preset).score_threshold:g}" in rows["--threshold"], rows["--threshold"]
+    # Defaults the help words rather than prints: the settings hold no value for them.
+    assert "[default: cores]" in rows["--jobs"] and Settings.model_fields["jobs"].default_factory is not None
+    assert "[default: H.264 where it fits]" in rows["--video-codec"]
+    assert Settings.model_fields["video_codec"].default is None
+    assert "[env: EFFACE_DB_URL] [default: sqlite:///" in rows["--db"]
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "shown"),
+    [
+        (("serve",), "--workers", "cores"),
+        (("serve",), "--max-pixels", "50 million"),
+        (("serve",), "--device", "cpu"),
+        (("verify", "coverage"), "--format", "from the file"),
+        (("verify", "coverage"), "--box-scale", "1.6"),
+        (("verify", "strength"), "--recognizer", "dlib, facenet"),
+        (("audit", "export"), "--out", "standard output"),
+        (("keys", "create"), "--rate-limit", "the server's --rate-limit"),
+    ],
+)
+def test_every_command_shows_the_defaults_its_help_words(command: tuple[str, ...], option: str, shown: str) -> None:
+    """Rich renders the help as markup: an unescaped ``[default: x]`` would vanish from it."""
+    assert f"[default: {shown}]" in _help_rows(*command)[option]
+
+
+def test_paths_and_messages_with_brackets_are_printed_as_they_are(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rich would read ``[red]x[blink]`` in a file name as markup and print a bare ``x``."""
+    monkeypatch.setattr(_render.stdout, "width", 400)  # room for the whole path in its table cell
+    (tmp_path / "[red]x[blink].jpg").write_text("not a JPEG\n")
+    result = runner.invoke(app, ["anonymize", str(tmp_path), "--db", sqlite_url], env={"COLUMNS": "300"})
+    assert result.exit_code == 1
+    assert f"error: {tmp_path}/[red]x[blink].jpg: " in result.stderr and "(CorruptImageError)" in result.stderr
+    shown = runner.invoke(app, ["audit", "show", "latest", "--db", sqlite_url])
+    assert "[red]x[blink].jpg" in shown.stdout
+
+    config = tmp_path / "[bold]efface[/bold].toml"  # a path that holds a closing tag: no such file
+    result = runner.invoke(app, ["anonymize", str(tmp_path), "--config", str(config), "--db", sqlite_url])
+    assert result.exit_code == 2
+    assert f"config file not found: {config}" in result.stderr

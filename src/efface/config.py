@@ -2,7 +2,8 @@
 
 Precedence, highest first: values given in code (the CLI's options), environment variables
 (``EFFACE_METHOD=pixelate``), the config file (``$EFFACE_CONFIG`` or ``<user config dir>/efface/config.toml``),
-the defaults below. Only the edges (CLI, service) build a ``Settings``; the core takes plain records.
+the defaults below (those of the transform are ``TransformSpec``'s). Only the edges (CLI, service) build a
+``Settings``; the core takes plain records.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,10 +23,9 @@ from pydantic_settings import (
 )
 
 from efface.errors import ConfigurationError
-from efface.records import MaskShape, Method, Preset, TransformSpec
+from efface.records import Device, MaskShape, Method, Preset, TransformSpec
 
 __all__ = [
-    "DEFAULT_BOX_SCALE",
     "DEFAULT_JPEG_QUALITY",
     "DEFAULT_MAX_IMAGE_PIXELS",
     "Settings",
@@ -35,9 +35,8 @@ __all__ = [
 ]
 
 APP_NAME = "efface"
-DEFAULT_BOX_SCALE = 1.6
-DEFAULT_BLUR_KERNEL_FRACTION = 1.5
-DEFAULT_PIXELATE_BLOCKS = 6
+# How faces are anonymized by default is the core record's to say (with the measurements behind it).
+_TRANSFORM = TransformSpec()
 DEFAULT_JPEG_QUALITY = 92
 # A 30000x30000 header is a decompression bomb; 200 MP still admits the largest phone sensors.
 DEFAULT_MAX_IMAGE_PIXELS = 200_000_000
@@ -72,20 +71,24 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EFFACE_", extra="forbid", frozen=True)
 
     db_url: str = Field(default_factory=default_database_url, description="SQLAlchemy URL of the audit database")
-    method: Method = Method.FILL
-    mask_shape: MaskShape = MaskShape.ELLIPSE
-    box_scale: float = DEFAULT_BOX_SCALE
-    blur_kernel_fraction: float = DEFAULT_BLUR_KERNEL_FRACTION
-    pixelate_blocks: int = DEFAULT_PIXELATE_BLOCKS
-    fill_rgb: tuple[int, int, int] = (0, 0, 0)
+    method: Method = _TRANSFORM.method
+    mask_shape: MaskShape = _TRANSFORM.mask_shape
+    box_scale: float = _TRANSFORM.box_scale
+    blur_kernel_fraction: float = _TRANSFORM.blur_kernel_fraction
+    pixelate_blocks: int = _TRANSFORM.pixelate_blocks
+    fill_rgb: tuple[int, int, int] = _TRANSFORM.fill_rgb
     preset: Preset = Preset.BALANCED
     # None: the preset's own threshold, chosen on data.
     score_threshold: float | None = Field(None, gt=0.0, lt=1.0)
     # Further user-supplied detectors fused with CenterFace, as "yunet:PATH".
     extra_detectors: tuple[str, ...] = ()
-    providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    # Files processed at once on this machine; each inference then gets cores // workers threads.
-    workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1, le=256)
+    # Where the detector runs. ``providers`` instead names onnxruntime execution providers of one's own, in order
+    # of preference (e.g. OpenVINO, which no ``Device`` stands for); None: the device's.
+    device: Device = Device.CPU
+    providers: tuple[str, ...] | None = None
+    # `efface anonymize`: files processed at once on this machine, one process each (no more than there are
+    # files); each inference then gets cores // processes threads.
+    jobs: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1, le=256)
     jpeg_quality: int = Field(DEFAULT_JPEG_QUALITY, ge=1, le=100)
     keep_icc_profile: bool = True
     max_image_pixels: int = Field(DEFAULT_MAX_IMAGE_PIXELS, gt=0)
@@ -119,6 +122,14 @@ class Settings(BaseSettings):
     def yunet_paths(self) -> tuple[Path, ...]:
         """The model files of ``extra_detectors``."""
         return tuple(_yunet_path(item) for item in self.extra_detectors)
+
+    @model_validator(mode="after")
+    def _device_or_providers(self) -> Settings:
+        if self.providers is not None and "device" in self.model_fields_set:
+            raise ValueError(
+                f"set device or providers, not both (device {self.device.value!r}, providers {self.providers})"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -161,6 +172,8 @@ def load_settings(*, config_path: Path | None = None, **overrides: Any) -> Setti
         return Settings(**{key: value for key, value in overrides.items() if value is not None})
     except ValidationError as exc:
         first = exc.errors()[0]
+        if not first["loc"]:  # a check across fields: its message names them, the input is every setting
+            raise ConfigurationError(f"invalid settings: {first['msg']}") from exc
         where = ".".join(str(part) for part in first["loc"]) or "settings"
         raise ConfigurationError(f"invalid setting {where}: {first['msg']} (got {first.get('input')!r})") from exc
     except (OSError, ValueError) as exc:  # a malformed TOML file surfaces as a ValueError subclass

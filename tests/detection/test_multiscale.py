@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from efface.detection.base import CandidateDetector
 from efface.detection.centerface import CenterFaceDetector
 from efface.detection.multiscale import FocusSpec, MultiScaleDetector, MultiScaleSpec, select_focus_cells
 from efface.detection.postprocess import RawDetections, fuse_passes, pairwise_iou
@@ -121,6 +122,7 @@ def test_detect_is_detect_all_above_the_threshold(base: CenterFaceDetector, astr
     every = detector.detect_all(crowd)
     assert detector.detect(crowd) == tuple(f for f in every if f.score >= detector.spec.score_threshold)
     assert len(every) > len(detector.detect(crowd))
+    assert isinstance(detector, CandidateDetector) and detector.score_threshold == detector.spec.score_threshold
 
 
 @pytest.mark.slow

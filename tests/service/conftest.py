@@ -124,7 +124,7 @@ def make_client(db_url: str) -> Iterator[Callable[..., TestClient]]:
     clients: list[TestClient] = []
 
     def make(*, limits: ServiceLimits | None = None, load: ModelLoader | None = None) -> TestClient:
-        settings = Settings(db_url=db_url, workers=2)
+        settings = Settings(db_url=db_url)
         client = TestClient(create_app(settings, limits=limits or ServiceLimits(workers=2), load=load))
         client.__enter__()
         clients.append(client)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from efface.audit import AuditStore
@@ -37,6 +38,17 @@ def test_keys_create_list_revoke(db_url: str) -> None:
     assert json.loads(runner.invoke(app, ["keys", "list", "--db", db_url, "--json"]).stdout)[0]["revoked_at"]
 
 
+def test_a_key_name_with_brackets_is_shown_as_given(db_url: str) -> None:
+    name = "[bold]ops[/bold] team"
+    created = runner.invoke(app, ["keys", "create", name, "--db", db_url])
+    assert created.exit_code == 0 and f"for {name!r}" in created.stderr
+    listed = runner.invoke(app, ["keys", "list", "--db", db_url], env={"COLUMNS": "200"})
+    assert name in listed.stdout
+    key_id = created.stdout.strip().split("_")[1]
+    revoked = runner.invoke(app, ["keys", "revoke", key_id, "--db", db_url])
+    assert f"({name!r})" in revoked.stderr
+
+
 def test_keys_revoke_of_an_unknown_key_is_a_usage_error(db_url: str) -> None:
     result = runner.invoke(app, ["keys", "revoke", "0123456789abcdef", "--db", db_url])
     assert result.exit_code == 2 and "no API key" in result.stderr
@@ -55,3 +67,13 @@ def test_serve_refuses_a_weak_default_transform_before_listening(db_url: str) ->
 def test_serve_refuses_an_unreachable_database() -> None:
     result = runner.invoke(app, ["serve", "--db", "postgresql+psycopg://nobody@127.0.0.1:1/none", "--port", "0"])
     assert result.exit_code == 2 and "audit database" in result.stderr
+
+
+def test_serve_on_cuda_without_a_gpu_is_refused_before_listening(db_url: str) -> None:
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine has CUDA")
+    result = runner.invoke(app, ["serve", "--device", "cuda", "--db", db_url, "--port", "0"])
+    assert result.exit_code == 2
+    assert "CUDAExecutionProvider" in result.stderr and "onnxruntime-gpu" in result.stderr

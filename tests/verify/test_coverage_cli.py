@@ -77,6 +77,19 @@ def test_fail_under_exits_1_when_a_face_is_missed(tmp_path: Path, sample: Path, 
     assert validation.passed is False and validation.figures["recall"] == 0.5
 
 
+@pytest.mark.slow
+def test_fail_under_without_an_annotated_face_exits_1_and_says_why(
+    tmp_path: Path, sample: Path, sqlite_url: str
+) -> None:
+    (sample / "astronaut.jpg").unlink()
+    annotations = _wider(tmp_path / "gt.txt", {"wall.png": []})
+    result = runner.invoke(
+        app, ["verify", "coverage", str(sample), "-a", str(annotations), "--db", sqlite_url, "--fail-under", "0.5"]
+    )
+    assert result.exit_code == 1, result.output
+    assert "no annotated face" in result.stderr and "--fail-under 0.5" in result.stderr
+
+
 def test_bad_annotation_file_is_a_usage_error(tmp_path: Path, sample: Path, sqlite_url: str) -> None:
     broken = tmp_path / "gt.json"
     broken.write_text("{not json")

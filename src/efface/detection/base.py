@@ -1,4 +1,4 @@
-"""The detector protocol every face detector implements."""
+"""The detector protocol every face detector implements, and the wider one that coverage measurements need."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Protocol, runtime_checkable
 from efface.arrays import ImageArray
 from efface.records import Face
 
-__all__ = ["FaceDetector"]
+__all__ = ["CandidateDetector", "FaceDetector"]
 
 
 @runtime_checkable
@@ -30,5 +30,25 @@ class FaceDetector(Protocol):
 
         Returns:
             The faces found, boxes in the image's pixels, highest score first.
+        """
+        ...
+
+
+@runtime_checkable
+class CandidateDetector(FaceDetector, Protocol):
+    """A detector with an operating threshold that also reports what scores below it (precision/recall curves,
+    ``efface verify coverage``). ``MultiScaleDetector``, which every entry point builds, is one.
+    """
+
+    @property
+    def score_threshold(self) -> float:
+        """The operating threshold: ``detect`` returns exactly the part of ``detect_all`` scoring at least this."""
+        ...
+
+    def detect_all(self, image: ImageArray) -> tuple[Face, ...]:
+        """Every detection down to the candidates' own floor, highest score first.
+
+        Args:
+            image: uint8 array of shape (H, W, 3), RGB.
         """
         ...

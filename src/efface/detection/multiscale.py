@@ -187,6 +187,11 @@ class MultiScaleDetector:
         self.name = "+".join((base.name, *(d.name for d in self.extra)))
         self.weights_sha256 = combined_sha256(base, self.extra)
 
+    @property
+    def score_threshold(self) -> float:
+        """The operating threshold (the spec's)."""
+        return self.spec.score_threshold
+
     def detect(self, image: ImageArray) -> tuple[Face, ...]:
         """Faces scoring at least the operating threshold, best first."""
         return to_faces(above(self.detect_all_raw(image), self.spec.score_threshold))

@@ -15,6 +15,7 @@ from efface.config import Settings
 from efface.detection.models import Models
 from efface.detection.models import load_models as load_detection_models
 from efface.detection.presets import preset_spec
+from efface.detection.providers import providers_for
 from efface.detection.tracking import TrackingSpec
 from efface.errors import ConfigurationError
 from efface.media.images import CodecOptions
@@ -39,7 +40,7 @@ def load_models(settings: Settings, *, inference_threads: int) -> Models:
         ModelError: a model file is missing or unreadable.
     """
     return load_detection_models(
-        providers=settings.providers, inference_threads=inference_threads, yunet_paths=settings.yunet_paths
+        providers=_providers(settings), inference_threads=inference_threads, yunet_paths=settings.yunet_paths
     )
 
 
@@ -73,11 +74,17 @@ def build_policy(settings: Settings) -> Policy:
 
 def audited_settings(settings: Settings) -> dict[str, object]:
     """Every setting that affects the output, for the audit log (the database URL is left out), with the
-    detection passes the preset stands for."""
-    audited = settings.model_dump(mode="json", exclude={"db_url", "workers"})
+    execution providers the detector runs on and the detection passes the preset stands for."""
+    audited = settings.model_dump(mode="json", exclude={"db_url", "jobs"})
+    audited["providers"] = list(_providers(settings))
     audited["detection"] = preset_spec(settings.preset, score_threshold=settings.score_threshold).as_dict()
     audited["tracking"] = _tracking_spec(settings).as_dict()
     return audited
+
+
+def _providers(settings: Settings) -> tuple[str, ...]:
+    """The execution providers the settings name, else those of their device."""
+    return settings.providers if settings.providers is not None else providers_for(settings.device)
 
 
 def _tracking_spec(settings: Settings) -> TrackingSpec:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -265,12 +266,12 @@ def create_app(
 
     Args:
         settings: the server's settings; requests may change method, strength, threshold and preset.
-        limits: the process's bounds (default: ``ServiceLimits`` with ``settings.workers`` workers). The
+        limits: the process's bounds (default: ``ServiceLimits`` with a worker thread per core). The
             stricter of ``settings.max_image_pixels`` and ``limits.max_image_pixels`` applies.
         load: loads the models once, with the settings and an inference-thread count (``load_models`` unless a
             test fakes the detector).
     """
-    limits = limits or ServiceLimits(workers=settings.workers)
+    limits = limits or ServiceLimits(workers=os.cpu_count() or 1)
     settings = settings.model_copy(update={"max_image_pixels": min(settings.max_image_pixels, limits.max_image_pixels)})
 
     @asynccontextmanager

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from efface.detection.multiscale import MultiScaleDetector
+from efface.detection.base import CandidateDetector
 from efface.detection.postprocess import check_image
 from efface.errors import UnreadableFileError
 from efface.media.images import decode_image
@@ -48,23 +48,23 @@ class CoverageRun:
 def measure_coverage(
     images: Sequence[AnnotatedImage],
     *,
-    detector: MultiScaleDetector,
+    detector: CandidateDetector,
     policy: Policy,
     on_image: Callable[[AnnotatedImage], None] | None = None,
 ) -> CoverageRun:
-    """Runs the detector on every annotated image and scores it at its operating threshold.
+    """Runs the detector on every annotated image and scores it at the detector's operating threshold.
 
     Args:
         images: the annotated sample.
-        detector: the detector ``anonymize`` would use (``models.detector(policy.detection)``); every fused
-            candidate is scored, for the precision/recall curve.
+        detector: the detector ``anonymize`` would use (``models.detector(policy.detection)``); it also reports
+            what scores below its threshold, for the precision/recall curve.
         policy: the codec and anonymizer ``anonymize`` would use.
         on_image: called after each image (progress).
 
     Raises:
         InputError: an image cannot be read or decoded.
     """
-    score_threshold = detector.spec.score_threshold
+    score_threshold = detector.score_threshold
     accumulator = CoverageAccumulator(score_threshold)
     detection_s = 0.0
     t0 = time.perf_counter()

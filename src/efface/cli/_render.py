@@ -1,0 +1,350 @@
+"""What the commands print: the two consoles, the progress bar, the tables and the JSON of results.
+
+Rich reads ``[...]`` as markup, in messages and table cells alike; so every value that comes from the user, the
+file system, an error message or the audit database goes through ``escape`` (a file named ``[red]x[/red].jpg``
+is shown as named, not as a red ``x.jpg``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from efface.audit import StoredFile, StoredRun
+from efface.audit.chain import ChainReport
+from efface.audit.keys import ApiKey
+from efface.config import Settings
+from efface.records import AnonymizationResult, Outcome, RunSummary
+from efface.verify.coverage import CoverageRun
+from efface.verify.metrics import HeightBin
+from efface.verify.recognizers import FaceRecognizer
+from efface.verify.strength import Attacker, StrengthReport
+
+__all__ = [
+    "configure_logging",
+    "key_json",
+    "print_chain",
+    "print_coverage",
+    "print_error",
+    "print_files",
+    "print_keys",
+    "print_run",
+    "print_runs",
+    "print_strength",
+    "print_summary",
+    "print_video",
+    "progress_bar",
+    "result_json",
+    "stderr",
+    "stdout",
+    "stored_json",
+]
+
+stdout = Console()
+stderr = Console(stderr=True)
+for _console in (stdout, stderr):
+    if not _console.is_terminal:  # piped or captured: don't squeeze tables into 80 columns
+        _console.width = 160
+
+
+def configure_logging(verbose: bool) -> None:
+    """Logs to stderr through Rich: INFO with ``--verbose``, else WARNING and above."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=stderr, show_path=False)],
+        force=True,
+    )
+
+
+def progress_bar(*, is_quiet: bool) -> Progress:
+    """A progress bar on stderr, shown only on a terminal and not with --json."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=True,
+        disable=is_quiet or not stderr.is_terminal,
+    )
+
+
+def print_error(message: object) -> None:
+    """``error: MESSAGE`` on stderr, the message escaped (it may hold paths and brackets)."""
+    stderr.print(f"[red]error:[/red] {escape(str(message))}", highlight=False, soft_wrap=True)
+
+
+def result_json(result: AnonymizationResult) -> dict[str, object]:
+    """One file's result as a JSON object (a line of ``anonymize --json``)."""
+    return {
+        "path": str(result.path),
+        "outcome": result.outcome.value,
+        "mode": result.mode.value,
+        "output_path": str(result.output_path) if result.output_path else None,
+        "faces_detected": result.faces_detected,
+        "faces_anonymized": result.faces_anonymized,
+        "faces": [face.as_dict() for face in result.faces],
+        "output_sha256": result.output_sha256,
+        "video": result.video.as_dict() if result.video is not None else None,
+        "duration_s": round(result.duration_s, 4),
+        "error_class": result.error_class,
+        "error_message": result.error_message,
+    }
+
+
+def print_video(result: AnonymizationResult) -> None:
+    """One line on what happened to a video's frames; nothing for images and failures."""
+    video = result.video
+    if video is None or result.outcome is Outcome.ERROR or result.path is None:
+        return
+    encoded = f", encoded with {escape(video.encoder)} (CRF {video.crf})" if video.encoder else ""
+    stdout.print(
+        f"video {escape(result.path.name)}: {video.frames} frames, faces covered on {video.frames_with_faces} "
+        f"({video.detections} detections, {video.regions - video.detections} boxes carried between frames)"
+        f"{encoded}",
+        highlight=False,
+    )
+
+
+def print_summary(run_id: str, summary: RunSummary, counts: Counter[Outcome]) -> None:
+    """The totals of an ``anonymize`` run."""
+    table = Table(title=f"efface run {run_id}", show_header=True, header_style="bold")
+    for column in ("files", "anonymized", "no faces", "errors", "faces found", "faces anonymized", "time"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(summary.files_total),
+        str(counts[Outcome.ANONYMIZED]),
+        str(counts[Outcome.NO_FACES]),
+        str(summary.files_failed),
+        str(summary.faces_detected),
+        str(summary.faces_anonymized),
+        f"{summary.duration_s:.2f} s",
+    )
+    stdout.print(table)
+    if counts[Outcome.DRY_RUN]:
+        stdout.print(f"dry run: {counts[Outcome.DRY_RUN]} file(s) analysed, nothing written")
+    if counts[Outcome.LEFTOVER_REMOVED]:
+        stdout.print(f"removed {counts[Outcome.LEFTOVER_REMOVED]} temporary file(s) left by an interrupted run")
+    if counts[Outcome.SKIPPED]:
+        stdout.print(
+            f"skipped {counts[Outcome.SKIPPED]} file(s) already anonymized by an earlier run (--force redoes them)"
+        )
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def print_coverage(validation_id: str, run: CoverageRun, settings: Settings) -> None:
+    """Recall and coverage by face height, then the other figures of a coverage run."""
+    report = run.report
+    title = (
+        f"coverage ({settings.preset.value} preset, threshold {report.score_threshold:g}), "
+        f"validation {validation_id[:12]}"
+    )
+    table = Table(title=title, header_style="bold")
+    for column in ("face height", "faces", "found", "recall", "covered >= 70 %", "mean covered"):
+        table.add_column(column, justify="right")
+    for height_bin in HeightBin:
+        found = report.found_by_height[height_bin]
+        covered = report.covered_by_height[height_bin]
+        table.add_row(
+            height_bin.value,
+            str(found.total),
+            str(found.found),
+            _share(found.share),
+            _share(covered.share),
+            _share(covered.mean_fraction),
+        )
+    stdout.print(table)
+    stdout.print(
+        f"images {report.images}, ignored faces {report.ignored_faces}, false positives per image "
+        f"{report.fp_per_image:.2f}, AP (WIDER protocol, IoU 0.5) {_share(report.ap)}, "
+        f"{run.images_per_s:.2f} images/s (detection {run.detection_s / max(report.images, 1):.3f} s/image), "
+        f"anonymized pixels outside any annotated face {_share(report.over_redaction_share)}"
+    )
+
+
+def print_strength(validation_id: str, report: StrengthReport, recognizers: Sequence[FaceRecognizer]) -> None:
+    """Rank-1 identification per treatment and attacker, then the per-identity figures."""
+    table = Table(
+        title=f"rank-1 identification ({report.identities} people, {report.probes} probes, gallery "
+        f"{report.gallery_size}), validation {validation_id[:12]}",
+        header_style="bold",
+    )
+    table.add_column("treatment")
+    columns = [(r.name, attacker) for r in recognizers for attacker in (Attacker.NAIVE, Attacker.INFORMED)]
+    for name, attacker in columns:
+        table.add_column(f"{name} {attacker.value}", justify="right")
+    configured = {row.treatment for row in report.rows if row.is_configured}
+    for label in dict.fromkeys(row.treatment for row in report.rows):
+        cells = []
+        for name, attacker in columns:
+            value: float | None
+            try:
+                value = report.rank1(label, name, attacker)
+            except KeyError:
+                value = report.rank1(label, name, None) if attacker is Attacker.NAIVE else None
+            cells.append("-" if value is None else f"{value:.3f}")
+        table.add_row(escape(label + (" (configured)" if label in configured else "")), *cells)
+    table.add_row("chance", *[f"{report.chance:.3f}"] * len(columns))
+    stdout.print(table)
+    for row in report.rows:
+        if (row.is_configured or row.treatment == "solid fill") and row.rank1_per_identity is not None:
+            stdout.print(
+                f"{'configured' if row.is_configured else 'solid fill'}, {row.recognizer} "
+                f"{row.attacker.value if row.attacker else ''}: rank-1 averaged per identity "
+                f"{row.rank1_per_identity:.3f} (chance {report.chance:.3f})",
+                highlight=False,
+            )
+
+
+def stored_json(record: StoredRun | StoredFile) -> dict[str, object]:
+    """An audit row as a JSON object, every field."""
+    return {name: getattr(record, name) for name in record.__dataclass_fields__}
+
+
+def print_runs(runs: Sequence[StoredRun]) -> None:
+    """Runs, one row each."""
+    table = Table(title="efface runs", header_style="bold")
+    for column in ("run", "started (UTC)", "command", "mode", "status", "files", "errors", "faces", "anonymized"):
+        table.add_column(column)
+    for run in runs:
+        table.add_row(
+            run.run_id[:12],
+            run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            escape(run.command),
+            str(run.mode),
+            str(run.status),
+            str(run.files_total),
+            str(run.files_failed),
+            str(run.faces_detected),
+            str(run.faces_anonymized),
+        )
+    stdout.print(table)
+
+
+_RUN_FIELDS = (
+    "started_at",
+    "finished_at",
+    "status",
+    "command",
+    "mode",
+    "efface_version",
+    "hostname",
+    "model_name",
+    "model_sha256",
+    "files_total",
+    "files_failed",
+    "faces_detected",
+    "faces_anonymized",
+    "duration_s",
+)
+
+
+def print_run(run: StoredRun, files: Sequence[StoredFile]) -> None:
+    """One run's fields and settings, then its files."""
+    head = Table(show_header=False, title=f"run {escape(run.run_id)}")
+    head.add_column("field", style="bold")
+    head.add_column("value")
+    for name in _RUN_FIELDS:
+        head.add_row(name, escape(str(getattr(run, name))))
+    head.add_row("settings", escape(json.dumps(run.settings, sort_keys=True)))
+    stdout.print(head)
+    print_files(files, title="files")
+
+
+def print_files(files: Sequence[StoredFile], *, title: str) -> None:
+    """Files, one row each."""
+    table = Table(title=title, header_style="bold")
+    for column in (
+        "run",
+        "path",
+        "outcome",
+        "faces",
+        "anonymized",
+        "format",
+        "size",
+        "time (s)",
+        "output sha256",
+        "error",
+    ):
+        table.add_column(column, overflow="fold")
+    for row in files:
+        table.add_row(
+            row.run_id[:12],
+            escape(str(row.path) if row.path is not None else f"request {row.request_id}"),
+            str(row.outcome),
+            str(row.faces_detected),
+            str(row.faces_anonymized),
+            escape(row.image_format or ""),
+            f"{row.width}x{row.height}" if row.width else "",
+            f"{row.duration_s:.3f}",
+            (row.output_sha256 or "")[:16],
+            escape(f"{row.error_class}: {row.error_message}") if row.error_class else "",
+        )
+    stdout.print(table)
+
+
+def print_chain(report: ChainReport) -> None:
+    """``chain intact`` with the totals on stdout, or the first finding on stderr and a table of them."""
+    keyed = f"{report.keyed_rows:,} keyed" if report.keyed_rows else "not keyed"
+    summary = (
+        f"{report.rows:,} chain rows ({keyed}), {report.records_checked:,} records checked, {report.prunes} prunes; "
+        f"head {report.head_seq} {report.head_hash}"
+    )
+    if report.is_intact:
+        stdout.print(f"[green]chain intact:[/green] {escape(summary)}", highlight=False, soft_wrap=True)
+        return
+    first = report.first_break
+    stderr.print(
+        f"[bold red]chain BROKEN:[/bold red] {report.breaks_total:,} findings; the first: "
+        f"{escape(first.message if first else '?')}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    table = Table(title=escape(summary), header_style="bold")
+    for column in ("finding", "table", "row", "chain row", "what"):
+        table.add_column(column, overflow="fold")
+    for found in report.breaks[:20]:
+        # The rows of a tampered log hold whatever was written into them.
+        table.add_row(
+            found.kind.value, escape(found.table), escape(found.row_id), str(found.seq or "-"), escape(found.message)
+        )
+    stdout.print(table)
+
+
+def key_json(key: ApiKey) -> dict[str, object]:
+    """An API key's record (never the key itself) as a JSON object."""
+    return {
+        "key_id": key.key_id,
+        "name": key.name,
+        "created_at": key.created_at.isoformat(),
+        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+        "rate_limit_per_min": key.rate_limit_per_min,
+    }
+
+
+def print_keys(keys: Sequence[ApiKey]) -> None:
+    """API keys, one row each."""
+    table = Table(title="API keys", header_style="bold")
+    for column in ("key id", "name", "created (UTC)", "revoked (UTC)", "requests/min"):
+        table.add_column(column)
+    for key in keys:
+        table.add_row(
+            escape(key.key_id),
+            escape(key.name),
+            key.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            key.revoked_at.strftime("%Y-%m-%d %H:%M:%S") if key.revoked_at else "",
+            str(key.rate_limit_per_min) if key.rate_limit_per_min else "server default",
+        )
+    stdout.print(table)

@@ -1,0 +1,220 @@
+"""``efface anonymize``: plan the files, run them on the chosen executor, audit and show every result."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import TaskID
+
+from efface.cli._options import (
+    EXIT_FILES_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    BlurKernelOption,
+    BoxScaleOption,
+    ConfigOption,
+    DbOption,
+    DetectorOption,
+    DeviceOption,
+    MaskOption,
+    MethodOption,
+    PixelateBlocksOption,
+    PresetOption,
+    ThresholdOption,
+    fail_setup,
+    load,
+    open_store,
+    or_exit,
+    setting_default,
+    with_default,
+)
+from efface.cli._render import (
+    configure_logging,
+    print_error,
+    print_summary,
+    print_video,
+    progress_bar,
+    result_json,
+    stderr,
+)
+from efface.errors import EffaceError
+from efface.pipeline.build import audited_settings, build_policy, inference_threads_for, load_models
+from efface.pipeline.executors import fit_processes, open_executor
+from efface.pipeline.jobs import PlanItem, plan_jobs
+from efface.pipeline.run import AuditedRun, run_plan
+from efface.records import AnonymizationResult, Outcome
+
+__all__ = ["anonymize"]
+
+
+def anonymize(
+    paths: Annotated[list[Path], typer.Argument(help="Image and video files and folders (walked recursively).")],
+    method: MethodOption = None,
+    threshold: ThresholdOption = None,
+    preset: PresetOption = None,
+    detector: DetectorOption = None,
+    db: DbOption = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write a mirrored tree here and leave the sources untouched."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Detect and audit only; write nothing.")] = False,
+    mask: MaskOption = None,
+    box_scale: BoxScaleOption = None,
+    blur_kernel: BlurKernelOption = None,
+    pixelate_blocks: PixelateBlocksOption = None,
+    jpeg_quality: Annotated[
+        int | None,
+        typer.Option(min=1, max=100, help=with_default("JPEG/WebP quality.", setting_default("jpeg_quality"))),
+    ] = None,
+    video_codec: Annotated[
+        str | None,
+        # Settings.video_codec defaults to None, which means this:
+        typer.Option(help=with_default("Video encoder, e.g. libx264, libvpx-vp9.", "H.264 where it fits")),
+    ] = None,
+    video_crf: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=51,
+            help=with_default("Video quality, x264 CRF scale (lower is better).", setting_default("video_crf")),
+        ),
+    ] = None,
+    detect_every: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=30,
+            help=with_default(
+                "Video: detect on every Nth frame, tracking in between.", setting_default("detect_every")
+            ),
+        ),
+    ] = None,
+    jobs: Annotated[
+        int | None,
+        # Settings.jobs defaults to the number of cores.
+        typer.Option("--jobs", "-j", min=1, max=256, help=with_default("Files at once, one process each.", "cores")),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Re-anonymize files an earlier run already did (default: skip them)."),
+    ] = False,
+    device: DeviceOption = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Run on a Ray cluster: 'auto', a head node's HOST:PORT, or 'local' (a cluster of this machine). "
+            "Every node must see the paths.",
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON line per file instead of tables.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what is done.")] = False,
+) -> None:
+    """Find every face in PATHS and anonymize it; each file is replaced atomically and audited."""
+    configure_logging(verbose)
+    settings = load(
+        config,
+        method=method,
+        score_threshold=threshold,
+        preset=preset,
+        extra_detectors=tuple(detector) if detector else None,
+        db_url=db,
+        mask_shape=mask,
+        box_scale=box_scale,
+        blur_kernel_fraction=blur_kernel,
+        pixelate_blocks=pixelate_blocks,
+        jpeg_quality=jpeg_quality,
+        video_codec=video_codec,
+        video_crf=video_crf,
+        detect_every=detect_every,
+        jobs=jobs,
+        device=device,
+    )
+    try:
+        plan = plan_jobs(paths, output_dir=output, dry_run=dry_run)
+        processes, items = fit_processes(settings.jobs, plan.items())
+        policy = build_policy(settings)
+        models = load_models(settings, inference_threads=inference_threads_for(processes))
+    except EffaceError as exc:
+        raise fail_setup(exc) from exc
+    store = open_store(settings)
+    outcomes: Counter[Outcome] = Counter()
+    progress = progress_bar(is_quiet=json_output)
+
+    frame_tasks: dict[Path, TaskID] = {}
+
+    def on_frame(path: Path, done: int, expected: int | None) -> None:
+        if path not in frame_tasks:
+            frame_tasks[path] = progress.add_task(f"  {escape(path.name)}", total=expected)
+        progress.update(frame_tasks[path], completed=done)
+
+    def on_result(result: AnonymizationResult) -> None:
+        outcomes[result.outcome] += 1
+        progress.advance(task)
+        if result.path in frame_tasks:
+            progress.remove_task(frame_tasks.pop(result.path))
+        if json_output:
+            typer.echo(json.dumps(result_json(result)))  # JSON Lines: one object per file
+        elif result.outcome is Outcome.ERROR:
+            print_error(f"{result.path}: {result.error_message} ({result.error_class})")
+        else:
+            print_video(result)
+
+    def walked(items: Iterator[PlanItem]) -> Iterator[PlanItem]:
+        # The total is known once the walk ends (a few files before the run does).
+        count = 0
+        for item in items:
+            count += 1
+            yield item
+        progress.update(task, total=count)
+
+    try:
+        with store, progress:
+            task = progress.add_task("anonymizing", total=None)
+            started = or_exit(
+                lambda: open_executor(
+                    settings,
+                    models=models,
+                    policy=policy,
+                    processes=processes,
+                    on_frame=on_frame,
+                    ray_address=ray_address,
+                )
+            )
+            with started as executor:
+                run = AuditedRun.begin(
+                    store,
+                    command="anonymize",
+                    mode=plan.mode,
+                    models=models,
+                    settings=audited_settings(settings),
+                    on_result=on_result,
+                )
+                with run:
+                    run_plan(walked(items), executor=executor, run=run, is_forced=force)
+                summary = run.finish()
+    except KeyboardInterrupt:
+        done = sum(outcomes.values()) - outcomes[Outcome.LEFTOVER_REMOVED]
+        stderr.print(
+            f"interrupted after {done} file(s); every file is either as it was or anonymized, and all finished "
+            "ones are audited. Run the same command again to resume: files already done are skipped.",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except EffaceError as exc:  # the audit log failed mid-run: stop, the files done so far are audited
+        print_error(exc)
+        raise typer.Exit(EXIT_FILES_FAILED) from exc
+    if not json_output:
+        print_summary(run.run_id, summary, outcomes)
+    raise typer.Exit(EXIT_FILES_FAILED if summary.files_failed else EXIT_OK)
