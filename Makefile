@@ -1,5 +1,5 @@
 # The two commands: `make demo` (install, anonymize the bundled sample, show the audit rows) and
-# `make test` (install, lint, run the whole suite). Both work on a fresh clone.
+# `make test` (install, lint, type-check, run the whole suite). Both work on a fresh clone.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -24,6 +24,7 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff check src tests bench examples
 	$(VENV)/bin/ruff format --check src tests bench examples
+	$(VENV)/bin/mypy
 
 test: lint
 	$(PY) -m pytest

@@ -19,8 +19,6 @@ from efface.audit import AuditStore
 from efface.audit.chain import (
     HASH_ALG_PLAIN,
     UNVERSIONED,
-    BreakKind,
-    ChainReport,
     Event,
     EventKind,
     Fields,
@@ -30,6 +28,7 @@ from efface.audit.chain import (
     payload_sha256,
 )
 from efface.audit.tables import CONTENT_SCHEMA, chain, files, runs, validations
+from efface.audit.verifier import BreakKind, ChainReport
 from efface.errors import ConfigurationError
 from efface.records import (
     AnonymizationResult,

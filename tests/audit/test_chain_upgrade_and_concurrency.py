@@ -21,9 +21,10 @@ from alembic.config import Config
 
 import efface.audit
 from efface.audit import AuditStore
-from efface.audit.chain import BreakKind, EventKind
+from efface.audit.chain import EventKind
 from efface.audit.store import schema_head
 from efface.audit.tables import api_keys, chain, files, runs, validations
+from efface.audit.verifier import BreakKind
 
 MIGRATIONS_DIR = Path(efface.audit.__file__).parent / "migrations"
 SRC_DIR = Path(__file__).resolve().parents[2] / "src"

@@ -25,10 +25,11 @@ from alembic.migration import MigrationContext
 
 import efface.audit
 from efface.audit import AuditStore
-from efface.audit.chain import RECORD_KINDS, BreakKind, EventKind, FieldType
+from efface.audit.chain import RECORD_KINDS, EventKind, FieldType
 from efface.audit.query import RecordFilter
 from efface.audit.store import schema_head
 from efface.audit.tables import CONTENT_SCHEMA, api_keys, chain, files, metadata, runs, validations
+from efface.audit.verifier import BreakKind
 from efface.records import (
     AnonymizationResult,
     Outcome,

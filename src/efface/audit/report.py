@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from efface.audit.chain import ChainReport
 from efface.audit.summary import FACES_HISTOGRAM_CAP, ActivitySummary, ReportScope
+from efface.audit.verifier import ChainReport
 from efface.errors import ConfigurationError
 from efface.records import Outcome, ValidationKind, ValidationRecord, WriteMode
 

@@ -31,11 +31,12 @@ from sqlalchemy.engine import Connection, Engine
 
 from efface.audit import ledger
 from efface.audit._errors import translate_errors
-from efface.audit.chain import ChainReport, ChainVerifier, EventKind, Fields
+from efface.audit.chain import EventKind, Fields
 from efface.audit.ledger import PruneCounts
 from efface.audit.query import AuditTable, RecordFilter, matches_path, select_records
 from efface.audit.summary import ActivitySummary, ReportScope, summarize
 from efface.audit.tables import CONTENT_SCHEMA, files, runs, validations
+from efface.audit.verifier import ChainReport, ChainVerifier
 from efface.errors import AuditError, ConfigurationError
 from efface.records import (
     AnonymizationResult,

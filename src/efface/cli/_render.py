@@ -19,8 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from efface.audit import StoredFile, StoredRun
-from efface.audit.chain import ChainReport
 from efface.audit.keys import ApiKey
+from efface.audit.verifier import ChainReport
 from efface.config import Settings
 from efface.records import AnonymizationResult, Outcome, RunSummary
 from efface.verify.coverage import CoverageRun
