@@ -32,7 +32,7 @@ from efface.pipeline.core import anonymize_bytes
 from efface.pipeline.jobs import plan_jobs
 from efface.pipeline.pool import InProcess
 from efface.pipeline.run import AuditedRun, run_plan
-from efface.records import AnonymizationResult, Outcome, WriteMode
+from efface.records import AnonymizationResult, WriteMode
 
 __all__ = ["AnonymizedContent", "Session", "load_models"]
 
@@ -172,10 +172,8 @@ class Session:
             run.record(failure)
             raise
         data = processed.data if processed.data is not None else content
-        result = AnonymizationResult(
-            path=None,
-            request_id=request_id,
-            outcome=Outcome.of_processing(WriteMode.RESPONSE, faces_anonymized=processed.faces_anonymized),
+        result = results.answered(
+            request_id,
             mode=WriteMode.RESPONSE,
             started_at=started_at,
             duration_s=time.perf_counter() - t0,

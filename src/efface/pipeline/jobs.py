@@ -15,7 +15,6 @@ import os
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from efface.errors import (
@@ -28,8 +27,9 @@ from efface.errors import (
 from efface.media.atomic import find_leftovers, is_leftover, leftovers_of
 from efface.media.images import IMAGE_SUFFIXES, UNSUPPORTED_IMAGE_SUFFIXES
 from efface.media.video import VIDEO_SUFFIXES
+from efface.pipeline import results
 from efface.pipeline.core import FileJob
-from efface.records import AnonymizationResult, Outcome, WriteMode
+from efface.records import AnonymizationResult, WriteMode
 
 __all__ = ["Leftover", "Plan", "PlanItem", "count_jobs_ahead", "plan_jobs"]
 
@@ -73,15 +73,7 @@ def _is_inside(path: Path, folder: Path) -> bool:
 
 
 def _failure(path: Path, exc: EffaceError, mode: WriteMode) -> AnonymizationResult:
-    return AnonymizationResult(
-        path=path,
-        outcome=Outcome.ERROR,
-        mode=mode,
-        started_at=datetime.now(UTC),
-        duration_s=0.0,
-        error_class=type(exc).__name__,
-        error_message=exc.message,
-    )
+    return results.failed(path, exc, mode=mode)
 
 
 def _is_candidate(path: Path) -> bool:

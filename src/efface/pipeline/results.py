@@ -13,7 +13,7 @@ from pathlib import Path
 from efface.errors import EffaceError
 from efface.records import AnonymizationResult, Face, Outcome, WriteMode
 
-__all__ = ["error_message", "failed", "leftover_removed", "skipped"]
+__all__ = ["answered", "error_message", "failed", "leftover_removed", "skipped"]
 
 
 def error_message(error: BaseException) -> str:
@@ -64,6 +64,50 @@ def failed(
         error_message=error_message(error),
         details=details or {},
         request_id=request_id,
+    )
+
+
+def answered(
+    request_id: str,
+    *,
+    mode: WriteMode,
+    started_at: datetime,
+    duration_s: float,
+    faces: tuple[Face, ...],
+    faces_anonymized: int,
+    output_sha256: str | None,
+    image_format: str,
+    resolution_wh: tuple[int, int],
+    details: dict[str, object],
+) -> AnonymizationResult:
+    """Content processed in memory and handed back, not a file (a request to the service, ``anonymize_bytes``
+    of a ``Session``): recorded by its request id, with no path.
+
+    Args:
+        request_id: the request.
+        mode: ``RESPONSE`` when the anonymized image went back, ``DRY_RUN`` when faces were only detected.
+        started_at: when it was taken up.
+        duration_s: how long it took.
+        faces: the faces detected.
+        faces_anonymized: face regions changed.
+        output_sha256: sha256 of the image handed back (None when none was).
+        image_format: the content's format.
+        resolution_wh: its upright size.
+        details: further audited facts.
+    """
+    return AnonymizationResult(
+        path=None,
+        request_id=request_id,
+        outcome=Outcome.of_processing(mode, faces_anonymized=faces_anonymized),
+        mode=mode,
+        started_at=started_at,
+        duration_s=duration_s,
+        faces=faces,
+        faces_anonymized=faces_anonymized,
+        output_sha256=output_sha256,
+        image_format=image_format,
+        resolution_wh=resolution_wh,
+        details=details,
     )
 
 

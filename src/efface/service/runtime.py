@@ -36,7 +36,7 @@ from efface.pipeline import results
 from efface.pipeline.build import audited_settings, build_policy, inference_threads_for
 from efface.pipeline.core import Policy, anonymize_bytes
 from efface.pipeline.run import AuditedRun
-from efface.records import AnonymizationResult, Face, Outcome, WriteMode
+from efface.records import AnonymizationResult, Face, WriteMode
 from efface.service.admission import Gate, RateLimiter
 from efface.service.errors import (
     InvalidApiKeyError,
@@ -394,10 +394,8 @@ class Service:
                 details=details,
                 request_id=call.request_id,
             )
-        return AnonymizationResult(
-            path=None,
-            request_id=call.request_id,
-            outcome=Outcome.of_processing(mode, faces_anonymized=processed.faces_anonymized),
+        return results.answered(
+            call.request_id,
             mode=mode,
             started_at=call.started_at,
             duration_s=latency_s,
