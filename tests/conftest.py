@@ -39,6 +39,26 @@ def unprivileged() -> Callable[[list[str]], list[str]]:
 
 
 @pytest.fixture
+def count_av_opens(monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[tuple[str, str]]]:
+    """Call to record, from then on, each ``av.open`` as (file name, mode): how often a video is opened."""
+
+    def start() -> list[tuple[str, str]]:
+        import av
+
+        opened: list[tuple[str, str]] = []
+        real_open = av.open
+
+        def counting_open(file: object, mode: str | None = None, *args: object, **kwargs: object) -> object:
+            opened.append((Path(str(file)).name, mode or "r"))
+            return real_open(file, mode, *args, **kwargs)  # type: ignore[call-overload]
+
+        monkeypatch.setattr(av, "open", counting_open)
+        return opened
+
+    return start
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'audit' / 'audit.sqlite3'}"
 

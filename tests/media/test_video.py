@@ -741,24 +741,13 @@ def test_frames_refuses_what_transcode_refuses(tmp_path: Path, make: Callable[[P
 # --- one open per file ------------------------------------------------------------------------------
 
 
-def _count_opens(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    """From now on, records each ``av.open`` as (file name, mode)."""
-    opened: list[tuple[str, str]] = []
-    real_open = av.open
-
-    def counting_open(file: object, mode: str | None = None, *args: object, **kwargs: object) -> object:
-        opened.append((Path(str(file)).name, mode or "r"))
-        return real_open(file, mode, *args, **kwargs)  # type: ignore[call-overload]
-
-    monkeypatch.setattr(av, "open", counting_open)
-    return opened
-
-
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
-def test_inspection_and_transcode_share_one_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str) -> None:
+def test_inspection_and_transcode_share_one_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str, count_av_opens: Callable[[], list[tuple[str, str]]]
+) -> None:
     source = _write_video(tmp_path / f"clip{suffix}", subtitles=True)
     before = _read(source)
-    opened = _count_opens(monkeypatch)
+    opened = count_av_opens()
 
     with open_video(source, options=VideoOptions()) as video:
         assert video.info.rotation_deg == 90
@@ -771,9 +760,11 @@ def test_inspection_and_transcode_share_one_open(tmp_path: Path, monkeypatch: py
     assert (after.audio, after.subtitles) == (before.audio, before.subtitles)
 
 
-def test_frames_share_the_open_of_the_inspection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_frames_share_the_open_of_the_inspection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, count_av_opens: Callable[[], list[tuple[str, str]]]
+) -> None:
     source = _write_video(tmp_path / "clip.mp4")
-    opened = _count_opens(monkeypatch)
+    opened = count_av_opens()
 
     with open_video(source, options=VideoOptions()) as video:
         frames = list(video.frames())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -94,25 +95,14 @@ def worker() -> InProcess:
     return InProcess(load_models(settings, inference_threads=2), build_policy(settings))
 
 
-def _count_opens(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    """From now on, records each ``av.open`` as (file name, mode)."""
-    opened: list[tuple[str, str]] = []
-    real_open = av.open
-
-    def counting_open(file: object, mode: str | None = None, *args: object, **kwargs: object) -> object:
-        opened.append((Path(str(file)).name, mode or "r"))
-        return real_open(file, mode, *args, **kwargs)  # type: ignore[call-overload]
-
-    monkeypatch.setattr(av, "open", counting_open)
-    return opened
-
-
 @pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "in-place"])
-def test_a_video_is_opened_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dry_run: bool) -> None:
+def test_a_video_is_opened_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dry_run: bool, count_av_opens: Callable[[], list[tuple[str, str]]]
+) -> None:
     source = tmp_path / "clip.mp4"
     _write_face_video(source)
     face = Face(BBox(20, 60, 20 + FACE_PX, 60 + FACE_PX), 0.9)
-    opened = _count_opens(monkeypatch)
+    opened = count_av_opens()
 
     job = FileJob(source=source, destination=None if dry_run else source)
     result = anonymize_file(job, models=StaticModels(faces=(face,)), policy=Policy())
