@@ -16,6 +16,8 @@ from PIL.PngImagePlugin import PngInfo
 from efface.errors import CorruptImageError, ImageTooLargeError, UnsupportedFormatError
 from efface.media.images import CodecOptions, DecodedImage, ImageFormat, decode_image, encode_image
 
+from ..conftest import Carriers
+
 OPTIONS = CodecOptions()
 HEIGHT_PX, WIDTH_PX = 32, 48
 PERSON = "Jane Quincy Example"
@@ -717,3 +719,73 @@ def test_encode_image_rejects_wrong_shape_or_dtype(pixels: np.ndarray) -> None:
 
     with pytest.raises(ValueError, match="expected uint8 pixels"):
         encode_image(decoded, pixels, options=OPTIONS)
+
+
+# --- files that carry more than their image -------------------------------------------------------------------
+
+
+def test_carriers_need_a_rewrite_and_their_output_holds_only_the_image(carriers: Carriers) -> None:
+    for name, content in carriers.files.items():
+        decoded = decode_image(content, path=Path(name), options=OPTIONS)
+        assert decoded.needs_rewrite is True, name
+        output = encode_image(decoded, decoded.pixels, options=OPTIONS)
+        assert carriers.secrets[name] not in output, name
+        assert decode_image(output, path=Path(name), options=OPTIONS).needs_rewrite is False, name
+
+
+def test_a_cmyk_jpeg_is_converted_to_srgb_with_its_profile_and_written_without_it(carriers: Carriers) -> None:
+    source = carriers.files["cmyk-with-profile.jpg"]
+    decoded = decode_image(source, path=Path("a.jpg"), options=OPTIONS)
+
+    assert decoded.icc_profile is None
+    assert decoded.audit_details["icc_profile"].startswith("CMYK pixels converted to sRGB with the source's profile")
+    with Image.open(io.BytesIO(source)) as image:
+        cms = ImageCms.ImageCmsProfile(io.BytesIO(image.info["icc_profile"]))
+        expected = np.asarray(ImageCms.profileToProfile(image, cms, ImageCms.createProfile("sRGB"), outputMode="RGB"))
+        naive = np.asarray(image.convert("RGB"))
+    np.testing.assert_array_equal(decoded.pixels, expected)
+    assert np.abs(expected.astype(int) - naive).max() > 20  # the test profile is not the naive conversion
+    written = _open(encode_image(decoded, decoded.pixels, options=OPTIONS))
+    assert written.mode == "RGB" and "icc_profile" not in written.info
+
+
+@pytest.mark.parametrize(
+    ("fmt", "params", "name"),
+    [
+        ("JPEG", {}, "a.jpg"),
+        ("JPEG", {"progressive": True}, "a.jpg"),
+        ("JPEG", {"icc_profile": _icc_profile()}, "a.jpg"),
+        ("PNG", {}, "a.png"),
+        ("PNG", {"icc_profile": _icc_profile()}, "a.png"),
+        ("WEBP", {"lossless": True}, "a.webp"),
+        ("WEBP", {"quality": 80, "icc_profile": _icc_profile()}, "a.webp"),
+    ],
+    ids=["jpeg", "jpeg-progressive", "jpeg-icc", "png", "png-icc", "webp-lossless", "webp-lossy-icc"],
+)
+def test_a_file_that_is_just_its_image_needs_no_rewrite(fmt: str, params: dict[str, object], name: str) -> None:
+    decoded = _decode(_save(_rgb(), fmt, **params), name)
+    assert decoded.needs_rewrite is False and decoded.audit_details == {}
+
+
+@pytest.mark.parametrize(
+    ("tail", "name"),
+    [(b"\x00", "one byte"), (b"\xff\xd8\xff\xd9", "an empty JPEG"), (b"%PDF-1.4 secret", "a document")],
+)
+def test_any_byte_after_the_jpeg_end_of_image_needs_a_rewrite(tail: bytes, name: str) -> None:
+    decoded = _decode(_save(_rgb(), "JPEG") + tail, "a.jpg")
+    assert decoded.needs_rewrite is True
+    assert f"{len(tail)} bytes after" in decoded.audit_details["extra_content"]
+
+
+def test_png_data_after_iend_or_a_text_free_unknown_chunk_needs_a_rewrite() -> None:
+    png = _save(_rgb(), "PNG")
+    assert "after" in _decode(png + b"tail", "a.png").audit_details["extra_content"]
+    iend = png.rindex(b"IEND") - 4
+    with_time = png[:iend] + _png_chunk(b"tIME", struct.pack(">HBBBBB", 2026, 12, 2, 3, 4, 5)) + png[iend:]
+    assert "tIME" in _decode(with_time, "a.png").audit_details["extra_content"]
+
+
+def test_the_icc_profile_is_dropped_when_efface_would_not_keep_it() -> None:
+    source = _save(_rgb(), "JPEG", icc_profile=_icc_profile())
+    decoded = decode_image(source, path=Path("a.jpg"), options=CodecOptions(keep_icc_profile=False))
+    assert decoded.needs_rewrite is True and decoded.icc_profile is None

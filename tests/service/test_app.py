@@ -24,6 +24,7 @@ from efface.errors import AuditError
 from efface.records import Face, Outcome, Preset, RunStatus, WriteMode
 from efface.service import ServiceLimits
 
+from ..conftest import Carriers
 from .conftest import FACE, TestClient, create_key, jpeg, static_load
 
 
@@ -404,3 +405,31 @@ def test_the_service_holds_one_model_copy_whatever_options_requests_ask_for(
         "preset": "fast",
         "return_boxes": True,
     }
+
+
+def test_face_less_uploads_that_carry_more_than_their_image_come_back_without_it(
+    make_client: Callable[..., TestClient], auth: dict[str, str], db_url: str, carriers: Carriers
+) -> None:
+    client = make_client(load=static_load())  # no face anywhere: each upload would go back as it came
+    answers = {}
+    for name, content in carriers.files.items():
+        response = _post(client, "/v1/anonymize", content, auth, name=name)
+        assert response.status_code == 200, response.text
+        assert response.json()["faces"] == 0
+        answers[response.json()["request_id"]] = name
+        image = base64.b64decode(response.json()["image"]["data_base64"])
+        assert image != content, f"{name} came back as it was"
+        assert carriers.secrets[name] not in image, name
+        with Image.open(io.BytesIO(image)) as decoded:
+            decoded.load()
+            assert decoded.mode == "RGB" and {"exif", "xmp"}.isdisjoint(decoded.info), name
+            if name == "cmyk-with-profile.jpg":
+                assert "icc_profile" not in decoded.info  # RGB pixels, converted with it: the CMYK profile is gone
+    client.__exit__(None, None, None)
+
+    _run, rows = _rows(db_url)
+    details = {answers[row.request_id]: row.details for row in rows}
+    assert "CMYK" in details["cmyk-with-profile.jpg"]["icc_profile"]
+    assert "'prVt'" in details["icc-holds-original.jpg"]["icc_profile"]
+    assert "after" in details["appended-after-eoi.jpg"]["extra_content"]
+    assert "prVt" in details["private-chunk.png"]["extra_content"]

@@ -1,0 +1,147 @@
+"""Whether an image file holds nothing but its image: the check behind leaving a face-less file as it was.
+
+Pillow decodes the image and passes over what it does not need: a second JPEG after the end-of-image
+marker, a private PNG chunk, bytes after IEND. A file efface hands on unchanged must hold only what it
+checked, so these walk the container and name the first thing in it that a rewrite would not write. A
+format not walked here is never provably just its image: it is always rewritten.
+"""
+
+from __future__ import annotations
+
+import struct
+
+__all__ = ["find_extra_content"]
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# PNG chunks a rewrite writes again from the decoded image, and ancillary chunks that only say how to show its
+# pixels, each with its largest legal size. ``iCCP`` only when the profile is kept as it is.
+_PNG_CHUNK_MAX_BYTES = {
+    b"IHDR": 13,
+    b"PLTE": 768,
+    b"tRNS": 256,
+    b"pHYs": 9,
+    b"gAMA": 4,
+    b"cHRM": 32,
+    b"sRGB": 1,
+    b"sBIT": 4,
+}
+# JPEG markers with a length, other than APPn and COM: frames, tables, restart interval, scan headers.
+_JPEG_TABLES = frozenset(range(0xC0, 0xD0)) | {0xDA, 0xDB, 0xDC, 0xDD}
+_JPEG_RESTARTS = frozenset(range(0xD0, 0xD8))
+_SOS, _EOI, _SOI = 0xDA, 0xD9, 0xD8
+# A JFIF header without a thumbnail: "JFIF\0", version, units, density, thumbnail size 0x0.
+_JFIF_BYTES = 14
+_WEBP_IMAGE_CHUNKS = frozenset({b"VP8X", b"VP8 ", b"VP8L", b"ALPH"})
+
+
+def find_extra_content(data: bytes, *, image_format: str, is_icc_kept: bool) -> str | None:
+    """Names what a file holds beyond the image a rewrite would write, if anything.
+
+    Args:
+        data: the whole file.
+        image_format: Pillow's name of its format (``JPEG``, ``PNG``, ``WEBP``; others are never proven bare).
+        is_icc_kept: a rewrite writes the file's colour profile again as it is (so it may stay in the file).
+
+    Returns:
+        None when the file is just its image; otherwise one line saying what else it carries.
+    """
+    match image_format:
+        case "JPEG":
+            return _jpeg_extra(data, is_icc_kept=is_icc_kept)
+        case "PNG":
+            return _png_extra(data, is_icc_kept=is_icc_kept)
+        case "WEBP":
+            return _webp_extra(data, is_icc_kept=is_icc_kept)
+        case _:
+            return f"a {image_format} file is not checked to hold only its image"
+
+
+def _jpeg_app_is_kept(marker: int, payload: bytes, *, is_icc_kept: bool) -> bool:
+    if marker == 0xE0:
+        return payload.startswith(b"JFIF\x00") and len(payload) == _JFIF_BYTES
+    if marker == 0xE2:
+        return is_icc_kept and payload.startswith(b"ICC_PROFILE\x00")
+    if marker == 0xEE:
+        return payload.startswith(b"Adobe")
+    return False
+
+
+def _jpeg_extra(data: bytes, *, is_icc_kept: bool) -> str | None:
+    if data[:2] != b"\xff\xd8":
+        return "no JPEG start-of-image marker"
+    offset = 2
+    while offset < len(data):
+        if data[offset] != 0xFF:
+            return f"a stray byte at {offset} between JPEG segments"
+        while offset < len(data) and data[offset] == 0xFF:  # fill bytes before a marker
+            offset += 1
+        if offset >= len(data):
+            break
+        marker = data[offset]
+        offset += 1
+        if marker == _EOI:
+            tail = len(data) - offset
+            return f"{tail:,} bytes after the JPEG's end of image" if tail else None
+        if marker in _JPEG_RESTARTS or marker == _SOI:
+            return f"JPEG marker 0x{marker:02X} outside a scan at byte {offset - 1}"
+        if offset + 2 > len(data):
+            break
+        (length,) = struct.unpack_from(">H", data, offset)
+        payload = data[offset + 2 : offset + length]
+        if 0xE0 <= marker <= 0xEF:
+            if not _jpeg_app_is_kept(marker, payload, is_icc_kept=is_icc_kept):
+                return f"a JPEG APP{marker - 0xE0} segment efface does not write ({payload[:12]!r})"
+        elif marker not in _JPEG_TABLES:
+            return f"a JPEG segment 0x{marker:02X} efface does not write, at byte {offset - 1}"
+        offset += length
+        if marker == _SOS:
+            offset = _end_of_scan(data, offset)
+    return "the JPEG ends without an end-of-image marker"
+
+
+def _end_of_scan(data: bytes, offset: int) -> int:
+    """The offset of the marker that ends the entropy-coded data starting at ``offset``."""
+    while True:
+        found = data.find(b"\xff", offset)
+        if found < 0 or found + 1 >= len(data):
+            return len(data)
+        follower = data[found + 1]
+        if follower == 0x00 or follower in _JPEG_RESTARTS:
+            offset = found + 2
+        elif follower == 0xFF:
+            offset = found + 1
+        else:
+            return found
+
+
+def _png_extra(data: bytes, *, is_icc_kept: bool) -> str | None:
+    offset = len(_PNG_SIGNATURE)
+    while offset + 12 <= len(data):
+        (length,) = struct.unpack_from(">I", data, offset)
+        kind = data[offset + 4 : offset + 8]
+        offset += 12 + length
+        if kind == b"IEND":
+            tail = len(data) - offset
+            return f"{tail:,} bytes after the PNG's IEND chunk" if tail else None
+        if kind == b"IDAT" or (kind == b"iCCP" and is_icc_kept):
+            continue
+        if length > _PNG_CHUNK_MAX_BYTES.get(kind, -1):
+            name = kind.decode("latin-1", errors="replace")
+            return f"a PNG chunk {name!r} of {length:,} bytes efface does not write"
+    return "the PNG ends without an IEND chunk"
+
+
+def _webp_extra(data: bytes, *, is_icc_kept: bool) -> str | None:
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return "no RIFF WEBP header"
+    (riff_bytes,) = struct.unpack_from("<I", data, 4)
+    if 8 + riff_bytes != len(data):
+        return f"{len(data) - 8 - riff_bytes:,} bytes outside the WebP's RIFF container"
+    offset = 12
+    while offset + 8 <= len(data):
+        fourcc = data[offset : offset + 4]
+        (size,) = struct.unpack_from("<I", data, offset + 4)
+        if fourcc not in _WEBP_IMAGE_CHUNKS and not (fourcc == b"ICCP" and is_icc_kept):
+            return f"a WebP chunk {fourcc!r} efface does not write"
+        offset += 8 + size + (size & 1)
+    return None if offset == len(data) else "a truncated WebP chunk"
