@@ -120,7 +120,7 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
 
-def _icc_with_private_tag(payload: bytes) -> bytes:
+def icc_with_private_tag(payload: bytes) -> bytes:
     """LittleCMS's sRGB profile with one more tag, ``prVt``, holding ``payload``: a valid profile LittleCMS reads."""
     base = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     (count,) = struct.unpack_from(">I", base, 128)
@@ -212,7 +212,7 @@ def carriers(astronaut: np.ndarray) -> Carriers:
     original = _jpeg_bytes(astronaut[::4, ::4])
     blank = np.full((64, 96, 3), 128, np.uint8)
     blank[16:48, 24:72] = (40, 160, 90)  # a face-less picture, not one flat colour
-    icc_carrier = _jpeg_bytes(blank, icc_profile=_icc_with_private_tag(original))
+    icc_carrier = _jpeg_bytes(blank, icc_profile=icc_with_private_tag(original))
     appended = _jpeg_bytes(blank) + original
     png = io.BytesIO()
     Image.fromarray(blank).save(png, "PNG")

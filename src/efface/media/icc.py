@@ -292,12 +292,7 @@ def check_profile(blob: bytes, *, colour_space: ColourSpace) -> ProfileCheck:
     if rebuilt == blob:
         return ProfileCheck(blob, is_unchanged=True, note=None)
     rebuilt = rebuilt[:84] + b"\x00" * 16 + rebuilt[100:]  # its MD5 profile ID no longer holds
-    extra_bytes = len(blob) - len(rebuilt)
-    parts = [f"tags {', '.join(repr(name) for name in dropped)} dropped"] if dropped else []
-    if extra_bytes > 0:
-        parts.append(f"{extra_bytes:,} bytes outside its colour tags dropped")
-    return ProfileCheck(
-        rebuilt,
-        is_unchanged=False,
-        note="ICC profile rewritten from its colour tags: " + ("; ".join(parts) or "header normalized"),
-    )
+    names = ", ".join(repr(name) for name in dropped)
+    why = f"; tags {names} dropped (not colour tags of a known type and size)" if dropped else ""
+    note = f"ICC profile rewritten from its colour tags ({len(blob):,} -> {len(rebuilt):,} bytes){why}"
+    return ProfileCheck(rebuilt, is_unchanged=False, note=note)
