@@ -789,3 +789,20 @@ def test_the_icc_profile_is_dropped_when_efface_would_not_keep_it() -> None:
     source = _save(_rgb(), "JPEG", icc_profile=_icc_profile())
     decoded = decode_image(source, path=Path("a.jpg"), options=CodecOptions(keep_icc_profile=False))
     assert decoded.needs_rewrite is True and decoded.icc_profile is None
+
+
+@pytest.mark.parametrize(
+    ("marker", "payload", "named"),
+    [
+        (0xE1, b"Exif\x00\x00II*\x00", "APP1 segment efface does not write ('Exif')"),
+        (0xE5, b"\x01\x02private", "APP5 segment efface does not write (unnamed)"),
+        (0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x01\x01" + b"\x00" * 3, "APP0 segment"),  # a 1x1 thumbnail
+        (0xEF, b"Picasa\x00" + b"x" * 40, "APP15 segment efface does not write ('Picasa')"),
+    ],
+    ids=["exif", "private-app5", "jfif-thumbnail", "app15"],
+)
+def test_a_jpeg_segment_a_rewrite_would_not_write_needs_a_rewrite(marker: int, payload: bytes, named: str) -> None:
+    jpeg = _save(_rgb(), "JPEG")
+    segment = bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+    decoded = _decode(jpeg[:2] + segment + jpeg[2:], "a.jpg")
+    assert decoded.needs_rewrite is True and named in decoded.audit_details["extra_content"]

@@ -90,13 +90,19 @@ def _jpeg_extra(data: bytes, *, is_icc_kept: bool) -> str | None:
         payload = data[offset + 2 : offset + length]
         if 0xE0 <= marker <= 0xEF:
             if not _jpeg_app_is_kept(marker, payload, is_icc_kept=is_icc_kept):
-                return f"a JPEG APP{marker - 0xE0} segment efface does not write ({payload[:12]!r})"
+                return f"a JPEG APP{marker - 0xE0} segment efface does not write ({_identifier(payload)})"
         elif marker not in _JPEG_TABLES:
             return f"a JPEG segment 0x{marker:02X} efface does not write, at byte {offset - 1}"
         offset += length
         if marker == _SOS:
             offset = _end_of_scan(data, offset)
     return "the JPEG ends without an end-of-image marker"
+
+
+def _identifier(payload: bytes) -> str:
+    """An APP segment's name ("Exif", "http://ns.adobe.com/xap/1.0/"), never bytes of the file that are not one."""
+    name = payload.split(b"\x00", 1)[0][:40]
+    return repr(name.decode("ascii")) if name and all(0x20 <= byte < 0x7F for byte in name) else "unnamed"
 
 
 def _end_of_scan(data: bytes, offset: int) -> int:
