@@ -806,3 +806,57 @@ def test_a_jpeg_segment_a_rewrite_would_not_write_needs_a_rewrite(marker: int, p
     segment = bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
     decoded = _decode(jpeg[:2] + segment + jpeg[2:], "a.jpg")
     assert decoded.needs_rewrite is True and named in decoded.audit_details["extra_content"]
+
+
+def _zlib_then(data: bytes, tail: bytes) -> bytes:
+    return zlib.compress(data) + tail
+
+
+def test_a_profile_segment_or_chunk_that_holds_more_than_the_profile_kept_needs_a_rewrite() -> None:
+    icc = _icc_profile()
+    jpeg = _save(_rgb(), "JPEG", icc_profile=icc)
+    secret = b"ICC_PROFILE\x00\x01\x01" + b"the original picture"
+    spare = b"\xff\xe2" + struct.pack(">H", len(secret) + 2) + secret  # a second "part 1 of 1"
+    decoded = _decode(jpeg[:2] + spare + jpeg[2:], "a.jpg")
+    assert decoded.needs_rewrite is True and "ICC" in decoded.audit_details["extra_content"]
+
+    png = _save(_rgb(), "PNG")
+    ihdr_end = 8 + 12 + 13
+    for name, chunks in {
+        "junk after the zlib stream": [b"icc\x00\x00" + _zlib_then(icc, b"the original picture")],
+        "two profiles": [b"icc\x00\x00" + zlib.compress(icc)] * 2,
+    }.items():
+        extra = b"".join(_png_chunk(b"iCCP", chunk) for chunk in chunks)
+        decoded = _decode(png[:ihdr_end] + extra + png[ihdr_end:], "a.png")
+        assert decoded.icc_profile == icc, name
+        assert "iCCP chunk that is not the profile kept" in decoded.audit_details["extra_content"], name
+
+
+def _profile_with_long_curves(entries: int = 20_000) -> bytes:
+    """LittleCMS's sRGB profile with its shared parametric curve replaced by three long tabulated ones: 120 KB,
+    more than one JPEG segment holds."""
+    base = _icc_profile()
+    (count,) = struct.unpack_from(">I", base, 128)
+    data, table = base[132 + 12 * count :], b""
+    for index in range(count):
+        signature, offset, size = struct.unpack_from(">4sII", base, 132 + 12 * index)
+        gamma = {b"rTRC": 1.8, b"gTRC": 2.0, b"bTRC": 2.2}.get(signature)
+        if gamma is not None:
+            values = (np.linspace(0.0, 1.0, entries) ** gamma * 65535).astype(">u2").tobytes()
+            curve = b"curv\x00\x00\x00\x00" + struct.pack(">I", entries) + values
+            offset, size, data = 132 + 12 * count + len(data), len(curve), data + curve
+        table += struct.pack(">4sII", signature, offset, size)
+    profile = base[:132] + table + data
+    return struct.pack(">I", len(profile)) + profile[4:]
+
+
+def test_a_profile_over_several_jpeg_segments_is_kept_and_the_file_left_as_it_was() -> None:
+    # the profile as efface keeps it (rebuilt once: the unused parametric curve goes)
+    profile = _decode(_save(_rgb(), "PNG", icc_profile=_profile_with_long_curves()), "a.png").icc_profile
+    assert profile is not None and len(profile) > 65_519  # what one APP2 segment holds
+
+    jpeg = _save(_rgb(), "JPEG", icc_profile=profile)
+    decoded = _decode(jpeg, "a.jpg")
+
+    assert jpeg.count(b"ICC_PROFILE\x00") == 2
+    assert decoded.icc_profile == profile and decoded.needs_rewrite is False

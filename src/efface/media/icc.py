@@ -116,6 +116,8 @@ def _localized_size(tag: bytes) -> int | None:
     if record_bytes != 12:
         return None
     strings_start = 16 + 12 * records
+    if strings_start > len(tag):
+        return None
     covered: list[tuple[int, int]] = []
     for index in range(records):
         length, offset = _u32(tag, 16 + 12 * index + 4), _u32(tag, 16 + 12 * index + 8)

@@ -278,13 +278,14 @@ def _decode_opened(image: Image.Image, *, data: bytes, path: Path, options: Code
     image.load()
     upright = ImageOps.exif_transpose(image) if orientation != 1 else image
     source_icc = info.get("icc_profile") or None
-    icc_profile, icc_note, is_icc_kept = None, None, False
+    icc_profile, icc_note, kept_as_is = None, None, None
     if upright.mode == "CMYK":
         upright, icc_note = _cmyk_to_srgb(upright, source_icc)
     elif source_icc is not None and options.keep_icc_profile:
         space = ColourSpace.GREY if image.mode in _GREY_MODES else ColourSpace.RGB
         check = check_profile(source_icc, colour_space=space)
-        icc_profile, icc_note, is_icc_kept = check.profile, check.note, check.is_unchanged
+        icc_profile, icc_note = check.profile, check.note
+        kept_as_is = check.profile if check.is_unchanged else None
     pixels, alpha = _to_rgb_and_alpha(upright)
     has_metadata = _carries_metadata(image, info)
     dpi = info.get("dpi")
@@ -300,7 +301,7 @@ def _decode_opened(image: Image.Image, *, data: bytes, path: Path, options: Code
         is_lossless=image_format is ImageFormat.WEBP and _is_lossless_webp(data),
         tiff_compression=info.get("compression") if image_format is ImageFormat.TIFF else None,
         icc_note=icc_note,
-        extra_content=find_extra_content(data, image_format=image_format.value, is_icc_kept=is_icc_kept),
+        extra_content=find_extra_content(data, image_format=image_format.value, kept_icc_profile=kept_as_is),
     )
 
 
