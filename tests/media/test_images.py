@@ -798,8 +798,9 @@ def test_the_icc_profile_is_dropped_when_efface_would_not_keep_it() -> None:
         (0xE5, b"\x01\x02private", "APP5 segment efface does not write (unnamed)"),
         (0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x01\x01" + b"\x00" * 3, "APP0 segment"),  # a 1x1 thumbnail
         (0xEF, b"Picasa\x00" + b"x" * 40, "APP15 segment efface does not write ('Picasa')"),
+        (0xEE, b"Adobe\x00\x64\x00\x00\x00\x00\x01" + b"the original", "APP14 segment efface does not write"),
     ],
-    ids=["exif", "private-app5", "jfif-thumbnail", "app15"],
+    ids=["exif", "private-app5", "jfif-thumbnail", "app15", "adobe-with-more"],
 )
 def test_a_jpeg_segment_a_rewrite_would_not_write_needs_a_rewrite(marker: int, payload: bytes, named: str) -> None:
     jpeg = _save(_rgb(), "JPEG")

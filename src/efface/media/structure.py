@@ -32,6 +32,8 @@ _JPEG_RESTARTS = frozenset(range(0xD0, 0xD8))
 _SOS, _EOI, _SOI = 0xDA, 0xD9, 0xD8
 # A JFIF header without a thumbnail: "JFIF\0", version, units, density, thumbnail size 0x0.
 _JFIF_BYTES = 14
+# An Adobe colour-transform segment: "Adobe", version, two flag words, the transform.
+_ADOBE_BYTES = 12
 _WEBP_IMAGE_CHUNKS = frozenset({b"VP8X", b"VP8 ", b"VP8L", b"ALPH"})
 
 
@@ -64,7 +66,7 @@ def _jpeg_app_is_kept(marker: int, payload: bytes, *, is_icc_kept: bool) -> bool
     if marker == 0xE2:
         return is_icc_kept and payload.startswith(_ICC_APP2)
     if marker == 0xEE:
-        return payload.startswith(b"Adobe")
+        return payload.startswith(b"Adobe") and len(payload) == _ADOBE_BYTES
     return False
 
 
@@ -76,7 +78,7 @@ def _jpeg_icc_extra(icc_segments: list[bytes], kept_icc_profile: bytes | None) -
     if not icc_segments:
         return None
     count = len(icc_segments)
-    numbered = all(s[12] == index + 1 and s[13] == count for index, s in enumerate(icc_segments) if len(s) >= 14)
+    numbered = all(len(s) >= 14 and s[12] == index + 1 and s[13] == count for index, s in enumerate(icc_segments))
     if numbered and b"".join(s[14:] for s in icc_segments) == kept_icc_profile:
         return None
     return f"JPEG ICC profile segments ({count}) that are not the profile kept"
@@ -99,11 +101,9 @@ def _jpeg_extra(data: bytes, *, kept_icc_profile: bytes | None) -> str | None:
         offset += 1
         if marker == _EOI:
             tail = len(data) - offset
-            return (
-                f"{tail:,} bytes after the JPEG's end of image"
-                if tail
-                else _jpeg_icc_extra(icc_segments, kept_icc_profile)
-            )
+            if tail:
+                return f"{tail:,} bytes after the JPEG's end of image"
+            return _jpeg_icc_extra(icc_segments, kept_icc_profile)
         if marker in _JPEG_RESTARTS or marker == _SOI:
             return f"JPEG marker 0x{marker:02X} outside a scan at byte {offset - 1}"
         if offset + 2 > len(data):
