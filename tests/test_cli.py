@@ -464,6 +464,13 @@ def test_face_less_files_that_carry_more_than_their_image_are_rewritten_without_
     for name, content in carriers.files.items():
         (folder / name).write_bytes(content)
 
+    copied = tmp_path / "out"
+    result = runner.invoke(app, ["anonymize", str(folder), "--output", str(copied), "--db", sqlite_url])
+    assert result.exit_code == 0, result.output
+    for name, content in carriers.files.items():  # an output folder gets no byte-for-byte copy either
+        assert carriers.secrets[name] not in (copied / "photos" / name).read_bytes(), name
+        assert (folder / name).read_bytes() == content
+
     result = runner.invoke(app, ["anonymize", str(folder), "--db", sqlite_url])
 
     assert result.exit_code == 0, result.output
