@@ -152,7 +152,7 @@ def test_files_are_counted_once_by_their_latest_state(store: AuditStore) -> None
     assert [(c.error_class, c.example_path[:8]) for c in requests.failed] == [("ProcessingTimeoutError", "request ")]
     assert (activity.files_total, activity.files_failed) == (3, 1)
     # Distinct inputs per write mode, not rows.
-    assert activity.files_by_mode == {WriteMode.IN_PLACE: 4, WriteMode.DRY_RUN: 2, WriteMode.RESPONSE: 5}
+    assert activity.files_by_mode == {WriteMode.IN_PLACE: 3, WriteMode.DRY_RUN: 2, WriteMode.RESPONSE: 2}
 
     one_run = store.summarize(ReportScope(since=T0 + timedelta(days=1)))
     assert one_run.files.by_outcome == {"anonymized": 1, "skipped": 1} and not one_run.files.failed

@@ -198,7 +198,7 @@ def _originals_item(activity: ActivitySummary) -> ChecklistItem:
         f"or copy written; {leftovers} temporary files left by interrupted runs found and deleted"
     )
     if served:
-        evidence += f"; {served} uploads anonymized by the HTTP service, held in memory only and never stored"
+        evidence += f"; {served} uploads taken by the HTTP service, held in memory only and never stored"
     output_runs = activity.runs_by_mode.get(WriteMode.OUTPUT_DIR, 0)
     if output_runs:
         return ChecklistItem(
@@ -476,10 +476,10 @@ def _every_outcome(counts: Mapping[Outcome | str, int]) -> dict[Outcome | str, i
     return every
 
 
-def _tally_rows(kind: str, tally: Tally) -> list[tuple[str, str, str]]:
+def _tally_rows(kind: str, tally: Tally, *, failed: str) -> list[tuple[str, str, str]]:
     rows = [(kind, _STATE_LABELS.get(name, name), f"{n:,}") for name, n in tally.by_outcome.items()]
     if tally.failed:
-        rows.append((kind, f"failed, left as they were ({_causes(tally.failed)})", f"{tally.failed_total:,}"))
+        rows.append((kind, f"{failed} ({_causes(tally.failed)})", f"{tally.failed_total:,}"))
     if tally.refused:
         rows.append((kind, f"refused ({_causes(tally.refused)})", f"{tally.refused_total:,}"))
     return rows
@@ -489,9 +489,9 @@ def _accounting_table(activity: ActivitySummary) -> str:
     """Each input once, by its latest state: files, files in dry runs, requests; leftovers apart."""
     leftovers = activity.files_by_outcome.get(Outcome.LEFTOVER_REMOVED, 0)
     rows = (
-        _tally_rows("files", activity.files)
-        + _tally_rows("files in dry runs", activity.dry_run_files)
-        + _tally_rows("requests", activity.requests)
+        _tally_rows("files", activity.files, failed="failed, left as they were: not anonymized")
+        + _tally_rows("files in dry runs", activity.dry_run_files, failed="failed")
+        + _tally_rows("requests", activity.requests, failed="failed: no anonymized image returned")
         + ([("temporary files", "left by interrupted runs, deleted", f"{leftovers:,}")] if leftovers else [])
     )
     return _table(["inputs, each counted once by its latest state", "state", "count"], rows, numeric=[2]) + (

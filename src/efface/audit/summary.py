@@ -193,7 +193,8 @@ class ActivitySummary:
         runs_total: runs in scope.
         runs_by_mode / runs_by_status: runs in scope per write mode and final status.
         files_by_outcome: audit rows of files in scope per outcome (an unknown outcome under its own name).
-        files_by_mode: distinct inputs (files by path, requests) per write mode, leftovers apart.
+        files_by_mode: distinct inputs efface took (files by path, requests) per write mode, leftovers and
+            refusals apart.
         files / dry_run_files / requests: the accounting of files written or tried, files in dry runs, and
             requests to the HTTP service: each input once, by its latest state.
         faces_detected / faces_anonymized: summed over the file rows in scope.
@@ -297,10 +298,17 @@ def summarize(connection: Connection, scope: ReportScope) -> ActivitySummary:
         faces_detected += int(detected)
         faces_anonymized += int(anonymized)
     taken = sa.and_(scoped_files, files.c.outcome != Outcome.LEFTOVER_REMOVED.value)
+    is_file, is_dry_run = files.c.path.is_not(None), files.c.mode == WriteMode.DRY_RUN.value
+    is_refused = sa.or_(
+        sa.and_(is_file, files.c.error_class.in_(sorted(FILE_REFUSALS))),
+        sa.and_(~is_file, files.c.error_class.in_(sorted(REQUEST_REFUSALS))),
+    )
     # A request has no path: each is its own input.
     identity = sa.func.coalesce(files.c.path, files.c.request_id, sa.cast(files.c.id, sa.String()))
     for mode, n in connection.execute(
-        sa.select(files.c.mode, sa.func.count(sa.distinct(identity))).where(taken).group_by(files.c.mode)
+        sa.select(files.c.mode, sa.func.count(sa.distinct(identity)))
+        .where(taken, sa.or_(files.c.error_class.is_(None), ~is_refused))
+        .group_by(files.c.mode)
     ):
         files_by_mode[WriteMode(mode)] = n
     first_at, last_at = connection.execute(
@@ -339,8 +347,6 @@ def summarize(connection: Connection, scope: ReportScope) -> ActivitySummary:
     ):
         start = datetime.strptime(text, _BUCKET_PARSE[unit]).replace(tzinfo=UTC)
         per_bucket.setdefault(start, {})[_outcome(outcome)] = n
-
-    is_file, is_dry_run = files.c.path.is_not(None), files.c.mode == WriteMode.DRY_RUN.value
 
     return ActivitySummary(
         runs=run_rows,
