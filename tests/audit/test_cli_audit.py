@@ -188,6 +188,7 @@ def test_report_counts_a_typo_as_refused_not_as_a_failed_file(db_url: str, tmp_p
         assert typo.exit_code == 1 and "no such file" in typo.stderr
     stdout, cards = _report(db_url, tmp_path / "report.html")
     assert "not met" not in stdout
+    assert "0 file(s) (0 failed), 1 path(s) refused, 0 file(s) in dry runs, 0 request(s)" in stdout
     assert re.search(r"missing  Every file in scope anonymized without error", stdout), stdout
     assert (cards["files"], cards["files failed"], cards["refused"]) == ("0", "0", "1")
     assert "1 path refused (InputNotFoundError x1)" in (tmp_path / "report.html").read_text(encoding="utf-8")
@@ -205,6 +206,7 @@ def test_report_counts_each_file_once_and_dry_runs_apart(db_url: str, tmp_path: 
     # Four runs of one file: one file, one file in dry runs; not four.
     assert (cards["runs"], cards["files"], cards["files in dry runs"], cards["files failed"]) == ("4", "1", "1", "0")
     assert "met  Every file in scope anonymized without error" in stdout
+    assert "1 file(s) (0 failed), 0 path(s) refused, 1 file(s) in dry runs, 0 request(s)" in stdout
 
 
 def test_the_missing_report_extra_is_named_with_its_brackets(tmp_path: Path, sqlite_url: str) -> None:
