@@ -199,7 +199,7 @@ class Service:
         self._inference.shutdown(wait=True, cancel_futures=True)
         self._database.shutdown(wait=True)
         try:
-            self.run.finish()
+            self.run.finish(is_clean_stop=True)
         finally:
             self.store.close()
 
