@@ -12,9 +12,12 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-# onnxruntime otherwise writes a telemetry event for every process into ~/.cache/Microsoft/..., queued for
-# upload: efface promises to write nothing but the anonymized files and its audit log. Read at import time.
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+# onnxruntime otherwise writes a telemetry store for every process into ~/.cache/Microsoft/DeveloperTools/,
+# queued for upload: efface promises to write nothing but the anonymized files and its audit log. The switch is
+# read when onnxruntime is imported and only "1" turns it off (an inherited "0" or "false" would let it write);
+# ``disable_telemetry_events()`` after the import stops the events but not the store. So it is set, not
+# defaulted, before the import.
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 import onnxruntime as ort  # after the telemetry switch above
 
