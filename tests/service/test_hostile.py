@@ -1,4 +1,5 @@
-"""A real ``efface serve`` under hostile load: connections that trickle their headers (slowloris)."""
+"""A real ``efface serve`` under hostile load: connections that trickle their headers (slowloris), and the
+largest image it accepts, in bounded memory."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import cv2
 import httpx
+import numpy as np
 import pytest
 
-from .conftest import CLEAN_EXITS, start_server, stop_server
+from .conftest import CLEAN_EXITS, jpeg, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -75,3 +78,71 @@ def test_header_tricklers_are_closed_and_do_not_lock_out_a_normal_client(tmp_pat
         for sock in sockets:
             sock.close()
         assert stop_server(server) in CLEAN_EXITS, server.log.read_text()
+
+
+# The largest image the service accepts at its defaults (50 MP): 7000x7000 is 49 MP.
+LARGEST_SIDE_PX = 7000
+# README "Memory": the bound on one worker's peak RSS at the largest accepted image, model and server included.
+PEAK_RSS_BOUND_BYTES = 4 * 2**30
+
+
+def large_photo_jpeg(astronaut: np.ndarray, side_px: int = LARGEST_SIDE_PX) -> bytes:
+    """A side x side JPEG of a few MB: smooth colour blobs (they compress) with the astronaut pasted in."""
+    rng = np.random.default_rng(3)
+    coarse = rng.integers(40, 220, (side_px // 500, side_px // 500, 3), dtype=np.uint8)
+    canvas = cv2.resize(coarse, (side_px, side_px), interpolation=cv2.INTER_CUBIC)
+    for y, x in ((500, 500), (3000, 4000), (6000, 1200)):
+        canvas[y : y + 512, x : x + 512] = astronaut
+    return jpeg(canvas, quality=85)
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """RSS of a process and all its descendants, from /proc."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            children = [
+                int(child)
+                for task in Path(f"/proc/{current}/task").iterdir()
+                for child in (task / "children").read_text().split()
+            ]
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # it has just exited
+        total += next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+        pending.extend(children)
+    return total
+
+
+def test_the_largest_accepted_image_is_detected_in_bounded_memory(tmp_path: Path, astronaut: np.ndarray) -> None:
+    content = large_photo_jpeg(astronaut)
+    assert len(content) < 25 * 2**20
+    server = start_server(tmp_path, "--workers", "2", "--request-timeout", "600")
+    peak = [0]
+    done = threading.Event()
+
+    def watch() -> None:
+        # Kills the server as soon as it is over the bound: main took ~10 GB for this image.
+        while not done.wait(0.02):
+            peak[0] = max(peak[0], tree_rss_bytes(server.pid))
+            if peak[0] > PEAK_RSS_BOUND_BYTES:
+                server.process.kill()
+                return
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with httpx.Client(base_url=server.base_url, headers=server.auth, timeout=600) as http:
+            try:
+                response = http.post("/v1/detect", files={"file": ("large.jpg", content)})
+            except httpx.TransportError as exc:
+                pytest.fail(f"the server died (peak RSS {peak[0] / 2**30:.2f} GiB): {exc}")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert (body["width"], body["height"]) == (LARGEST_SIDE_PX, LARGEST_SIDE_PX) and body["faces"] >= 3
+    finally:
+        done.set()
+        watcher.join()
+        stop_server(server)
+    assert peak[0] <= PEAK_RSS_BOUND_BYTES, f"peak RSS {peak[0] / 2**30:.2f} GiB"
