@@ -82,8 +82,9 @@ def test_header_tricklers_are_closed_and_do_not_lock_out_a_normal_client(tmp_pat
 
 # The largest image the service accepts at its defaults (50 MP): 7000x7000 is 49 MP.
 LARGEST_SIDE_PX = 7000
-# README "Memory": the bound on one worker's peak RSS at the largest accepted image, model and server included.
-PEAK_RSS_BOUND_BYTES = 4 * 2**30
+# README "Memory": a worker's peak at the largest accepted image is under 2.5 GiB, over a process of ~0.25 GiB
+# (model, server); one upload then stays under 3 GiB (main took ~10 GB).
+PEAK_RSS_BOUND_BYTES = 3 * 2**30
 
 
 def large_photo_jpeg(astronaut: np.ndarray, side_px: int = LARGEST_SIDE_PX) -> bytes:
@@ -123,7 +124,7 @@ def test_the_largest_accepted_image_is_detected_in_bounded_memory(tmp_path: Path
     done = threading.Event()
 
     def watch() -> None:
-        # Kills the server as soon as it is over the bound: main took ~10 GB for this image.
+        # Kills the server as soon as it is over the bound, so that a regression cannot take the machine down.
         while not done.wait(0.02):
             peak[0] = max(peak[0], tree_rss_bytes(server.pid))
             if peak[0] > PEAK_RSS_BOUND_BYTES:
