@@ -80,13 +80,16 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(work: Path, workers: int) -> tuple[subprocess.Popen[bytes], str, str]:
+def start_server(work: Path, workers: int | None, *options: str) -> tuple[subprocess.Popen[bytes], str, str]:
+    """Starts ``efface serve`` (``--workers`` left at its default for None); returns it, its URL and a key."""
     db_url = f"sqlite:///{work / 'audit.sqlite3'}"
     with AuditStore(db_url) as store:
         key = ApiKeyStore(store).create("bench", rate_limit_per_min=10_000_000).value
     port = _free_port()
     env = {**os.environ, "EFFACE_DB_URL": db_url}
-    command = [sys.executable, "-m", "efface", "serve", "--port", str(port), "--workers", str(workers)]
+    command = [sys.executable, "-m", "efface", "serve", "--port", str(port)]
+    command += [] if workers is None else ["--workers", str(workers)]
+    command += options
     log = (work / "server.log").open("wb")
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}"

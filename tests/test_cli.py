@@ -353,13 +353,20 @@ def test_cuda_without_a_gpu_is_a_clear_usage_error(tmp_path: Path, sqlite_url: s
 
 
 @pytest.mark.slow
-def test_anonymize_writes_nothing_but_the_output_and_the_audit_log(tmp_path: Path, astronaut: np.ndarray) -> None:
+# onnxruntime writes its telemetry store unless ORT_DISABLE_TELEMETRY is exactly "1" when it is imported; an
+# inherited "0" or "false" must not let it write either.
+@pytest.mark.parametrize("ort_disable_telemetry", [None, "0", "false"])
+def test_anonymize_writes_nothing_but_the_output_and_the_audit_log(
+    tmp_path: Path, astronaut: np.ndarray, ort_disable_telemetry: str | None
+) -> None:
     home, photos = tmp_path / "home", tmp_path / "photos"
     home.mkdir()
     photos.mkdir()
     Image.fromarray(astronaut).save(photos / "a.jpg")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EFFACE_", "ORT_", "XDG_"))}
     env["HOME"] = str(home)  # onnxruntime's telemetry would land in ~/.cache/Microsoft
+    if ort_disable_telemetry is not None:
+        env["ORT_DISABLE_TELEMETRY"] = ort_disable_telemetry
     db = tmp_path / "audit.sqlite3"
     subprocess.run(
         [sys.executable, "-m", "efface", "anonymize", str(photos), "--db", f"sqlite:///{db}"],

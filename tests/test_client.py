@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -220,3 +221,34 @@ def test_async_client_does_the_same() -> None:
     result = asyncio.run(run())
     assert result.image == b"anonymized" and sleeps == [1.0]
     assert _fields(handler.requests[1])["method"] == "pixelate" and _fields(handler.requests[1])["strength"] == "8"
+
+
+def _closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])  # closed on leaving: nothing listens there
+
+
+def test_a_real_closed_port_raises_the_public_unreachable_error() -> None:
+    sleeps: list[float] = []
+    url = f"http://127.0.0.1:{_closed_port()}"
+    client = Client(url, api_key=KEY, max_retries=1, backoff_s=0.01, sleep=sleeps.append)
+    with client, pytest.raises(ServiceUnreachableError) as caught:
+        client.detect(IMAGE)
+    assert type(caught.value) is ServiceUnreachableError  # no private class escapes
+    assert not caught.value.has_sent_request and len(sleeps) == 1  # nothing was sent: retried once
+    message = str(caught.value)
+    assert message.startswith(f"cannot connect to {url}") and "\n" not in message
+
+
+def test_a_real_closed_port_raises_the_public_unreachable_error_async() -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+
+    async def detect() -> None:
+        async with AsyncClient(url, api_key=KEY, max_retries=0) as client:
+            await client.detect(IMAGE)
+
+    with pytest.raises(ServiceUnreachableError) as caught:
+        asyncio.run(detect())
+    assert type(caught.value) is ServiceUnreachableError
+    assert "\n" not in str(caught.value)

@@ -80,7 +80,16 @@ class ServiceError(EffaceError):
 
 
 class ServiceUnreachableError(ServiceError):
-    """No connection to the service, or no complete answer."""
+    """No connection to the service, or no complete answer.
+
+    Attributes:
+        has_sent_request: False when the connection could not even be opened: nothing was sent, so trying
+            again is safe (the client does, up to ``max_retries``).
+    """
+
+    def __init__(self, message: str, *, has_sent_request: bool) -> None:
+        super().__init__(message)
+        self.has_sent_request = has_sent_request
 
 
 class AuthenticationError(ServiceError):
@@ -282,10 +291,6 @@ def _detected(response: httpx.Response) -> DetectedFaces:
         raise ServiceError(f"unexpected answer from the service: {exc}", status_code=200) from exc
 
 
-class _NotConnectedError(ServiceUnreachableError):
-    """The connection could not be opened: nothing was sent, so trying again is safe."""
-
-
 class _Retrying:
     """When to try again and how long to wait first: shared by both clients."""
 
@@ -299,7 +304,9 @@ class _Retrying:
 
     def wait_s(self, attempt: int, error: ServiceError) -> float | None:
         """Seconds to wait before retrying after ``error`` on attempt ``attempt`` (0 first), or None to raise it."""
-        is_retryable = isinstance(error, ServiceBusyError | _NotConnectedError)
+        is_retryable = isinstance(error, ServiceBusyError) or (
+            isinstance(error, ServiceUnreachableError) and not error.has_sent_request
+        )
         if attempt >= self.max_retries or not is_retryable:
             return None
         retry_after_s = error.retry_after_s if isinstance(error, ServiceBusyError) else None
@@ -311,8 +318,14 @@ class _Retrying:
 
 def _transport_error(exc: httpx.TransportError, url: str) -> ServiceUnreachableError:
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-        return _NotConnectedError(f"cannot connect to {url}: {exc}")
-    return ServiceUnreachableError(f"no complete answer from {url}: {type(exc).__name__}: {exc}")
+        return ServiceUnreachableError(f"cannot connect to {url}: {_one_line(exc)}", has_sent_request=False)
+    return ServiceUnreachableError(
+        f"no complete answer from {url}: {type(exc).__name__}: {_one_line(exc)}", has_sent_request=True
+    )
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _headers(api_key: str) -> dict[str, str]:

@@ -4,12 +4,16 @@ import numpy as np
 import pytest
 
 from efface.detection.postprocess import (
+    MAX_WORKING_PIXELS,
+    TILE_MARGIN_PX,
     RawDetections,
     decode_centerface,
+    detect_tiled,
     favour_large,
     nms,
     padded_size,
     pairwise_iou,
+    plan_tiles,
     to_original_pixels,
 )
 
@@ -139,3 +143,62 @@ def test_favour_large_changes_nothing_unless_large_boxes_need_less(large_score: 
 def test_favour_large_keeps_the_score_range() -> None:
     found = favour_large(_dets([60, 60], [0.0, 1.0]), min_height_px=48, large_score=0.1, score_threshold=0.5)
     assert sorted(found.scores.tolist()) == pytest.approx([0.0, 1.0])
+
+
+@pytest.mark.parametrize(
+    ("height_px", "width_px", "input_scale", "tiles"),
+    [
+        (3024, 4032, 1.0, 1),  # a 12 MP photo: one piece, as before tiling
+        (4096, 3072, 1.0, 1),  # exactly the largest one piece
+        (7000, 7000, 1.0, 9),  # the service's largest image
+        (7000, 7000, 0.5, 1),  # its half-size pass
+        (3024, 4032, 2.0, 6),  # an up-scaled pass over a 12 MP photo
+        (600, 40_000, 1.0, 14),  # a panorama: one row
+        (1, 1, 1.0, 1),
+    ],
+)
+def test_plan_tiles_bounds_every_piece_and_owns_every_pixel_once(
+    height_px: int, width_px: int, input_scale: float, tiles: int
+) -> None:
+    planned = plan_tiles(height_px, width_px, input_scale=input_scale)
+    assert len(planned) == tiles
+    for tile in planned:
+        working_px = (tile.y1_px - tile.y0_px) * (tile.x1_px - tile.x0_px) * input_scale**2
+        assert working_px <= MAX_WORKING_PIXELS * 1.001  # rounding of a pixel at the scale
+    # Every centre (a grid of them, the image's corners and beyond its edges) is owned by exactly one tile.
+    ys = np.linspace(-5, height_px + 5, 41)
+    xs = np.linspace(-5, width_px + 5, 41)
+    for y in ys:
+        for x in xs:
+            owners = [t for t in planned if t.own_xyxy[0] <= x < t.own_xyxy[2] and t.own_xyxy[1] <= y < t.own_xyxy[3]]
+            assert len(owners) == 1, (x, y)
+            # A face up to twice the margin (in network pixels), centred here, lies whole in its owner tile.
+            half_px = TILE_MARGIN_PX / input_scale
+            owner = owners[0]
+            if 0 <= x < width_px and 0 <= y < height_px:
+                assert owner.x0_px <= max(0, x - half_px) and min(width_px, x + half_px) <= owner.x1_px
+                assert owner.y0_px <= max(0, y - half_px) and min(height_px, y + half_px) <= owner.y1_px
+
+
+def test_detect_tiled_finds_a_face_on_a_tile_border_once_in_image_pixels() -> None:
+    image = np.zeros((300, 1000, 3), np.uint8)
+    image[100:160, 480:540] = 255  # a "face" across the border of the two tiles below
+    calls: list[tuple[int, int]] = []
+
+    def detect_whole(part: np.ndarray) -> RawDetections:
+        calls.append(part.shape[:2])
+        ys, xs = np.nonzero(part[:, :, 0])
+        if len(ys) == 0:
+            return RawDetections.empty()
+        box = np.asarray([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
+        return RawDetections(box, np.asarray([0.9], np.float32), np.zeros((1, 5, 2), np.float32))
+
+    # 400 px pieces with 64 px margins: four tiles, owning x from 0, 250, 500 and 750.
+    found = detect_tiled(
+        image, input_scale=1.0, nms_iou=0.3, detect_whole=detect_whole, max_working_pixels=400 * 400, margin_px=64
+    )
+    assert len(calls) == 4 and all(h * w <= 400 * 400 for h, w in calls)
+    assert found.boxes_xyxy.tolist() == [[480.0, 100.0, 540.0, 160.0]]
+    whole = detect_tiled(image, input_scale=1.0, nms_iou=0.3, detect_whole=detect_whole)
+    assert len(calls) == 5 and calls[-1] == (300, 1000)  # under the bound: one piece, as before tiling
+    assert whole.boxes_xyxy.tolist() == found.boxes_xyxy.tolist()

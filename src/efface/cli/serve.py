@@ -88,5 +88,5 @@ def serve(
         raise fail_setup(exc) from exc
     # The models loaded above are the service's one copy.
     service_app = create_app(settings, limits=limits, load=lambda _settings, _threads: models)
-    if not run_server(service_app, host=host, port=port, max_connections=limits.max_connections):
+    if not run_server(service_app, host=host, port=port, max_requests=limits.max_requests):
         raise typer.Exit(EXIT_USAGE)

@@ -17,11 +17,12 @@ import numpy.typing as npt
 import onnx
 
 from efface.arrays import ImageArray
-from efface.detection._onnx import check_detector_settings, create_session, file_sha256
+from efface.detection._onnx import check_detector_settings, create_session, file_sha256, run_options_for
 from efface.detection.postprocess import (
     RawDetections,
     check_image,
     decode_centerface,
+    detect_tiled,
     padded_size,
     suppress,
     to_faces,
@@ -119,9 +120,16 @@ class CenterFaceDetector:
         return to_faces(self.detect_raw(image, input_scale=self.input_scale))
 
     def detect_raw(self, image: ImageArray, *, input_scale: float) -> RawDetections:
-        """Runs the network once at ``input_scale`` and returns suppressed detections in original pixels."""
-        (raw,) = self.detect_batch_raw([image], input_scale=input_scale)
-        return raw
+        """Runs the network at ``input_scale`` and returns suppressed detections in original pixels.
+
+        A scaled input over ``postprocess.MAX_WORKING_PIXELS`` runs as overlapping tiles, one at a time.
+        """
+
+        def detect_whole(part: ImageArray) -> RawDetections:
+            (raw,) = self.detect_batch_raw([part], input_scale=input_scale)
+            return raw
+
+        return detect_tiled(image, input_scale=input_scale, nms_iou=self.nms_iou, detect_whole=detect_whole)
 
     def detect_batch_raw(self, images: list[ImageArray], *, input_scale: float) -> list[RawDetections]:
         """Runs the network on same-sized images in one batch (e.g. tiles of one photo).
@@ -145,7 +153,9 @@ class CenterFaceDetector:
                 scaled = cv2.resize(image, (resized_w, resized_h), interpolation=interpolation)
             tensor[index, :, :resized_h, :resized_w] = scaled.transpose(2, 0, 1)  # the model takes RGB, 0-255
         try:
-            heatmap, scale, offset, landmarks = self._session.run(None, {self._input_name: tensor})
+            heatmap, scale, offset, landmarks = self._session.run(
+                None, {self._input_name: tensor}, run_options_for(input_pixels=len(images) * padded_h * padded_w)
+            )
         except Exception as exc:  # onnxruntime's own exception classes
             raise ModelError(f"CenterFace inference failed: {exc}") from exc
         factor = resized_w / width  # == resized_h / height up to rounding

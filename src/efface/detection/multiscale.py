@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import cv2
 import numpy as np
 
 from efface.arrays import ImageArray
@@ -239,12 +240,26 @@ class MultiScaleDetector:
         if not cells:
             return RawDetections.empty()
         tile_px = focus.cell_px + 2 * focus.margin_px
-        padded = np.zeros((height + 2 * tile_px, width + 2 * tile_px, 3), np.uint8)
-        padded[tile_px : tile_px + height, tile_px : tile_px + width] = image
         tiles, origins = [], []
         for column, row in cells:
             x0, y0 = column * focus.cell_px - focus.margin_px, row * focus.cell_px - focus.margin_px
-            tiles.append(padded[y0 + tile_px : y0 + 2 * tile_px, x0 + tile_px : x0 + 2 * tile_px])
+            # Zero-padded where the tile passes the image's edge; only the tile is copied, never the image.
+            cx0, cy0 = max(0, x0), max(0, y0)
+            cx1, cy1 = min(width, x0 + tile_px), min(height, y0 + tile_px)
+            tiles.append(
+                np.asarray(
+                    cv2.copyMakeBorder(
+                        np.ascontiguousarray(image[cy0:cy1, cx0:cx1]),
+                        cy0 - y0,
+                        y0 + tile_px - cy1,
+                        cx0 - x0,
+                        x0 + tile_px - cx1,
+                        cv2.BORDER_CONSTANT,
+                        value=(0, 0, 0),
+                    ),
+                    np.uint8,
+                )
+            )
             origins.append((x0, y0))
         found = self.base.detect_batch_raw(tiles, input_scale=focus.scale)
         kept = []

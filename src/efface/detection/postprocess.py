@@ -6,6 +6,8 @@ OpenCV's C++ (stateless; the tests hold it to a numpy reference of the same gree
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -15,15 +17,20 @@ from efface.arrays import ImageArray
 from efface.records import BBox, Face
 
 __all__ = [
+    "MAX_WORKING_PIXELS",
+    "TILE_MARGIN_PX",
     "RawDetections",
+    "Tile",
     "above",
     "check_image",
     "concat",
     "decode_centerface",
+    "detect_tiled",
     "fuse_passes",
     "nms",
     "padded_size",
     "pairwise_iou",
+    "plan_tiles",
     "suppress",
     "to_faces",
     "to_original_pixels",
@@ -31,6 +38,13 @@ __all__ = [
 
 # CenterFace predicts one cell per 4x4 input pixels.
 CENTERFACE_STRIDE = 4
+# The largest network input run in one piece. A pass whose input (the image after its scale) is bigger runs
+# on overlapping tiles of at most this size, one after another: a pass's memory (~190 MB per MP on CenterFace)
+# then stops growing with the image. 12.6 MP keeps every photo up to 4096x3072 (phones' 12 MP) in one piece.
+MAX_WORKING_PIXELS = 12_600_000
+# How far, in network-input pixels, each tile reaches past the part it owns: a face up to twice this size is
+# whole in the tile that owns its centre. Bigger faces are the down-scaled passes' to find.
+TILE_MARGIN_PX = 256
 
 
 class RawDetections:
@@ -316,3 +330,115 @@ def to_faces(detections: RawDetections) -> tuple[Face, ...]:
         )
         for box, score, marks in zip(detections.boxes_xyxy, detections.scores, detections.landmarks_xy, strict=True)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Tile:
+    """A piece of an image run on its own, and the part of the image whose detections it keeps.
+
+    Attributes:
+        x0_px, y0_px, x1_px, y1_px: the tile, in original pixels (end exclusive).
+        own_xyxy: detections whose centre lies here, in original pixels, are this tile's (the image's outer
+            tiles own everything beyond the image too).
+    """
+
+    x0_px: int
+    y0_px: int
+    x1_px: int
+    y1_px: int
+    own_xyxy: tuple[float, float, float, float]
+
+    def crop(self, image: ImageArray) -> ImageArray:
+        """The tile's pixels (a view)."""
+        return image[self.y0_px : self.y1_px, self.x0_px : self.x1_px]
+
+    def keep_owned(self, detections: RawDetections) -> RawDetections:
+        """Detections in tile pixels moved to image pixels, keeping those centred in the part the tile owns."""
+        offset = np.asarray([self.x0_px, self.y0_px], np.float32)
+        boxes = detections.boxes_xyxy + np.tile(offset, 2)
+        cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+        x0, y0, x1, y1 = self.own_xyxy
+        inside = np.flatnonzero((cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1))
+        return RawDetections(boxes[inside], detections.scores[inside], (detections.landmarks_xy + offset)[inside])
+
+
+def _spans(length_px: int, *, input_scale: float, side_px: int, margin_px: int) -> list[tuple[int, int, float, float]]:
+    """Along one axis: (start, end, owned from, owned to) of each tile, in original pixels."""
+    working_px = length_px * input_scale
+    count = 1 if working_px <= side_px else math.ceil(working_px / (side_px - 2 * margin_px))
+    edges = [round(index * length_px / count) for index in range(count + 1)]
+    margin_original_px = math.ceil(margin_px / input_scale)
+    spans = []
+    for index in range(count):
+        owned_from = -math.inf if index == 0 else float(edges[index])
+        owned_to = math.inf if index == count - 1 else float(edges[index + 1])
+        start = max(0, edges[index] - margin_original_px)
+        end = min(length_px, edges[index + 1] + margin_original_px)
+        spans.append((start, end, owned_from, owned_to))
+    return spans
+
+
+def plan_tiles(
+    height_px: int,
+    width_px: int,
+    *,
+    input_scale: float,
+    max_working_pixels: int = MAX_WORKING_PIXELS,
+    margin_px: int = TILE_MARGIN_PX,
+) -> list[Tile]:
+    """Cuts a pass into overlapping tiles whose network input is at most ``max_working_pixels``.
+
+    Args:
+        height_px: image height.
+        width_px: image width.
+        input_scale: the pass's resize factor.
+        max_working_pixels: the largest network input (after scaling) run in one piece.
+        margin_px: network-input pixels each tile reaches past the part it owns.
+
+    Returns:
+        One tile covering the image when its scaled size is at most ``max_working_pixels``; otherwise a grid
+        whose owned parts split the image without gap or overlap.
+    """
+    if height_px < 1 or width_px < 1 or not input_scale > 0:
+        raise ValueError(f"expected a non-empty image and a positive scale, got {width_px}x{height_px}, {input_scale}")
+    if height_px * width_px * input_scale**2 <= max_working_pixels:
+        return [Tile(0, 0, width_px, height_px, (-math.inf, -math.inf, math.inf, math.inf))]
+    side_px = math.isqrt(max_working_pixels)
+    if side_px <= 4 * margin_px:
+        raise ValueError(f"max_working_pixels {max_working_pixels} leaves no room inside margins of {margin_px} px")
+    rows = _spans(height_px, input_scale=input_scale, side_px=side_px, margin_px=margin_px)
+    columns = _spans(width_px, input_scale=input_scale, side_px=side_px, margin_px=margin_px)
+    return [
+        Tile(x0, y0, x1, y1, (own_x0, own_y0, own_x1, own_y1))
+        for (y0, y1, own_y0, own_y1) in rows
+        for (x0, x1, own_x0, own_x1) in columns
+    ]
+
+
+def detect_tiled(
+    image: ImageArray,
+    *,
+    input_scale: float,
+    nms_iou: float,
+    detect_whole: Callable[[ImageArray], RawDetections],
+    max_working_pixels: int = MAX_WORKING_PIXELS,
+    margin_px: int = TILE_MARGIN_PX,
+) -> RawDetections:
+    """Runs one pass of a detector in bounded memory: whole when small enough, else tile by tile.
+
+    Args:
+        image: uint8 (H, W, 3).
+        input_scale: the pass's resize factor.
+        nms_iou: suppression of the tiles' overlapping detections.
+        detect_whole: the pass on one image (or tile), returning detections in its own original pixels.
+        max_working_pixels: see ``plan_tiles``.
+        margin_px: see ``plan_tiles``.
+    """
+    height, width = image.shape[:2]
+    tiles = plan_tiles(
+        height, width, input_scale=input_scale, max_working_pixels=max_working_pixels, margin_px=margin_px
+    )
+    if len(tiles) == 1:
+        return detect_whole(image)
+    found = [tile.keep_owned(detect_whole(tile.crop(image))) for tile in tiles]
+    return suppress(concat(found), iou_threshold=nms_iou)

@@ -21,10 +21,11 @@ import numpy as np
 import numpy.typing as npt
 
 from efface.arrays import ImageArray
-from efface.detection._onnx import check_detector_settings, create_session, file_sha256
+from efface.detection._onnx import check_detector_settings, create_session, file_sha256, run_options_for
 from efface.detection.postprocess import (
     RawDetections,
     check_image,
+    detect_tiled,
     nms,
     padded_size,
     to_faces,
@@ -178,7 +179,9 @@ class YuNetDetector:
         return [self.detect_raw(image, input_scale=input_scale) for image in images]
 
     def detect_raw(self, image: ImageArray, *, input_scale: float) -> RawDetections:
-        """Runs the network once at ``input_scale`` and returns suppressed detections in original pixels.
+        """Runs the network at ``input_scale`` and returns suppressed detections in original pixels.
+
+        A scaled input over ``postprocess.MAX_WORKING_PIXELS`` runs as overlapping tiles, one at a time.
 
         Args:
             image: uint8 (H, W, 3), RGB.
@@ -187,6 +190,14 @@ class YuNetDetector:
         Raises:
             ModelError: inference failed or the outputs do not have YuNet's shapes.
         """
+        return detect_tiled(
+            image,
+            input_scale=input_scale,
+            nms_iou=self.nms_iou,
+            detect_whole=lambda part: self._detect_whole(part, input_scale=input_scale),
+        )
+
+    def _detect_whole(self, image: ImageArray, *, input_scale: float) -> RawDetections:
         height, width = image.shape[:2]
         resized_h = max(1, round(height * input_scale))
         resized_w = max(1, round(width * input_scale))
@@ -199,7 +210,9 @@ class YuNetDetector:
         tensor = np.zeros((1, 3, padded_h, padded_w), dtype=np.float32)
         tensor[0, :, :resized_h, :resized_w] = scaled[:, :, ::-1].transpose(2, 0, 1)
         try:
-            values = self._session.run(list(YUNET_OUTPUT_NAMES), {self._input_name: tensor})
+            values = self._session.run(
+                list(YUNET_OUTPUT_NAMES), {self._input_name: tensor}, run_options_for(input_pixels=padded_h * padded_w)
+            )
         except Exception as exc:  # onnxruntime's own exception classes
             raise ModelError(f"YuNet inference failed: {exc}", path=self.model_path) from exc
         try:

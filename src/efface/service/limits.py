@@ -60,7 +60,8 @@ class ServiceLimits:
         return self.workers + self.queue_size
 
     @property
-    def max_connections(self) -> int:
-        """Connections and requests uvicorn handles at once, refused ones and idle keep-alives included; beyond
-        them it answers a bare 503. A last guard: refusing and auditing a flood costs memory too."""
+    def max_requests(self) -> int:
+        """Requests handled at once (their headers complete), refused ones included; beyond them the server
+        answers a bare 503. A last guard: refusing and auditing a flood costs memory too. Connections still
+        sending their headers do not count (they are closed after ``server.HEADER_TIMEOUT_S``)."""
         return 4 * self.max_in_flight + 64
