@@ -245,9 +245,9 @@ class _Walk:
         for count, names in self._linked_names.values():
             others = f" (also {', '.join(map(str, names[1:]))})" if len(names) > 1 else ""
             message = (
-                f"this file has {count} names (hard links) and only {len(names)} of them are in the paths given"
-                f"{others}; replacing those would leave the original under the others: give folders that hold"
-                " every name, or write copies with --output"
+                f"this file has {count} names (hard links) but the paths given reach only {len(names)}{others};"
+                " replacing those would leave the original under the others: give folders that hold every name"
+                " (as image or video files), or write copies with --output"
             )
             yield _failure(names[0], HardLinkError(message, path=names[0]), self._mode)
         self._linked_names.clear()
