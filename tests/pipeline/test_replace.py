@@ -113,13 +113,19 @@ def test_an_output_run_copies_a_hard_linked_file_and_is_not_refused(tmp_path: Pa
 class _RewritingDetector(StaticDetector):
     """Finds a face and, while it "detects", a camera writes a new photo over the file (a real change on disk)."""
 
-    def __init__(self, path: Path, new_content: bytes) -> None:
+    def __init__(self, path: Path, new_content: bytes, *, is_renamed_over: bool = False) -> None:
         super().__init__((FACE,))
         self._path = path
         self._new_content = new_content
+        self._is_renamed_over = is_renamed_over
 
     def detect(self, image: np.ndarray) -> tuple[Face, ...]:
-        self._path.write_bytes(self._new_content)
+        if self._is_renamed_over:  # a new file moved over it (another inode), as an app saving atomically does
+            written = self._path.with_name("incoming.tmp")
+            written.write_bytes(self._new_content)
+            os.replace(written, self._path)
+        else:  # rewritten in place (same inode)
+            self._path.write_bytes(self._new_content)
         return super().detect(image)
 
 
@@ -281,3 +287,16 @@ def test_two_runs_on_one_video_the_second_leaves_the_first_runs_temporary_file(t
         out, _ = first.communicate(timeout=120)
     assert first.returncode == 0, out
     assert video.read_bytes() != original and sorted(folder.iterdir()) == [video]
+
+
+def test_a_video_changed_while_it_is_processed_is_left_as_it_now_is(tmp_path: Path) -> None:
+    video = tmp_path / "clip.mp4"
+    _video(video)
+    new_video = _video(tmp_path / "new.mp4")
+    models = StaticModels(_RewritingDetector(video, new_video, is_renamed_over=True))
+
+    result = anonymize_file(FileJob(video, video), models=models, policy=Policy())
+
+    assert (result.outcome, result.error_class) == (Outcome.ERROR, "SourceChangedError")
+    assert video.read_bytes() == new_video
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "new.mp4"]
