@@ -497,3 +497,33 @@ def test_face_less_files_that_carry_more_than_their_image_are_rewritten_without_
     assert "'prVt'" in rows["icc-holds-original.jpg"].details["icc_profile"]
     assert "after" in rows["appended-after-eoi.jpg"].details["extra_content"]
     assert "prVt" in rows["private-chunk.png"].details["extra_content"]
+
+
+@pytest.mark.slow
+def test_a_hard_linked_photo_is_refused_unless_every_name_is_given(
+    tmp_path: Path, astronaut: np.ndarray, sqlite_url: str
+) -> None:
+    first, second = tmp_path / "h" / "p" / "f.jpg", tmp_path / "h" / "b" / "f.jpg"
+    first.parent.mkdir(parents=True)
+    second.parent.mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x013B] = "Jane Doe"
+    Image.fromarray(astronaut).save(first, quality=90, exif=exif.tobytes())
+    os.link(first, second)
+    original = first.read_bytes()
+
+    refused = runner.invoke(app, ["anonymize", str(tmp_path / "h" / "p"), "--db", sqlite_url])
+
+    assert refused.exit_code == 1, refused.output
+    lines = [line for line in refused.stderr.splitlines() if "HardLinkError" in line]
+    assert len(lines) == 1 and "f.jpg" in lines[0], refused.stderr
+    assert "Traceback" not in refused.output
+    assert first.read_bytes() == original and second.read_bytes() == original
+
+    done = runner.invoke(app, ["anonymize", str(tmp_path / "h"), "--db", sqlite_url, "--json"])
+
+    assert done.exit_code == 0, done.output
+    summary = json.loads(done.stdout)
+    assert summary["faces_anonymized"] == 1
+    assert first.read_bytes() == second.read_bytes() != original
+    assert b"Jane Doe" not in first.read_bytes()

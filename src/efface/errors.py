@@ -10,7 +10,9 @@ into these at one boundary per package with ``raise X(...) from exc``; nothing e
     │   ├── UnreadableFileError     the OS refused to read it
     │   ├── UnsupportedFormatError  not a format efface can anonymize (yet)
     │   ├── CorruptImageError       the bytes are not a valid image or video (truncated, bad CRC, ...)
-    │   └── ImageTooLargeError      more pixels than allowed (decompression bombs)
+    │   ├── ImageTooLargeError      more pixels than allowed (decompression bombs)
+    │   ├── HardLinkError           in place: another name of the file lies outside the walked paths
+    │   └── SourceChangedError      in place: the file changed on disk while it was processed
     ├── OutputError                 the anonymized file could not be written (has ``.path``)
     ├── WorkerCrashedError          the process or Ray actor anonymizing a file died under it (has ``.path``)
     ├── AuditError                  the audit database cannot be opened, migrated or written
@@ -33,11 +35,13 @@ __all__ = [
     "ConfigurationError",
     "CorruptImageError",
     "EffaceError",
+    "HardLinkError",
     "ImageTooLargeError",
     "InputError",
     "InputNotFoundError",
     "ModelError",
     "OutputError",
+    "SourceChangedError",
     "UnreadableFileError",
     "UnsupportedFormatError",
     "WeakTransformError",
@@ -96,6 +100,16 @@ class CorruptImageError(InputError):
 
 class ImageTooLargeError(InputError):
     """The image has more pixels than the configured limit (a decompression bomb guard)."""
+
+
+class HardLinkError(InputError):
+    """In place, a file with hard links whose other names are not all in the walked paths: replacing the names
+    efface reaches would leave the original, faces and metadata included, under the others."""
+
+
+class SourceChangedError(InputError):
+    """In place, the file on disk is no longer the one that was read (rewritten, replaced or moved while it was
+    processed): the anonymized old content must not overwrite it, so it is left as it now is."""
 
 
 class OutputError(EffaceError):

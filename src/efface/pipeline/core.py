@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from efface.detection.multiscale import MultiScaleSpec
 from efface.detection.presets import DEFAULT_PRESET, preset_spec
 from efface.detection.tracking import TrackingSpec
 from efface.errors import EffaceError, InputNotFoundError, OutputError, UnreadableFileError
-from efface.media.atomic import atomic_write_bytes
+from efface.media.atomic import Original, atomic_write_bytes, original_of
 from efface.media.images import CodecOptions, DecodedImage, decode_image, encode_image
 from efface.media.video import VideoInfo, VideoOptions, is_video_path, open_video
 from efface.pipeline import results
@@ -44,11 +45,14 @@ class FileJob:
         done_sha256: outputs an earlier run recorded for this file: when the file in place (or the one
             already in the output tree) hashes to one of them, it is done and is skipped, not anonymized
             twice.
+        hard_links: in place, the file's other names (hard links, all of them in the walked paths): each is
+            replaced with the anonymized file too, so that no name keeps the original.
     """
 
     source: Path
     destination: Path | None
     done_sha256: frozenset[str] = frozenset()
+    hard_links: tuple[Path, ...] = ()
 
     @property
     def mode(self) -> WriteMode:
@@ -122,9 +126,11 @@ def anonymize_bytes(
     return Processed(decoded=decoded, faces=faces, faces_anonymized=anonymized, data=data)
 
 
-def _read(path: Path) -> bytes:
+def _read(path: Path) -> tuple[bytes, os.stat_result]:
+    """The file's content and its status when opened (to tell, before an in-place replace, that it is unchanged)."""
     try:
-        return path.read_bytes()
+        with path.open("rb") as handle:
+            return handle.read(), os.fstat(handle.fileno())
     except FileNotFoundError as exc:
         raise InputNotFoundError("no such file", path=path) from exc
     except IsADirectoryError as exc:
@@ -160,7 +166,7 @@ def anonymize_file(
     mode = job.mode
     processed: Processed | None = None
     try:
-        content = _read(job.source)
+        content, status = _read(job.source)
         if _is_done(job, content):
             return _skipped(job, started_at=started_at, t0=t0)
         write = mode is not WriteMode.DRY_RUN
@@ -172,7 +178,10 @@ def anonymize_file(
                 data = content
             if data is not None:
                 _make_parent(job.destination)
-                atomic_write_bytes(job.destination, data, permissions_from=job.source)
+                if mode is WriteMode.IN_PLACE:
+                    atomic_write_bytes(job.destination, data, replacing=_original(job, status))
+                else:
+                    atomic_write_bytes(job.destination, data, permissions_from=job.source)
             output_sha256 = hashlib.sha256(data if data is not None else content).hexdigest()
     except EffaceError as exc:
         return _error_result(job, exc, started_at=started_at, t0=t0, processed=processed)
@@ -191,8 +200,23 @@ def anonymize_file(
         output_sha256=output_sha256,
         image_format=processed.decoded.image_format.value,
         resolution_wh=processed.decoded.resolution_wh,
-        details={"rewritten": processed.data is not None, **processed.decoded.audit_details},
+        details={
+            "rewritten": processed.data is not None,
+            **processed.decoded.audit_details,
+            **_hard_link_details(job),
+        },
     )
+
+
+def _original(job: FileJob, status: os.stat_result) -> Original:
+    return original_of(status, other_names=job.hard_links)
+
+
+def _hard_link_details(job: FileJob) -> dict[str, object]:
+    """The names a hard-linked file was replaced under (one result for the file, however many names)."""
+    if not job.hard_links:
+        return {}
+    return {"hard_links": sorted(str(name) for name in (job.source, *job.hard_links))}
 
 
 def _anonymize_video_file(
@@ -202,8 +226,7 @@ def _anonymize_video_file(
     t0 = time.perf_counter()
     detect = models.detector(policy.detection).detect
     try:
-        if not job.source.exists():
-            raise InputNotFoundError("no such file", path=job.source)
+        status = _stat(job.source)
         if _is_done(job, None):
             return _skipped(job, started_at=started_at, t0=t0)
         if job.destination is not None:
@@ -220,7 +243,8 @@ def _anonymize_video_file(
                     tracking=policy.tracking,
                     options=policy.video,
                     on_frame=on_frame,
-                    permissions_from=job.source,
+                    permissions_from=job.source if job.mode is WriteMode.OUTPUT_DIR else None,
+                    replacing=_original(job, status) if job.mode is WriteMode.IN_PLACE else None,
                 )
         output_sha256 = _file_sha256(job.destination) if job.destination is not None else None
     except EffaceError as exc:
@@ -245,9 +269,23 @@ def _video_result(
         output_sha256=output_sha256,
         image_format=f"video/{info.codec}",
         resolution_wh=info.resolution_wh,
-        details={"rewritten": job.mode is not WriteMode.DRY_RUN, "dropped_streams": list(stats.dropped_streams)},
+        details={
+            "rewritten": job.mode is not WriteMode.DRY_RUN,
+            "dropped_streams": list(stats.dropped_streams),
+            **_hard_link_details(job),
+        },
         video=stats,
     )
+
+
+def _stat(path: Path) -> os.stat_result:
+    """The status of a video before it is opened (the decoder opens it by name)."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError as exc:
+        raise InputNotFoundError("no such file", path=path) from exc
+    except OSError as exc:
+        raise UnreadableFileError(f"cannot stat: {exc.strerror or exc}", path=path) from exc
 
 
 def _is_done(job: FileJob, content: bytes | None) -> bool:

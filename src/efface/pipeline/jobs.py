@@ -20,6 +20,7 @@ from pathlib import Path
 from efface.errors import (
     ConfigurationError,
     EffaceError,
+    HardLinkError,
     InputNotFoundError,
     OutputError,
     UnreadableFileError,
@@ -41,7 +42,8 @@ class Leftover:
     """A temporary file that an interrupted run left behind, to delete (and audit) before going on.
 
     It is reported before any file of its folder is handed out, so it can never be the temporary file
-    of a file in flight.
+    of a file in flight in this run; one that another live run is writing holds its lock and is left alone
+    when it comes to deleting it (``remove_if_leftover``).
     """
 
     path: Path
@@ -110,6 +112,7 @@ class Plan:
         walk = _Walk(self)
         for root in self.roots:
             yield from walk.root(root)
+        yield from walk.partly_walked_files()
 
     def jobs(self) -> Iterator[FileJob]:
         """Only the files to anonymize (walks the file system)."""
@@ -118,7 +121,8 @@ class Plan:
 
 class _Walk:
     """One pass over a plan's roots. Holds only what de-duplication needs: the targets of symbolic links
-    (few) and, where two roots share a name in the output tree, the destinations under that name."""
+    (few), where two roots share a name in the output tree, the destinations under that name, and in place
+    the names met so far of files with several names (hard links), until all of a file's names are met."""
 
     def __init__(self, plan: Plan) -> None:
         self._plan = plan
@@ -129,6 +133,8 @@ class _Walk:
         self._shared_prefixes = {p for p in prefixes if prefixes.count(p) > 1}
         self._destinations: set[Path] = set()
         self._candidates = 0
+        # In place, (st_dev, st_ino) -> (st_nlink, the names met): one job once every name is met.
+        self._linked_names: dict[tuple[int, int], tuple[int, list[Path]]] = {}
 
     def root(self, root: _Root) -> Iterator[PlanItem]:
         if not root.is_folder:
@@ -192,17 +198,21 @@ class _Walk:
     def _job(
         self, source: Path, real: Path, root: _Root, relative: Path, *, is_regular: bool = False
     ) -> Iterator[PlanItem]:
-        if not is_regular:
+        is_in_place = self._mode is WriteMode.IN_PLACE
+        if not is_regular or is_in_place:  # in place, the link count matters
             try:
-                mode_bits = os.stat(real).st_mode
+                status = os.stat(real)
             except FileNotFoundError:
                 yield _failure(source, InputNotFoundError("no such file (dangling link?)", path=source), self._mode)
                 return
             except OSError as exc:
                 yield _failure(source, UnreadableFileError(f"cannot stat: {exc.strerror}", path=source), self._mode)
                 return
-            if not stat.S_ISREG(mode_bits):
+            if not stat.S_ISREG(status.st_mode):
                 yield _failure(source, UnreadableFileError("not a regular file", path=source), self._mode)
+                return
+            if is_in_place and status.st_nlink > 1:
+                yield from self._hard_linked(real, status)
                 return
         if self._mode is WriteMode.DRY_RUN:
             destination = None
@@ -217,6 +227,30 @@ class _Walk:
                     return
                 self._destinations.add(destination)
         yield FileJob(source=real, destination=destination)
+
+    def _hard_linked(self, real: Path, status: os.stat_result) -> Iterator[PlanItem]:
+        """In place, a file with several names is handed out once all of them are met, to be replaced under
+        each; until then (or at the end of the walk, ``partly_walked_files``) it waits."""
+        key = (status.st_dev, status.st_ino)
+        _count, names = self._linked_names.setdefault(key, (status.st_nlink, []))
+        if real not in names:
+            names.append(real)
+        if len(names) >= status.st_nlink:
+            del self._linked_names[key]
+            yield FileJob(source=names[0], destination=names[0], hard_links=tuple(names[1:]))
+
+    def partly_walked_files(self) -> Iterator[AnonymizationResult]:
+        """Refusals, at the end of the walk, of the files with names (hard links) outside the walked paths:
+        replacing the names reached would leave the original under the others. One per file."""
+        for count, names in self._linked_names.values():
+            others = f" (also {', '.join(map(str, names[1:]))})" if len(names) > 1 else ""
+            message = (
+                f"this file has {count} names (hard links) but the paths given reach only {len(names)}{others};"
+                " replacing those would leave the original under the others: give folders that hold every name"
+                " (as image or video files), or write copies with --output"
+            )
+            yield _failure(names[0], HardLinkError(message, path=names[0]), self._mode)
+        self._linked_names.clear()
 
 
 def _is_walked(real: Path, folders: Iterable[Path], out_root: Path | None) -> bool:

@@ -10,7 +10,6 @@ the GIL; only the model releases it. Each process gets ``cores // processes`` in
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing
 import multiprocessing.queues
@@ -27,7 +26,7 @@ from typing import Protocol, TypeAlias
 
 from efface.detection.models import DetectionModels
 from efface.errors import WorkerCrashedError
-from efface.media.atomic import leftovers_of
+from efface.media.atomic import leftovers_of, remove_if_leftover
 from efface.pipeline import results
 from efface.pipeline.core import FileJob, Policy, anonymize_file
 from efface.records import AnonymizationResult
@@ -268,12 +267,12 @@ class ProcessPool:
 
 
 def _remove_leftovers(job: FileJob) -> None:
-    """Deletes the temporary files that a killed process left beside the file it was writing."""
+    """Deletes the temporary files that a killed process left beside the file it was writing (those of live
+    processes, this pool's included, hold their lock and stay)."""
     if job.destination is None:
         return
     for leftover in leftovers_of(job.destination):
-        with contextlib.suppress(FileNotFoundError):
-            leftover.unlink()
+        remove_if_leftover(leftover)
 
 
 def crashed_result(job: FileJob, *, reason: str) -> AnonymizationResult:

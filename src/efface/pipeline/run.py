@@ -29,6 +29,7 @@ from efface import __version__
 from efface.audit import AuditStore
 from efface.detection.models import DetectionModels
 from efface.errors import OutputError
+from efface.media.atomic import remove_if_leftover
 from efface.pipeline import results
 from efface.pipeline.core import FileJob
 from efface.pipeline.jobs import Leftover, PlanItem
@@ -169,11 +170,14 @@ class AuditedRun:
             logger.exception("run %s could not be finished in the audit log", self.info.run_id)
 
 
-def remove_leftover(path: Path, *, mode: WriteMode) -> AnonymizationResult:
-    """Deletes a temporary file of an interrupted run and says so, for the audit log."""
+def remove_leftover(path: Path, *, mode: WriteMode) -> AnonymizationResult | None:
+    """Deletes a temporary file of an interrupted run and says so, for the audit log; None when it is the
+    live temporary file of another run (left alone) or is already gone."""
     started_at = datetime.now(UTC)
     try:
-        path.unlink(missing_ok=True)
+        if not remove_if_leftover(path):
+            logger.info("left temporary file %s alone: a live run is writing it, or it is gone", path)
+            return None
     except OSError as exc:
         error = OutputError(f"cannot remove leftover temporary file: {exc.strerror or exc}", path=path)
         return results.failed(path, error, mode=mode, started_at=started_at)
@@ -207,7 +211,8 @@ def run_plan(items: Iterable[PlanItem], *, executor: Executor, run: AuditedRun, 
         # are recorded in plan order whatever order the files finish in.
         for item in items:
             if isinstance(item, Leftover):
-                run.record(remove_leftover(item.path, mode=run.info.mode))
+                if (removed := remove_leftover(item.path, mode=run.info.mode)) is not None:
+                    run.record(removed)
             elif isinstance(item, AnonymizationResult):
                 run.record(item)
             else:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from efface.detection.tracking import TemporalCover, TrackingSpec
+from efface.media.atomic import Original
 from efface.media.video import VideoOptions, VideoSource
 from efface.records import Face, VideoStats
 
@@ -133,6 +134,7 @@ def anonymize_video(
     options: VideoOptions,
     on_frame: FrameCallback | None = None,
     permissions_from: Path | None = None,
+    replacing: Original | None = None,
 ) -> VideoStats:
     """Anonymizes every frame of ``video`` into ``destination`` (atomically; it may be the source file).
 
@@ -145,6 +147,7 @@ def anonymize_video(
         options: codec, quality and metadata choices.
         on_frame: progress, after each encoded frame.
         permissions_from: a file whose permission bits the output takes.
+        replacing: in place, the source as it was opened (``atomic_write_with``).
 
     Returns:
         What was written and the faces counted on the way.
@@ -152,6 +155,7 @@ def anonymize_video(
     Raises:
         InputError: the video cannot be decoded completely.
         ConfigurationError: the encoder settings cannot work for this container.
+        SourceChangedError: in place, the source changed on disk meanwhile; it was left as it now is.
         OutputError: the output could not be written.
     """
     info = video.info
@@ -167,7 +171,12 @@ def anonymize_video(
             on_frame(done, info.declared_frames)
 
     written = video.transcode(
-        destination, process, options=options, on_frame=frame_done, permissions_from=permissions_from
+        destination,
+        process,
+        options=options,
+        on_frame=frame_done,
+        permissions_from=permissions_from,
+        replacing=replacing,
     )
     return coverer.counted(written)
 

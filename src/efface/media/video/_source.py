@@ -8,7 +8,7 @@ from types import TracebackType
 
 import numpy as np
 
-from efface.media.atomic import atomic_write_with
+from efface.media.atomic import Original, atomic_write_with
 from efface.media.video._decode import DecodeTally, Demuxer, VideoInfo, open_container
 from efface.media.video._encode import encode_video, muxer_for
 from efface.media.video._options import FrameProcessor, VideoOptions
@@ -93,6 +93,7 @@ class VideoSource:
         options: VideoOptions,
         on_frame: Callable[[int], None] | None = None,
         permissions_from: Path | None = None,
+        replacing: Original | None = None,
     ) -> VideoStats:
         """Re-encodes the video stream through ``process``, copying audio and subtitles, into ``destination``.
 
@@ -105,7 +106,8 @@ class VideoSource:
             process: gets the decoded frames and yields one array of the same shape per frame, in order.
             options: encoder, quality and metadata choices.
             on_frame: called with the count of frames encoded so far, after each frame.
-            permissions_from: a file whose permission bits the output takes (the original, in place).
+            permissions_from: a file whose permission bits the output takes (the source, into an output folder).
+            replacing: in place, the source as it was opened (``atomic_write_with``).
 
         Returns:
             What was written: frames, encoder, quality, measured duration, copied and dropped streams.
@@ -136,7 +138,7 @@ class VideoSource:
             finally:
                 self.close()  # before the output replaces the source (they may be one file)
 
-        return atomic_write_with(destination, write, permissions_from=permissions_from)
+        return atomic_write_with(destination, write, permissions_from=permissions_from, replacing=replacing)
 
     def _check_unread(self) -> None:
         if self._is_closed:
