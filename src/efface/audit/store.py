@@ -36,6 +36,7 @@ from efface.audit.ledger import PruneCounts
 from efface.audit.query import AuditTable, RecordFilter, matches_path, select_records
 from efface.audit.summary import ActivitySummary, ReportScope, summarize
 from efface.audit.tables import CONTENT_SCHEMA, files, runs, validations
+from efface.audit.urls import engine_url
 from efface.audit.verifier import ChainReport, ChainVerifier
 from efface.errors import AuditError, ConfigurationError
 from efface.records import (
@@ -146,8 +147,7 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def _create_engine(url: str) -> Engine:
-    parsed = sa.make_url(url)
+def _create_engine(parsed: sa.URL) -> Engine:
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(parsed, json_serializer=_json_serializer)
@@ -279,7 +279,7 @@ class AuditStore:
 
     Args:
         url: an SQLAlchemy URL, e.g. ``sqlite:////var/lib/efface/audit.db`` (the folder is created) or
-            ``postgresql+psycopg://user@host/db``.
+            ``postgresql://user@host/db`` (``postgres://`` too; see ``urls.engine_url``).
         key: the HMAC key of the chain. None reads ``EFFACE_AUDIT_KEY`` (unset: rows are hashed with plain
             sha256, which anyone who can write the database can recompute).
         migrations: the Alembic scripts folder to migrate with; efface's own by default (tests upgrade
@@ -293,10 +293,11 @@ class AuditStore:
     def __init__(self, url: str, *, key: bytes | None = None, migrations: Path = _MIGRATIONS_DIR) -> None:
         self._key = key if key is not None else audit_key_from_env()
         with translate_errors("parse audit database URL"):
-            shown_url = sa.make_url(url).render_as_string(hide_password=True)
+            parsed = engine_url(url)
+            shown_url = parsed.render_as_string(hide_password=True)
         self.shown_url = shown_url
         with translate_errors(f"open audit database {shown_url}"):
-            self._engine = _create_engine(url)
+            self._engine = _create_engine(parsed)
             try:
                 _migrate(self._engine, key=self._key, migrations=migrations)
             except BaseException:
