@@ -551,7 +551,8 @@ class AuditStore:
 
     def prune(self, *, older_than: datetime, is_dry_run: bool = False) -> PruneCounts:
         """Deletes the runs (with their files) and validations older than ``older_than`` and records the prune
-        in the chain, which keeps verifying. A run is old when its start, finish and every file are.
+        in the chain, which keeps verifying. A run is old when it has finished and its start, finish and every
+        file are before the cutoff; a run that has not finished is never pruned (it may still be recording).
 
         Args:
             older_than: the cutoff, timezone-aware.

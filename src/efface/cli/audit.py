@@ -208,7 +208,7 @@ def audit_prune(
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Remove runs (with their files) and validations older than AGE; the prune is itself a chain event."""
+    """Remove finished runs (with their files) and validations older than AGE; the prune is itself a chain event."""
     settings = load(config, db_url=db)
     try:
         cutoff = time_ago(older_than)
