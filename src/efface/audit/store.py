@@ -102,6 +102,7 @@ class StoredRun:
     faces_detected: int
     faces_anonymized: int
     duration_s: float | None
+    settings_sha256: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,16 +444,32 @@ class AuditStore:
         with translate_errors(f"list files of run {run_id}"), self._engine.connect() as connection:
             return [_stored_file(row) for row in connection.execute(query).mappings()]
 
-    def output_hashes(self, path: Path) -> frozenset[str]:
-        """The sha256 of every output recorded for ``path`` by a successful anonymization (or a file found
-        without faces): a file that hashes to one of them now is already done.
+    def output_hashes(self, path: Path, *, output_path: Path, settings_sha256: str) -> frozenset[str]:
+        """The sha256 of every output that runs with these settings wrote for ``path`` at ``output_path`` (an
+        anonymized file, or one found without faces): when ``output_path`` hashes to one of them now, it is done.
+
+        Args:
+            path: the source file.
+            output_path: where the output goes: ``path`` itself in place (only in-place rows count then, never
+                those of an ``--output`` run), else the file in the output tree (only ``--output`` rows count).
+            settings_sha256: the runs' detection and transform settings and model (``RunInfo.settings_sha256``).
 
         Raises:
             AuditError: the database cannot be read.
         """
         done = (Outcome.ANONYMIZED.value, Outcome.NO_FACES.value)
-        query = sa.select(files.c.output_sha256).where(
-            files.c.path == str(path), files.c.outcome.in_(done), files.c.output_sha256.is_not(None)
+        mode = WriteMode.IN_PLACE if output_path == path else WriteMode.OUTPUT_DIR
+        query = (
+            sa.select(files.c.output_sha256)
+            .join(runs, files.c.run_id == runs.c.run_id)
+            .where(
+                files.c.path == str(path),
+                files.c.output_path == str(output_path),
+                files.c.mode == mode.value,
+                files.c.outcome.in_(done),
+                files.c.output_sha256.is_not(None),
+                runs.c.settings_sha256 == settings_sha256,
+            )
         )
         with translate_errors(f"look up {path}"), self._engine.connect() as connection:
             return frozenset(connection.execute(query).scalars())
