@@ -180,9 +180,9 @@ def run_efface(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("mysql://user@127.0.0.1/efface", "SQLite and PostgreSQL, not mysql"),
-        ("oracle+oracledb://user@127.0.0.1/efface", "SQLite and PostgreSQL, not oracle"),
-        ("postgresql+pg8000://root@127.0.0.1/test", "driver pg8000 is not installed"),
+        ("mysql://user@127.0.0.1/efface", "SQLite or PostgreSQL, not mysql"),
+        ("oracle+oracledb://user@127.0.0.1/efface", "SQLite or PostgreSQL, not oracle"),
+        ("postgresql+pg8000://root@127.0.0.1/test", "audit database driver pg8000 is not installed"),
         ("not a url", "cannot parse audit database URL"),
     ],
 )

@@ -41,15 +41,15 @@ def engine_url(url: str) -> sa.URL:
     backend, _, driver = parsed.drivername.partition("+")
     dialect = _BACKENDS.get(backend)
     if dialect is None:
-        raise AuditError(f"the audit log supports SQLite and PostgreSQL, not {backend}: {_WRITE}")
+        raise AuditError(f"the audit database must be SQLite or PostgreSQL, not {backend}: {_WRITE}")
     if dialect == "postgresql" and not driver:
         driver = next((name for name in _POSTGRESQL_DRIVERS if importlib.util.find_spec(name) is not None), "")
         if not driver:
-            raise AuditError("no PostgreSQL driver is installed: pip install 'psycopg[binary]'")
+            raise AuditError("no PostgreSQL driver for the audit database is installed: pip install 'psycopg[binary]'")
     parsed = parsed.set(drivername=f"{dialect}+{driver}" if driver else dialect)
     try:
         parsed.get_dialect().import_dbapi()
     except ImportError as exc:
         name = driver or "sqlite3"
-        raise AuditError(f"the {dialect} driver {name} is not installed ({exc}); {_WRITE}") from exc
+        raise AuditError(f"the {dialect} audit database driver {name} is not installed ({exc}); {_WRITE}") from exc
     return parsed
