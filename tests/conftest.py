@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
+import struct
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from PIL import Image, ImageCms
 from skimage import data
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -100,3 +105,133 @@ def _isolated_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
         if name.startswith("EFFACE_") and name != "EFFACE_TEST_PG_URL":
             monkeypatch.delenv(name)
     monkeypatch.setenv("EFFACE_CONFIG", str(tmp_path_factory.getbasetemp() / "no-such-config.toml"))
+
+
+# --- image files that carry more than their image ---------------------------------------------------------------
+
+
+def _jpeg_bytes(pixels: np.ndarray, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", **{"quality": 90, **options})
+    return buffer.getvalue()
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def icc_with_private_tag(payload: bytes) -> bytes:
+    """LittleCMS's sRGB profile with one more tag, ``prVt``, holding ``payload``: a valid profile LittleCMS reads."""
+    base = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    (count,) = struct.unpack_from(">I", base, 128)
+    entries = [struct.unpack_from(">4sII", base, 132 + 12 * index) for index in range(count)]
+    data = base[132 + 12 * count :]
+    private = b"prVt\x00\x00\x00\x00" + payload
+    table = [(sig, offset + 12, size) for sig, offset, size in entries]
+    table.append((b"prVt", 132 + 12 * (count + 1) + len(data), len(private)))
+    body = struct.pack(">I", count + 1) + b"".join(struct.pack(">4sII", *entry) for entry in table) + data + private
+    return struct.pack(">I", 128 + len(body)) + base[4:128] + body
+
+
+def _s15(value: float) -> bytes:
+    return struct.pack(">i", round(value * 65536))
+
+
+def cmyk_profile() -> bytes:
+    """A minimal ICC v2 output profile for CMYK: one lut8 ``A2B0`` (CMYK -> Lab on a 2-point grid), a white
+    point and a description, which LittleCMS reads and converts with (it cannot create a CMYK profile itself)."""
+    ramps = bytes(range(256))
+    grid = bytearray()
+    for c in (0, 1):
+        for m in (0, 1):
+            for y in (0, 1):
+                for k in (0, 1):
+                    lightness = 255 * (1 - k) * (1 - 0.25 * (c + m + y))
+                    grid += bytes([round(lightness), 128 + 40 * m - 20 * c, 128 + 60 * y - 30 * c])
+    lut = (
+        b"mft1\x00\x00\x00\x00"
+        + bytes([4, 3, 2, 0])
+        + b"".join(_s15(v) for v in (1, 0, 0, 0, 1, 0, 0, 0, 1))
+        + ramps * 4
+        + bytes(grid)
+        + ramps * 3
+    )
+    white = b"XYZ \x00\x00\x00\x00" + _s15(0.9642) + _s15(1.0) + _s15(0.8249)
+    text = b"Test CMYK\x00"
+    desc = b"desc\x00\x00\x00\x00" + struct.pack(">I", len(text)) + text + b"\x00" * 8 + b"\x00\x00\x00" + b"\x00" * 67
+    tags = [(b"desc", desc), (b"wtpt", white), (b"A2B0", lut)]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = b"", b""
+    for signature, content in tags:
+        table += struct.pack(">4sII", signature, offset + len(body), len(content))
+        body += content + b"\x00" * (-len(content) % 4)
+    header = (
+        b"\x00\x00\x00\x00" * 2  # size (set below), preferred CMM
+        + bytes([2, 0x10, 0, 0])
+        + b"prtrCMYKLab "
+        + b"\x00" * 12  # date
+        + b"acsp"
+        + b"\x00" * 24  # platform, flags, manufacturer, model, attributes
+        + b"\x00\x00\x00\x00"  # rendering intent
+        + _s15(0.9642)
+        + _s15(1.0)
+        + _s15(0.8249)
+        + b"\x00" * 48
+    )
+    profile = header + struct.pack(">I", len(tags)) + table + body
+    return struct.pack(">I", len(profile)) + profile[4:]
+
+
+def _exif_thumbnail_segment(thumbnail: bytes) -> bytes:
+    """An EXIF payload with an empty IFD0 and an IFD1 that holds ``thumbnail`` (a JPEG)."""
+    ifd1_at = 8 + 2 + 4
+    ifd1 = struct.pack("<H", 2)
+    data_at = ifd1_at + 2 + 2 * 12 + 4
+    ifd1 += struct.pack("<HHII", 0x0201, 4, 1, data_at) + struct.pack("<HHII", 0x0202, 4, 1, len(thumbnail))
+    ifd1 += struct.pack("<I", 0)
+    return b"Exif\x00\x00" + b"II*\x00" + struct.pack("<I", 8) + struct.pack("<HI", 0, ifd1_at) + ifd1 + thumbnail
+
+
+@dataclass(frozen=True)
+class Carriers:
+    """Face-less image files that carry more than their image, each with the bytes it must not hand on.
+
+    Attributes:
+        files: file name -> content.
+        secrets: file name -> bytes that no output may contain (the original picture, a private chunk).
+        original: the face picture hidden in them (a JPEG of scikit-image's astronaut).
+    """
+
+    files: dict[str, bytes]
+    secrets: dict[str, bytes]
+    original: bytes
+
+
+@pytest.fixture(scope="session")
+def carriers(astronaut: np.ndarray) -> Carriers:
+    original = _jpeg_bytes(astronaut[::4, ::4])
+    blank = np.full((64, 96, 3), 128, np.uint8)
+    blank[16:48, 24:72] = (40, 160, 90)  # a face-less picture, not one flat colour
+    icc_carrier = _jpeg_bytes(blank, icc_profile=icc_with_private_tag(original))
+    appended = _jpeg_bytes(blank) + original
+    png = io.BytesIO()
+    Image.fromarray(blank).save(png, "PNG")
+    iend = png.getvalue().rindex(b"IEND") - 4
+    private = b"prVt-payload:" + original
+    private_chunk = png.getvalue()[:iend] + _png_chunk(b"prVt", private) + png.getvalue()[iend:]
+    cmyk = io.BytesIO()
+    Image.fromarray(blank).convert("CMYK").save(cmyk, "JPEG", quality=90, icc_profile=cmyk_profile())
+    thumbnail = _jpeg_bytes(blank, exif=_exif_thumbnail_segment(original))
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/">Jane Quincy Example</x:xmpmeta>'
+    files = {
+        "icc-holds-original.jpg": icc_carrier,
+        "appended-after-eoi.jpg": appended,
+        "private-chunk.png": private_chunk,
+        "cmyk-with-profile.jpg": cmyk.getvalue(),
+        "exif-thumbnail.jpg": thumbnail,
+        "xmp.jpg": _jpeg_bytes(blank, xmp=xmp),
+    }
+    secrets = {name: original for name in files} | {"cmyk-with-profile.jpg": b"CMYK", "xmp.jpg": xmp}
+    for name, content in files.items():
+        assert secrets[name] in content, f"test setup: {name} does not hold its secret"
+    return Carriers(files=files, secrets=secrets, original=original)

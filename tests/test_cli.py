@@ -25,6 +25,8 @@ from efface.config import Settings
 from efface.detection.presets import preset_spec
 from efface.records import Outcome, Preset
 
+from .conftest import Carriers
+
 runner = CliRunner()
 
 
@@ -449,3 +451,42 @@ def test_paths_and_messages_with_brackets_are_printed_as_they_are(
     result = runner.invoke(app, ["anonymize", str(tmp_path), "--config", str(config), "--db", sqlite_url])
     assert result.exit_code == 2
     assert f"config file not found: {config}" in result.stderr
+
+
+@pytest.mark.slow
+def test_face_less_files_that_carry_more_than_their_image_are_rewritten_without_it(
+    tmp_path: Path, carriers: Carriers, sqlite_url: str
+) -> None:
+    # An ICC profile holding the original picture, a second JPEG after EOI, a private PNG chunk, a CMYK
+    # profile on what comes out RGB, an EXIF thumbnail, XMP: none may survive "no faces, left as it was".
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, content in carriers.files.items():
+        (folder / name).write_bytes(content)
+
+    copied = tmp_path / "out"
+    result = runner.invoke(app, ["anonymize", str(folder), "--output", str(copied), "--db", sqlite_url])
+    assert result.exit_code == 0, result.output
+    for name, content in carriers.files.items():  # an output folder gets no byte-for-byte copy either
+        assert carriers.secrets[name] not in (copied / "photos" / name).read_bytes(), name
+        assert (folder / name).read_bytes() == content
+
+    result = runner.invoke(app, ["anonymize", str(folder), "--db", sqlite_url])
+
+    assert result.exit_code == 0, result.output
+    rows = {Path(row.path).name: row for row in _files(sqlite_url)}
+    for name, content in carriers.files.items():
+        written = (folder / name).read_bytes()
+        assert written != content, f"{name} was left as it was"
+        assert carriers.secrets[name] not in written, name
+        assert rows[name].outcome is Outcome.NO_FACES and rows[name].details["rewritten"] is True
+        with Image.open(folder / name) as image:
+            image.load()
+            assert image.mode == "RGB" and image.size == (96, 64)
+            assert {"exif", "xmp"}.isdisjoint(image.info), name
+    with Image.open(folder / "cmyk-with-profile.jpg") as image:
+        assert "icc_profile" not in image.info  # RGB pixels, converted with it: the CMYK profile is gone
+    assert "CMYK" in rows["cmyk-with-profile.jpg"].details["icc_profile"]
+    assert "'prVt'" in rows["icc-holds-original.jpg"].details["icc_profile"]
+    assert "after" in rows["appended-after-eoi.jpg"].details["extra_content"]
+    assert "prVt" in rows["private-chunk.png"].details["extra_content"]

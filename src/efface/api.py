@@ -172,6 +172,7 @@ class Session:
             run.record(failure)
             raise
         data = processed.data if processed.data is not None else content
+        details |= processed.decoded.audit_details
         result = results.answered(
             request_id,
             mode=WriteMode.RESPONSE,

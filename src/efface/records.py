@@ -98,7 +98,7 @@ class RunStatus(StrEnum):
     """How a run ended, as the audit log records it."""
 
     RUNNING = "running"
-    # Every file succeeded (anonymized, no faces, dry run).
+    # Every file succeeded (anonymized, no faces, dry run), or a server stopped cleanly.
     COMPLETED = "completed"
     # The run finished but at least one file failed.
     FAILED = "failed"

@@ -7,13 +7,16 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
+from PIL import Image
 from typer.testing import CliRunner
 
 from efface.audit import AuditStore
@@ -219,3 +222,60 @@ def test_an_age_too_large_is_one_line_and_exit_2(sqlite_url: str, args: list[str
     result = run_efface("audit", *args, "--db", sqlite_url)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and "too large" in result.stderr, result.stderr
+
+
+CARD = r'<div class="value">([^<]*)</div><div class="label">([^<]*)</div>'
+
+
+def _report(db_url: str, out: Path) -> tuple[str, dict[str, str]]:
+    result = invoke("report", "--db", db_url, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    page = out.read_text(encoding="utf-8")
+    return result.stdout, {label: value for value, label in re.findall(CARD, page)}
+
+
+def test_report_counts_a_typo_as_refused_not_as_a_failed_file(db_url: str, tmp_path: Path) -> None:
+    for _ in range(2):  # the same typo twice
+        typo = runner.invoke(app, ["anonymize", str(tmp_path / "nonexistent.jpg"), "--db", db_url])
+        assert typo.exit_code == 1 and "no such file" in typo.stderr
+    stdout, cards = _report(db_url, tmp_path / "report.html")
+    assert "not met" not in stdout
+    assert "0 file(s) (0 failed), 1 path(s) refused, 0 file(s) in dry runs, 0 request(s)" in stdout
+    assert re.search(r"missing  Every file in scope anonymized without error", stdout), stdout
+    assert (cards["files"], cards["files failed"], cards["refused"]) == ("0", "0", "1")
+    assert "1 path refused (InputNotFoundError x1)" in (tmp_path / "report.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_report_counts_each_file_once_and_dry_runs_apart(db_url: str, tmp_path: Path) -> None:
+    photo = tmp_path / "photos" / "noise.jpg"
+    photo.parent.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(photo)
+    for args in (["--dry-run"], ["--dry-run"], [], ["--force"]):
+        done = runner.invoke(app, ["anonymize", str(photo.parent), "--db", db_url, *args])
+        assert done.exit_code == 0, done.output
+    stdout, cards = _report(db_url, tmp_path / "report.html")
+    # Four runs of one file: one file, one file in dry runs; not four.
+    assert (cards["runs"], cards["files"], cards["files in dry runs"], cards["files failed"]) == ("4", "1", "1", "0")
+    assert "met  Every file in scope anonymized without error" in stdout
+    assert "1 file(s) (0 failed), 0 path(s) refused, 1 file(s) in dry runs, 0 request(s)" in stdout
+
+
+def test_the_missing_report_extra_is_named_with_its_brackets(tmp_path: Path, sqlite_url: str) -> None:
+    """Rich would read ``[report]`` in the hint as markup and print ``pip install 'efface'``."""
+    blocker = tmp_path / "site"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _NoMatplotlib:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'matplotlib':\n"
+        "            raise ImportError(f'{name} blocked by the test')\n"
+        "sys.meta_path.insert(0, _NoMatplotlib())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), *sys.path]), "COLUMNS": "200"}
+    command = [sys.executable, "-m", "efface", "audit", "report", "--db", sqlite_url, "--out", str(tmp_path / "r.html")]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "error: the report's plots need matplotlib: pip install 'efface[report]'" in result.stderr
+    assert not (tmp_path / "r.html").exists()

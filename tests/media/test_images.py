@@ -16,6 +16,8 @@ from PIL.PngImagePlugin import PngInfo
 from efface.errors import CorruptImageError, ImageTooLargeError, UnsupportedFormatError
 from efface.media.images import CodecOptions, DecodedImage, ImageFormat, decode_image, encode_image
 
+from ..conftest import Carriers
+
 OPTIONS = CodecOptions()
 HEIGHT_PX, WIDTH_PX = 32, 48
 PERSON = "Jane Quincy Example"
@@ -717,3 +719,145 @@ def test_encode_image_rejects_wrong_shape_or_dtype(pixels: np.ndarray) -> None:
 
     with pytest.raises(ValueError, match="expected uint8 pixels"):
         encode_image(decoded, pixels, options=OPTIONS)
+
+
+# --- files that carry more than their image -------------------------------------------------------------------
+
+
+def test_carriers_need_a_rewrite_and_their_output_holds_only_the_image(carriers: Carriers) -> None:
+    for name, content in carriers.files.items():
+        decoded = decode_image(content, path=Path(name), options=OPTIONS)
+        assert decoded.needs_rewrite is True, name
+        output = encode_image(decoded, decoded.pixels, options=OPTIONS)
+        assert carriers.secrets[name] not in output, name
+        assert decode_image(output, path=Path(name), options=OPTIONS).needs_rewrite is False, name
+
+
+def test_a_cmyk_jpeg_is_converted_to_srgb_with_its_profile_and_written_without_it(carriers: Carriers) -> None:
+    source = carriers.files["cmyk-with-profile.jpg"]
+    decoded = decode_image(source, path=Path("a.jpg"), options=OPTIONS)
+
+    assert decoded.icc_profile is None
+    assert decoded.audit_details["icc_profile"].startswith("CMYK pixels converted to sRGB with the source's profile")
+    with Image.open(io.BytesIO(source)) as image:
+        cms = ImageCms.ImageCmsProfile(io.BytesIO(image.info["icc_profile"]))
+        expected = np.asarray(ImageCms.profileToProfile(image, cms, ImageCms.createProfile("sRGB"), outputMode="RGB"))
+        naive = np.asarray(image.convert("RGB"))
+    np.testing.assert_array_equal(decoded.pixels, expected)
+    assert np.abs(expected.astype(int) - naive).max() > 20  # the test profile is not the naive conversion
+    written = _open(encode_image(decoded, decoded.pixels, options=OPTIONS))
+    assert written.mode == "RGB" and "icc_profile" not in written.info
+
+
+@pytest.mark.parametrize(
+    ("fmt", "params", "name"),
+    [
+        ("JPEG", {}, "a.jpg"),
+        ("JPEG", {"progressive": True}, "a.jpg"),
+        ("JPEG", {"icc_profile": _icc_profile()}, "a.jpg"),
+        ("PNG", {}, "a.png"),
+        ("PNG", {"icc_profile": _icc_profile()}, "a.png"),
+        ("WEBP", {"lossless": True}, "a.webp"),
+        ("WEBP", {"quality": 80, "icc_profile": _icc_profile()}, "a.webp"),
+    ],
+    ids=["jpeg", "jpeg-progressive", "jpeg-icc", "png", "png-icc", "webp-lossless", "webp-lossy-icc"],
+)
+def test_a_file_that_is_just_its_image_needs_no_rewrite(fmt: str, params: dict[str, object], name: str) -> None:
+    decoded = _decode(_save(_rgb(), fmt, **params), name)
+    assert decoded.needs_rewrite is False and decoded.audit_details == {}
+
+
+@pytest.mark.parametrize(
+    ("tail", "name"),
+    [(b"\x00", "one byte"), (b"\xff\xd8\xff\xd9", "an empty JPEG"), (b"%PDF-1.4 secret", "a document")],
+)
+def test_any_byte_after_the_jpeg_end_of_image_needs_a_rewrite(tail: bytes, name: str) -> None:
+    decoded = _decode(_save(_rgb(), "JPEG") + tail, "a.jpg")
+    assert decoded.needs_rewrite is True
+    assert f"{len(tail)} bytes after" in decoded.audit_details["extra_content"]
+
+
+def test_png_data_after_iend_or_a_text_free_unknown_chunk_needs_a_rewrite() -> None:
+    png = _save(_rgb(), "PNG")
+    assert "after" in _decode(png + b"tail", "a.png").audit_details["extra_content"]
+    iend = png.rindex(b"IEND") - 4
+    with_time = png[:iend] + _png_chunk(b"tIME", struct.pack(">HBBBBB", 2026, 12, 2, 3, 4, 5)) + png[iend:]
+    assert "tIME" in _decode(with_time, "a.png").audit_details["extra_content"]
+
+
+def test_the_icc_profile_is_dropped_when_efface_would_not_keep_it() -> None:
+    source = _save(_rgb(), "JPEG", icc_profile=_icc_profile())
+    decoded = decode_image(source, path=Path("a.jpg"), options=CodecOptions(keep_icc_profile=False))
+    assert decoded.needs_rewrite is True and decoded.icc_profile is None
+
+
+@pytest.mark.parametrize(
+    ("marker", "payload", "named"),
+    [
+        (0xE1, b"Exif\x00\x00II*\x00", "APP1 segment efface does not write ('Exif')"),
+        (0xE5, b"\x01\x02private", "APP5 segment efface does not write (unnamed)"),
+        (0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x01\x01" + b"\x00" * 3, "APP0 segment"),  # a 1x1 thumbnail
+        (0xEF, b"Picasa\x00" + b"x" * 40, "APP15 segment efface does not write ('Picasa')"),
+        (0xEE, b"Adobe\x00\x64\x00\x00\x00\x00\x01" + b"the original", "APP14 segment efface does not write"),
+    ],
+    ids=["exif", "private-app5", "jfif-thumbnail", "app15", "adobe-with-more"],
+)
+def test_a_jpeg_segment_a_rewrite_would_not_write_needs_a_rewrite(marker: int, payload: bytes, named: str) -> None:
+    jpeg = _save(_rgb(), "JPEG")
+    segment = bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+    decoded = _decode(jpeg[:2] + segment + jpeg[2:], "a.jpg")
+    assert decoded.needs_rewrite is True and named in decoded.audit_details["extra_content"]
+
+
+def _zlib_then(data: bytes, tail: bytes) -> bytes:
+    return zlib.compress(data) + tail
+
+
+def test_a_profile_segment_or_chunk_that_holds_more_than_the_profile_kept_needs_a_rewrite() -> None:
+    icc = _icc_profile()
+    jpeg = _save(_rgb(), "JPEG", icc_profile=icc)
+    secret = b"ICC_PROFILE\x00\x01\x01" + b"the original picture"
+    spare = b"\xff\xe2" + struct.pack(">H", len(secret) + 2) + secret  # a second "part 1 of 1"
+    decoded = _decode(jpeg[:2] + spare + jpeg[2:], "a.jpg")
+    assert decoded.needs_rewrite is True and "ICC" in decoded.audit_details["extra_content"]
+
+    png = _save(_rgb(), "PNG")
+    ihdr_end = 8 + 12 + 13
+    for name, chunks in {
+        "junk after the zlib stream": [b"icc\x00\x00" + _zlib_then(icc, b"the original picture")],
+        "two profiles": [b"icc\x00\x00" + zlib.compress(icc)] * 2,
+    }.items():
+        extra = b"".join(_png_chunk(b"iCCP", chunk) for chunk in chunks)
+        decoded = _decode(png[:ihdr_end] + extra + png[ihdr_end:], "a.png")
+        assert decoded.icc_profile == icc, name
+        assert "iCCP chunk that is not the profile kept" in decoded.audit_details["extra_content"], name
+
+
+def _profile_with_long_curves(entries: int = 20_000) -> bytes:
+    """LittleCMS's sRGB profile with its shared parametric curve replaced by three long tabulated ones: 120 KB,
+    more than one JPEG segment holds."""
+    base = _icc_profile()
+    (count,) = struct.unpack_from(">I", base, 128)
+    data, table = base[132 + 12 * count :], b""
+    for index in range(count):
+        signature, offset, size = struct.unpack_from(">4sII", base, 132 + 12 * index)
+        gamma = {b"rTRC": 1.8, b"gTRC": 2.0, b"bTRC": 2.2}.get(signature)
+        if gamma is not None:
+            values = (np.linspace(0.0, 1.0, entries) ** gamma * 65535).astype(">u2").tobytes()
+            curve = b"curv\x00\x00\x00\x00" + struct.pack(">I", entries) + values
+            offset, size, data = 132 + 12 * count + len(data), len(curve), data + curve
+        table += struct.pack(">4sII", signature, offset, size)
+    profile = base[:132] + table + data
+    return struct.pack(">I", len(profile)) + profile[4:]
+
+
+def test_a_profile_over_several_jpeg_segments_is_kept_and_the_file_left_as_it_was() -> None:
+    # the profile as efface keeps it (rebuilt once: the unused parametric curve goes)
+    profile = _decode(_save(_rgb(), "PNG", icc_profile=_profile_with_long_curves()), "a.png").icc_profile
+    assert profile is not None and len(profile) > 65_519  # what one APP2 segment holds
+
+    jpeg = _save(_rgb(), "JPEG", icc_profile=profile)
+    decoded = _decode(jpeg, "a.jpg")
+
+    assert jpeg.count(b"ICC_PROFILE\x00") == 2
+    assert decoded.icc_profile == profile and decoded.needs_rewrite is False

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
 from efface.audit import AuditStore
 from efface.audit.keys import ApiKeyStore
@@ -24,6 +24,7 @@ from efface.errors import AuditError
 from efface.records import Face, Outcome, Preset, RunStatus, WriteMode
 from efface.service import ServiceLimits
 
+from ..conftest import Carriers, icc_with_private_tag
 from .conftest import FACE, TestClient, create_key, jpeg, static_load
 
 
@@ -262,7 +263,7 @@ def test_every_request_is_one_audit_row_without_the_image_or_the_key(
     client.__exit__(None, None, None)  # stop: the run is finished
 
     run, rows = _rows(db_url)
-    assert run.command == "serve" and run.status is RunStatus.FAILED
+    assert run.command == "serve" and run.status is RunStatus.COMPLETED  # a clean stop
     assert (run.files_total, run.files_failed, run.faces_detected, run.faces_anonymized) == (4, 2, 2, 1)
     assert run.settings["service"]["workers"] == 2
     by_request = {row.request_id: row for row in rows}
@@ -404,3 +405,47 @@ def test_the_service_holds_one_model_copy_whatever_options_requests_ask_for(
         "preset": "fast",
         "return_boxes": True,
     }
+
+
+def test_face_less_uploads_that_carry_more_than_their_image_come_back_without_it(
+    make_client: Callable[..., TestClient], auth: dict[str, str], db_url: str, carriers: Carriers
+) -> None:
+    client = make_client(load=static_load())  # no face anywhere: each upload would go back as it came
+    answers = {}
+    for name, content in carriers.files.items():
+        response = _post(client, "/v1/anonymize", content, auth, name=name)
+        assert response.status_code == 200, response.text
+        assert response.json()["faces"] == 0
+        answers[response.json()["request_id"]] = name
+        image = base64.b64decode(response.json()["image"]["data_base64"])
+        assert image != content, f"{name} came back as it was"
+        assert carriers.secrets[name] not in image, name
+        with Image.open(io.BytesIO(image)) as decoded:
+            decoded.load()
+            assert decoded.mode == "RGB" and {"exif", "xmp"}.isdisjoint(decoded.info), name
+            if name == "cmyk-with-profile.jpg":
+                assert "icc_profile" not in decoded.info  # RGB pixels, converted with it: the CMYK profile is gone
+    client.__exit__(None, None, None)
+
+    _run, rows = _rows(db_url)
+    details = {answers[row.request_id]: row.details for row in rows}
+    assert "CMYK" in details["cmyk-with-profile.jpg"]["icc_profile"]
+    assert "'prVt'" in details["icc-holds-original.jpg"]["icc_profile"]
+    assert "after" in details["appended-after-eoi.jpg"]["extra_content"]
+    assert "prVt" in details["private-chunk.png"]["extra_content"]
+
+
+def test_an_anonymized_image_does_not_hand_on_the_original_held_in_its_icc_profile(
+    make_client: Callable[..., TestClient], auth: dict[str, str], astronaut: np.ndarray, carriers: Carriers
+) -> None:
+    upload = jpeg(astronaut, icc_profile=icc_with_private_tag(carriers.original))
+    response = _post(make_client(load=static_load(FACE)), "/v1/anonymize", upload, auth)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["faces_anonymized"] == 1
+    image = base64.b64decode(response.json()["image"]["data_base64"])
+    assert carriers.original not in image
+    with Image.open(io.BytesIO(image)) as decoded:
+        profile = decoded.info["icc_profile"]  # the colour tags stay
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    assert len(profile) == len(srgb) and profile[36:] == srgb[36:]  # all but the size and creation time

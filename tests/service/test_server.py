@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -224,10 +225,38 @@ def test_a_stopped_server_finishes_its_audit_run(tmp_path: Path, astronaut_jpeg:
     with AuditStore(server.db_url) as store:
         (run,) = store.list_runs()
         rows = store.list_files(run.run_id)
-    assert run.command == "serve" and run.status is RunStatus.FAILED and run.finished_at is not None
+    # A clean stop finishes the run; the refused request is its own row's to tell.
+    assert run.command == "serve" and run.status is RunStatus.COMPLETED and run.finished_at is not None
     assert (run.files_total, run.files_failed, run.faces_anonymized) == (2, 1, 1)
     assert [row.outcome for row in rows] == [Outcome.ANONYMIZED, Outcome.ERROR]
     assert all(row.details["client"] == "127.0.0.1" for row in rows)
+
+
+def test_ctrl_c_is_a_clean_stop_recorded_as_completed(tmp_path: Path, astronaut_jpeg: bytes) -> None:
+    server = start_server(tmp_path, "--workers", "1")
+    try:
+        with Client(server.base_url, api_key=server.api_key) as client:
+            client.detect(astronaut_jpeg)
+        files = {"file": ("a.jpg", astronaut_jpeg)}
+        unauthorised = httpx.post(f"{server.base_url}/v1/anonymize", files=files, headers={"Authorization": "Bearer x"})
+        assert unauthorised.status_code == 401
+        unsupported = httpx.post(
+            f"{server.base_url}/v1/anonymize", files={"file": ("a.gif", b"GIF89a")}, headers=server.auth
+        )
+        assert unsupported.status_code in (415, 422)
+    finally:
+        server.process.send_signal(signal.SIGINT)  # Ctrl-C in the terminal that runs ``efface serve``
+        try:
+            returncode = server.process.wait(timeout=30)
+        finally:
+            stop_server(server)
+    # 130 = 128 + SIGINT: uvicorn hands the Ctrl-C on once it has shut down, as a shell reports it.
+    assert returncode in {0, 130, -signal.SIGINT}, server.log.read_text()
+    with AuditStore(server.db_url) as store:
+        (run,) = store.list_runs()
+        rows = store.list_files(run.run_id)
+    assert [row.outcome for row in rows] == [Outcome.DRY_RUN, Outcome.ERROR, Outcome.ERROR]
+    assert run.status is RunStatus.COMPLETED and run.finished_at is not None, run
 
 
 def test_a_port_in_use_is_a_usage_error(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from efface.audit.summary import FACES_HISTOGRAM_CAP, ActivitySummary, ReportScope
+from efface.audit.summary import FACES_HISTOGRAM_CAP, ActivitySummary, ErrorCause, ReportScope, Tally
 from efface.audit.verifier import ChainReport
 from efface.errors import ConfigurationError
 from efface.records import Outcome, ValidationKind, ValidationRecord, WriteMode
@@ -198,7 +198,7 @@ def _originals_item(activity: ActivitySummary) -> ChecklistItem:
         f"or copy written; {leftovers} temporary files left by interrupted runs found and deleted"
     )
     if served:
-        evidence += f"; {served} uploads anonymized by the HTTP service, held in memory only and never stored"
+        evidence += f"; {served} uploads taken by the HTTP service, held in memory only and never stored"
     output_runs = activity.runs_by_mode.get(WriteMode.OUTPUT_DIR, 0)
     if output_runs:
         return ChecklistItem(
@@ -212,19 +212,60 @@ def _originals_item(activity: ActivitySummary) -> ChecklistItem:
     return ChecklistItem(title, CheckStatus.MET, evidence)
 
 
+def _plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun if n == 1 else noun + 's'}"
+
+
+def _causes(causes: Iterable[ErrorCause]) -> str:
+    return ", ".join(f"{cause.error_class} x{cause.files}" for cause in causes)
+
+
+def _states(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{name} x{n}" for name, n in counts.items())
+
+
 def _errors_item(activity: ActivitySummary) -> ChecklistItem:
     title = "Every file in scope anonymized without error"
-    if not activity.files_total:
-        return ChecklistItem(title, CheckStatus.MISSING, "no file in scope")
-    if not activity.files_failed:
-        return ChecklistItem(title, CheckStatus.MET, f"{activity.files_total} files, no error")
-    causes = ", ".join(f"{cause.error_class} x{cause.files}" for cause in activity.errors)
-    return ChecklistItem(
-        title,
-        CheckStatus.NOT_MET,
-        f"{activity.files_failed} of {activity.files_total} files failed and were left as they were ({causes}): "
-        "they are not anonymized",
-    )
+    files, requests = activity.files, activity.requests
+    notes = []
+    if files.refused:
+        notes.append(
+            f"{_plural(files.refused_total, 'path')} refused ({_causes(files.refused)}): never a file efface could "
+            "take, nothing to anonymize"
+        )
+    if requests.total:
+        answered = sum(requests.by_outcome.values())
+        notes.append(
+            f"{_plural(requests.total, 'request')} to the HTTP service: {answered:,} answered, "
+            f"{requests.refused_total:,} refused" + (f" ({_causes(requests.refused)})" if requests.refused else "")
+        )
+    if activity.dry_run_files.total:
+        notes.append(f"{_plural(activity.dry_run_files.total, 'file')} analysed in dry runs, which change nothing")
+    noted = "".join(f"; {note}" for note in notes)
+    if files.failed or requests.failed:
+        failures = []
+        if files.failed:
+            failures.append(
+                f"{files.failed_total:,} of {_plural(files.taken, 'file')} failed and were left as they were "
+                f"({_causes(files.failed)}): they are not anonymized"
+            )
+        if requests.failed:
+            failures.append(
+                f"{_plural(requests.failed_total, 'request')} failed ({_causes(requests.failed)}): no anonymized "
+                "image was returned"
+            )
+        return ChecklistItem(title, CheckStatus.NOT_MET, "; ".join(failures) + noted)
+    unaccounted = {**files.unaccounted, **{f"request {k}": n for k, n in requests.unaccounted.items()}}
+    if unaccounted:
+        return ChecklistItem(
+            title,
+            CheckStatus.REVIEW,
+            f"{_plural(sum(unaccounted.values()), 'input')} in a state this report does not know "
+            f"({_states(unaccounted)}): check them{noted}",
+        )
+    if not files.taken and not requests.taken:
+        return ChecklistItem(title, CheckStatus.MISSING, f"no file in scope{noted}")
+    return ChecklistItem(title, CheckStatus.MET, f"{_plural(files.taken, 'file')}, none failed{noted}")
 
 
 def _audit_item(chain: ChainReport) -> ChecklistItem:
@@ -359,7 +400,7 @@ def _figure_png(figure: Any) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-_OUTCOME_COLOURS = {
+_OUTCOME_COLOURS: dict[str, str] = {
     Outcome.ANONYMIZED: "#2e7d32",
     Outcome.NO_FACES: "#90a4ae",
     Outcome.DRY_RUN: "#1565c0",
@@ -367,6 +408,8 @@ _OUTCOME_COLOURS = {
     Outcome.LEFTOVER_REMOVED: "#ffb300",
     Outcome.SKIPPED: "#cfd8dc",
 }
+# An outcome without a colour of its own (one added later) still gets a bar.
+_OTHER_COLOUR = "#7e57c2"
 
 
 def _plots(activity: ActivitySummary) -> tuple[str, str]:
@@ -395,10 +438,12 @@ def _plots(activity: ActivitySummary) -> tuple[str, str]:
         labels = [_bucket_label(start, activity.activity_unit.value) for start, _ in activity.activity]
         positions = range(len(labels))
         bottom = [0] * len(labels)
-        for outcome in Outcome:
+        shown = dict.fromkeys([*Outcome, *(name for _, counts in activity.activity for name in counts)])
+        for outcome in shown:
             heights = [counts.get(outcome, 0) for _, counts in activity.activity]
             if any(heights):
-                axes.bar(positions, heights, bottom=bottom, label=outcome.value, color=_OUTCOME_COLOURS[outcome])
+                colour = _OUTCOME_COLOURS.get(outcome, _OTHER_COLOUR)
+                axes.bar(positions, heights, bottom=bottom, label=str(outcome), color=colour)
                 bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
         step = max(1, len(labels) // 12)
         axes.set_xticks(list(positions)[::step], labels[::step], rotation=30, ha="right")
@@ -409,6 +454,51 @@ def _plots(activity: ActivitySummary) -> tuple[str, str]:
     axes.set_title("Processing over time (UTC)")
     axes.spines[["top", "right"]].set_visible(False)
     return _figure_png(faces), _figure_png(over_time)
+
+
+# How the accounting table names a latest state; one not listed (a newer outcome) shows as its own name.
+_STATE_LABELS: dict[str, str] = {
+    Outcome.ANONYMIZED: "anonymized",
+    Outcome.NO_FACES: "no face found: nothing to anonymize",
+    Outcome.SKIPPED: "already anonymized by an earlier run (skipped)",
+    Outcome.DRY_RUN: "analysed, nothing written",
+}
+
+
+def _cause_cells(cause: ErrorCause) -> tuple[str, str, str, str]:
+    return cause.error_class, f"{cause.files:,}", cause.example_message, cause.example_path
+
+
+def _every_outcome(counts: Mapping[Outcome | str, int]) -> dict[Outcome | str, int]:
+    """Every known outcome (zero included), then any other under its own name."""
+    every: dict[Outcome | str, int] = {outcome: counts.get(outcome, 0) for outcome in Outcome}
+    every.update((outcome, n) for outcome, n in counts.items() if outcome not in every)
+    return every
+
+
+def _tally_rows(kind: str, tally: Tally, *, failed: str) -> list[tuple[str, str, str]]:
+    rows = [(kind, _STATE_LABELS.get(name, name), f"{n:,}") for name, n in tally.by_outcome.items()]
+    if tally.failed:
+        rows.append((kind, f"{failed} ({_causes(tally.failed)})", f"{tally.failed_total:,}"))
+    if tally.refused:
+        rows.append((kind, f"refused ({_causes(tally.refused)})", f"{tally.refused_total:,}"))
+    return rows
+
+
+def _accounting_table(activity: ActivitySummary) -> str:
+    """Each input once, by its latest state: files, files in dry runs, requests; leftovers apart."""
+    leftovers = activity.files_by_outcome.get(Outcome.LEFTOVER_REMOVED, 0)
+    rows = (
+        _tally_rows("files", activity.files, failed="failed, left as they were: not anonymized")
+        + _tally_rows("files in dry runs", activity.dry_run_files, failed="failed")
+        + _tally_rows("requests", activity.requests, failed="failed: no anonymized image returned")
+        + ([("temporary files", "left by interrupted runs, deleted", f"{leftovers:,}")] if leftovers else [])
+    )
+    return _table(["inputs, each counted once by its latest state", "state", "count"], rows, numeric=[2]) + (
+        f'<p class="muted">{_plural(activity.files.total, "distinct path")} written or tried, '
+        f"{_plural(activity.dry_run_files.total, 'distinct path')} in dry runs, "
+        f"{_plural(activity.requests.total, 'request')} to the HTTP service.</p>"
+    )
 
 
 def _bucket_label(start: datetime, unit: str) -> str:
@@ -447,23 +537,29 @@ def render_html(report: ReportData) -> str:
     activity, chain = report.activity, report.chain
     faces_png, time_png = _plots(activity)
     chain_state = '<span class="intact">INTACT</span>' if chain.is_intact else '<span class="broken">BROKEN</span>'
+    files, requests = activity.files, activity.requests
+    counted = [
+        (_e(f"{activity.runs_total:,}"), "runs"),
+        (_e(f"{files.taken:,}"), "files"),
+        (_e(f"{activity.faces_anonymized:,}"), "faces anonymized"),
+        (_e(f"{files.failed_total:,}"), "files failed"),
+        (_e(f"{files.refused_total + requests.refused_total:,}"), "refused"),
+    ]
+    if requests.total:
+        counted.append((_e(f"{requests.total:,}"), "requests"))
+    if activity.dry_run_files.total:
+        counted.append((_e(f"{activity.dry_run_files.total:,}"), "files in dry runs"))
     cards = "".join(
         f'<div class="card"><div class="value">{value}</div><div class="label">{_e(label)}</div></div>'
-        for value, label in (
-            (_e(f"{activity.runs_total:,}"), "runs"),
-            (_e(f"{activity.files_total:,}"), "files"),
-            (_e(f"{activity.faces_anonymized:,}"), "faces anonymized"),
-            (_e(f"{activity.files_failed:,}"), "files with errors"),
-            (chain_state, "audit chain"),
-        )
+        for value, label in (*counted, (chain_state, "audit chain"))
     )
     checklist = _table(
         ["item", "status", "evidence"], [(item.title, _status(item.status), item.evidence) for item in report.checklist]
     )
 
-    outcomes = _table(
-        ["outcome", "files"],
-        [(outcome.value, f"{activity.files_by_outcome.get(outcome, 0):,}") for outcome in Outcome]
+    outcomes = _accounting_table(activity) + _table(
+        ["audit rows of files and requests, by outcome", "rows"],
+        [(str(outcome), f"{n:,}") for outcome, n in _every_outcome(activity.files_by_outcome).items()]
         + [("faces detected", f"{activity.faces_detected:,}"), ("faces anonymized", f"{activity.faces_anonymized:,}")],
         numeric=[1],
     )
@@ -502,14 +598,22 @@ def render_html(report: ReportData) -> str:
         )
         or "<p>No run in scope.</p>"
     )
+    failures = [("file", c) for c in files.failed] + [("request", c) for c in requests.failed]
+    refusals = [("path", c) for c in files.refused] + [("request", c) for c in requests.refused]
+    error_headers = ["", "error", "inputs", "example message", "example"]
     errors = (
-        _table(
-            ["error", "files", "example message", "example file"],
-            [(c.error_class, f"{c.files:,}", c.example_message, c.example_path) for c in activity.errors],
-            numeric=[1],
+        "<h3>Failures: tried and not anonymized (the latest state of each)</h3>"
+        + (
+            _table(error_headers, [(kind, *_cause_cells(c)) for kind, c in failures], numeric=[2])
+            if failures
+            else "<p>No file or request failed.</p>"
         )
-        if activity.errors
-        else "<p>No file failed.</p>"
+        + "<h3>Refusals: never a file efface could take (no such path; a request refused as the client's doing)</h3>"
+        + (
+            _table(error_headers, [(kind, *_cause_cells(c)) for kind, c in refusals], numeric=[2])
+            if refusals
+            else "<p>Nothing was refused.</p>"
+        )
     )
     breaks = (
         _table(

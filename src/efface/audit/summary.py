@@ -1,5 +1,11 @@
 """What the audit log says about a set of runs, aggregated in SQL (for the report): totals, models and settings,
 error causes, faces per file and files over time. Works the same on SQLite and PostgreSQL.
+
+The accounting (``Tally``) counts inputs, not audit rows: each file once, by its path and the state its latest row
+gives it (a file that failed and was anonymized on a retry is anonymized), with dry runs apart (they change
+nothing) and requests to the HTTP service apart (they are no file). An error is a refusal when the input was never
+something efface could take (``FILE_REFUSALS``, ``REQUEST_REFUSALS``), else a failure: a file efface tried and
+could not anonymize. An outcome the accounting does not know is kept under its own name, never dropped.
 """
 
 from __future__ import annotations
@@ -16,7 +22,18 @@ from efface.audit.chain import canonical_json
 from efface.audit.tables import files, runs
 from efface.records import Outcome, RunStatus, WriteMode
 
-__all__ = ["ActivitySummary", "ErrorCause", "ModelUse", "ReportScope", "TimeUnit", "summarize"]
+__all__ = [
+    "FILE_REFUSALS",
+    "REQUEST_REFUSALS",
+    "SETTLED_OUTCOMES",
+    "ActivitySummary",
+    "ErrorCause",
+    "ModelUse",
+    "ReportScope",
+    "Tally",
+    "TimeUnit",
+    "summarize",
+]
 
 # Runs listed one by one in a report; the totals count them all.
 MAX_LISTED_RUNS = 200
@@ -24,6 +41,36 @@ MAX_LISTED_RUNS = 200
 MAX_MODEL_USES = 20
 # Faces per file at or above this share one histogram bar.
 FACES_HISTOGRAM_CAP = 20
+
+# Errors, by the class name the rows hold, that mean the input was never a file efface could take.
+# A path that names nothing (a typo, a dangling link, a folder without a picture or video).
+FILE_REFUSALS = frozenset({"InputNotFoundError"})
+# A request the service answered 4xx (the client's to fix: its key, its upload, its options) or refused as busy
+# before taking it; the uploader keeps its image and nothing is stored. A 5xx is a failure. (A test holds this
+# to ``efface.service.errors.http_status``.)
+REQUEST_REFUSALS = frozenset(
+    {
+        "ConfigurationError",
+        "CorruptImageError",
+        "ImageTooLargeError",
+        "InputError",
+        "InputNotFoundError",
+        "InvalidApiKeyError",
+        "InvalidOptionError",
+        "MalformedRequestError",
+        "RateLimitExceededError",
+        "RequestRejectedError",
+        "ServerBusyError",
+        "UnreadableFileError",
+        "UnsupportedFormatError",
+        "UploadTimeoutError",
+        "UploadTooLargeError",
+        "WeakTransformError",
+    }
+)
+# Outcomes of an input that went through without error and whose meaning the report knows; any other outcome but
+# an error is shown under its own name and judged for review.
+SETTLED_OUTCOMES = frozenset({Outcome.ANONYMIZED, Outcome.NO_FACES, Outcome.SKIPPED, Outcome.DRY_RUN})
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +129,51 @@ class ModelUse:
 
 @dataclass(frozen=True, slots=True)
 class ErrorCause:
-    """Files that failed with one error class: how many, and one example (its path, or ``request <id>`` for a
-    request to the HTTP service)."""
+    """Inputs (files, requests) that ended with one error class: how many, and one example (its path, or
+    ``request <id>`` for a request to the HTTP service)."""
 
     error_class: str
     files: int
     example_message: str
     example_path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """Inputs of one kind (files, files in dry runs, requests), each counted once, by its latest state.
+
+    Attributes:
+        by_outcome: inputs per latest outcome, errors apart; keyed by the outcome's value, so an outcome this
+            version does not know is kept under its own name.
+        failed: inputs whose latest row is a failure, per error class, most frequent first.
+        refused: inputs whose latest row is a refusal (never something efface could take), per error class.
+    """
+
+    by_outcome: dict[str, int] = field(default_factory=dict)
+    failed: tuple[ErrorCause, ...] = ()
+    refused: tuple[ErrorCause, ...] = ()
+
+    @property
+    def failed_total(self) -> int:
+        return sum(cause.files for cause in self.failed)
+
+    @property
+    def refused_total(self) -> int:
+        return sum(cause.files for cause in self.refused)
+
+    @property
+    def taken(self) -> int:
+        """Inputs efface took: every one but the refused."""
+        return sum(self.by_outcome.values()) + self.failed_total
+
+    @property
+    def total(self) -> int:
+        return self.taken + self.refused_total
+
+    @property
+    def unaccounted(self) -> dict[str, int]:
+        """Inputs in a state whose meaning the report does not know (a newer outcome), by that state's name."""
+        return {name: n for name, n in self.by_outcome.items() if name not in SETTLED_OUTCOMES}
 
 
 class TimeUnit(StrEnum):
@@ -107,8 +192,12 @@ class ActivitySummary:
         runs: the newest runs in scope (at most ``MAX_LISTED_RUNS``), each as its row.
         runs_total: runs in scope.
         runs_by_mode / runs_by_status: runs in scope per write mode and final status.
-        files_by_outcome / files_by_mode: files in scope per outcome and per write mode.
-        faces_detected / faces_anonymized: summed over files in scope.
+        files_by_outcome: audit rows of files in scope per outcome (an unknown outcome under its own name).
+        files_by_mode: distinct inputs efface took (files by path, requests) per write mode, leftovers and
+            refusals apart.
+        files / dry_run_files / requests: the accounting of files written or tried, files in dry runs, and
+            requests to the HTTP service: each input once, by its latest state.
+        faces_detected / faces_anonymized: summed over the file rows in scope.
         first_file_at / last_file_at: the time range of the files.
         errors: error causes, most frequent first.
         models: detector and settings combinations, most used first.
@@ -122,7 +211,7 @@ class ActivitySummary:
     runs_total: int
     runs_by_mode: dict[WriteMode, int]
     runs_by_status: dict[RunStatus, int]
-    files_by_outcome: dict[Outcome, int]
+    files_by_outcome: dict[Outcome | str, int]
     files_by_mode: dict[WriteMode, int]
     faces_detected: int
     faces_anonymized: int
@@ -132,15 +221,28 @@ class ActivitySummary:
     models: tuple[ModelUse, ...]
     faces_per_file: tuple[tuple[int, int], ...]
     activity_unit: TimeUnit
-    activity: tuple[tuple[datetime, dict[Outcome, int]], ...] = field(default=())
+    activity: tuple[tuple[datetime, dict[Outcome | str, int]], ...] = field(default=())
+    files: Tally = field(default_factory=Tally)
+    dry_run_files: Tally = field(default_factory=Tally)
+    requests: Tally = field(default_factory=Tally)
 
     @property
     def files_total(self) -> int:
-        return sum(count for outcome, count in self.files_by_outcome.items() if outcome is not Outcome.LEFTOVER_REMOVED)
+        """Distinct files efface took (refused paths, dry runs and requests apart)."""
+        return self.files.taken
 
     @property
     def files_failed(self) -> int:
-        return self.files_by_outcome.get(Outcome.ERROR, 0)
+        """Distinct files whose latest state is a failure: left as they were, not anonymized."""
+        return self.files.failed_total
+
+
+def _outcome(value: str) -> Outcome | str:
+    """The outcome of a row; one this version does not know stays its name."""
+    try:
+        return Outcome(value)
+    except ValueError:
+        return value
 
 
 def _unit_for(first: datetime | None, last: datetime | None) -> TimeUnit:
@@ -182,21 +284,33 @@ def summarize(connection: Connection, scope: ReportScope) -> ActivitySummary:
         runs_by_mode[WriteMode(mode)] = runs_by_mode.get(WriteMode(mode), 0) + n
         runs_by_status[RunStatus(status)] = runs_by_status.get(RunStatus(status), 0) + n
 
-    files_by_outcome: dict[Outcome, int] = {}
+    files_by_outcome: dict[Outcome | str, int] = {}
     files_by_mode: dict[WriteMode, int] = {}
     faces_detected = faces_anonymized = 0
     totals = sa.select(
         files.c.outcome,
-        files.c.mode,
         count,
         sa.func.coalesce(sa.func.sum(files.c.faces_detected), 0),
         sa.func.coalesce(sa.func.sum(files.c.faces_anonymized), 0),
     ).where(scoped_files)
-    for outcome, mode, n, detected, anonymized in connection.execute(totals.group_by(files.c.outcome, files.c.mode)):
-        files_by_outcome[Outcome(outcome)] = files_by_outcome.get(Outcome(outcome), 0) + n
-        files_by_mode[WriteMode(mode)] = files_by_mode.get(WriteMode(mode), 0) + n
+    for outcome, n, detected, anonymized in connection.execute(totals.group_by(files.c.outcome)):
+        files_by_outcome[_outcome(outcome)] = n
         faces_detected += int(detected)
         faces_anonymized += int(anonymized)
+    taken = sa.and_(scoped_files, files.c.outcome != Outcome.LEFTOVER_REMOVED.value)
+    is_file, is_dry_run = files.c.path.is_not(None), files.c.mode == WriteMode.DRY_RUN.value
+    is_refused = sa.or_(
+        sa.and_(is_file, files.c.error_class.in_(sorted(FILE_REFUSALS))),
+        sa.and_(~is_file, files.c.error_class.in_(sorted(REQUEST_REFUSALS))),
+    )
+    # A request has no path: each is its own input.
+    identity = sa.func.coalesce(files.c.path, files.c.request_id, sa.cast(files.c.id, sa.String()))
+    for mode, n in connection.execute(
+        sa.select(files.c.mode, sa.func.count(sa.distinct(identity)))
+        .where(taken, sa.or_(files.c.error_class.is_(None), ~is_refused))
+        .group_by(files.c.mode)
+    ):
+        files_by_mode[WriteMode(mode)] = n
     first_at, last_at = connection.execute(
         sa.select(sa.func.min(files.c.started_at), sa.func.max(files.c.started_at)).where(scoped_files)
     ).one()
@@ -227,12 +341,12 @@ def summarize(connection: Connection, scope: ReportScope) -> ActivitySummary:
 
     unit = _unit_for(first_at, last_at)
     bucket = _bucket(connection, unit).label("bucket")
-    per_bucket: dict[datetime, dict[Outcome, int]] = {}
+    per_bucket: dict[datetime, dict[Outcome | str, int]] = {}
     for text, outcome, n in connection.execute(
         sa.select(bucket, files.c.outcome, count).where(scoped_files).group_by(bucket, files.c.outcome).order_by(bucket)
     ):
         start = datetime.strptime(text, _BUCKET_PARSE[unit]).replace(tzinfo=UTC)
-        per_bucket.setdefault(start, {})[Outcome(outcome)] = n
+        per_bucket.setdefault(start, {})[_outcome(outcome)] = n
 
     return ActivitySummary(
         runs=run_rows,
@@ -250,7 +364,35 @@ def summarize(connection: Connection, scope: ReportScope) -> ActivitySummary:
         faces_per_file=histogram,
         activity_unit=unit,
         activity=tuple(sorted(per_bucket.items())),
+        files=_tally(connection, sa.and_(taken, is_file, ~is_dry_run), per_path=True, refusals=FILE_REFUSALS),
+        dry_run_files=_tally(connection, sa.and_(taken, is_file, is_dry_run), per_path=True, refusals=FILE_REFUSALS),
+        requests=_tally(connection, sa.and_(taken, ~is_file), per_path=False, refusals=REQUEST_REFUSALS),
     )
+
+
+def _tally(connection: Connection, rows: sa.ColumnElement[bool], *, per_path: bool, refusals: frozenset[str]) -> Tally:
+    """The inputs of ``rows``: per path by its latest row (the highest id: rows are written in order), or each
+    row by itself."""
+    if per_path:
+        rows = files.c.id.in_(sa.select(sa.func.max(files.c.id)).where(rows).group_by(files.c.path))
+    count = sa.func.count()
+    example = sa.func.coalesce(files.c.path, sa.literal("request ") + files.c.request_id)
+    query = (
+        sa.select(files.c.outcome, files.c.error_class, count, sa.func.min(files.c.error_message), sa.func.min(example))
+        .where(rows)
+        .group_by(files.c.outcome, files.c.error_class)
+        .order_by(count.desc(), files.c.outcome, files.c.error_class)
+    )
+    by_outcome: dict[str, int] = {}
+    failed: list[ErrorCause] = []
+    refused: list[ErrorCause] = []
+    for outcome, error_class, n, message, path in connection.execute(query):
+        if outcome != Outcome.ERROR.value:
+            by_outcome[outcome] = by_outcome.get(outcome, 0) + n
+            continue
+        cause = ErrorCause(error_class or "unknown", n, message or "", path or "")
+        (refused if cause.error_class in refusals else failed).append(cause)
+    return Tally(by_outcome=by_outcome, failed=tuple(failed), refused=tuple(refused))
 
 
 def _model_uses(connection: Connection, in_scope: sa.ColumnElement[bool]) -> tuple[ModelUse, ...]:

@@ -264,5 +264,12 @@ def audit_report(
     except OSError as exc:
         raise fail_setup(OutputError(f"cannot write the report: {exc.strerror or exc}", path=out)) from exc
     stdout.print(f"report written to {escape(str(out))}", highlight=False)
+    files, requests = data.activity.files, data.activity.requests
+    stdout.print(
+        f"  {files.taken:,} file(s) ({files.failed_total:,} failed), {files.refused_total:,} path(s) refused, "
+        f"{data.activity.dry_run_files.total:,} file(s) in dry runs, {requests.total:,} request(s) "
+        f"({requests.failed_total:,} failed, {requests.refused_total:,} refused); each counted once",
+        highlight=False,
+    )
     for item in data.checklist:
         stdout.print(f"  {item.status.value:>8}  {escape(item.title)}", highlight=False)

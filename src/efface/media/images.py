@@ -3,8 +3,13 @@
 
 Metadata policy: an output image carries no EXIF, XMP, IPTC, comments or text chunks. An EXIF thumbnail
 is an un-anonymized copy of the picture and an XMP face-region tag names the people in it. The EXIF
-orientation is baked into the pixels instead. The ICC colour profile (no personal data) is kept unless
-``keep_icc_profile`` is off.
+orientation is baked into the pixels instead. The ICC colour profile is kept, unless ``keep_icc_profile``
+is off, only as ``media.icc`` rebuilds it from its colour tags (a profile can carry anything in tags of its
+own) and only when it describes the output's colour space; a CMYK image is converted to sRGB with its
+profile and written without it.
+
+A file is left as it was (no face, nothing to drop) only when ``media.structure`` finds nothing in it but
+the image a rewrite would write: no second image after a JPEG's end, no private PNG chunk.
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from efface.arrays import ImageArray
 from efface.errors import CorruptImageError, ImageTooLargeError, UnsupportedFormatError
+from efface.media.icc import ColourSpace, check_profile, read_profile, srgb_profile
+from efface.media.structure import find_extra_content
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -153,6 +160,8 @@ class DecodedImage:
         dpi: the resolution tag, if any.
         is_lossless: WebP only: the source was lossless.
         tiff_compression: TIFF only: the source's compression.
+        icc_note: what became of the source's colour profile when it is not kept as it is (for the audit).
+        extra_content: what the file holds beyond its image (a rewrite leaves it out), or None when nothing.
     """
 
     pixels: ImageArray
@@ -165,10 +174,28 @@ class DecodedImage:
     dpi: tuple[float, float] | None = None
     is_lossless: bool = False
     tiff_compression: str | None = None
+    icc_note: str | None = None
+    extra_content: str | None = None
 
     @property
     def resolution_wh(self) -> tuple[int, int]:
         return (int(self.pixels.shape[1]), int(self.pixels.shape[0]))
+
+    @property
+    def needs_rewrite(self) -> bool:
+        """Whether the file must be written again even with no face in it: it is not just the image efface
+        checked and would write (metadata, a rotation, a profile not kept as it is, anything else in the file)."""
+        return self.has_metadata or self.was_rotated or self.icc_note is not None or self.extra_content is not None
+
+    @property
+    def audit_details(self) -> dict[str, object]:
+        """What the output leaves out of the source and why, for the audit log's details."""
+        details: dict[str, object] = {}
+        if self.icc_note is not None:
+            details["icc_profile"] = self.icc_note
+        if self.extra_content is not None:
+            details["extra_content"] = self.extra_content
+        return details
 
 
 def _to_rgb_and_alpha(image: Image.Image) -> tuple[ImageArray, ImageArray | None]:
@@ -250,6 +277,15 @@ def _decode_opened(image: Image.Image, *, data: bytes, path: Path, options: Code
     orientation = image.getexif().get(0x0112, 1)
     image.load()
     upright = ImageOps.exif_transpose(image) if orientation != 1 else image
+    source_icc = info.get("icc_profile") or None
+    icc_profile, icc_note, kept_as_is = None, None, None
+    if upright.mode == "CMYK":
+        upright, icc_note = _cmyk_to_srgb(upright, source_icc)
+    elif source_icc is not None and options.keep_icc_profile:
+        space = ColourSpace.GREY if image.mode in _GREY_MODES else ColourSpace.RGB
+        check = check_profile(source_icc, colour_space=space)
+        icc_profile, icc_note = check.profile, check.note
+        kept_as_is = check.profile if check.is_unchanged else None
     pixels, alpha = _to_rgb_and_alpha(upright)
     has_metadata = _carries_metadata(image, info)
     dpi = info.get("dpi")
@@ -260,11 +296,29 @@ def _decode_opened(image: Image.Image, *, data: bytes, path: Path, options: Code
         is_grey=image.mode in _GREY_MODES,
         has_metadata=has_metadata,
         was_rotated=orientation not in (1, None),
-        icc_profile=info.get("icc_profile") if options.keep_icc_profile else None,
+        icc_profile=icc_profile,
         dpi=(float(dpi[0]), float(dpi[1])) if dpi else None,
         is_lossless=image_format is ImageFormat.WEBP and _is_lossless_webp(data),
         tiff_compression=info.get("compression") if image_format is ImageFormat.TIFF else None,
+        icc_note=icc_note,
+        extra_content=find_extra_content(data, image_format=image_format.value, kept_icc_profile=kept_as_is),
     )
+
+
+def _cmyk_to_srgb(image: Image.Image, icc_profile: bytes | None) -> tuple[Image.Image, str | None]:
+    """CMYK pixels in sRGB, converted with the source's own CMYK profile where LittleCMS can use it; the note
+    says what became of the profile (never kept: it does not describe RGB pixels)."""
+    profile = read_profile(icc_profile) if icc_profile is not None else None
+    if profile is not None and icc_profile is not None and icc_profile[16:20] == ColourSpace.CMYK.value.encode():
+        try:
+            converted = ImageCms.profileToProfile(image, profile, srgb_profile(), outputMode="RGB")
+        except ImageCms.PyCMSError:
+            converted = None
+        if isinstance(converted, Image.Image):
+            return converted, "CMYK pixels converted to sRGB with the source's profile, which is dropped (RGB output)"
+    if icc_profile is None:
+        return image.convert("RGB"), None
+    return image.convert("RGB"), "ICC profile dropped: not a CMYK profile LittleCMS can convert with (RGB output)"
 
 
 def _check_png_chunks(data: bytes, *, path: Path) -> None:

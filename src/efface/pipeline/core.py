@@ -93,7 +93,8 @@ class Processed:
         decoded: the source image.
         faces: what the detector found.
         faces_anonymized: how many face regions were changed.
-        data: the encoded output, or None when the source needs no rewrite (no face, no metadata).
+        data: the encoded output, or None when the source needs no rewrite (no face, and the file holds nothing
+            but the image efface checked and would write: ``DecodedImage.needs_rewrite``).
     """
 
     decoded: DecodedImage
@@ -124,7 +125,7 @@ def anonymize_bytes(
     anonymized = 0
     if faces and write:
         pixels, anonymized = policy.anonymizer.apply(decoded.pixels, faces)
-    needs_rewrite = anonymized > 0 or decoded.has_metadata or decoded.was_rotated
+    needs_rewrite = anonymized > 0 or decoded.needs_rewrite
     data = encode_image(decoded, pixels, options=policy.codec) if write and needs_rewrite else None
     return Processed(decoded=decoded, faces=faces, faces_anonymized=anonymized, data=data)
 
@@ -146,8 +147,9 @@ def anonymize_file(
     """Anonymizes one file and says what happened. Never raises for a problem with this one file.
 
     In place, the anonymized bytes atomically replace the original; into an output folder, the source
-    is left untouched. An image without faces and without metadata is not rewritten in place (it is
-    copied byte for byte to an output folder); a video is always re-encoded (its container metadata goes).
+    is left untouched. An image without faces that holds nothing but its image (no metadata, nothing after
+    it, no profile to rebuild) is not rewritten in place (it is copied byte for byte to an output folder); a
+    video is always re-encoded (its container metadata goes).
 
     Args:
         job: the source and destination.
@@ -197,7 +199,7 @@ def anonymize_file(
         output_sha256=output_sha256,
         image_format=processed.decoded.image_format.value,
         resolution_wh=processed.decoded.resolution_wh,
-        details={"rewritten": processed.data is not None},
+        details={"rewritten": processed.data is not None, **processed.decoded.audit_details},
     )
 
 

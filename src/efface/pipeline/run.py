@@ -122,8 +122,14 @@ class AuditedRun:
         if self._on_result is not None:
             self._on_result(result)
 
-    def finish(self, *, is_interrupted: bool = False) -> RunSummary:
+    def finish(self, *, is_interrupted: bool = False, is_clean_stop: bool = False) -> RunSummary:
         """Stores the run's status and totals (once; later calls return the same summary).
+
+        Args:
+            is_interrupted: the run ended by an exception: ``interrupted``.
+            is_clean_stop: a server stopped as asked (Ctrl-C, SIGTERM) after answering every request it took:
+                ``completed`` whatever the requests' outcomes, which their own rows hold (a refused or failed
+                request is no failed run).
 
         Raises:
             AuditError: the run cannot be finished in the audit log.
@@ -133,6 +139,8 @@ class AuditedRun:
         with self._lock:
             if is_interrupted:
                 status = RunStatus.INTERRUPTED
+            elif is_clean_stop:
+                status = RunStatus.COMPLETED
             else:
                 status = RunStatus.FAILED if self.files_failed else RunStatus.COMPLETED
             summary = RunSummary(

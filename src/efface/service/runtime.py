@@ -92,6 +92,7 @@ class JobResult:
         output_sha256: sha256 of the answer's image (anonymize only), for the audit log.
         queue_s: time spent waiting for a worker.
         processing_s: time spent in the pipeline.
+        media_details: what the answer's image leaves out of the upload and why (``DecodedImage.audit_details``).
     """
 
     faces: tuple[Face, ...]
@@ -102,6 +103,7 @@ class JobResult:
     output_sha256: str | None
     queue_s: float
     processing_s: float
+    media_details: dict[str, object] = field(default_factory=dict)
 
     @property
     def media_type(self) -> str:
@@ -197,7 +199,7 @@ class Service:
         self._inference.shutdown(wait=True, cancel_futures=True)
         self._database.shutdown(wait=True)
         try:
-            self.run.finish()
+            self.run.finish(is_clean_stop=True)
         finally:
             self.store.close()
 
@@ -352,6 +354,7 @@ class Service:
             output_sha256=output_sha256,
             queue_s=started_s - submitted_s,
             processing_s=done_s - started_s,
+            media_details=processed.decoded.audit_details,
         )
 
     async def _record(self, call: Call) -> None:
@@ -382,6 +385,7 @@ class Service:
         }
         if processed is not None:
             details |= {"queue_s": round(processed.queue_s, 6), "processing_s": round(processed.processing_s, 6)}
+            details |= processed.media_details
         mode = WriteMode.RESPONSE if call.endpoint is Endpoint.ANONYMIZE else WriteMode.DRY_RUN
         if call.error is not None or processed is None:
             error = call.error or RuntimeError("the request ended without a result")
