@@ -421,6 +421,8 @@ class RunInfo:
         model_sha256: sha256 of the detector weights file.
         settings: every setting that affects the result, JSON-serialisable.
         hostname: the machine that ran it.
+        settings_sha256: sha256 of the detection and transform settings and the model: a later run skips a
+            file this run left done only when it has the same (None: such a run's files are never skipped).
     """
 
     run_id: str
@@ -432,6 +434,7 @@ class RunInfo:
     model_sha256: str
     settings: dict[str, object]
     hostname: str
+    settings_sha256: str | None = None
 
     def __post_init__(self) -> None:
         if self.started_at.tzinfo is None:

@@ -490,6 +490,20 @@ def test_prune_keeps_a_run_that_is_still_going(store: AuditStore) -> None:
     assert store.verify().is_intact
 
 
+def test_prune_keeps_a_run_that_has_not_finished_even_when_all_of_it_is_old(store: AuditStore) -> None:
+    run = run_info(T0)
+    store.start_run(run)
+    store.record_file(run.run_id, result(0, started_at=T0))
+    cutoff = T0 + timedelta(days=365)
+    assert store.prune(older_than=cutoff, is_dry_run=True).runs == 0
+    assert (store.prune(older_than=cutoff).runs, len(store.list_files(run.run_id))) == (0, 1)
+    # It goes on recording, then finishes; now it is old.
+    store.record_file(run.run_id, result(1, started_at=T0))
+    store.finish_run(run.run_id, RunSummary(RunStatus.COMPLETED, T0 + timedelta(hours=1), 2, 0, 0, 0, 3600.0))
+    assert (store.prune(older_than=cutoff).runs, store.list_files(run.run_id)) == (1, [])
+    assert store.verify().is_intact
+
+
 def test_row_deleted_after_a_prune_and_marked_as_pruned_is_found(store: AuditStore, raw_engine: sa.Engine) -> None:
     fill(store, started_at=T0)
     fill(store, started_at=T0 + timedelta(days=400))

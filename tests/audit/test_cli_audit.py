@@ -172,6 +172,58 @@ def test_report_command(db_url: str, history: list[str], tmp_path: Path) -> None
     assert unwritable.exit_code == 2 and "cannot write the report" in unwritable.output
 
 
+def run_efface(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real ``efface`` command in a child process."""
+    env = {**os.environ, "COLUMNS": "200"}  # one error box line per message
+    return subprocess.run(
+        [sys.executable, "-m", "efface", *args], capture_output=True, text=True, timeout=120, check=False, env=env
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://user@127.0.0.1/efface", "SQLite or PostgreSQL, not mysql"),
+        ("oracle+oracledb://user@127.0.0.1/efface", "SQLite or PostgreSQL, not oracle"),
+        ("postgresql+pg8000://root@127.0.0.1/test", "audit database driver pg8000 is not installed"),
+        ("not a url", "cannot parse audit database URL"),
+    ],
+)
+def test_a_database_url_that_cannot_work_is_one_line_and_exit_2(url: str, message: str) -> None:
+    result = run_efface("audit", "list", "--db", url)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("scheme", ["postgres://", "postgresql://", "postgres+psycopg://"])
+def test_the_common_postgresql_spellings_reach_postgresql(pg_url: str, scheme: str) -> None:
+    url = scheme + pg_url.split("://", 1)[1]
+    with AuditStore(url) as store:
+        record_history(store, days=1)
+    result = invoke("list", "--db", url, "--json")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)) == 1
+    assert invoke("verify", "--db", pg_url).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["prune", "--older-than", "99999999999d", "--yes"],
+        ["prune", "--older-than", "9999999d", "--yes"],
+        ["list", "--since", "99999999999w"],
+        ["list", "--until", "9999999d"],
+    ],
+    ids=["overflow-timedelta", "before-year-1", "since", "until"],
+)
+def test_an_age_too_large_is_one_line_and_exit_2(sqlite_url: str, args: list[str]) -> None:
+    result = run_efface("audit", *args, "--db", sqlite_url)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "too large" in result.stderr, result.stderr
+
+
 CARD = r'<div class="value">([^<]*)</div><div class="label">([^<]*)</div>'
 
 

@@ -1,7 +1,7 @@
 """The Alembic migrations are frozen history: they import no efface code, they end where ``tables.py`` is,
 and a database created at any earlier head, holding the rows that schema allowed (chained from 0004 on),
-upgrades to the head and verifies, old rows (hashed with content version 1) and new ones alike; so does one
-upgraded through a later migration that adds a column. Real SQLite and real PostgreSQL.
+upgrades to the head and verifies, old rows (hashed with content version 1, or 2 by a store at 0006) and new
+ones alike; so does one upgraded through a later migration that adds a column. Real SQLite and real PostgreSQL.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from alembic.migration import MigrationContext
 
 import efface.audit
 from efface.audit import AuditStore
-from efface.audit.chain import RECORD_KINDS, EventKind, FieldType
+from efface.audit.chain import RECORD_KINDS, Event, EventKind, FieldType, content_sha256, link
 from efface.audit.query import RecordFilter
 from efface.audit.store import schema_head
 from efface.audit.tables import CONTENT_SCHEMA, api_keys, chain, files, metadata, runs, validations
@@ -43,7 +43,7 @@ from efface.records import (
 
 MIGRATIONS_DIR = Path(efface.audit.__file__).parent / "migrations"
 MIGRATION_FILES = [*sorted(MIGRATIONS_DIR.glob("versions/*.py")), MIGRATIONS_DIR / "env.py"]
-EARLIER_HEADS = ["0001", "0002", "0003", "0004", "0005"]
+EARLIER_HEADS = ["0001", "0002", "0003", "0004", "0005", "0006"]
 T0 = datetime(2025, 3, 1, 9, 0, 0, 250_000, tzinfo=UTC)
 
 
@@ -104,12 +104,21 @@ def test_a_run_starts_as_migration_0004_expects_an_unfinished_run() -> None:
     assert dict(CONTENT_SCHEMA.run_finish_defaults) == FROZEN_0004._INITIAL_RUN_FINISH
 
 
-def test_content_version_2_adds_files_request_id() -> None:
-    assert CONTENT_SCHEMA.current_version == 2
+# What each content version adds to the one before: 2 (migration 0006) files.request_id, 3 (migration 0007)
+# runs.settings_sha256 in a run's start.
+ADDED_BY_VERSION = {
+    2: {EventKind.FILE: {"request_id": FieldType.STR}},
+    3: {EventKind.RUN_STARTED: {"settings_sha256": FieldType.STR}},
+}
+
+
+@pytest.mark.parametrize("version", sorted(ADDED_BY_VERSION))
+def test_each_content_version_adds_only_its_migrations_columns(version: int) -> None:
+    assert CONTENT_SCHEMA.current_version == max(ADDED_BY_VERSION)
     for kind in RECORD_KINDS:
-        added = dict(CONTENT_SCHEMA.fields(kind, 2).items() - CONTENT_SCHEMA.fields(kind, 1).items())
-        assert added == ({"request_id": FieldType.STR} if kind is EventKind.FILE else {}), kind
-        assert CONTENT_SCHEMA.fields(kind, 1).keys() <= CONTENT_SCHEMA.fields(kind, 2).keys()
+        before, now = CONTENT_SCHEMA.fields(kind, version - 1), CONTENT_SCHEMA.fields(kind, version)
+        assert dict(now.items() - before.items()) == ADDED_BY_VERSION[version].get(kind, {}), kind
+        assert before.keys() <= now.keys()
 
 
 def test_the_migrated_schema_is_what_tables_declare(store: AuditStore, raw_engine: sa.Engine) -> None:
@@ -247,9 +256,32 @@ def append_as_before_0006(connection: sa.Connection, records: list[Record]) -> N
         connection.execute(chain.insert(), [row])
 
 
+def append_as_at_0006(connection: sa.Connection, records: list[Record]) -> None:
+    """Chain rows as a store at 0006 wrote them: content version 2 (the field lists 0004 froze, and
+    files.request_id), the version in the row and its hash."""
+    seq, prev_hash = connection.execute(sa.select(chain.c.seq, chain.c.row_hash).order_by(chain.c.seq.desc())).first()
+    for kind, record in records:
+        seq += 1
+        fields = dict(FIELDS_AT_0004[kind])
+        if kind is EventKind.FILE:
+            fields["request_id"] = "str"
+            record = {"request_id": None, **record}  # a file of a run, not a request
+        content = content_sha256({name: FieldType(value) for name, value in fields.items()}, record)
+        ids = {
+            "run_id": record["run_id"] if kind in (EventKind.RUN_STARTED, EventKind.RUN_FINISHED) else None,
+            "file_id": record["id"] if kind is EventKind.FILE else None,
+            "validation_id": record["validation_id"] if kind is EventKind.VALIDATION else None,
+        }
+        event = Event(kind, content, content_version=2, **ids)
+        row = link(event, seq=seq, prev_hash=prev_hash, recorded_at=datetime.now(UTC), key=None)
+        prev_hash = row["row_hash"]
+        connection.execute(chain.insert(), [row])
+
+
 def create_at(engine: sa.Engine, revision: str, *, migrations: Path = MIGRATIONS_DIR) -> list[Record]:
     """A database at ``revision`` holding the rows its schema allowed: records from before the chain (chained
-    by migration 0004 when ``revision`` is past it) and, from 0004 on, records appended through the chain.
+    by migration 0004 when ``revision`` is past it), from 0004 on records appended through the chain, and at
+    0006 records appended with content version 2.
     """
     before_chain = min(revision, "0003")
     upgrade(engine, before_chain, migrations=migrations)
@@ -261,6 +293,11 @@ def create_at(engine: sa.Engine, revision: str, *, migrations: Path = MIGRATIONS
             chained = insert_records(connection, revision)
             append_as_before_0006(connection, chained)
         records += chained
+    if revision >= "0006":
+        with engine.begin() as connection:
+            versioned = insert_records(connection, revision)
+            append_as_at_0006(connection, versioned)
+        records += versioned
     with engine.connect() as connection:
         assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == revision
     return records
@@ -335,8 +372,11 @@ def test_a_database_from_an_earlier_head_upgrades_and_verifies(
         assert report.is_intact, report.breaks
         assert report.rows == upgraded.rows + appended
         assert {f.request_id is None for f in store.find_files(RecordFilter(), limit=100)} == {True, False}
-    # The rows from before 0006 have no content version (version 1), the new ones the current one.
-    assert content_versions(raw_engine) == [None] * upgraded.rows + [CONTENT_SCHEMA.current_version] * appended
+    # The rows from before 0006 have no content version (version 1), those a store at 0006 wrote version 2, the
+    # new ones the current one.
+    versions = content_versions(raw_engine)
+    assert versions[upgraded.rows :] == [CONTENT_SCHEMA.current_version] * appended
+    assert set(versions[: upgraded.rows]) == ({None, 2} if revision >= "0006" else {None})
     with raw_engine.connect() as connection:
         assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == schema_head()
 
@@ -373,24 +413,24 @@ def test_an_altered_row_hashed_with_version_1_is_found(
 
 TEST_MIGRATION = textwrap.dedent(
     '''
-    """A column added after 0006, by a test: the later history must leave the old rows verifying.
+    """A column added after 0007, by a test: the later history must leave the old rows verifying.
 
-    Revision ID: 0007
-    Revises: 0006
+    Revision ID: 0008
+    Revises: 0007
     """
 
     import sqlalchemy as sa
     from alembic import op
 
-    revision = "0007"
-    down_revision = "0006"
+    revision = "0008"
+    down_revision = "0007"
     branch_labels = None
     depends_on = None
 
 
     def upgrade() -> None:
         op.add_column("files", sa.Column("test_extra", sa.Text(), nullable=True))
-        op.execute("UPDATE files SET test_extra = 'filled in by 0007'")
+        op.execute("UPDATE files SET test_extra = 'filled in by 0008'")
 
 
     def downgrade() -> None:
@@ -404,10 +444,10 @@ def test_a_column_added_by_a_later_migration_leaves_old_rows_verifying(
 ) -> None:
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, migrations, ignore=shutil.ignore_patterns("__pycache__"))
-    (migrations / "versions" / "0007_test_extra.py").write_text(TEST_MIGRATION)
-    assert schema_head(migrations) == "0007"
-    # Rows of content version 1 (before 0006) and 2 (a store at 0006), then the upgrade to 0007.
-    records = create_at(raw_engine, "0005", migrations=migrations)
+    (migrations / "versions" / "0008_test_extra.py").write_text(TEST_MIGRATION)
+    assert schema_head(migrations) == "0008"
+    # Rows of content version 1 (before 0006), 2 (a store at 0006) and 3 (a store at 0007), then the upgrade.
+    records = create_at(raw_engine, "0006", migrations=migrations)
     with AuditStore(db_url) as store:
         appended = append_after_upgrade(store, records)
     with AuditStore(db_url, migrations=migrations) as store:
@@ -422,4 +462,20 @@ def test_a_column_added_by_a_later_migration_leaves_old_rows_verifying(
     columns = {c["name"] for c in sa.inspect(raw_engine).get_columns("files")}
     assert {"request_id", "test_extra"} <= columns
     with raw_engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0007"
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0008"
+
+
+def test_a_settings_hash_planted_in_a_run_from_before_0007_is_found(db_url: str, raw_engine: sa.Engine) -> None:
+    # A planted hash could make a resumed run skip that run's files: no content version before 3 hashes it, so
+    # it must stay NULL there.
+    create_at(raw_engine, "0006")
+    with AuditStore(db_url) as store:
+        assert store.verify().is_intact
+        with raw_engine.begin() as connection:
+            target = connection.execute(sa.select(sa.func.min(runs.c.run_id))).scalar_one()
+            connection.execute(runs.update().where(runs.c.run_id == target).values(settings_sha256="ab" * 32))
+        report = store.verify()
+    assert report.breaks_total == 1, report.breaks
+    (only,) = report.breaks
+    assert (only.kind, only.table, only.row_id) == (BreakKind.ALTERED, "runs", target)
+    assert "settings_sha256 must be NULL" in only.message, only.message

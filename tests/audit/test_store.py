@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -270,22 +270,24 @@ def test_database_from_a_newer_efface_raises_audit_error(db_url: str, raw_engine
 
 
 @pytest.mark.parametrize(
-    "url",
+    ("url", "is_foreign"),
     [
-        pytest.param("postgresql+psycopg://root@127.0.0.1:1/test", id="unreachable-port"),
-        pytest.param("this is not a url", id="garbage"),
-        pytest.param("nosuchdialect://host/db", id="unknown-dialect"),
-        pytest.param("postgresql+psycopg://root:s3cret@127.0.0.1:1/test", id="password-hidden"),
+        pytest.param("postgresql+psycopg://root@127.0.0.1:1/test", True, id="unreachable-port"),
+        pytest.param("this is not a url", True, id="garbage"),
+        # Refused before SQLAlchemy looks for it: the audit log runs on SQLite and PostgreSQL only.
+        pytest.param("nosuchdialect://host/db", False, id="unknown-dialect"),
+        pytest.param("postgresql+psycopg://root:s3cret@127.0.0.1:1/test", True, id="password-hidden"),
     ],
 )
-def test_unusable_url_raises_one_line_audit_error(url: str) -> None:
+def test_unusable_url_raises_one_line_audit_error(url: str, is_foreign: bool) -> None:
     with pytest.raises(AuditError) as raised:
         AuditStore(url)
     message = str(raised.value)
     assert message
     assert "\n" not in message
     assert "s3cret" not in message
-    assert isinstance(raised.value.__cause__, Exception)
+    # A foreign error is translated with its cause kept.
+    assert isinstance(raised.value.__cause__, Exception) is is_foreign
 
 
 def test_sqlite_folder_that_cannot_be_created_raises_audit_error(tmp_path: Path) -> None:
@@ -384,3 +386,29 @@ def test_a_request_is_stored_with_its_request_id_and_no_path(store: AuditStore, 
     assert cause.example_path == f"request {request_ids[1]}"
     page = render_html(build_report(store, ReportScope(), efface_version="9.9.9"))
     assert f"request {request_ids[1]}" in page
+
+
+def test_output_hashes_are_those_of_runs_with_the_same_settings_mode_and_destination(store: AuditStore) -> None:
+    photo, copy = Path("/data/in/photo.jpg"), Path("/data/out/in/photo.jpg")
+
+    def record(settings_sha256: str | None, output_path: Path, output_sha256: str, outcome: Outcome) -> None:
+        mode = WriteMode.IN_PLACE if output_path == photo else WriteMode.OUTPUT_DIR
+        run = replace(make_run(), mode=mode, settings_sha256=settings_sha256)
+        store.start_run(run)
+        result = AnonymizationResult(
+            photo, outcome, mode, T0, 0.1, output_path=output_path, output_sha256=output_sha256
+        )
+        store.record_file(run.run_id, result)
+
+    record("a" * 64, photo, "1" * 64, Outcome.NO_FACES)
+    record("a" * 64, copy, "2" * 64, Outcome.NO_FACES)  # --output: never an in-place match
+    record("b" * 64, photo, "3" * 64, Outcome.ANONYMIZED)  # other settings
+    record("a" * 64, photo, "4" * 64, Outcome.ANONYMIZED)
+    record(None, photo, "5" * 64, Outcome.ANONYMIZED)  # a run from before settings were hashed
+    record("a" * 64, photo, "6" * 64, Outcome.SKIPPED)  # skipped rows write nothing
+    assert store.output_hashes(photo, output_path=photo, settings_sha256="a" * 64) == {"1" * 64, "4" * 64}
+    assert store.output_hashes(photo, output_path=copy, settings_sha256="a" * 64) == {"2" * 64}
+    assert store.output_hashes(photo, output_path=photo, settings_sha256="b" * 64) == {"3" * 64}
+    assert store.output_hashes(photo, output_path=photo, settings_sha256="c" * 64) == frozenset()
+    assert store.get_run(store.list_runs(limit=1)[0].run_id).settings_sha256 == "a" * 64
+    assert store.verify().is_intact

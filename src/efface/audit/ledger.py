@@ -208,11 +208,14 @@ class PruneCounts:
 
 
 def _old_runs(older_than: datetime) -> sa.Select[Any]:
-    # A run is old when all of it is: its start, its finish and every file (a run still going is kept).
+    # A run is old when all of it is: its start, its finish and every file. A run that has not finished is
+    # never old, however long ago it started or wrote its last file: it may be writing its next one (a run
+    # killed without finishing stays too, since nothing tells it from one that is going).
     recent_file = sa.select(files.c.id).where(files.c.run_id == runs.c.run_id, files.c.started_at >= older_than)
     return sa.select(runs.c.run_id).where(
         runs.c.started_at < older_than,
-        sa.or_(runs.c.finished_at.is_(None), runs.c.finished_at < older_than),
+        runs.c.finished_at.is_not(None),
+        runs.c.finished_at < older_than,
         ~sa.exists(recent_file),
     )
 

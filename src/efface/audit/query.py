@@ -25,6 +25,7 @@ __all__ = [
     "parse_age",
     "parse_time",
     "select_records",
+    "time_ago",
 ]
 
 _AGE = re.compile(r"^\s*(\d+)\s*([hdw])\s*$")
@@ -40,7 +41,22 @@ def parse_age(text: str) -> timedelta:
     match = _AGE.match(text)
     if match is None:
         raise ValueError(f"expected an age such as 365d, 12w or 36h, got {text!r}")
-    return int(match[1]) * _AGE_UNITS[match[2]]
+    try:
+        return int(match[1]) * _AGE_UNITS[match[2]]
+    except OverflowError:
+        raise ValueError(f"the age {text.strip()} is too large: it reaches before the year 1") from None
+
+
+def time_ago(age: timedelta, *, now: datetime | None = None) -> datetime:
+    """The time ``age`` before ``now`` (default: the current UTC time).
+
+    Raises:
+        ValueError: the age reaches before the year 1.
+    """
+    try:
+        return (now or datetime.now(UTC)) - age
+    except OverflowError:
+        raise ValueError(f"the age of {age.days:,} days is too large: it reaches before the year 1") from None
 
 
 def parse_time(text: str, *, now: datetime | None = None) -> datetime:
@@ -51,7 +67,7 @@ def parse_time(text: str, *, now: datetime | None = None) -> datetime:
         ValueError: neither form.
     """
     if _AGE.match(text):
-        return (now or datetime.now(UTC)) - parse_age(text)
+        return time_ago(parse_age(text), now=now)
     try:
         parsed = datetime.fromisoformat(text.strip())
     except ValueError:

@@ -36,6 +36,7 @@ from efface.audit.ledger import PruneCounts
 from efface.audit.query import AuditTable, RecordFilter, matches_path, select_records
 from efface.audit.summary import ActivitySummary, ReportScope, summarize
 from efface.audit.tables import CONTENT_SCHEMA, files, runs, validations
+from efface.audit.urls import engine_url
 from efface.audit.verifier import ChainReport, ChainVerifier
 from efface.errors import AuditError, ConfigurationError
 from efface.records import (
@@ -101,6 +102,7 @@ class StoredRun:
     faces_detected: int
     faces_anonymized: int
     duration_s: float | None
+    settings_sha256: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +148,7 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def _create_engine(url: str) -> Engine:
-    parsed = sa.make_url(url)
+def _create_engine(parsed: sa.URL) -> Engine:
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(parsed, json_serializer=_json_serializer)
@@ -279,7 +280,7 @@ class AuditStore:
 
     Args:
         url: an SQLAlchemy URL, e.g. ``sqlite:////var/lib/efface/audit.db`` (the folder is created) or
-            ``postgresql+psycopg://user@host/db``.
+            ``postgresql://user@host/db`` (``postgres://`` too; see ``urls.engine_url``).
         key: the HMAC key of the chain. None reads ``EFFACE_AUDIT_KEY`` (unset: rows are hashed with plain
             sha256, which anyone who can write the database can recompute).
         migrations: the Alembic scripts folder to migrate with; efface's own by default (tests upgrade
@@ -293,10 +294,11 @@ class AuditStore:
     def __init__(self, url: str, *, key: bytes | None = None, migrations: Path = _MIGRATIONS_DIR) -> None:
         self._key = key if key is not None else audit_key_from_env()
         with translate_errors("parse audit database URL"):
-            shown_url = sa.make_url(url).render_as_string(hide_password=True)
+            parsed = engine_url(url)
+            shown_url = parsed.render_as_string(hide_password=True)
         self.shown_url = shown_url
         with translate_errors(f"open audit database {shown_url}"):
-            self._engine = _create_engine(url)
+            self._engine = _create_engine(parsed)
             try:
                 _migrate(self._engine, key=self._key, migrations=migrations)
             except BaseException:
@@ -442,16 +444,32 @@ class AuditStore:
         with translate_errors(f"list files of run {run_id}"), self._engine.connect() as connection:
             return [_stored_file(row) for row in connection.execute(query).mappings()]
 
-    def output_hashes(self, path: Path) -> frozenset[str]:
-        """The sha256 of every output recorded for ``path`` by a successful anonymization (or a file found
-        without faces): a file that hashes to one of them now is already done.
+    def output_hashes(self, path: Path, *, output_path: Path, settings_sha256: str) -> frozenset[str]:
+        """The sha256 of every output that runs with these settings wrote for ``path`` at ``output_path`` (an
+        anonymized file, or one found without faces): when ``output_path`` hashes to one of them now, it is done.
+
+        Args:
+            path: the source file.
+            output_path: where the output goes: ``path`` itself in place (only in-place rows count then, never
+                those of an ``--output`` run), else the file in the output tree (only ``--output`` rows count).
+            settings_sha256: the runs' detection and transform settings and model (``RunInfo.settings_sha256``).
 
         Raises:
             AuditError: the database cannot be read.
         """
         done = (Outcome.ANONYMIZED.value, Outcome.NO_FACES.value)
-        query = sa.select(files.c.output_sha256).where(
-            files.c.path == str(path), files.c.outcome.in_(done), files.c.output_sha256.is_not(None)
+        mode = WriteMode.IN_PLACE if output_path == path else WriteMode.OUTPUT_DIR
+        query = (
+            sa.select(files.c.output_sha256)
+            .join(runs, files.c.run_id == runs.c.run_id)
+            .where(
+                files.c.path == str(path),
+                files.c.output_path == str(output_path),
+                files.c.mode == mode.value,
+                files.c.outcome.in_(done),
+                files.c.output_sha256.is_not(None),
+                runs.c.settings_sha256 == settings_sha256,
+            )
         )
         with translate_errors(f"look up {path}"), self._engine.connect() as connection:
             return frozenset(connection.execute(query).scalars())
@@ -550,7 +568,8 @@ class AuditStore:
 
     def prune(self, *, older_than: datetime, is_dry_run: bool = False) -> PruneCounts:
         """Deletes the runs (with their files) and validations older than ``older_than`` and records the prune
-        in the chain, which keeps verifying. A run is old when its start, finish and every file are.
+        in the chain, which keeps verifying. A run is old when it has finished and its start, finish and every
+        file are before the cutoff; a run that has not finished is never pruned (it may still be recording).
 
         Args:
             older_than: the cutoff, timezone-aware.

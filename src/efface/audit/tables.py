@@ -134,6 +134,8 @@ runs = sa.Table(
     sa.Column("faces_detected", sa.Integer(), nullable=False, default=0, info=hashed(_RUN_FINISH)),
     sa.Column("faces_anonymized", sa.Integer(), nullable=False, default=0, info=hashed(_RUN_FINISH)),
     sa.Column("duration_s", sa.Float(), nullable=True, info=hashed(_RUN_FINISH)),
+    # Migration 0007: what a resumed run compares (NULL in runs from before it, whose files are never skipped).
+    sa.Column("settings_sha256", sa.String(64), nullable=True, info=hashed(_RUN_START, since=3)),
 )
 
 files = sa.Table(

@@ -127,7 +127,7 @@ DbOption = Annotated[
     typer.Option(
         "--db",
         help=with_default(
-            f"Audit database URL: sqlite:///PATH or postgresql+psycopg://... {escape('[env: EFFACE_DB_URL]')}",
+            f"Audit database URL: sqlite:///PATH or postgresql://USER@HOST/DB {escape('[env: EFFACE_DB_URL]')}",
             default_database_url(),
         ),
     ),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +13,7 @@ from rich.markup import escape
 from efface import __version__
 from efface.audit import AuditStore, StoredFile, StoredRun
 from efface.audit.export import ExportFormat, export_records
-from efface.audit.query import AuditTable, RecordFilter, column_types, parse_age, parse_time
+from efface.audit.query import AuditTable, RecordFilter, column_types, parse_age, parse_time, time_ago
 from efface.audit.report import build_report, render_html
 from efface.audit.summary import ReportScope
 from efface.cli._options import (
@@ -208,9 +208,12 @@ def audit_prune(
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Remove runs (with their files) and validations older than AGE; the prune is itself a chain event."""
+    """Remove finished runs (with their files) and validations older than AGE; the prune is itself a chain event."""
     settings = load(config, db_url=db)
-    cutoff = datetime.now(UTC) - older_than
+    try:
+        cutoff = time_ago(older_than)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--older-than'") from exc
     with open_store(settings) as store:
         if not even_if_broken:
             report = or_exit(store.verify)

@@ -5,11 +5,15 @@ processes, the library) does it.
 - ``build_policy``: the cheap part (detection spec, anonymizer with its strength checked, codec, video and
   tracking options), per option set or per request.
 - ``audited_settings``: what the audit log records about the settings of a run.
+- ``settings_sha256``: the part of them a resumed run must share with the run that did a file.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from collections.abc import Mapping
 
 from efface.config import Settings
 from efface.detection.models import Models
@@ -23,7 +27,22 @@ from efface.media.video import VideoOptions
 from efface.pipeline.core import Policy
 from efface.transforms.core import Anonymizer
 
-__all__ = ["audited_settings", "build_policy", "inference_threads_for", "load_models"]
+__all__ = ["audited_settings", "build_policy", "inference_threads_for", "load_models", "settings_sha256"]
+
+# The audited settings that decide which faces are found and how they are made unrecognisable (for a video
+# also whether identifying metadata stays). Encoder quality, providers and limits are left out: changing them
+# leaves a file as anonymous as it was.
+_RESUME_SETTINGS = (
+    "detection",
+    "tracking",
+    "method",
+    "mask_shape",
+    "box_scale",
+    "blur_kernel_fraction",
+    "pixelate_blocks",
+    "fill_rgb",
+    "keep_video_metadata",
+)
 
 
 def inference_threads_for(processes: int) -> int:
@@ -80,6 +99,18 @@ def audited_settings(settings: Settings) -> dict[str, object]:
     audited["detection"] = preset_spec(settings.preset, score_threshold=settings.score_threshold).as_dict()
     audited["tracking"] = _tracking_spec(settings).as_dict()
     return audited
+
+
+def settings_sha256(audited: Mapping[str, object], *, model_sha256: str) -> str:
+    """sha256 of the detection and transform settings among ``audited`` (as ``audited_settings`` gives them:
+    the preset stands there as its passes and threshold) and of the model weights, in canonical JSON.
+
+    A resumed run skips a file only when the run that did it has the same: a re-run with a stronger preset,
+    a lower threshold, another method or other weights anonymizes the file again.
+    """
+    canonical = {"model_sha256": model_sha256, **{name: audited.get(name) for name in _RESUME_SETTINGS}}
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _providers(settings: Settings) -> tuple[str, ...]:

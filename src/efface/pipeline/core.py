@@ -42,9 +42,11 @@ class FileJob:
         source: the file to read (absolute).
         destination: where the anonymized file goes: ``source`` itself in place, a path in the output
             tree, or None for a dry run.
-        done_sha256: outputs an earlier run recorded for this file: when the file in place (or the one
-            already in the output tree) hashes to one of them, it is done and is skipped, not anonymized
-            twice.
+        done_sha256: outputs that earlier runs with the same settings recorded for this file at its ``target``:
+            when the target (the file itself in place, the one in the output tree) hashes to one of them, it is
+            done and is skipped, not anonymized twice.
+        dry_run_target: in a dry run, where the same command without ``--dry-run`` writes, so that the dry run
+            skips what that run skips (None otherwise).
         hard_links: in place, the file's other names (hard links, all of them in the walked paths): each is
             replaced with the anonymized file too, so that no name keeps the original.
     """
@@ -52,7 +54,13 @@ class FileJob:
     source: Path
     destination: Path | None
     done_sha256: frozenset[str] = frozenset()
+    dry_run_target: Path | None = None
     hard_links: tuple[Path, ...] = ()
+
+    @property
+    def target(self) -> Path | None:
+        """Where the command writes this file (the destination; for a dry run, where it would write)."""
+        return self.destination if self.destination is not None else self.dry_run_target
 
     @property
     def mode(self) -> WriteMode:
@@ -290,12 +298,13 @@ def _stat(path: Path) -> os.stat_result:
 
 def _is_done(job: FileJob, content: bytes | None) -> bool:
     """Whether an earlier run already wrote this file's output (the bytes of the source, when read)."""
-    if not job.done_sha256 or job.destination is None:
+    target = job.target
+    if not job.done_sha256 or target is None:
         return False
-    if job.destination == job.source and content is not None:
+    if target == job.source and content is not None:
         return hashlib.sha256(content).hexdigest() in job.done_sha256
     try:
-        return _file_sha256(job.destination) in job.done_sha256
+        return _file_sha256(target) in job.done_sha256
     except OutputError:  # no output yet
         return False
 

@@ -214,19 +214,21 @@ class _Walk:
             if is_in_place and status.st_nlink > 1:
                 yield from self._hard_linked(real, status)
                 return
-        if self._mode is WriteMode.DRY_RUN:
-            destination = None
-        elif self._plan.output_dir is None:
-            destination = real  # in place replaces the file itself, not a symbolic link to it
+        if self._plan.output_dir is None:
+            target = real  # in place replaces the file itself, not a symbolic link to it
         else:
-            destination = self._plan.output_dir / relative
+            target = self._plan.output_dir / relative
             if root.prefix in self._shared_prefixes:
-                if destination in self._destinations:
-                    error = OutputError(f"another input also maps to {destination}", path=source)
+                if target in self._destinations:
+                    error = OutputError(f"another input also maps to {target}", path=source)
                     yield _failure(source, error, self._mode)
                     return
-                self._destinations.add(destination)
-        yield FileJob(source=real, destination=destination)
+                self._destinations.add(target)
+        if self._mode is WriteMode.DRY_RUN:
+            # Nothing is written; the target says what the same command without --dry-run would skip.
+            yield FileJob(source=real, destination=None, dry_run_target=target)
+        else:
+            yield FileJob(source=real, destination=target)
 
     def _hard_linked(self, real: Path, status: os.stat_result) -> Iterator[PlanItem]:
         """In place, a file with several names is handed out once all of them are met, to be replaced under

@@ -114,7 +114,8 @@ def answered(
 def skipped(
     path: Path, *, mode: WriteMode, output_path: Path | None, started_at: datetime, duration_s: float
 ) -> AnonymizationResult:
-    """A file that an earlier run already anonymized: it hashes to an output recorded for it."""
+    """A file that an earlier run with the same settings already anonymized: it hashes to an output recorded for it
+    (in a dry run: a file the same command without ``--dry-run`` skips)."""
     return AnonymizationResult(
         path=path,
         outcome=Outcome.SKIPPED,
@@ -122,7 +123,10 @@ def skipped(
         started_at=started_at,
         duration_s=duration_s,
         output_path=output_path,
-        details={"reason": "already anonymized by an earlier run (its sha256 matches a recorded output)"},
+        details={
+            "reason": "already anonymized by an earlier run with the same settings and model (its sha256 matches "
+            "the output that run recorded)"
+        },
     )
 
 

@@ -31,6 +31,7 @@ from efface.detection.models import DetectionModels
 from efface.errors import OutputError
 from efface.media.atomic import remove_if_leftover
 from efface.pipeline import results
+from efface.pipeline.build import settings_sha256
 from efface.pipeline.core import FileJob
 from efface.pipeline.jobs import Leftover, PlanItem
 from efface.pipeline.pool import Executor
@@ -90,6 +91,7 @@ class AuditedRun:
             model_sha256=models.weights_sha256,
             settings=settings,
             hostname=socket.gethostname(),
+            settings_sha256=settings_sha256(settings, model_sha256=models.weights_sha256),
         )
         return cls(store, info, on_result=on_result).start()
 
@@ -185,10 +187,14 @@ def remove_leftover(path: Path, *, mode: WriteMode) -> AnonymizationResult | Non
     return results.leftover_removed(path, mode=mode, started_at=started_at)
 
 
-def _with_done_outputs(job: FileJob, store: AuditStore) -> FileJob:
-    if job.destination is None:
+def _with_done_outputs(job: FileJob, run: AuditedRun) -> FileJob:
+    """The job with the outputs that earlier runs with this run's settings wrote at its target."""
+    target, key = job.target, run.info.settings_sha256
+    if target is None or key is None:
         return job
-    return dataclasses.replace(job, done_sha256=store.output_hashes(job.source))
+    return dataclasses.replace(
+        job, done_sha256=run.store.output_hashes(job.source, output_path=target, settings_sha256=key)
+    )
 
 
 def run_plan(items: Iterable[PlanItem], *, executor: Executor, run: AuditedRun, is_forced: bool = False) -> AuditedRun:
@@ -198,8 +204,9 @@ def run_plan(items: Iterable[PlanItem], *, executor: Executor, run: AuditedRun, 
         items: what to do, as a plan's ``items()`` yields it (walked as the run goes).
         executor: where files are anonymized (this process, a process pool, a Ray cluster).
         run: the started run every result is recorded in.
-        is_forced: anonymize every file, even one that hashes to an output an earlier run recorded for it
-            (by default such a file is done and is skipped: re-running an interrupted command resumes it).
+        is_forced: anonymize every file, even one that hashes to an output an earlier run with the same settings
+            recorded for it (by default such a file is done and is skipped: re-running an interrupted command
+            resumes it; a dry run skips the same files).
 
     Returns:
         ``run``. On an interruption (Ctrl-C) the files that were in flight are recorded once they finish, and
@@ -216,7 +223,7 @@ def run_plan(items: Iterable[PlanItem], *, executor: Executor, run: AuditedRun, 
             elif isinstance(item, AnonymizationResult):
                 run.record(item)
             else:
-                yield item if is_forced else _with_done_outputs(item, run.store)
+                yield item if is_forced else _with_done_outputs(item, run)
 
     try:
         for result in executor.results(jobs()):
