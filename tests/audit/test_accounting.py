@@ -224,7 +224,9 @@ def _error_classes() -> list[type[EffaceError]]:
 
 def test_request_refusals_are_what_the_service_answers_as_the_clients_doing() -> None:
     """A request answered 4xx (or refused as busy before it was taken) is a refusal; a 5xx is a failure."""
-    classes = _error_classes()
+    # Raised only by in-place file runs (a request's content is held in memory: no links, no rewrite mid-run).
+    file_only = {errors.HardLinkError, errors.SourceChangedError}
+    classes = [cls for cls in _error_classes() if cls not in file_only]
     assert len(classes) > 15
     for cls in classes:
         status = service_errors.http_status(cls("x"))

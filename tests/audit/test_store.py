@@ -391,7 +391,7 @@ def test_a_request_is_stored_with_its_request_id_and_no_path(store: AuditStore, 
 def test_output_hashes_are_those_of_runs_with_the_same_settings_mode_and_destination(store: AuditStore) -> None:
     photo, copy = Path("/data/in/photo.jpg"), Path("/data/out/in/photo.jpg")
 
-    def record(settings_sha256: str | None, output_path: Path, output_sha256: str, outcome: Outcome) -> None:
+    def record(settings_sha256: str | None, output_path: Path, output_sha256: str, outcome: Outcome) -> str:
         mode = WriteMode.IN_PLACE if output_path == photo else WriteMode.OUTPUT_DIR
         run = replace(make_run(), mode=mode, settings_sha256=settings_sha256)
         store.start_run(run)
@@ -399,8 +399,9 @@ def test_output_hashes_are_those_of_runs_with_the_same_settings_mode_and_destina
             photo, outcome, mode, T0, 0.1, output_path=output_path, output_sha256=output_sha256
         )
         store.record_file(run.run_id, result)
+        return run.run_id
 
-    record("a" * 64, photo, "1" * 64, Outcome.NO_FACES)
+    first = record("a" * 64, photo, "1" * 64, Outcome.NO_FACES)
     record("a" * 64, copy, "2" * 64, Outcome.NO_FACES)  # --output: never an in-place match
     record("b" * 64, photo, "3" * 64, Outcome.ANONYMIZED)  # other settings
     record("a" * 64, photo, "4" * 64, Outcome.ANONYMIZED)
@@ -410,5 +411,5 @@ def test_output_hashes_are_those_of_runs_with_the_same_settings_mode_and_destina
     assert store.output_hashes(photo, output_path=copy, settings_sha256="a" * 64) == {"2" * 64}
     assert store.output_hashes(photo, output_path=photo, settings_sha256="b" * 64) == {"3" * 64}
     assert store.output_hashes(photo, output_path=photo, settings_sha256="c" * 64) == frozenset()
-    assert store.get_run(store.list_runs(limit=1)[0].run_id).settings_sha256 == "a" * 64
+    assert store.get_run(first).settings_sha256 == "a" * 64
     assert store.verify().is_intact
