@@ -216,14 +216,17 @@ def _errors_item(activity: ActivitySummary) -> ChecklistItem:
     title = "Every file in scope anonymized without error"
     if not activity.files_total:
         return ChecklistItem(title, CheckStatus.MISSING, "no file in scope")
+    not_media = activity.files_by_outcome.get(Outcome.NOT_MEDIA, 0)
+    # Files whose content is neither a picture nor a video were looked at too: said, so that none looks skipped.
+    looked_at = f"; {not_media} further files looked at and found not to be pictures or videos" if not_media else ""
     if not activity.files_failed:
-        return ChecklistItem(title, CheckStatus.MET, f"{activity.files_total} files, no error")
+        return ChecklistItem(title, CheckStatus.MET, f"{activity.files_total} files, no error{looked_at}")
     causes = ", ".join(f"{cause.error_class} x{cause.files}" for cause in activity.errors)
     return ChecklistItem(
         title,
         CheckStatus.NOT_MET,
         f"{activity.files_failed} of {activity.files_total} files failed and were left as they were ({causes}): "
-        "they are not anonymized",
+        f"they are not anonymized{looked_at}",
     )
 
 
@@ -366,6 +369,7 @@ _OUTCOME_COLOURS = {
     Outcome.ERROR: "#c62828",
     Outcome.LEFTOVER_REMOVED: "#ffb300",
     Outcome.SKIPPED: "#cfd8dc",
+    Outcome.NOT_MEDIA: "#eceff1",
 }
 
 

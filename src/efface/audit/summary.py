@@ -136,7 +136,7 @@ class ActivitySummary:
 
     @property
     def files_total(self) -> int:
-        return sum(count for outcome, count in self.files_by_outcome.items() if outcome is not Outcome.LEFTOVER_REMOVED)
+        return sum(count for outcome, count in self.files_by_outcome.items() if outcome.is_counted)
 
     @property
     def files_failed(self) -> int:

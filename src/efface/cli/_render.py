@@ -1,8 +1,9 @@
 """What the commands print: the two consoles, the progress bar, the tables and the JSON of results.
 
 Rich reads ``[...]`` as markup, in messages and table cells alike; so every value that comes from the user, the
-file system, an error message or the audit database goes through ``escape`` (a file named ``[red]x[/red].jpg``
-is shown as named, not as a red ``x.jpg``).
+file system, an error message or the audit database goes through ``shown``: ``escape`` (a file named
+``[red]x[/red].jpg`` is shown as named, not as a red ``x.jpg``) after ``printable`` (a newline in a name would
+split its line, an ESC would drive the terminal). Paths are shown as ``path_text``, the form the audit log stores.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from efface.audit.keys import ApiKey
 from efface.audit.verifier import ChainReport
 from efface.config import Settings
 from efface.records import AnonymizationResult, Outcome, RunSummary
+from efface.text import path_text, printable
 from efface.verify.coverage import CoverageRun
 from efface.verify.metrics import HeightBin
 from efface.verify.recognizers import FaceRecognizer
@@ -43,6 +45,7 @@ __all__ = [
     "print_video",
     "progress_bar",
     "result_json",
+    "shown",
     "stderr",
     "stdout",
     "stored_json",
@@ -55,12 +58,27 @@ for _console in (stdout, stderr):
         _console.width = 160
 
 
+def shown(value: object) -> str:
+    """Text from outside (a name, a message, an audit row) as one line of plain text in Rich markup."""
+    return escape(printable(str(value)))
+
+
+class _PrintableMessages(logging.Filter):
+    """Log messages interpolate paths: their control characters are escaped like every other line's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = printable(record.getMessage()), None
+        return True
+
+
 def configure_logging(verbose: bool) -> None:
     """Logs to stderr through Rich: INFO with ``--verbose``, else WARNING and above."""
+    handler = RichHandler(console=stderr, show_path=False, markup=False)
+    handler.addFilter(_PrintableMessages())
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(message)s",
-        handlers=[RichHandler(console=stderr, show_path=False)],
+        handlers=[handler],
         force=True,
     )
 
@@ -79,17 +97,17 @@ def progress_bar(*, is_quiet: bool) -> Progress:
 
 
 def print_error(message: object) -> None:
-    """``error: MESSAGE`` on stderr, the message escaped (it may hold paths and brackets)."""
-    stderr.print(f"[red]error:[/red] {escape(str(message))}", highlight=False, soft_wrap=True)
+    """``error: MESSAGE`` on stderr, one line, the message escaped (it may hold paths, brackets, control characters)."""
+    stderr.print(f"[red]error:[/red] {shown(message)}", highlight=False, soft_wrap=True)
 
 
 def result_json(result: AnonymizationResult) -> dict[str, object]:
     """One file's result as a JSON object (a line of ``anonymize --json``)."""
     return {
-        "path": str(result.path),
+        "path": path_text(result.path) if result.path is not None else None,
         "outcome": result.outcome.value,
         "mode": result.mode.value,
-        "output_path": str(result.output_path) if result.output_path else None,
+        "output_path": path_text(result.output_path) if result.output_path else None,
         "faces_detected": result.faces_detected,
         "faces_anonymized": result.faces_anonymized,
         "faces": [face.as_dict() for face in result.faces],
@@ -106,9 +124,10 @@ def print_video(result: AnonymizationResult) -> None:
     video = result.video
     if video is None or result.outcome is Outcome.ERROR or result.path is None:
         return
-    encoded = f", encoded with {escape(video.encoder)} (CRF {video.crf})" if video.encoder else ""
+    encoded = f", encoded with {shown(video.encoder)} (CRF {video.crf})" if video.encoder else ""
     stdout.print(
-        f"video {escape(result.path.name)}: {video.frames} frames, faces covered on {video.frames_with_faces} "
+        f"video {shown(path_text(result.path.name))}: {video.frames} frames, "
+        f"faces covered on {video.frames_with_faces} "
         f"({video.detections} detections, {video.regions - video.detections} boxes carried between frames)"
         f"{encoded}",
         highlight=False,
@@ -138,6 +157,10 @@ def print_summary(run_id: str, summary: RunSummary, counts: Counter[Outcome]) ->
         stdout.print(
             f"skipped {counts[Outcome.SKIPPED]} file(s) already anonymized by an earlier run (--force redoes them)"
         )
+    not_media = counts[Outcome.NOT_MEDIA]
+    if not_media:
+        files_are = "1 file is" if not_media == 1 else f"{not_media} files are"
+        stdout.print(f"{files_are} not pictures or videos: looked at, audited as not_media, left as they are")
 
 
 def _share(value: float | None) -> str:
@@ -282,15 +305,15 @@ def print_files(files: Sequence[StoredFile], *, title: str) -> None:
     for row in files:
         table.add_row(
             row.run_id[:12],
-            escape(str(row.path) if row.path is not None else f"request {row.request_id}"),
+            shown(row.path if row.path is not None else f"request {row.request_id}"),
             str(row.outcome),
             str(row.faces_detected),
             str(row.faces_anonymized),
-            escape(row.image_format or ""),
+            shown(row.image_format or ""),
             f"{row.width}x{row.height}" if row.width else "",
             f"{row.duration_s:.3f}",
             (row.output_sha256 or "")[:16],
-            escape(f"{row.error_class}: {row.error_message}") if row.error_class else "",
+            shown(f"{row.error_class}: {row.error_message}") if row.error_class else "",
         )
     stdout.print(table)
 

@@ -22,6 +22,7 @@ from efface.detection.tracking import TrackingSpec
 from efface.errors import EffaceError, InputNotFoundError, OutputError, UnreadableFileError
 from efface.media.atomic import atomic_write_bytes
 from efface.media.images import CodecOptions, DecodedImage, decode_image, encode_image
+from efface.media.sniff import MediaKind
 from efface.media.video import VideoInfo, VideoOptions, is_video_path, open_video
 from efface.pipeline import results
 from efface.pipeline.video import FrameCallback, anonymize_video, scan_video
@@ -44,11 +45,17 @@ class FileJob:
         done_sha256: outputs an earlier run recorded for this file: when the file in place (or the one
             already in the output tree) hashes to one of them, it is done and is skipped, not anonymized
             twice.
+        kind: a picture or a video, as the plan sniffed its content; None to go by the file's name.
     """
 
     source: Path
     destination: Path | None
     done_sha256: frozenset[str] = frozenset()
+    kind: MediaKind | None = None
+
+    @property
+    def is_video(self) -> bool:
+        return self.kind is MediaKind.VIDEO if self.kind is not None else is_video_path(self.source)
 
     @property
     def mode(self) -> WriteMode:
@@ -151,7 +158,7 @@ def anonymize_file(
         The result; ``outcome`` is ``error`` with the error's class and message when the file failed,
         in which case the source is byte-for-byte unchanged.
     """
-    if is_video_path(job.source):
+    if job.is_video:
         return _anonymize_video_file(job, models=models, policy=policy, on_frame=on_frame)
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()

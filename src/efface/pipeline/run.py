@@ -112,7 +112,7 @@ class AuditedRun:
         """
         self.store.record_file(self.info.run_id, result)
         with self._lock:
-            if result.outcome is not Outcome.LEFTOVER_REMOVED:
+            if result.outcome.is_counted:
                 self.files_total += 1
             self.files_failed += result.outcome is Outcome.ERROR
             self.faces_detected += result.faces_detected
