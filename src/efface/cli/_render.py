@@ -218,7 +218,7 @@ def print_strength(validation_id: str, report: StrengthReport, recognizers: Sequ
             except KeyError:
                 value = report.rank1(label, name, None) if attacker is Attacker.NAIVE else None
             cells.append("-" if value is None else f"{value:.3f}")
-        table.add_row(escape(label + (" (configured)" if label in configured else "")), *cells)
+        table.add_row(shown(label + (" (configured)" if label in configured else "")), *cells)
     table.add_row("chance", *[f"{report.chance:.3f}"] * len(columns))
     stdout.print(table)
     for row in report.rows:
@@ -245,7 +245,7 @@ def print_runs(runs: Sequence[StoredRun]) -> None:
         table.add_row(
             run.run_id[:12],
             run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
-            escape(run.command),
+            shown(run.command),
             str(run.mode),
             str(run.status),
             str(run.files_total),
@@ -276,12 +276,12 @@ _RUN_FIELDS = (
 
 def print_run(run: StoredRun, files: Sequence[StoredFile]) -> None:
     """One run's fields and settings, then its files."""
-    head = Table(show_header=False, title=f"run {escape(run.run_id)}")
+    head = Table(show_header=False, title=f"run {shown(run.run_id)}")
     head.add_column("field", style="bold")
     head.add_column("value")
     for name in _RUN_FIELDS:
-        head.add_row(name, escape(str(getattr(run, name))))
-    head.add_row("settings", escape(json.dumps(run.settings, sort_keys=True)))
+        head.add_row(name, shown(getattr(run, name)))
+    head.add_row("settings", shown(json.dumps(run.settings, sort_keys=True)))
     stdout.print(head)
     print_files(files, title="files")
 
@@ -326,22 +326,22 @@ def print_chain(report: ChainReport) -> None:
         f"head {report.head_seq} {report.head_hash}"
     )
     if report.is_intact:
-        stdout.print(f"[green]chain intact:[/green] {escape(summary)}", highlight=False, soft_wrap=True)
+        stdout.print(f"[green]chain intact:[/green] {shown(summary)}", highlight=False, soft_wrap=True)
         return
     first = report.first_break
     stderr.print(
         f"[bold red]chain BROKEN:[/bold red] {report.breaks_total:,} findings; the first: "
-        f"{escape(first.message if first else '?')}",
+        f"{shown(first.message if first else '?')}",
         highlight=False,
         soft_wrap=True,
     )
-    table = Table(title=escape(summary), header_style="bold")
+    table = Table(title=shown(summary), header_style="bold")
     for column in ("finding", "table", "row", "chain row", "what"):
         table.add_column(column, overflow="fold")
     for found in report.breaks[:20]:
         # The rows of a tampered log hold whatever was written into them.
         table.add_row(
-            found.kind.value, escape(found.table), escape(found.row_id), str(found.seq or "-"), escape(found.message)
+            found.kind.value, shown(found.table), shown(found.row_id), str(found.seq or "-"), shown(found.message)
         )
     stdout.print(table)
 
@@ -364,8 +364,8 @@ def print_keys(keys: Sequence[ApiKey]) -> None:
         table.add_column(column)
     for key in keys:
         table.add_row(
-            escape(key.key_id),
-            escape(key.name),
+            shown(key.key_id),
+            shown(key.name),
             key.created_at.strftime("%Y-%m-%d %H:%M:%S"),
             key.revoked_at.strftime("%Y-%m-%d %H:%M:%S") if key.revoked_at else "",
             str(key.rate_limit_per_min) if key.rate_limit_per_min else "server default",
