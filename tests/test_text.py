@@ -55,3 +55,11 @@ def test_every_byte_string_round_trips() -> None:
 )
 def test_printable(message: str, shown: str) -> None:
     assert printable(message) == shown
+
+
+def test_the_module_examples_run() -> None:
+    import doctest
+
+    from efface import text
+
+    assert doctest.testmod(text).attempted and not doctest.testmod(text).failed
