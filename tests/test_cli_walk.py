@@ -94,6 +94,7 @@ def test_pictures_and_videos_are_taken_by_content_whatever_their_name(tmp_path: 
     assert "2 files are not pictures or videos" in stdout
 
 
+@pytest.mark.slow
 def test_a_folder_of_non_media_is_counted_and_audited_not_skipped(tmp_path: Path) -> None:
     folder = tmp_path / "docs"
     folder.mkdir()
@@ -163,3 +164,25 @@ def test_odd_names_are_processed_or_refused_on_one_escaped_line(tmp_path: Path, 
     )
     assert shown.returncode == 0, shown.stderr.decode()
     assert "b\\xff.jpg" in shown.stdout.decode() and "\x1b" not in shown.stdout.decode()
+
+
+@pytest.mark.slow
+def test_many_files_that_are_not_media_are_each_audited(tmp_path: Path) -> None:
+    """More than one batch of not-media rows (256 a transaction), every one recorded and counted."""
+    folder = tmp_path / "dataset"
+    (folder / "labels").mkdir(parents=True)
+    Image.new("RGB", (40, 30), (10, 200, 10)).save(folder / "plain.png")
+    for index in range(300):
+        (folder / "labels" / f"{index:03d}.xml").write_text(f"<annotation>{index}</annotation>\n")
+    db_url = f"sqlite:///{tmp_path / 'audit.db'}"
+    proc = _efface(str(folder), "--db", db_url)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert "300 files are not pictures or videos" in proc.stdout.decode()
+    with AuditStore(db_url) as store:
+        (run,) = store.list_runs(limit=1)
+        rows = store.list_files(run.run_id)
+    assert run.status is RunStatus.COMPLETED and run.files_total == 1
+    assert sorted(row.outcome for row in rows).count(Outcome.NOT_MEDIA) == 300
+    assert {Path(str(row.path)).name for row in rows if row.outcome is Outcome.NOT_MEDIA} == {
+        f"{index:03d}.xml" for index in range(300)
+    }
