@@ -61,6 +61,7 @@ def test_pictures_and_videos_are_taken_by_content_whatever_their_name(tmp_path: 
     _video(folder / "clip.ts", muxer="mpegts", codec="mpeg2video", astronaut=astronaut)
     _video(folder / "clip.mpg", muxer="mpeg", codec="mpeg1video", astronaut=astronaut)
     _video(folder / "camera", muxer="mpegts", codec="mpeg2video", astronaut=astronaut)  # no extension
+    Image.fromarray(astronaut).save(folder / "raw.nef", format="TIFF")  # its preview would be written as a TIFF
     (folder / "text.jpg").write_text("this is a text file, not a JPEG\n")
     (folder / "notes.txt").write_text("shot list\n")
     (folder / "app.ts").write_text("export const x = 1;\n")  # TypeScript, not a transport stream
@@ -83,6 +84,7 @@ def test_pictures_and_videos_are_taken_by_content_whatever_their_name(tmp_path: 
         "clip.mpg": "UnsupportedFormatError",
         "camera": "UnsupportedFormatError",
         "text.jpg": "CorruptImageError",
+        "raw.nef": "UnsupportedFormatError",
     }
     for name, error_class in refused.items():
         assert rows[name].error_class == error_class, (name, rows[name])

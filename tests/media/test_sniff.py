@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from efface.media.sniff import MediaKind, sniff, sniff_file
+from efface.media.sniff import MediaKind, refusal, sniff, sniff_file
 
 
 def _video(path: Path, *, muxer: str, codec: str, options: dict[str, str] | None = None) -> Path:
@@ -101,6 +101,15 @@ def _box(kind: bytes, payload: bytes) -> bytes:
         (b"\xff\x0a" + b"\x00" * 10, MediaKind.IMAGE, "JPEG XL"),
         (b"<?xml version='1.0'?>\n<svg xmlns='http://www.w3.org/2000/svg'/>", MediaKind.IMAGE, "SVG"),
         (b"<?xml version='1.0'?>\n<note>not a picture</note>", None, None),
+        (b"II*\x00\x10\x00\x00\x00CR\x02\x00\x00\x00\x00\x00" + b"\x00" * 16, MediaKind.IMAGE, "camera raw"),
+        # A DNG: its first directory, at byte 8, holds a DNGVersion tag (0xC612).
+        (
+            b"II*\x00\x08\x00\x00\x00\x02\x00" + b"\xfe\x00" + b"\x00" * 10 + b"\x12\xc6" + b"\x00" * 10,
+            MediaKind.IMAGE,
+            "camera raw",
+        ),
+        (b"II*\x00\x08\x00\x00\x00\x01\x00" + b"\xfe\x00" + b"\x00" * 10, MediaKind.IMAGE, "TIFF"),
+        (b"IIU\x00\x08\x00\x00\x00", MediaKind.IMAGE, "camera raw"),
     ],
 )
 def test_heads(head: bytes, kind: MediaKind | None, format_name: str | None) -> None:
@@ -108,3 +117,10 @@ def test_heads(head: bytes, kind: MediaKind | None, format_name: str | None) -> 
     assert found.kind is kind
     if format_name is not None:
         assert found.format_name == format_name
+
+
+@pytest.mark.parametrize(("name", "is_refused"), [("photo.tif", False), ("photo.nef", True), ("photo.DNG", True)])
+def test_a_tiff_named_like_camera_raw_is_refused(tmp_path: Path, name: str, is_refused: bool) -> None:
+    path = tmp_path / name
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(path, format="TIFF")
+    assert (refusal(sniff_file(path), path) is not None) is is_refused

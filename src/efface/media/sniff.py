@@ -14,12 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from efface.errors import UnreadableFileError
 from efface.media.images import IMAGE_SUFFIXES, UNSUPPORTED_IMAGE_SUFFIXES
 from efface.media.video import VIDEO_SUFFIXES
 
-__all__ = ["SNIFF_BYTES", "MediaKind", "Sniffed", "claimed_kind", "sniff", "sniff_file"]
+__all__ = ["SNIFF_BYTES", "MediaKind", "Sniffed", "claimed_kind", "refusal", "sniff", "sniff_file"]
 
 # Enough for five MPEG-TS packets of 192 bytes and for the compatible brands of an ftyp box; one page read.
 SNIFF_BYTES = 1024
@@ -72,6 +73,29 @@ def claimed_kind(path: Path) -> MediaKind | None:
     return None
 
 
+# Camera raw formats built on TIFF. Pillow would read their small preview as a TIFF, and writing it back would
+# destroy the raw data: they are refused before decoding.
+_RAW_SUFFIXES = frozenset(
+    {".dng", ".cr2", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".orf", ".rw2", ".raf", ".pef", ".srw", ".3fr"}
+    | {".erf", ".kdc", ".dcr", ".mrw", ".mos", ".iiq", ".rwl", ".x3f", ".raw"}
+)
+CAMERA_RAW = "camera raw"
+
+
+def refusal(sniffed: Sniffed, path: Path) -> str | None:
+    """Why a picture must be refused before it is decoded (the decoder would take it for another format), or None.
+
+    A TIFF named like a camera raw file, or whose first directory says it is one, is refused: efface would write
+    back its preview as a plain TIFF and the raw data would be lost.
+    """
+    is_raw = sniffed.format_name == CAMERA_RAW or (
+        sniffed.format_name == "TIFF" and path.suffix.lower() in _RAW_SUFFIXES
+    )
+    if is_raw:
+        return "camera raw files are not supported: writing one back would lose its raw data"
+    return None
+
+
 def sniff_file(path: Path) -> Sniffed:
     """Reads the first ``SNIFF_BYTES`` of a file and says what it is.
 
@@ -94,8 +118,10 @@ _PREFIXES: tuple[tuple[bytes, MediaKind | None, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", _IMAGE, "PNG"),
     (b"GIF87a", _IMAGE, "GIF"),
     (b"GIF89a", _IMAGE, "GIF"),
-    (b"II*\x00", _IMAGE, "TIFF"),
-    (b"MM\x00*", _IMAGE, "TIFF"),
+    (b"IIRO", _IMAGE, CAMERA_RAW),  # Olympus ORF
+    (b"IIRS", _IMAGE, CAMERA_RAW),
+    (b"IIU\x00", _IMAGE, CAMERA_RAW),  # Panasonic RW2
+    (b"FUJIFILMCCD-RAW", _IMAGE, CAMERA_RAW),
     (b"II+\x00", _IMAGE, "TIFF"),  # BigTIFF
     (b"MM\x00+", _IMAGE, "TIFF"),
     (b"8BPS", _IMAGE, "PSD"),
@@ -133,11 +159,36 @@ def sniff(head: bytes) -> Sniffed:
     for prefix, kind, name in _PREFIXES:
         if head.startswith(prefix):
             return Sniffed(kind, name)
-    for test in (_riff, _iso_media, _bmp, _icon, _transport_stream, _flv, _ogg, _netpbm, _svg, _mpeg_audio):
+    for test in (_tiff, _riff, _iso_media, _bmp, _icon, _transport_stream, _flv, _ogg, _netpbm, _svg, _mpeg_audio):
         found = test(head)
         if found is not None:
             return found
     return Sniffed(None, None)
+
+
+_DNG_VERSION_TAG = 0xC612
+
+
+def _tiff(head: bytes) -> Sniffed | None:
+    if head.startswith(b"II*\x00"):
+        order: Literal["little", "big"] = "little"
+    elif head.startswith(b"MM\x00*"):
+        order = "big"
+    else:
+        return None
+    if head[8:10] == b"CR":  # Canon CR2
+        return Sniffed(_IMAGE, CAMERA_RAW)
+    # The first directory, where it lies in the head (cameras write it first): a DNGVersion tag makes a DNG.
+    offset = int.from_bytes(head[4:8], order)
+    if offset >= 8 and offset + 2 <= len(head):
+        entries = int.from_bytes(head[offset : offset + 2], order)
+        for index in range(entries):
+            start = offset + 2 + 12 * index
+            if start + 2 > len(head):
+                break
+            if int.from_bytes(head[start : start + 2], order) == _DNG_VERSION_TAG:
+                return Sniffed(_IMAGE, CAMERA_RAW)
+    return Sniffed(_IMAGE, "TIFF")
 
 
 def _riff(head: bytes) -> Sniffed | None:

@@ -35,9 +35,10 @@ from efface.errors import (
     InputNotFoundError,
     OutputError,
     UnreadableFileError,
+    UnsupportedFormatError,
 )
 from efface.media.atomic import find_leftovers, is_leftover, leftovers_of
-from efface.media.sniff import claimed_kind, sniff_file
+from efface.media.sniff import claimed_kind, refusal, sniff_file
 from efface.pipeline import results
 from efface.pipeline.core import FileJob
 from efface.records import AnonymizationResult, WriteMode
@@ -259,6 +260,10 @@ class _Walk:
             yield results.not_media(source, mode=self._mode, reason=reason)
             return
         self._candidates += 1
+        refused = refusal(sniffed, source)
+        if refused is not None:
+            yield _failure(source, UnsupportedFormatError(refused, path=source), self._mode)
+            return
         if self._mode is WriteMode.DRY_RUN:
             destination = None
         elif self._plan.output_dir is None:
