@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from efface.text import path_text
+
 __all__ = [
     "AuditError",
     "ConfigurationError",
@@ -63,7 +65,7 @@ class EffaceError(Exception):
         self.path = path
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path is not None else self.message
+        return f"{path_text(self.path)}: {self.message}" if self.path is not None else self.message
 
 
 class ConfigurationError(EffaceError):

@@ -78,6 +78,14 @@ class Outcome(StrEnum):
     LEFTOVER_REMOVED = "leftover_removed"
     # Already done: the file hashes to an output an earlier run recorded for it (a resumed run).
     SKIPPED = "skipped"
+    # Looked at and left as it is: its content is neither a picture nor a video (text, audio, an archive, ...).
+    NOT_MEDIA = "not_media"
+
+    @property
+    def is_counted(self) -> bool:
+        """Whether the row is one of a run's files (a picture or a video): not a leftover temporary file
+        removed, nor a file that is not media."""
+        return self not in (Outcome.LEFTOVER_REMOVED, Outcome.NOT_MEDIA)
 
     @classmethod
     def of_processing(cls, mode: WriteMode, *, faces_anonymized: int) -> Outcome:

@@ -2,15 +2,17 @@ from __future__ import annotations
 
 import gc
 import os
+from collections.abc import Iterable
 from pathlib import Path, PurePath
 
 import pytest
 
 from efface.errors import ConfigurationError
 from efface.media.atomic import temp_path_for
+from efface.media.sniff import MediaKind
 from efface.pipeline import FileJob, Leftover, plan_jobs
 from efface.pipeline.jobs import Plan, count_jobs_ahead
-from efface.records import AnonymizationResult, WriteMode
+from efface.records import AnonymizationResult, Outcome, WriteMode
 
 
 def _jobs(plan: Plan) -> list[FileJob]:
@@ -18,7 +20,20 @@ def _jobs(plan: Plan) -> list[FileJob]:
 
 
 def _failures(plan: Plan) -> list[AnonymizationResult]:
-    return [item for item in plan.items() if isinstance(item, AnonymizationResult)]
+    return [item for item in plan.items() if isinstance(item, AnonymizationResult) and item.outcome is Outcome.ERROR]
+
+
+def _not_media(plan: Plan) -> list[Path | None]:
+    return [
+        item.path
+        for item in plan.items()
+        if isinstance(item, AnonymizationResult) and item.outcome is Outcome.NOT_MEDIA
+    ]
+
+
+def _described(items: Iterable[object]) -> list[object]:
+    """Plan items comparable across two walks (a result made during the walk holds the time it was made)."""
+    return [(item.path, item.outcome) if isinstance(item, AnonymizationResult) else item for item in items]
 
 
 def _leftovers(plan: Plan) -> list[Path]:
@@ -41,6 +56,7 @@ def test_folder_is_walked_recursively_in_place(tree: Path) -> None:
     assert names == ["1.jpg", "a/.hidden.jpeg", "a/2.PNG", "a/b/3.webp", "a/b/4.gif"]
     assert all(job.destination == job.source for job in _jobs(plan))
     assert plan.mode is WriteMode.IN_PLACE and not _failures(plan)
+    assert _not_media(plan) == [tree / "notes.txt"]  # looked at, audited, left as it is
 
 
 def test_output_dir_mirrors_the_tree(tree: Path, tmp_path: Path) -> None:
@@ -220,7 +236,7 @@ def test_count_jobs_ahead_keeps_every_item(tree: Path, limit: int, expected: int
     plan = plan_jobs([tree, tree.parent / "missing.jpg"])
     found, items = count_jobs_ahead(plan.items(), limit=limit)
     assert found == expected
-    assert list(items) == list(plan.items())
+    assert _described(items) == _described(plan.items())
 
 
 def test_a_link_to_a_folder_is_reported_not_followed(tree: Path, tmp_path: Path) -> None:
@@ -232,3 +248,45 @@ def test_a_link_to_a_folder_is_reported_not_followed(tree: Path, tmp_path: Path)
     ((failure),) = _failures(plan)
     assert failure.path == tree / "linked" and "symbolic link to a folder" in failure.error_message
     assert "9.jpg" not in [job.source.name for job in _jobs(plan)]
+
+
+def test_files_are_taken_by_content_not_by_name(tmp_path: Path) -> None:
+    folder = tmp_path / "card"
+    folder.mkdir()
+    (folder / "DSC0001").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 64)  # a JPEG head, no extension
+    (folder / "b.jfif").write_bytes(b"\xff\xd8\xff\xe1" + b"\x00" * 64)
+    (folder / "c.mts").write_bytes((b"\x00" * 4 + b"G" + b"\x00" * 187) * 5)  # an M2TS head
+    (folder / "d.mts").write_text("export const x: number = 1;\n")  # TypeScript
+    (folder / "e.jpg").write_text("a text file named like a picture\n")
+    (folder / "f.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 20)
+    plan = plan_jobs([folder])
+    assert [(job.source.name, job.kind) for job in _jobs(plan)] == [
+        ("DSC0001", MediaKind.IMAGE),
+        ("b.jfif", MediaKind.IMAGE),
+        ("c.mts", MediaKind.VIDEO),
+        ("e.jpg", MediaKind.IMAGE),  # its name claims a picture: the decoder refuses it aloud
+    ]
+    assert _not_media(plan) == [folder / "d.mts", folder / "f.wav"]
+    reasons = {item.path.name: item.details["reason"] for item in plan.items() if isinstance(item, AnonymizationResult)}
+    assert reasons == {"d.mts": "content not recognised as a picture or video", "f.wav": "WAV audio"}
+
+
+def test_symbolic_link_loops_are_failures_not_exceptions(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "1.jpg").write_bytes(b"\xff\xd8\xff\xe0")
+    (folder / "loop.jpg").symlink_to("loop.jpg")
+    (folder / "ring_a").symlink_to("ring_b")
+    (folder / "ring_b").symlink_to("ring_a")
+    given = tmp_path / "self"
+    given.symlink_to("self")
+    plan = plan_jobs([given, folder])
+    assert [job.source.name for job in _jobs(plan)] == ["1.jpg"]
+    failures = _failures(plan)
+    assert [(f.path.name, f.error_class) for f in failures if f.path is not None] == [
+        ("self", "UnreadableFileError"),
+        ("loop.jpg", "UnreadableFileError"),
+        ("ring_a", "UnreadableFileError"),
+        ("ring_b", "UnreadableFileError"),
+    ]
+    assert all("symbolic link loop" in str(f.error_message) for f in failures)

@@ -239,6 +239,10 @@ def _errors_item(activity: ActivitySummary) -> ChecklistItem:
             f"{_plural(requests.total, 'request')} to the HTTP service: {answered:,} answered, "
             f"{requests.refused_total:,} refused" + (f" ({_causes(requests.refused)})" if requests.refused else "")
         )
+    not_media = activity.files_by_outcome.get(Outcome.NOT_MEDIA, 0)
+    if not_media:
+        # Looked at too: said, so that none looks skipped.
+        notes.append(f"{_plural(not_media, 'further file')} looked at and found not to be pictures or videos")
     if activity.dry_run_files.total:
         notes.append(f"{_plural(activity.dry_run_files.total, 'file')} analysed in dry runs, which change nothing")
     noted = "".join(f"; {note}" for note in notes)
@@ -407,6 +411,7 @@ _OUTCOME_COLOURS: dict[str, str] = {
     Outcome.ERROR: "#c62828",
     Outcome.LEFTOVER_REMOVED: "#ffb300",
     Outcome.SKIPPED: "#cfd8dc",
+    Outcome.NOT_MEDIA: "#eceff1",
 }
 # An outcome without a colour of its own (one added later) still gets a bar.
 _OTHER_COLOUR = "#7e57c2"

@@ -49,6 +49,7 @@ from efface.records import (
     ValidationRecord,
     WriteMode,
 )
+from efface.text import path_text
 
 __all__ = ["AUDIT_KEY_ENV", "AuditStore", "StoredFile", "StoredRun", "audit_key_from_env"]
 
@@ -223,11 +224,12 @@ _FILE_COLUMN_VALUES: dict[str, Callable[[AnonymizationResult], Any]] = {
 
 
 def _column_value(value: Any) -> Any:
-    """A record's attribute as its column holds it: enums by value, paths as text."""
+    """A record's attribute as its column holds it: enums by value, paths as ``path_text`` (one line, escaped
+    losslessly: a name that is not UTF-8 or holds a newline is stored, not refused by the database)."""
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, Path):
-        return str(value)
+        return path_text(value)
     return value
 
 
@@ -336,7 +338,7 @@ class AuditStore:
         Raises:
             AuditError: the run does not exist, or the database cannot be written.
         """
-        subject = result.path if result.path is not None else f"request {result.request_id}"
+        subject = path_text(result.path) if result.path is not None else f"request {result.request_id}"
         self._record_files(run_id, [result], action=f"record {subject} in run {run_id}")
 
     def record_files(self, run_id: str, results: Iterable[AnonymizationResult]) -> None:
@@ -463,15 +465,15 @@ class AuditStore:
             sa.select(files.c.output_sha256)
             .join(runs, files.c.run_id == runs.c.run_id)
             .where(
-                files.c.path == str(path),
-                files.c.output_path == str(output_path),
+                files.c.path == path_text(path),
+                files.c.output_path == path_text(output_path),
                 files.c.mode == mode.value,
                 files.c.outcome.in_(done),
                 files.c.output_sha256.is_not(None),
                 runs.c.settings_sha256 == settings_sha256,
             )
         )
-        with translate_errors(f"look up {path}"), self._engine.connect() as connection:
+        with translate_errors(f"look up {path_text(path)}"), self._engine.connect() as connection:
             return frozenset(connection.execute(query).scalars())
 
     def record_validation(self, record: ValidationRecord) -> None:

@@ -228,7 +228,7 @@ class ActivitySummary:
 
     @property
     def files_total(self) -> int:
-        """Distinct files efface took (refused paths, dry runs and requests apart)."""
+        """Distinct files efface took (refused paths, dry runs, requests and files that are not media apart)."""
         return self.files.taken
 
     @property
@@ -297,7 +297,8 @@ def summarize(connection: Connection, scope: ReportScope) -> ActivitySummary:
         files_by_outcome[_outcome(outcome)] = n
         faces_detected += int(detected)
         faces_anonymized += int(anonymized)
-    taken = sa.and_(scoped_files, files.c.outcome != Outcome.LEFTOVER_REMOVED.value)
+    # Leftovers removed and files that are not pictures or videos are rows of a run, not inputs it took.
+    taken = sa.and_(scoped_files, files.c.outcome.not_in([Outcome.LEFTOVER_REMOVED.value, Outcome.NOT_MEDIA.value]))
     is_file, is_dry_run = files.c.path.is_not(None), files.c.mode == WriteMode.DRY_RUN.value
     is_refused = sa.or_(
         sa.and_(is_file, files.c.error_class.in_(sorted(FILE_REFUSALS))),

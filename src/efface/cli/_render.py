@@ -1,8 +1,9 @@
 """What the commands print: the two consoles, the progress bar, the tables and the JSON of results.
 
 Rich reads ``[...]`` as markup, in messages and table cells alike; so every value that comes from the user, the
-file system, an error message or the audit database goes through ``escape`` (a file named ``[red]x[/red].jpg``
-is shown as named, not as a red ``x.jpg``).
+file system, an error message or the audit database goes through ``shown``: ``escape`` (a file named
+``[red]x[/red].jpg`` is shown as named, not as a red ``x.jpg``) after ``printable`` (a newline in a name would
+split its line, an ESC would drive the terminal). Paths are shown as ``path_text``, the form the audit log stores.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from efface.audit.keys import ApiKey
 from efface.audit.verifier import ChainReport
 from efface.config import Settings
 from efface.records import AnonymizationResult, Outcome, RunSummary
+from efface.text import path_text, printable
 from efface.verify.coverage import CoverageRun
 from efface.verify.metrics import HeightBin
 from efface.verify.recognizers import FaceRecognizer
@@ -43,6 +45,7 @@ __all__ = [
     "print_video",
     "progress_bar",
     "result_json",
+    "shown",
     "stderr",
     "stdout",
     "stored_json",
@@ -55,12 +58,27 @@ for _console in (stdout, stderr):
         _console.width = 160
 
 
+def shown(value: object) -> str:
+    """Text from outside (a name, a message, an audit row) as one line of plain text in Rich markup."""
+    return escape(printable(str(value)))
+
+
+class _PrintableMessages(logging.Filter):
+    """Log messages interpolate paths: their control characters are escaped like every other line's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = printable(record.getMessage()), None
+        return True
+
+
 def configure_logging(verbose: bool) -> None:
     """Logs to stderr through Rich: INFO with ``--verbose``, else WARNING and above."""
+    handler = RichHandler(console=stderr, show_path=False, markup=False)
+    handler.addFilter(_PrintableMessages())
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(message)s",
-        handlers=[RichHandler(console=stderr, show_path=False)],
+        handlers=[handler],
         force=True,
     )
 
@@ -79,17 +97,17 @@ def progress_bar(*, is_quiet: bool) -> Progress:
 
 
 def print_error(message: object) -> None:
-    """``error: MESSAGE`` on stderr, the message escaped (it may hold paths and brackets)."""
-    stderr.print(f"[red]error:[/red] {escape(str(message))}", highlight=False, soft_wrap=True)
+    """``error: MESSAGE`` on stderr, one line, the message escaped (it may hold paths, brackets, control characters)."""
+    stderr.print(f"[red]error:[/red] {shown(message)}", highlight=False, soft_wrap=True)
 
 
 def result_json(result: AnonymizationResult) -> dict[str, object]:
     """One file's result as a JSON object (a line of ``anonymize --json``)."""
     return {
-        "path": str(result.path),
+        "path": path_text(result.path) if result.path is not None else None,
         "outcome": result.outcome.value,
         "mode": result.mode.value,
-        "output_path": str(result.output_path) if result.output_path else None,
+        "output_path": path_text(result.output_path) if result.output_path else None,
         "faces_detected": result.faces_detected,
         "faces_anonymized": result.faces_anonymized,
         "faces": [face.as_dict() for face in result.faces],
@@ -106,9 +124,10 @@ def print_video(result: AnonymizationResult) -> None:
     video = result.video
     if video is None or result.outcome is Outcome.ERROR or result.path is None:
         return
-    encoded = f", encoded with {escape(video.encoder)} (CRF {video.crf})" if video.encoder else ""
+    encoded = f", encoded with {shown(video.encoder)} (CRF {video.crf})" if video.encoder else ""
     stdout.print(
-        f"video {escape(result.path.name)}: {video.frames} frames, faces covered on {video.frames_with_faces} "
+        f"video {shown(path_text(result.path.name))}: {video.frames} frames, "
+        f"faces covered on {video.frames_with_faces} "
         f"({video.detections} detections, {video.regions - video.detections} boxes carried between frames)"
         f"{encoded}",
         highlight=False,
@@ -138,6 +157,10 @@ def print_summary(run_id: str, summary: RunSummary, counts: Counter[Outcome]) ->
         stdout.print(
             f"skipped {counts[Outcome.SKIPPED]} file(s) already anonymized by an earlier run (--force redoes them)"
         )
+    not_media = counts[Outcome.NOT_MEDIA]
+    if not_media:
+        files_are = "1 file is" if not_media == 1 else f"{not_media} files are"
+        stdout.print(f"{files_are} not pictures or videos: looked at, audited as not_media, left as they are")
 
 
 def _share(value: float | None) -> str:
@@ -195,7 +218,7 @@ def print_strength(validation_id: str, report: StrengthReport, recognizers: Sequ
             except KeyError:
                 value = report.rank1(label, name, None) if attacker is Attacker.NAIVE else None
             cells.append("-" if value is None else f"{value:.3f}")
-        table.add_row(escape(label + (" (configured)" if label in configured else "")), *cells)
+        table.add_row(shown(label + (" (configured)" if label in configured else "")), *cells)
     table.add_row("chance", *[f"{report.chance:.3f}"] * len(columns))
     stdout.print(table)
     for row in report.rows:
@@ -222,7 +245,7 @@ def print_runs(runs: Sequence[StoredRun]) -> None:
         table.add_row(
             run.run_id[:12],
             run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
-            escape(run.command),
+            shown(run.command),
             str(run.mode),
             str(run.status),
             str(run.files_total),
@@ -253,12 +276,12 @@ _RUN_FIELDS = (
 
 def print_run(run: StoredRun, files: Sequence[StoredFile]) -> None:
     """One run's fields and settings, then its files."""
-    head = Table(show_header=False, title=f"run {escape(run.run_id)}")
+    head = Table(show_header=False, title=f"run {shown(run.run_id)}")
     head.add_column("field", style="bold")
     head.add_column("value")
     for name in _RUN_FIELDS:
-        head.add_row(name, escape(str(getattr(run, name))))
-    head.add_row("settings", escape(json.dumps(run.settings, sort_keys=True)))
+        head.add_row(name, shown(getattr(run, name)))
+    head.add_row("settings", shown(json.dumps(run.settings, sort_keys=True)))
     stdout.print(head)
     print_files(files, title="files")
 
@@ -282,15 +305,15 @@ def print_files(files: Sequence[StoredFile], *, title: str) -> None:
     for row in files:
         table.add_row(
             row.run_id[:12],
-            escape(str(row.path) if row.path is not None else f"request {row.request_id}"),
+            shown(row.path if row.path is not None else f"request {row.request_id}"),
             str(row.outcome),
             str(row.faces_detected),
             str(row.faces_anonymized),
-            escape(row.image_format or ""),
+            shown(row.image_format or ""),
             f"{row.width}x{row.height}" if row.width else "",
             f"{row.duration_s:.3f}",
             (row.output_sha256 or "")[:16],
-            escape(f"{row.error_class}: {row.error_message}") if row.error_class else "",
+            shown(f"{row.error_class}: {row.error_message}") if row.error_class else "",
         )
     stdout.print(table)
 
@@ -303,22 +326,22 @@ def print_chain(report: ChainReport) -> None:
         f"head {report.head_seq} {report.head_hash}"
     )
     if report.is_intact:
-        stdout.print(f"[green]chain intact:[/green] {escape(summary)}", highlight=False, soft_wrap=True)
+        stdout.print(f"[green]chain intact:[/green] {shown(summary)}", highlight=False, soft_wrap=True)
         return
     first = report.first_break
     stderr.print(
         f"[bold red]chain BROKEN:[/bold red] {report.breaks_total:,} findings; the first: "
-        f"{escape(first.message if first else '?')}",
+        f"{shown(first.message if first else '?')}",
         highlight=False,
         soft_wrap=True,
     )
-    table = Table(title=escape(summary), header_style="bold")
+    table = Table(title=shown(summary), header_style="bold")
     for column in ("finding", "table", "row", "chain row", "what"):
         table.add_column(column, overflow="fold")
     for found in report.breaks[:20]:
         # The rows of a tampered log hold whatever was written into them.
         table.add_row(
-            found.kind.value, escape(found.table), escape(found.row_id), str(found.seq or "-"), escape(found.message)
+            found.kind.value, shown(found.table), shown(found.row_id), str(found.seq or "-"), shown(found.message)
         )
     stdout.print(table)
 
@@ -341,8 +364,8 @@ def print_keys(keys: Sequence[ApiKey]) -> None:
         table.add_column(column)
     for key in keys:
         table.add_row(
-            escape(key.key_id),
-            escape(key.name),
+            shown(key.key_id),
+            shown(key.name),
             key.created_at.strftime("%Y-%m-%d %H:%M:%S"),
             key.revoked_at.strftime("%Y-%m-%d %H:%M:%S") if key.revoked_at else "",
             str(key.rate_limit_per_min) if key.rate_limit_per_min else "server default",

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.progress import TaskID
 
 from efface.cli._options import (
@@ -41,6 +40,7 @@ from efface.cli._render import (
     print_video,
     progress_bar,
     result_json,
+    shown,
     stderr,
 )
 from efface.errors import EffaceError
@@ -49,6 +49,7 @@ from efface.pipeline.executors import fit_processes, open_executor
 from efface.pipeline.jobs import PlanItem, plan_jobs
 from efface.pipeline.run import AuditedRun, run_plan
 from efface.records import AnonymizationResult, Outcome
+from efface.text import path_text
 
 __all__ = ["anonymize"]
 
@@ -155,7 +156,7 @@ def anonymize(
 
     def on_frame(path: Path, done: int, expected: int | None) -> None:
         if path not in frame_tasks:
-            frame_tasks[path] = progress.add_task(f"  {escape(path.name)}", total=expected)
+            frame_tasks[path] = progress.add_task(f"  {shown(path_text(path.name))}", total=expected)
         progress.update(frame_tasks[path], completed=done)
 
     def on_result(result: AnonymizationResult) -> None:
@@ -166,7 +167,8 @@ def anonymize(
         if json_output:
             typer.echo(json.dumps(result_json(result)))  # JSON Lines: one object per file
         elif result.outcome is Outcome.ERROR:
-            print_error(f"{result.path}: {result.error_message} ({result.error_class})")
+            subject = path_text(result.path) if result.path is not None else f"request {result.request_id}"
+            print_error(f"{subject}: {result.error_message} ({result.error_class})")
         else:
             print_video(result)
 
@@ -204,7 +206,7 @@ def anonymize(
                     run_plan(walked(items), executor=executor, run=run, is_forced=force)
                 summary = run.finish()
     except KeyboardInterrupt:
-        done = sum(outcomes.values()) - outcomes[Outcome.LEFTOVER_REMOVED]
+        done = sum(count for outcome, count in outcomes.items() if outcome.is_counted)
         stderr.print(
             f"interrupted after {done} file(s); every file is either as it was or anonymized, and all finished "
             "ones are audited. Run the same command again to resume: files already done are skipped.",

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from efface import __version__
 from efface.audit import AuditStore, StoredFile, StoredRun
@@ -31,12 +30,14 @@ from efface.cli._render import (
     print_files,
     print_run,
     print_runs,
+    shown,
     stderr,
     stdout,
     stored_json,
 )
 from efface.errors import AuditError, EffaceError, OutputError
 from efface.records import Outcome
+from efface.text import path_text
 
 __all__ = ["audit_app"]
 
@@ -164,7 +165,8 @@ def audit_export(
             raise typer.BadParameter(str(exc)) from exc
         except EffaceError as exc:
             raise fail_setup(exc) from exc
-    stderr.print(f"exported {rows:,} {table.value} rows" + (f" to {escape(str(out))}" if out else ""), highlight=False)
+    destination = f" to {shown(path_text(out))}" if out else ""
+    stderr.print(f"exported {rows:,} {table.value} rows{destination}", highlight=False)
 
 
 @audit_app.command("verify")
@@ -263,7 +265,7 @@ def audit_report(
         out.write_text(page, encoding="utf-8")
     except OSError as exc:
         raise fail_setup(OutputError(f"cannot write the report: {exc.strerror or exc}", path=out)) from exc
-    stdout.print(f"report written to {escape(str(out))}", highlight=False)
+    stdout.print(f"report written to {shown(path_text(out))}", highlight=False)
     files, requests = data.activity.files, data.activity.requests
     stdout.print(
         f"  {files.taken:,} file(s) ({files.failed_total:,} failed), {files.refused_total:,} path(s) refused, "
@@ -272,4 +274,4 @@ def audit_report(
         highlight=False,
     )
     for item in data.checklist:
-        stdout.print(f"  {item.status.value:>8}  {escape(item.title)}", highlight=False)
+        stdout.print(f"  {item.status.value:>8}  {shown(item.title)}", highlight=False)

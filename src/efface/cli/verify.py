@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from efface.cli._options import (
     EXIT_FILES_FAILED,
@@ -26,7 +25,15 @@ from efface.cli._options import (
     open_store,
     with_default,
 )
-from efface.cli._render import configure_logging, print_coverage, print_error, print_strength, progress_bar, stderr
+from efface.cli._render import (
+    configure_logging,
+    print_coverage,
+    print_error,
+    print_strength,
+    progress_bar,
+    shown,
+    stderr,
+)
 from efface.errors import EffaceError
 from efface.pipeline.build import build_policy, inference_threads_for, load_models
 from efface.records import ValidationKind
@@ -188,7 +195,7 @@ def verify_strength(
                 treatments=treatments,
                 recognizers=recognizers,
                 distractors_dir=distractors,
-                on_step=lambda text: status.update(f"measuring re-identification: {escape(text)}"),
+                on_step=lambda text: status.update(f"measuring re-identification: {shown(text)}"),
             )
             passed, reasons = verdict(report)
             record = new_validation_record(
@@ -224,5 +231,5 @@ def verify_strength(
     else:
         stderr.print("[bold red]NOT VERIFIED:[/bold red] the configured setting did not pass; it is recorded so")
         for reason in reasons:
-            stderr.print(f"  - {escape(reason)}", highlight=False, soft_wrap=True)
+            stderr.print(f"  - {shown(reason)}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FILES_FAILED)

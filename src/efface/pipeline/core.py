@@ -23,6 +23,7 @@ from efface.detection.tracking import TrackingSpec
 from efface.errors import EffaceError, InputNotFoundError, OutputError, UnreadableFileError
 from efface.media.atomic import Original, atomic_write_bytes, original_of
 from efface.media.images import CodecOptions, DecodedImage, decode_image, encode_image
+from efface.media.sniff import MediaKind
 from efface.media.video import VideoInfo, VideoOptions, is_video_path, open_video
 from efface.pipeline import results
 from efface.pipeline.video import FrameCallback, anonymize_video, scan_video
@@ -49,6 +50,7 @@ class FileJob:
             skips what that run skips (None otherwise).
         hard_links: in place, the file's other names (hard links, all of them in the walked paths): each is
             replaced with the anonymized file too, so that no name keeps the original.
+        kind: a picture or a video, as the plan sniffed its content; None to go by the file's name.
     """
 
     source: Path
@@ -56,11 +58,16 @@ class FileJob:
     done_sha256: frozenset[str] = frozenset()
     dry_run_target: Path | None = None
     hard_links: tuple[Path, ...] = ()
+    kind: MediaKind | None = None
 
     @property
     def target(self) -> Path | None:
         """Where the command writes this file (the destination; for a dry run, where it would write)."""
         return self.destination if self.destination is not None else self.dry_run_target
+
+    @property
+    def is_video(self) -> bool:
+        return self.kind is MediaKind.VIDEO if self.kind is not None else is_video_path(self.source)
 
     @property
     def mode(self) -> WriteMode:
@@ -167,7 +174,7 @@ def anonymize_file(
         The result; ``outcome`` is ``error`` with the error's class and message when the file failed,
         in which case the source is byte-for-byte unchanged.
     """
-    if is_video_path(job.source):
+    if job.is_video:
         return _anonymize_video_file(job, models=models, policy=policy, on_frame=on_frame)
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()

@@ -2,6 +2,17 @@
 mirrored, leftovers of interrupted runs found, and inputs that cannot even be planned reported as failed
 results.
 
+Every file is looked at, whatever its name: its first bytes are sniffed (``media.sniff``), so a JPEG named
+``.jfif`` or with no extension is a picture and an MPEG transport stream named ``.mts`` a video. A picture or a
+video becomes a job (anonymized, or refused aloud by the decoder when efface cannot write its format); so does a
+file whose name claims one (a ``.jpg`` holding text is refused aloud, not passed over). Anything else is audited as
+not media, one row per file: a data-protection officer asks "was this file looked at?" by its path, which a count
+per folder could not answer.
+
+Why sniff here and not in the worker: the plan must know whether a file is a picture, a video or neither before a
+process is spent on it, and a worker process cannot be handed the planner's open file. The head read (one page)
+costs one open per file in the walk, which runs ahead of the workers while they anonymize.
+
 Why lazy: a dataset is millions of files. The run starts on the first file while the walk goes on, and
 memory does not grow with the number of files: one folder's listing is held at a time (sorted, for a stable
 order), never the whole tree. Only the given paths are checked up front, so that a bad command fails
@@ -10,6 +21,7 @@ before any file is touched.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import stat
@@ -24,17 +36,16 @@ from efface.errors import (
     InputNotFoundError,
     OutputError,
     UnreadableFileError,
+    UnsupportedFormatError,
 )
 from efface.media.atomic import find_leftovers, is_leftover, leftovers_of
-from efface.media.images import IMAGE_SUFFIXES, UNSUPPORTED_IMAGE_SUFFIXES
-from efface.media.video import VIDEO_SUFFIXES
+from efface.media.sniff import MediaKind, claimed_kind, refusal, sniff_file
 from efface.pipeline import results
 from efface.pipeline.core import FileJob
 from efface.records import AnonymizationResult, WriteMode
+from efface.text import path_text
 
 __all__ = ["Leftover", "Plan", "PlanItem", "count_jobs_ahead", "plan_jobs"]
-
-_CANDIDATE_SUFFIXES = IMAGE_SUFFIXES | UNSUPPORTED_IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +60,8 @@ class Leftover:
     path: Path
 
 
-# What a plan yields: a file to anonymize, an input refused before processing, or a leftover to delete.
+# What a plan yields: a file to anonymize, an input refused before processing or found not to be media, or a
+# leftover to delete.
 PlanItem = FileJob | AnonymizationResult | Leftover
 
 
@@ -79,7 +91,22 @@ def _failure(path: Path, exc: EffaceError, mode: WriteMode) -> AnonymizationResu
 
 
 def _is_candidate(path: Path) -> bool:
-    return path.suffix.lower() in _CANDIDATE_SUFFIXES and not is_leftover(path)
+    """Whether the walk plans the file under its own name: every file but a leftover temporary one."""
+    return not is_leftover(path)
+
+
+_LOOP_MESSAGE = "symbolic link loop: the link leads back to itself"
+
+
+def _resolved(path: Path) -> Path:
+    """``path.resolve()``, or an UnreadableFileError for a symbolic link loop (Python < 3.13 raises RuntimeError)."""
+    try:
+        return path.resolve()
+    except RuntimeError as exc:
+        raise UnreadableFileError(_LOOP_MESSAGE, path=path) from exc
+    except OSError as exc:
+        message = _LOOP_MESSAGE if exc.errno == errno.ELOOP else f"cannot resolve: {exc.strerror or exc}"
+        raise UnreadableFileError(message, path=path) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +116,7 @@ class Plan:
     Attributes:
         mode: in place, output folder or dry run.
         roots: the given files and folders that exist, without those another folder root already holds.
-        missing: given paths that do not exist, as failures.
+        missing: given paths that do not exist or cannot be resolved (a symbolic link loop), as failures.
         output_dir: the resolved output folder of an ``OUTPUT_DIR`` run.
     """
 
@@ -100,8 +127,8 @@ class Plan:
 
     def items(self) -> Iterator[PlanItem]:
         """The run's work in a stable order: leftovers in the output folder, the given paths that do not
-        exist, then for each root in the order given its leftovers, refusals and files, folder by folder
-        (names sorted, a folder's files before its subfolders).
+        exist, then for each root in the order given its leftovers, refusals, files and files that are not
+        media, folder by folder (names sorted, a folder's files before its subfolders).
 
         Each call walks the file system again.
         """
@@ -139,7 +166,7 @@ class _Walk:
     def root(self, root: _Root) -> Iterator[PlanItem]:
         if not root.is_folder:
             yield from (Leftover(path) for path in sorted(leftovers_of(root.real)))
-            yield from self._job(root.given, root.real, root, root.prefix)
+            yield from self._target(root.given, root, root.prefix, is_root=True)
             return
         self._candidates = 0
         yield from self._folder(root, root.real)
@@ -173,46 +200,85 @@ class _Walk:
         yield from leftovers
         for entry in files:
             path = Path(entry.path)
-            if entry.is_symlink() and entry.is_dir():
-                # Not followed (a link can loop, or lead outside what the user meant), and not skipped silently.
-                message = "a symbolic link to a folder is not followed; give the folder it points to"
-                yield _failure(path, UnreadableFileError(message, path=path), self._mode)
-                continue
-            if not _is_candidate(path):
-                continue
-            self._candidates += 1
             relative = root.prefix / path.relative_to(root.real)
             if entry.is_symlink():
-                real = path.resolve()
-                if (_is_candidate(real) and _is_walked(real, self._folders, out)) or real in self._linked:
-                    continue  # the file itself is (or was) planned under its own name
-                self._linked.add(real)
-                yield from self._job(path, real, root, relative)
+                yield from self._target(path, root, relative, is_root=False)
             elif entry.is_file(follow_symlinks=False):
-                yield from self._job(path, path, root, relative, is_regular=True)
+                yield from self._file(path, path, root, relative)
             else:
-                yield _failure(path, UnreadableFileError("not a regular file", path=path), self._mode)
+                yield self._not_regular(path)
         for sub in folders:
             yield from self._folder(root, sub)
 
-    def _job(
-        self, source: Path, real: Path, root: _Root, relative: Path, *, is_regular: bool = False
-    ) -> Iterator[PlanItem]:
-        is_in_place = self._mode is WriteMode.IN_PLACE
-        if not is_regular or is_in_place:  # in place, the link count matters
+    def _target(self, source: Path, root: _Root, relative: Path, *, is_root: bool) -> Iterator[PlanItem]:
+        """A given file or a symbolic link met in a folder: what it leads to, checked, then sniffed."""
+        try:
+            mode_bits = os.stat(source).st_mode
+        except FileNotFoundError:
+            if is_root or claimed_kind(source) is not None:
+                yield _failure(source, InputNotFoundError("no such file (dangling link?)", path=source), self._mode)
+            else:
+                yield results.not_media(source, mode=self._mode, reason="a symbolic link to nothing")
+            return
+        except OSError as exc:
+            message = _LOOP_MESSAGE if exc.errno == errno.ELOOP else f"cannot stat: {exc.strerror or exc}"
+            yield _failure(source, UnreadableFileError(message, path=source), self._mode)
+            return
+        if stat.S_ISDIR(mode_bits):
+            # Not followed (a link can loop, or lead outside what the user meant), and not skipped silently.
+            message = "a symbolic link to a folder is not followed; give the folder it points to"
+            yield _failure(source, UnreadableFileError(message, path=source), self._mode)
+            return
+        if not stat.S_ISREG(mode_bits):
+            yield self._not_regular(source)
+            return
+        if is_root:
+            yield from self._file(source, root.real, root, relative)
+            return
+        try:
+            real = _resolved(source)
+        except UnreadableFileError as exc:
+            yield _failure(source, exc, self._mode)
+            return
+        if (_is_candidate(real) and _is_walked(real, self._folders, self._plan.output_dir)) or real in self._linked:
+            return  # the file itself is (or was) planned under its own name
+        self._linked.add(real)
+        yield from self._file(source, real, root, relative)
+
+    def _not_regular(self, path: Path) -> AnonymizationResult:
+        """A FIFO, socket or device: never read (a FIFO would block the walk); refused when named as media."""
+        if claimed_kind(path) is not None:
+            return _failure(path, UnreadableFileError("not a regular file", path=path), self._mode)
+        return results.not_media(path, mode=self._mode, reason="not a regular file")
+
+    def _file(self, source: Path, real: Path, root: _Root, relative: Path) -> Iterator[PlanItem]:
+        """A regular file: sniffed, then planned as a job or audited as not media."""
+        try:
+            sniffed = sniff_file(real)
+        except UnreadableFileError as exc:
+            # It may be a picture: not knowing is an error, not a file passed over.
+            self._candidates += 1
+            yield _failure(source, UnreadableFileError(exc.message, path=source), self._mode)
+            return
+        kind = sniffed.kind or claimed_kind(source)
+        if kind is None:
+            reason = sniffed.format_name or "content not recognised as a picture or video"
+            yield results.not_media(source, mode=self._mode, reason=reason)
+            return
+        self._candidates += 1
+        refused = refusal(sniffed, source)
+        if refused is not None:
+            yield _failure(source, UnsupportedFormatError(refused, path=source), self._mode)
+            return
+        if self._mode is WriteMode.IN_PLACE:  # in place, the link count matters
             try:
                 status = os.stat(real)
-            except FileNotFoundError:
-                yield _failure(source, InputNotFoundError("no such file (dangling link?)", path=source), self._mode)
-                return
             except OSError as exc:
-                yield _failure(source, UnreadableFileError(f"cannot stat: {exc.strerror}", path=source), self._mode)
+                unreadable = UnreadableFileError(f"cannot stat: {exc.strerror or exc}", path=source)
+                yield _failure(source, unreadable, self._mode)
                 return
-            if not stat.S_ISREG(status.st_mode):
-                yield _failure(source, UnreadableFileError("not a regular file", path=source), self._mode)
-                return
-            if is_in_place and status.st_nlink > 1:
-                yield from self._hard_linked(real, status)
+            if status.st_nlink > 1:
+                yield from self._hard_linked(real, status, kind)
                 return
         if self._plan.output_dir is None:
             target = real  # in place replaces the file itself, not a symbolic link to it
@@ -220,17 +286,17 @@ class _Walk:
             target = self._plan.output_dir / relative
             if root.prefix in self._shared_prefixes:
                 if target in self._destinations:
-                    error = OutputError(f"another input also maps to {target}", path=source)
+                    error = OutputError(f"another input also maps to {path_text(target)}", path=source)
                     yield _failure(source, error, self._mode)
                     return
                 self._destinations.add(target)
         if self._mode is WriteMode.DRY_RUN:
             # Nothing is written; the target says what the same command without --dry-run would skip.
-            yield FileJob(source=real, destination=None, dry_run_target=target)
+            yield FileJob(source=real, destination=None, dry_run_target=target, kind=kind)
         else:
-            yield FileJob(source=real, destination=target)
+            yield FileJob(source=real, destination=target, kind=kind)
 
-    def _hard_linked(self, real: Path, status: os.stat_result) -> Iterator[PlanItem]:
+    def _hard_linked(self, real: Path, status: os.stat_result, kind: MediaKind) -> Iterator[PlanItem]:
         """In place, a file with several names is handed out once all of them are met, to be replaced under
         each; until then (or at the end of the walk, ``partly_walked_files``) it waits."""
         key = (status.st_dev, status.st_ino)
@@ -239,17 +305,17 @@ class _Walk:
             names.append(real)
         if len(names) >= status.st_nlink:
             del self._linked_names[key]
-            yield FileJob(source=names[0], destination=names[0], hard_links=tuple(names[1:]))
+            yield FileJob(source=names[0], destination=names[0], hard_links=tuple(names[1:]), kind=kind)
 
     def partly_walked_files(self) -> Iterator[AnonymizationResult]:
         """Refusals, at the end of the walk, of the files with names (hard links) outside the walked paths:
         replacing the names reached would leave the original under the others. One per file."""
         for count, names in self._linked_names.values():
-            others = f" (also {', '.join(map(str, names[1:]))})" if len(names) > 1 else ""
+            others = f" (also {', '.join(map(path_text, names[1:]))})" if len(names) > 1 else ""
             message = (
                 f"this file has {count} names (hard links) but the paths given reach only {len(names)}{others};"
                 " replacing those would leave the original under the others: give folders that hold every name"
-                " (as image or video files), or write copies with --output"
+                " (as picture or video files), or write copies with --output"
             )
             yield _failure(names[0], HardLinkError(message, path=names[0]), self._mode)
         self._linked_names.clear()
@@ -283,13 +349,17 @@ def plan_jobs(paths: list[Path], *, output_dir: Path | None = None, dry_run: boo
     missing: list[AnonymizationResult] = []
     for given in paths:
         path = given.absolute()
-        if path.is_dir():
-            folder = path.resolve()
-            if out_root is not None and folder == out_root:
-                raise ConfigurationError(f"the output folder {output_dir} is also an input folder")
-            roots.append(_Root(given=path, real=folder, is_folder=True, prefix=Path(folder.name)))
-        elif path.exists() or path.is_symlink():
-            roots.append(_Root(given=path, real=path.resolve(), is_folder=False, prefix=Path(path.name)))
+        try:
+            real = _resolved(path) if path.exists() or path.is_symlink() else None
+        except UnreadableFileError as exc:
+            missing.append(_failure(path, exc, mode))
+            continue
+        if real is not None and path.is_dir():
+            if out_root is not None and real == out_root:
+                raise ConfigurationError(f"the output folder {path_text(output_dir or real)} is also an input folder")
+            roots.append(_Root(given=path, real=real, is_folder=True, prefix=Path(real.name)))
+        elif real is not None:
+            roots.append(_Root(given=path, real=real, is_folder=False, prefix=Path(path.name)))
         else:
             missing.append(_failure(path, InputNotFoundError("no such file or folder", path=path), mode))
     return Plan(mode=mode, roots=_distinct(roots, out_root), missing=tuple(missing), output_dir=out_root)

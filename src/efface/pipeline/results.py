@@ -12,16 +12,18 @@ from pathlib import Path
 
 from efface.errors import EffaceError
 from efface.records import AnonymizationResult, Face, Outcome, WriteMode
+from efface.text import printable
 
-__all__ = ["answered", "error_message", "failed", "leftover_removed", "skipped"]
+__all__ = ["answered", "error_message", "failed", "leftover_removed", "not_media", "skipped"]
 
 
 def error_message(error: BaseException) -> str:
     """The one line an error is shown and audited as: an efface error's own message (without its path, which
-    the result holds), otherwise the exception's text, or its class name when it has none."""
+    the result holds), otherwise the exception's text, or its class name when it has none; control characters
+    and undecodable bytes escaped (an OS error's text holds the file name)."""
     if isinstance(error, EffaceError):
-        return error.message
-    return str(error) or type(error).__name__
+        return printable(error.message)
+    return printable(str(error) or type(error).__name__)
 
 
 def failed(
@@ -134,4 +136,22 @@ def leftover_removed(path: Path, *, mode: WriteMode, started_at: datetime) -> An
     """A temporary file of an interrupted run, found and deleted."""
     return AnonymizationResult(
         path=path, outcome=Outcome.LEFTOVER_REMOVED, mode=mode, started_at=started_at, duration_s=0.0
+    )
+
+
+def not_media(path: Path, *, mode: WriteMode, reason: str) -> AnonymizationResult:
+    """A file looked at and left as it is: its content is neither a picture nor a video.
+
+    Args:
+        path: the file.
+        mode: the run's write mode.
+        reason: what it was found to be (``"WAV audio"``, ``"empty file"``, ``"content not recognised"``).
+    """
+    return AnonymizationResult(
+        path=path,
+        outcome=Outcome.NOT_MEDIA,
+        mode=mode,
+        started_at=datetime.now(UTC),
+        duration_s=0.0,
+        details={"reason": printable(reason)},
     )
