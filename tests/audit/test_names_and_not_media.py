@@ -30,6 +30,7 @@ def _run(store: AuditStore) -> str:
         model_sha256="0" * 64,
         settings={},
         hostname="test",
+        settings_sha256="5" * 64,
     )
     store.start_run(info)
     return run_id
@@ -55,7 +56,7 @@ def test_odd_names_are_stored_escaped_and_losslessly(store: AuditStore, raw_engi
     assert os.fsencode(path_from_text(stored[0][0])) == b"/photos/b\xff\nc\x1b[31m.jpg"
     assert stored[1][2] == "cannot open /photos/b\\xff\\nc\\x1b[31m.jpg"
     # A resumed run finds what an earlier one did under the same name.
-    assert store.output_hashes(odd) == frozenset({"a" * 64})
+    assert store.output_hashes(odd, output_path=odd, settings_sha256="5" * 64) == frozenset({"a" * 64})
     assert store.verify().is_intact
 
 
@@ -80,7 +81,7 @@ def test_files_that_are_not_media_are_audited_apart_from_the_files_of_a_run(stor
         for item in evaluate_checklist(summary, coverage=None, strength=None, chain=store.verify())
     }
     assert (
-        "1 further files looked at and found not to be pictures or videos"
+        "1 further file looked at and found not to be pictures or videos"
         in evidence["Every file in scope anonymized without error"]
     )
     assert path_text(row.path) == "/photos/notes.txt"
