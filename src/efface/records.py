@@ -78,6 +78,9 @@ class Outcome(StrEnum):
     LEFTOVER_REMOVED = "leftover_removed"
     # Already done: the file hashes to an output an earlier run recorded for it (a resumed run).
     SKIPPED = "skipped"
+    # About to be replaced: written before the replace, with the output's sha256, and followed by the file's
+    # own row (its outcome) once replaced; one left alone is settled by the next run that meets the file.
+    PENDING = "pending"
 
     @classmethod
     def of_processing(cls, mode: WriteMode, *, faces_anonymized: int) -> Outcome:

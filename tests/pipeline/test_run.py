@@ -4,6 +4,8 @@ flight, and a run finished with the status its results and its ending call for."
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import itertools
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,8 +57,18 @@ def test_every_file_is_audited_in_plan_order(tmp_path: Path, sqlite_url: str, pr
         with contextlib.closing(executor), _begin(store, on_result=seen.append) as run:
             run_plan(plan.items(), executor=executor, run=run)
         summary = run.summary
-        rows = store.list_files(run.run_id)
+        every_row = store.list_files(run.run_id, with_pending=True)
         stored = store.get_run(run.run_id)
+        store_rows = store.list_files(run.run_id)
+    # Each replaced file: its pending row (written before the replace), then its own row.
+    pending = [(row.path, row.output_sha256) for row in every_row if row.outcome is Outcome.PENDING]
+    rows = [row for row in every_row if row.outcome is not Outcome.PENDING]
+    replaced = [(row.path, row.output_sha256) for row in rows if row.outcome is Outcome.ANONYMIZED]
+    assert pending == replaced and len(replaced) == 9
+    assert rows == store_rows
+    for before, after in itertools.pairwise(every_row):
+        if after.outcome is Outcome.ANONYMIZED:
+            assert (before.outcome, before.path) == (Outcome.PENDING, after.path)
     assert [row.outcome for row in rows[:1]] == [Outcome.LEFTOVER_REMOVED]
     assert [Path(row.path) for row in rows[1:]] == [job.source for job in plan.jobs()]
     assert [r.path for r in seen] == [Path(row.path) for row in rows]
@@ -126,3 +138,61 @@ def test_results_recorded_from_many_threads_are_all_counted(sqlite_url: str) -> 
         stored = store.get_run(run.run_id)
         assert len(store.list_files(run.run_id)) == 40
     assert stored.files_total == 40
+
+
+def _pending_row(path: Path, *, output_sha256: str, source_sha256: str) -> AnonymizationResult:
+    return AnonymizationResult(
+        path,
+        Outcome.PENDING,
+        WriteMode.IN_PLACE,
+        datetime.now(UTC),
+        0.1,
+        output_path=path,
+        faces=(FACE,),
+        faces_anonymized=1,
+        output_sha256=output_sha256,
+        image_format="PNG",
+        resolution_wh=(80, 60),
+        details={"rewritten": True, "intended_outcome": "anonymized", "source_sha256": source_sha256},
+    )
+
+
+@pytest.mark.parametrize(
+    ("on_disk", "settled", "then"),
+    [
+        ("output", Outcome.ANONYMIZED, Outcome.SKIPPED),
+        ("source", Outcome.ERROR, Outcome.ANONYMIZED),
+        ("other", Outcome.ERROR, Outcome.ANONYMIZED),
+    ],
+)
+def test_the_next_run_settles_an_unconfirmed_replace_from_the_file_on_disk(
+    tmp_path: Path, sqlite_url: str, on_disk: str, settled: Outcome, then: Outcome
+) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo = folder / "a.png"
+    rng = np.random.default_rng(1)
+    contents = {}
+    for name in ("source", "output", "other"):
+        Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(photo)
+        contents[name] = photo.read_bytes()
+    photo.write_bytes(contents[on_disk])
+    sha = {name: hashlib.sha256(content).hexdigest() for name, content in contents.items()}
+    with AuditStore(sqlite_url) as store:
+        with _begin(store) as lost:  # a run that wrote its intent and was lost before the confirmation
+            store.record_file(
+                lost.run_id, _pending_row(photo, output_sha256=sha["output"], source_sha256=sha["source"])
+            )
+        with _begin(store) as run:
+            run_plan(plan_jobs([folder]).items(), executor=InProcess(_static_models(), Policy()), run=run)
+        lost_rows = store.list_files(lost.run_id, with_pending=True)
+        next_rows = store.list_files(run.run_id)
+        assert store.unsettled_pending(photo) == []
+        assert store.verify().is_intact
+    assert [row.outcome for row in lost_rows] == [Outcome.PENDING, settled]
+    assert lost_rows[1].details["settled_by_run"] == run.run_id
+    assert (lost_rows[1].faces_detected, lost_rows[1].output_sha256) == (1, sha["output"])
+    if settled is Outcome.ERROR:
+        expected = "left as it was" if on_disk == "source" else "changed since"
+        assert lost_rows[1].error_class == "OutputError" and expected in str(lost_rows[1].error_message)
+    assert [row.outcome for row in next_rows] == [then]

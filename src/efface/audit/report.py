@@ -407,6 +407,7 @@ _OUTCOME_COLOURS: dict[str, str] = {
     Outcome.ERROR: "#c62828",
     Outcome.LEFTOVER_REMOVED: "#ffb300",
     Outcome.SKIPPED: "#cfd8dc",
+    Outcome.PENDING: "#6d4c41",
 }
 # An outcome without a colour of its own (one added later) still gets a bar.
 _OTHER_COLOUR = "#7e57c2"
