@@ -441,6 +441,9 @@ def hand_over(staged: StagedFile) -> StagedFile:
         return staged
     try:
         handle = DupFd(fd)
+    except OSError as exc:  # no descriptor passing here: the receiver takes the lock again by the name
+        logger.warning("%s: the staged file's lock cannot be handed over: %s", staged.target, exc)
+        return staged
     finally:
         os.close(fd)
     return dataclasses.replace(staged, lock_handle=handle)
