@@ -166,6 +166,7 @@ class ProcessPool:
         self._pending: deque[tuple[FileJob, Future[StagedResult], int]] = deque()
         self._relay: threading.Thread | None = None
         self._closing = threading.Event()
+        self._submitting: FileJob | None = None
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -192,12 +193,15 @@ class ProcessPool:
             self._on_frame(Path(path), done, total)
 
     def _submit(self, job: FileJob, *, attempt: int = 1) -> None:
+        # Known until it is in ``_pending``: a Ctrl-C in between leaves a task running that no one waits for.
+        self._submitting = job
         try:
             future = self._executor().submit(_anonymize_in_process, job)
         except BrokenProcessPool:
             self._restart()
             future = self._executor().submit(_anonymize_in_process, job)
         self._pending.append((job, future, attempt))
+        self._submitting = None
 
     def _restart(self, *, wait: bool = False) -> None:
         if self._pool is not None:
@@ -250,14 +254,28 @@ class ProcessPool:
 
     def drain(self) -> list[StagedResult]:
         finished = []
+        crashed = []
         for job, future, _attempt in self._pending:
             if future.cancel():
                 continue
             try:
-                finished.append(future.result())
+                done = future.result()
             except BrokenProcessPool:
+                crashed.append(job)
                 finished.append(StagedResult(crashed_result(job, reason="the worker process died")))
+            else:
+                _hold_staged(done)  # before the sweep below
+                finished.append(done)
         self._pending.clear()
+        # What a dead process (one still starting when a Ctrl-C reached it) or a task that no one waits for (a
+        # Ctrl-C inside ``_submit``) staged goes, once the processes are gone (the finished files' are held here).
+        if self._submitting is not None:
+            crashed.append(self._submitting)
+            self._submitting = None
+        if crashed:
+            self._restart(wait=True)
+            for job in crashed:
+                _remove_leftovers(job)
         return finished
 
     def close(self) -> None:
