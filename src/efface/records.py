@@ -80,12 +80,15 @@ class Outcome(StrEnum):
     SKIPPED = "skipped"
     # Looked at and left as it is: its content is neither a picture nor a video (text, audio, an archive, ...).
     NOT_MEDIA = "not_media"
+    # About to be replaced: written before the replace, with the output's sha256, and followed by the file's
+    # own row (its outcome) once replaced; one left alone is settled by the next run that meets the file.
+    PENDING = "pending"
 
     @property
     def is_counted(self) -> bool:
         """Whether the row is one of a run's files (a picture or a video): not a leftover temporary file
-        removed, nor a file that is not media."""
-        return self not in (Outcome.LEFTOVER_REMOVED, Outcome.NOT_MEDIA)
+        removed, nor a file that is not media, nor the intent written before a replace."""
+        return self not in (Outcome.LEFTOVER_REMOVED, Outcome.NOT_MEDIA, Outcome.PENDING)
 
     @classmethod
     def of_processing(cls, mode: WriteMode, *, faces_anonymized: int) -> Outcome:

@@ -3,6 +3,7 @@ refusals apart from failures, and an outcome the accounting does not know shown 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -197,19 +198,49 @@ def test_an_outcome_the_report_does_not_know_is_shown_under_its_own_name(
         connection.execute(
             sa.text(
                 "INSERT INTO files (run_id, path, mode, outcome, started_at, duration_s, faces_detected, "
-                "faces_anonymized, faces, details) VALUES (:run, '/p/b.jpg', 'in_place', 'pending', :at, 0, 0, 0, "
+                "faces_anonymized, faces, details) VALUES (:run, '/p/b.jpg', 'in_place', 'quarantined', :at, 0, 0, 0, "
                 "'[]', '{}')"
             ),
             {"run": run_id, "at": T0},
         )
     activity = store.summarize(ReportScope())
-    assert activity.files.by_outcome == {"anonymized": 1, "pending": 1}
-    assert activity.files.unaccounted == {"pending": 1}
-    assert activity.files_by_outcome == {Outcome.ANONYMIZED: 1, "pending": 1}
+    assert activity.files.by_outcome == {"anonymized": 1, "quarantined": 1}
+    assert activity.files.unaccounted == {"quarantined": 1}
+    assert activity.files_by_outcome == {Outcome.ANONYMIZED: 1, "quarantined": 1}
     report = build_report(store, ReportScope(), efface_version="9.9.9")
     errors_item = report.checklist[-1]
-    assert errors_item.status is CheckStatus.REVIEW and "pending x1" in errors_item.evidence
-    assert "<td>pending</td>" in render_html(report)
+    assert errors_item.status is CheckStatus.REVIEW and "quarantined x1" in errors_item.evidence
+    assert "<td>quarantined</td>" in render_html(report)
+
+
+def _pending(path: str, *, day: int) -> AnonymizationResult:
+    """The row a run writes right before it replaces a file (``pipeline/run.py``)."""
+    done = _done(path, WriteMode.IN_PLACE, faces=1, day=day)
+    details = {"intended_outcome": done.outcome.value, "source_sha256": "00" * 32}
+    return dataclasses.replace(done, outcome=Outcome.PENDING, output_sha256="11" * 32, details=details)
+
+
+def test_a_pending_row_is_no_state_of_its_file_and_its_settlement_counts_once(store: AuditStore) -> None:
+    # Run A: a.jpg replaced and confirmed; b.jpg's replace never confirmed and not yet settled; c.jpg's found done
+    # by a later run (settled as anonymized); d.jpg's found not done (settled as an error) and then anonymized by run B.
+    rows = [_pending("/p/a.jpg", day=0), _done("/p/a.jpg", WriteMode.IN_PLACE, faces=1, day=0)]
+    rows += [_pending(f"/p/{name}.jpg", day=0) for name in "bcd"]
+    run_a = _run(store, WriteMode.IN_PLACE, rows, day=0)
+    (c_pending,) = store.unsettled_pending(Path("/p/c.jpg"))
+    store.record_settlement(c_pending, outcome=Outcome.ANONYMIZED, details={"settled_by_run": "b"})
+    (d_pending,) = store.unsettled_pending(Path("/p/d.jpg"))
+    store.record_settlement(
+        d_pending, outcome=Outcome.ERROR, details={}, error_class="OutputError", error_message="left as it was"
+    )
+    _run(store, WriteMode.IN_PLACE, [_done("/p/d.jpg", WriteMode.IN_PLACE, faces=1, day=1)], day=1)
+
+    activity = store.summarize(ReportScope())
+    assert activity.files.by_outcome == {"anonymized": 3}  # a, c (settled), d (run B): b has no state yet
+    assert activity.files.failed == () and activity.files.unaccounted == {}
+    assert Outcome.PENDING not in activity.files_by_outcome
+    only_a = store.summarize(ReportScope(run_id=run_a))
+    assert only_a.files.by_outcome == {"anonymized": 2}  # a, c
+    assert [(c.example_path, c.files) for c in only_a.files.failed] == [("/p/d.jpg", 1)]
 
 
 def _error_classes() -> list[type[EffaceError]]:

@@ -11,9 +11,11 @@ import pytest
 from PIL import Image
 
 from efface.detection import StaticDetector, StaticModels
+from efface.media.atomic import claim
 from efface.pipeline import FileJob, Policy
+from efface.pipeline.core import StagedResult
 from efface.pipeline.pool import InProcess, ProcessPool
-from efface.records import BBox, Face, Outcome
+from efface.records import AnonymizationResult, BBox, Face, Outcome
 
 POISON_WIDTH = 77  # an image this wide kills the process that detects on it
 
@@ -41,10 +43,17 @@ def _images(folder: Path, widths: list[int]) -> list[FileJob]:
     return jobs
 
 
+def _committed(done: StagedResult) -> AnonymizationResult:
+    """The result, its staged output swapped in (what an audited run does once it recorded the intent)."""
+    if done.staged is not None:
+        claim(done.staged).commit()
+    return done.result
+
+
 def test_pool_returns_results_in_job_order(tmp_path: Path) -> None:
     jobs = _images(tmp_path / "photos", [60 + i for i in range(7)])
     with ProcessPool(_killing_models, Policy(), processes=2) as pool:
-        results = list(pool.results(jobs))
+        results = [_committed(done) for done in pool.results(jobs)]
     assert [r.path for r in results] == [job.source for job in jobs]
     assert all(r.outcome is Outcome.ANONYMIZED for r in results)
 
@@ -54,7 +63,7 @@ def test_a_process_killed_mid_file_fails_that_file_only(tmp_path: Path) -> None:
     jobs = _images(tmp_path / "photos", widths)
     poisoned = jobs[2].source.read_bytes()
     with ProcessPool(_killing_models, Policy(), processes=2) as pool:
-        results = list(pool.results(jobs))
+        results = [_committed(done) for done in pool.results(jobs)]
     assert [r.path for r in results] == [job.source for job in jobs]
     outcomes = [r.outcome for r in results]
     assert outcomes == [Outcome.ANONYMIZED] * 2 + [Outcome.ERROR] + [Outcome.ANONYMIZED] * 3
@@ -67,9 +76,9 @@ def test_drain_after_an_interruption_returns_the_files_in_flight(tmp_path: Path)
     jobs = _images(tmp_path / "photos", [60 + i for i in range(8)])
     with ProcessPool(_killing_models, Policy(), processes=2) as pool:
         stream = pool.results(jobs)
-        first = next(stream)
+        first = _committed(next(stream))
         stream.close()  # what a Ctrl-C in the consumer does to the generator
-        drained = pool.drain()
+        drained = [_committed(staged) for staged in pool.drain()]
     done = [first, *drained]
     assert [r.path for r in done] == [job.source for job in jobs[: len(done)]]
     assert 1 < len(done) < len(jobs)
@@ -79,7 +88,7 @@ def test_drain_after_an_interruption_returns_the_files_in_flight(tmp_path: Path)
 def test_in_process_has_nothing_to_drain(tmp_path: Path) -> None:
     jobs = _images(tmp_path / "photos", [60, 61])
     executor = InProcess(_killing_models(), Policy())
-    assert [r.outcome for r in executor.results(jobs)] == [Outcome.ANONYMIZED] * 2
+    assert [_committed(done).outcome for done in executor.results(jobs)] == [Outcome.ANONYMIZED] * 2
     assert executor.drain() == []
 
 

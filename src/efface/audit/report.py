@@ -412,6 +412,7 @@ _OUTCOME_COLOURS: dict[str, str] = {
     Outcome.LEFTOVER_REMOVED: "#ffb300",
     Outcome.SKIPPED: "#cfd8dc",
     Outcome.NOT_MEDIA: "#eceff1",
+    Outcome.PENDING: "#6d4c41",
 }
 # An outcome without a colour of its own (one added later) still gets a bar.
 _OTHER_COLOUR = "#7e57c2"

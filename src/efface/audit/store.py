@@ -56,7 +56,7 @@ __all__ = ["AUDIT_KEY_ENV", "AuditStore", "StoredFile", "StoredRun", "audit_key_
 logger = logging.getLogger(__name__)
 
 _MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-# Worker processes wait this long for another writer's lock before failing.
+# Worker processes wait this long for another writer's lock before failing (unless the URL says ?timeout=).
 _SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Any constant: serialises concurrent first-time migrations of one PostgreSQL database.
 _PG_MIGRATION_LOCK_KEY = 0x0EFFACE
@@ -138,15 +138,35 @@ class StoredFile:
     details: dict[str, Any]
 
 
-def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        # WAL lets readers proceed while one worker writes; the timeout makes writers queue, not fail.
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-    finally:
-        cursor.close()
+def _unsettled_pending_query() -> sa.Select[Any]:
+    """The pending rows of one path (``:path``) that no later row of their run follows."""
+    later = sa.alias(files, "later")
+    settled = sa.select(later.c.id).where(
+        later.c.path == files.c.path, later.c.run_id == files.c.run_id, later.c.id > files.c.id
+    )
+    return (
+        files.select()
+        .where(files.c.path == sa.bindparam("path"), files.c.outcome == Outcome.PENDING.value, ~sa.exists(settled))
+        .order_by(files.c.id)
+    )
+
+
+# Built once: it runs for every file a run plans.
+_UNSETTLED_PENDING = _unsettled_pending_query()
+
+
+def _sqlite_connect_hook(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            # WAL lets readers proceed while one worker writes; the timeout makes writers queue, not fail.
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    return on_connect
 
 
 def _create_engine(parsed: sa.URL) -> Engine:
@@ -154,7 +174,10 @@ def _create_engine(parsed: sa.URL) -> Engine:
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(parsed, json_serializer=_json_serializer)
     if engine.dialect.name == "sqlite":
-        sa.event.listen(engine, "connect", _on_sqlite_connect)
+        # The URL's own ``?timeout=SECONDS`` (pysqlite's) says how long to wait for another writer's lock.
+        timeout = parsed.query.get("timeout")
+        busy_timeout_ms = _SQLITE_BUSY_TIMEOUT_MS if timeout is None else int(float(str(timeout)) * 1000)
+        sa.event.listen(engine, "connect", _sqlite_connect_hook(busy_timeout_ms))
     return engine
 
 
@@ -436,13 +459,20 @@ class AuditStore:
         """
         return _stored_run(self._get_by_prefix(runs.c.run_id, run_id_or_prefix, noun="run"))
 
-    def list_files(self, run_id: str) -> list[StoredFile]:
+    def list_files(self, run_id: str, *, with_pending: bool = False) -> list[StoredFile]:
         """Returns the files recorded for a run, in the order they were recorded.
+
+        Args:
+            run_id: the run.
+            with_pending: include the ``pending`` rows, each written before a file was replaced (and followed by
+                the file's own row, unless the run lost its database or was killed in between).
 
         Raises:
             AuditError: the database cannot be read.
         """
         query = files.select().where(files.c.run_id == run_id).order_by(files.c.id)
+        if not with_pending:
+            query = query.where(files.c.outcome != Outcome.PENDING.value)
         with translate_errors(f"list files of run {run_id}"), self._engine.connect() as connection:
             return [_stored_file(row) for row in connection.execute(query).mappings()]
 
@@ -475,6 +505,48 @@ class AuditStore:
         )
         with translate_errors(f"look up {path_text(path)}"), self._engine.connect() as connection:
             return frozenset(connection.execute(query).scalars())
+
+    def unsettled_pending(self, path: Path) -> list[StoredFile]:
+        """The ``pending`` rows of ``path`` that no later row of the same run settles: replaces that a run set out
+        to do and never confirmed (it was killed, or lost its database), oldest first.
+
+        Raises:
+            AuditError: the database cannot be read.
+        """
+        with translate_errors(f"look up {path_text(path)}"), self._engine.connect() as connection:
+            rows = connection.execute(_UNSETTLED_PENDING, {"path": path_text(path)}).mappings()
+            return [_stored_file(row) for row in rows]
+
+    def record_settlement(
+        self,
+        pending: StoredFile,
+        *,
+        outcome: Outcome,
+        details: Mapping[str, Any],
+        error_class: str | None = None,
+        error_message: str | None = None,
+    ) -> None:
+        """Settles a ``pending`` row another run left: a row in that run, copied from the pending one, with the
+        outcome found (and its error), and ``details`` over the pending row's own, committed immediately.
+
+        Raises:
+            AuditError: the database cannot be written.
+        """
+        values = {
+            column.name: _column_value(getattr(pending, column.name))
+            for column in files.columns
+            if not column.primary_key
+        }
+        values.update(
+            outcome=outcome.value,
+            error_class=error_class,
+            error_message=error_message,
+            details={**pending.details, **details},
+        )
+        insert = files.insert().returning(files.c.id)
+        with self._append(f"settle the pending row of {pending.path} in run {pending.run_id}") as connection:
+            file_id = connection.execute(insert, values).scalar_one()
+            ledger.append(connection, [ledger.file_event({**values, "id": file_id})], key=self._key)
 
     def record_validation(self, record: ValidationRecord) -> None:
         """Records a coverage or strength validation, committed immediately.

@@ -269,7 +269,11 @@ def _bucket(connection: Connection, unit: TimeUnit) -> sa.ColumnElement[str]:
 def summarize(connection: Connection, scope: ReportScope) -> ActivitySummary:
     """Aggregates the runs in scope and their files."""
     in_scope = scope.where()
-    scoped_files = files.c.run_id.in_(sa.select(runs.c.run_id).where(in_scope))
+    # A pending row is the intent before a replace, never a file's state: the row that settles it (the file's own
+    # row, or the next run's settlement) is the one counted.
+    scoped_files = sa.and_(
+        files.c.run_id.in_(sa.select(runs.c.run_id).where(in_scope)), files.c.outcome != Outcome.PENDING.value
+    )
     count = sa.func.count()
 
     listed = connection.execute(

@@ -10,31 +10,48 @@ file of another run (left alone) from the leftover of a dead one (its lock went 
 In place, the replace goes ahead only while the file on disk is still the one that was read (an ``Original``):
 device, inode, size and modification time are compared right before the swap. The new file keeps the
 original's owner, group and mode, and a file with several names (hard links) has every name replaced.
+
+The write and the swap can also be two steps (``stage_with``, then ``claim`` and ``commit`` or ``discard``): a
+worker stages the complete output beside its target, and the process that audits the run takes its lock again
+and swaps it in only once it has recorded that it is about to (``pipeline/run.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
+import logging
 import os
 import secrets
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from multiprocessing.reduction import DupFd
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from efface.errors import OutputError, SourceChangedError
 
 __all__ = [
     "TEMP_MARKER",
+    "ClaimedFile",
     "Original",
+    "StagedFile",
+    "Stager",
     "atomic_write_bytes",
     "atomic_write_with",
+    "claim",
+    "discard",
     "find_leftovers",
+    "hand_over",
+    "hold",
     "is_leftover",
     "leftovers_of",
     "original_of",
+    "release",
     "remove_if_leftover",
+    "stage_bytes",
+    "stage_with",
     "temp_path_for",
 ]
 
@@ -45,6 +62,8 @@ _MAX_SUFFIX_BYTES = 32
 _CREATE_ATTEMPTS = 16
 
 _T = TypeVar("_T")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,15 +272,7 @@ def atomic_write_bytes(
         SourceChangedError: in place, ``target`` (or another of its names) changed since it was read.
         OutputError: the file could not be written; ``target`` is unchanged and no temporary file remains.
     """
-
-    def write(tmp: Path) -> None:
-        try:
-            with tmp.open("wb") as stream:
-                stream.write(data)
-        except OSError as exc:
-            raise OutputError(f"cannot write: {exc.strerror or exc}", path=target) from exc
-
-    atomic_write_with(target, write, permissions_from=permissions_from, replacing=replacing)
+    atomic_write_with(target, _bytes_writer(target, data), permissions_from=permissions_from, replacing=replacing)
 
 
 def atomic_write_with(
@@ -297,8 +308,237 @@ def atomic_write_with(
             included) ``target`` is unchanged and no temporary file remains; only a failure to swap in a
             second name of a hard-linked file, after the first was, leaves the names apart (said in the error).
     """
+    staged, fd, result = _stage(target, write, permissions_from=permissions_from, replacing=replacing)
+    _swap_in(staged, fd)
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class StagedFile:
+    """A complete new content for ``target``, fsynced in a temporary file beside it (owner, group and mode
+    already those it is to have), not swapped in yet: ``claim`` it, then ``commit`` or ``discard``.
+
+    Attributes:
+        temp_path: the temporary file (an efface temporary name: a later run deletes it if it is left).
+        target: the file it replaces, or creates.
+        device: the temporary file's ``st_dev`` (to tell it is still the file staged).
+        inode: the temporary file's ``st_ino``.
+        replacing: in place, ``target`` as it was read: checked unchanged, under each of its names, right
+            before the swap, and every name swapped (see ``atomic_write_with``).
+        lock_handle: set by ``hand_over`` in the process that staged it: the locked descriptor on its way to
+            the process that swaps it in (a ``multiprocessing.reduction.DupFd``, detached by ``hold``).
+    """
+
+    temp_path: Path
+    target: Path
+    device: int
+    inode: int
+    replacing: Original | None = None
+    lock_handle: _FdHandle | None = field(default=None, compare=False)
+
+
+class _FdHandle(Protocol):
+    def detach(self) -> int: ...
+
+
+# The locks of the staged files this process holds, by temporary path (each name is fresh): ``stage_with`` and
+# ``hold`` put one here, ``claim`` takes it out (to swap or discard the file), ``hand_over`` passes it on to the
+# process that will, ``release`` lets it go.
+_held: dict[Path, int] = {}
+
+
+def stage_with(
+    target: Path,
+    write: Callable[[Path], _T],
+    *,
+    permissions_from: Path | None = None,
+    replacing: Original | None = None,
+) -> tuple[StagedFile, _T]:
+    """Like ``atomic_write_with`` up to the swap: the filled temporary file is fsynced, given its owner and mode,
+    and left beside ``target``, its lock still held by this process (``claim`` it here, or ``hand_over`` it to
+    the process that will, or ``release`` it), so that no sweep of leftovers deletes it meanwhile.
+
+    Returns:
+        The staged file and what ``write`` returned.
+
+    Raises:
+        OutputError: the temporary file could not be created or synced, or the original's owner cannot be kept.
+        Exception: whatever ``write`` raises, unchanged. In every failure case ``target`` is unchanged and no
+            temporary file remains.
+    """
+    staged, fd, result = _stage(target, write, permissions_from=permissions_from, replacing=replacing)
+    _held[staged.temp_path] = fd
+    return staged, result
+
+
+def stage_bytes(
+    target: Path, data: bytes, *, permissions_from: Path | None = None, replacing: Original | None = None
+) -> StagedFile:
+    """Writes ``data`` into a staged file for ``target`` (``stage_with``).
+
+    Raises:
+        OutputError: the file could not be written; ``target`` is unchanged and no temporary file remains.
+    """
+    staged, _ = stage_with(target, _bytes_writer(target, data), permissions_from=permissions_from, replacing=replacing)
+    return staged
+
+
+class Stager:
+    """For a writer that calls ``atomic_write_with`` deep down (a video transcode): ``stage_with`` in its stead,
+    keeping the staged file here."""
+
+    def __init__(self) -> None:
+        self.staged: StagedFile | None = None
+
+    def write_with(
+        self,
+        target: Path,
+        write: Callable[[Path], _T],
+        *,
+        permissions_from: Path | None = None,
+        replacing: Original | None = None,
+    ) -> _T:
+        """``stage_with``, the staged file kept in ``staged``."""
+        self.staged, result = stage_with(target, write, permissions_from=permissions_from, replacing=replacing)
+        return result
+
+
+class ClaimedFile:
+    """A staged file whose lock this process holds again, until it is swapped in (``commit``) or deleted
+    (``discard``); either one closes it, and a second call does nothing."""
+
+    def __init__(self, staged: StagedFile, fd: int) -> None:
+        self.staged = staged
+        self._fd: int | None = fd
+
+    def commit(self) -> None:
+        """Swaps the staged file in under every name of its target (``atomic_write_with``'s checks and swap).
+
+        Raises:
+            SourceChangedError: in place, a name of the original changed since it was read; nothing replaced.
+            OutputError: the swap failed; the target is unchanged and no temporary file remains.
+        """
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            _swap_in(self.staged, fd)
+
+    def discard(self) -> None:
+        """Deletes the staged file; its target stays as it is."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                discard(self.staged)
+            finally:
+                os.close(fd)
+
+
+def hand_over(staged: StagedFile) -> StagedFile:
+    """The staged file with its lock made ready to pass to another process (pickled with it, as a worker's
+    result is): this process lets go of its descriptor, and the lock stays held until the receiver ``hold``s it
+    (or, if it never does, until this process ends)."""
+    fd = _held.pop(staged.temp_path, None)
+    if fd is None:
+        return staged
+    try:
+        handle = DupFd(fd)
+    except OSError as exc:  # no descriptor passing here: the receiver takes the lock again by the name
+        logger.warning("%s: the staged file's lock cannot be handed over: %s", staged.target, exc)
+        return staged
+    finally:
+        os.close(fd)
+    return dataclasses.replace(staged, lock_handle=handle)
+
+
+def release(staged: StagedFile) -> None:
+    """Lets go of the lock of a staged file this process holds (for a receiver that ``hold``s it by its name,
+    taking the risk that a sweep of leftovers deletes it in between)."""
+    fd = _held.pop(staged.temp_path, None)
+    if fd is not None:
+        os.close(fd)
+
+
+def hold(staged: StagedFile) -> None:
+    """Makes this process hold the lock of a staged file, from the handle it came with or, failing that, by
+    taking the lock again by its name (nothing to do when it already holds it).
+
+    Raises:
+        OutputError: the staged file is gone or is another file (a sweep of leftovers by another run deleted it
+            while no one held its lock); nothing was replaced.
+    """
+    if staged.temp_path in _held:
+        return
+    gone = OutputError(
+        "the staged output was deleted (a sweep of leftovers) before it was swapped in; nothing replaced",
+        path=staged.target,
+    )
+    fd = _detached(staged)
+    if fd is None:
+        try:
+            fd = os.open(staged.temp_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError as exc:
+            raise gone from exc
+        except OSError as exc:
+            raise OutputError(f"cannot open the staged output: {exc.strerror or exc}", path=staged.target) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held already when it came with its handle; a sweep holds it a moment
+        held = os.fstat(fd)
+        if (held.st_dev, held.st_ino) != (staged.device, staged.inode) or not _names_open_file(staged.temp_path, fd):
+            raise gone
+    except FileNotFoundError as exc:
+        os.close(fd)
+        raise gone from exc
+    except BaseException:
+        os.close(fd)
+        raise
+    _held[staged.temp_path] = fd
+
+
+def _detached(staged: StagedFile) -> int | None:
+    """The locked descriptor handed over with a staged file; None when there is none or it cannot be fetched
+    (the process that staged it has died, and its lock with it)."""
+    if staged.lock_handle is None:
+        return None
+    try:
+        return staged.lock_handle.detach()
+    except (OSError, EOFError) as exc:
+        logger.info("%s: the staged file's lock could not be handed over: %s", staged.target, exc)
+        return None
+
+
+def claim(staged: StagedFile) -> ClaimedFile:
+    """The staged file, its lock held by this process (``hold``) until it is swapped in or discarded.
+
+    Raises:
+        OutputError: the staged file is gone or is another file (see ``hold``); nothing was replaced.
+    """
+    hold(staged)
+    return ClaimedFile(staged, _held.pop(staged.temp_path))
+
+
+def discard(staged: StagedFile) -> None:
+    """Deletes a staged file that will not be swapped in (and lets go of its lock); its target stays as it is."""
+    with contextlib.suppress(FileNotFoundError):
+        staged.temp_path.unlink()
+    release(staged)
+
+
+def _bytes_writer(target: Path, data: bytes) -> Callable[[Path], None]:
+    def write(tmp: Path) -> None:
+        try:
+            with tmp.open("wb") as stream:
+                stream.write(data)
+        except OSError as exc:
+            raise OutputError(f"cannot write: {exc.strerror or exc}", path=target) from exc
+
+    return write
+
+
+def _stage(
+    target: Path, write: Callable[[Path], _T], *, permissions_from: Path | None, replacing: Original | None
+) -> tuple[StagedFile, int, _T]:
+    """Creates, fills and fsyncs a locked temporary file for ``target``; returns it with its still open, locked
+    descriptor. On any failure nothing remains."""
     tmp, fd = _create_locked(target)
-    temporaries = [tmp]
     try:
         result = write(tmp)
         try:
@@ -307,6 +547,25 @@ def atomic_write_with(
                 _take_owner_and_mode(fd, replacing, target=target)
             elif permissions_from is not None:
                 os.fchmod(fd, os.stat(permissions_from).st_mode & 0o7777)
+            held = os.fstat(fd)
+        except OSError as exc:
+            raise OutputError(f"cannot write: {exc.strerror or exc}", path=target) from exc
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        os.close(fd)
+        raise
+    staged = StagedFile(temp_path=tmp, target=target, device=held.st_dev, inode=held.st_ino, replacing=replacing)
+    return staged, fd, result
+
+
+def _swap_in(staged: StagedFile, fd: int) -> None:
+    """Checks and swaps in a staged file whose lock ``fd`` holds; closes ``fd`` (after the swap) in every case,
+    and on a failure deletes every temporary name."""
+    tmp, target, replacing = staged.temp_path, staged.target, staged.replacing
+    temporaries = [tmp]
+    try:
+        try:
             names = (target, *(replacing.other_names if replacing is not None else ()))
             swaps = [(tmp, target)]
             for name in names[1:]:
@@ -325,7 +584,6 @@ def atomic_write_with(
         raise
     finally:
         os.close(fd)  # releases the lock, after the swap
-    return result
 
 
 def _swap(swaps: list[tuple[Path, Path]]) -> None:

@@ -1,7 +1,10 @@
 """The one orchestration path: one file in, one ``AnonymizationResult`` out.
 
-The CLI, the HTTP service and the Ray workers all call ``anonymize_file`` (or ``anonymize_bytes`` for
-content that never touches the disk); nothing else decodes, detects, transforms and writes.
+The CLI, the HTTP service and the Ray workers all call ``stage_file`` or ``anonymize_file`` (or
+``anonymize_bytes`` for content that never touches the disk); nothing else decodes, detects, transforms and
+writes. ``stage_file`` stops short of the replace: the output lies complete beside its destination, and an
+audited run swaps it in once it has recorded that it is about to (``run.py``); ``anonymize_file`` swaps it in
+at once.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from efface.detection.multiscale import MultiScaleSpec
 from efface.detection.presets import DEFAULT_PRESET, preset_spec
 from efface.detection.tracking import TrackingSpec
 from efface.errors import EffaceError, InputNotFoundError, OutputError, UnreadableFileError
-from efface.media.atomic import Original, atomic_write_bytes, original_of
+from efface.media.atomic import Original, StagedFile, Stager, claim, discard, original_of, stage_bytes
 from efface.media.images import CodecOptions, DecodedImage, decode_image, encode_image
 from efface.media.sniff import MediaKind
 from efface.media.video import VideoInfo, VideoOptions, is_video_path, open_video
@@ -30,7 +33,7 @@ from efface.pipeline.video import FrameCallback, anonymize_video, scan_video
 from efface.records import AnonymizationResult, Face, Outcome, TransformSpec, VideoStats, WriteMode
 from efface.transforms.core import Anonymizer
 
-__all__ = ["FileJob", "Policy", "Processed", "anonymize_bytes", "anonymize_file"]
+__all__ = ["FileJob", "Policy", "Processed", "StagedResult", "anonymize_bytes", "anonymize_file", "stage_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +117,38 @@ class Processed:
     data: bytes | None
 
 
+@dataclass(frozen=True, slots=True)
+class StagedResult:
+    """A file anonymized up to its replace.
+
+    Attributes:
+        result: what is audited once the output is in place (its ``output_sha256`` is the staged output's).
+        staged: the complete output beside the destination, still to be swapped in (``media.atomic.claim``,
+            then ``commit``); None when there is nothing to write (a dry run, a failure, a skipped file, an
+            image left as it was).
+        source_sha256: the source's sha256 as it was read, when an output is staged (a later run tells by it
+            whether a replace that was never confirmed happened).
+    """
+
+    result: AnonymizationResult
+    staged: StagedFile | None = None
+    source_sha256: str | None = None
+
+    def failed(self, error: EffaceError) -> AnonymizationResult:
+        """The file's result when its staged output could not be swapped in (nothing was replaced)."""
+        result = self.result
+        return results.failed(
+            result.path,
+            error,
+            mode=result.mode,
+            started_at=result.started_at,
+            duration_s=result.duration_s,
+            faces=result.faces,
+            image_format=result.image_format,
+            resolution_wh=result.resolution_wh,
+        )
+
+
 def anonymize_bytes(
     content: bytes, *, name: Path, models: DetectionModels, policy: Policy, write: bool = True
 ) -> Processed:
@@ -157,7 +192,24 @@ def _read(path: Path) -> tuple[bytes, os.stat_result]:
 def anonymize_file(
     job: FileJob, *, models: DetectionModels, policy: Policy, on_frame: FrameCallback | None = None
 ) -> AnonymizationResult:
-    """Anonymizes one file and says what happened. Never raises for a problem with this one file.
+    """Anonymizes one file, its output swapped in at once, and says what happened (``stage_file``, then the
+    swap). Never raises for a problem with this one file; see ``stage_file``.
+    """
+    done = stage_file(job, models=models, policy=policy, on_frame=on_frame)
+    if done.staged is None:
+        return done.result
+    try:
+        claim(done.staged).commit()
+    except EffaceError as exc:
+        discard(done.staged)
+        return done.failed(exc)
+    return done.result
+
+
+def stage_file(
+    job: FileJob, *, models: DetectionModels, policy: Policy, on_frame: FrameCallback | None = None
+) -> StagedResult:
+    """Anonymizes one file up to its replace and says what happened. Never raises for a problem with this one file.
 
     In place, the anonymized bytes atomically replace the original; into an output folder, the source
     is left untouched. An image without faces that holds nothing but its image (no metadata, nothing after
@@ -171,8 +223,10 @@ def anonymize_file(
         on_frame: for videos, called after each frame with the frames done and expected (progress).
 
     Returns:
-        The result; ``outcome`` is ``error`` with the error's class and message when the file failed,
-        in which case the source is byte-for-byte unchanged.
+        The result, and the staged output that is to replace the destination (in place: under every name of
+        the source, once it is checked unchanged). The result's ``outcome`` is ``error`` with the error's class
+        and message when the file failed, in which case nothing is staged and the source is byte-for-byte
+        unchanged.
     """
     if job.is_video:
         return _anonymize_video_file(job, models=models, policy=policy, on_frame=on_frame)
@@ -180,10 +234,11 @@ def anonymize_file(
     t0 = time.perf_counter()
     mode = job.mode
     processed: Processed | None = None
+    staged: StagedFile | None = None
     try:
         content, status = _read(job.source)
         if _is_done(job, content):
-            return _skipped(job, started_at=started_at, t0=t0)
+            return StagedResult(_skipped(job, started_at=started_at, t0=t0))
         write = mode is not WriteMode.DRY_RUN
         processed = anonymize_bytes(content, name=job.source, models=models, policy=policy, write=write)
         output_sha256 = None
@@ -194,16 +249,18 @@ def anonymize_file(
             if data is not None:
                 _make_parent(job.destination)
                 if mode is WriteMode.IN_PLACE:
-                    atomic_write_bytes(job.destination, data, replacing=_original(job, status))
+                    staged = stage_bytes(job.destination, data, replacing=_original(job, status))
                 else:
-                    atomic_write_bytes(job.destination, data, permissions_from=job.source)
+                    staged = stage_bytes(job.destination, data, permissions_from=job.source)
             output_sha256 = hashlib.sha256(data if data is not None else content).hexdigest()
     except EffaceError as exc:
-        return _error_result(job, exc, started_at=started_at, t0=t0, processed=processed)
+        return StagedResult(_error_result(job, exc, started_at=started_at, t0=t0, processed=processed))
     except Exception as exc:  # a bug must fail this file, not the whole batch
         logger.exception("unexpected error on %s", job.source)
-        return _error_result(job, exc, started_at=started_at, t0=t0, processed=processed)
-    return AnonymizationResult(
+        if staged is not None:
+            discard(staged)
+        return StagedResult(_error_result(job, exc, started_at=started_at, t0=t0, processed=processed))
+    result = AnonymizationResult(
         path=job.source,
         outcome=Outcome.of_processing(mode, faces_anonymized=processed.faces_anonymized),
         mode=mode,
@@ -221,6 +278,8 @@ def anonymize_file(
             **_hard_link_details(job),
         },
     )
+    source_sha256 = hashlib.sha256(content).hexdigest() if staged is not None else None
+    return StagedResult(result, staged, source_sha256)
 
 
 def _original(job: FileJob, status: os.stat_result) -> Original:
@@ -236,14 +295,15 @@ def _hard_link_details(job: FileJob) -> dict[str, object]:
 
 def _anonymize_video_file(
     job: FileJob, *, models: DetectionModels, policy: Policy, on_frame: FrameCallback | None
-) -> AnonymizationResult:
+) -> StagedResult:
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()
     detect = models.detector(policy.detection).detect
+    stager = Stager()
     try:
         status = _stat(job.source)
         if _is_done(job, None):
-            return _skipped(job, started_at=started_at, t0=t0)
+            return StagedResult(_skipped(job, started_at=started_at, t0=t0))
         if job.destination is not None:
             _make_parent(job.destination)
         with open_video(job.source, options=policy.video) as video:
@@ -260,14 +320,22 @@ def _anonymize_video_file(
                     on_frame=on_frame,
                     permissions_from=job.source if job.mode is WriteMode.OUTPUT_DIR else None,
                     replacing=_original(job, status) if job.mode is WriteMode.IN_PLACE else None,
+                    stager=stager,
                 )
-        output_sha256 = _file_sha256(job.destination) if job.destination is not None else None
+        staged = stager.staged
+        output_sha256 = _file_sha256(staged.temp_path) if staged is not None else None
+        source_sha256 = _file_sha256(job.source) if staged is not None else None
     except EffaceError as exc:
-        return _error_result(job, exc, started_at=started_at, t0=t0, processed=None)
+        if stager.staged is not None:
+            discard(stager.staged)
+        return StagedResult(_error_result(job, exc, started_at=started_at, t0=t0, processed=None))
     except Exception as exc:  # a bug must fail this file, not the whole batch
         logger.exception("unexpected error on %s", job.source)
-        return _error_result(job, exc, started_at=started_at, t0=t0, processed=None)
-    return _video_result(job, video.info, stats, started_at=started_at, t0=t0, output_sha256=output_sha256)
+        if stager.staged is not None:
+            discard(stager.staged)
+        return StagedResult(_error_result(job, exc, started_at=started_at, t0=t0, processed=None))
+    result = _video_result(job, video.info, stats, started_at=started_at, t0=t0, output_sha256=output_sha256)
+    return StagedResult(result, staged, source_sha256)
 
 
 def _video_result(

@@ -1,7 +1,7 @@
 """Where the files of a batch are anonymized: in this process, or on every core through a process pool with
 its own ``Models`` (one detector session, loaded once) in each process and one ``Policy`` for all. Both hand back
-``anonymize_file`` results in job order, with a bounded number of files in flight, so memory does not grow with
-the size of the batch.
+``stage_file`` results in job order (each output staged beside its destination, for the audited run to swap in),
+with a bounded number of files in flight, so memory and staged files do not grow with the size of the batch.
 
 Why processes and not threads: decoding, fusing, masking and encoding are Python and numpy work that holds
 the GIL; only the model releases it. Each process gets ``cores // processes`` inference threads
@@ -10,6 +10,8 @@ the GIL; only the model releases it. Each process gets ``cores // processes`` in
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import multiprocessing.queues
@@ -25,10 +27,10 @@ from pathlib import Path
 from typing import Protocol, TypeAlias
 
 from efface.detection.models import DetectionModels
-from efface.errors import WorkerCrashedError
-from efface.media.atomic import leftovers_of, remove_if_leftover
+from efface.errors import OutputError, WorkerCrashedError
+from efface.media.atomic import hand_over, hold, leftovers_of, remove_if_leftover
 from efface.pipeline import results
-from efface.pipeline.core import FileJob, Policy, anonymize_file
+from efface.pipeline.core import FileJob, Policy, StagedResult, stage_file
 from efface.records import AnonymizationResult
 
 __all__ = ["Executor", "FrameProgress", "InProcess", "ModelsFactory", "ProcessPool", "crashed_result"]
@@ -51,13 +53,13 @@ _FRAME_REPORT_S = 0.2
 
 
 class Executor(Protocol):
-    """Runs ``anonymize_file`` over jobs; the local pool and the Ray pool implement it."""
+    """Runs ``stage_file`` over jobs; the local pool and the Ray pool implement it."""
 
-    def results(self, jobs: Iterable[FileJob]) -> Iterator[AnonymizationResult]:
+    def results(self, jobs: Iterable[FileJob]) -> Iterator[StagedResult]:
         """One result per job, in job order."""
         ...
 
-    def drain(self) -> list[AnonymizationResult]:
+    def drain(self) -> list[StagedResult]:
         """After an interruption: lets the files in flight finish, cancels the rest, returns what finished."""
         ...
 
@@ -72,12 +74,12 @@ class InProcess:
         self.policy = policy
         self._on_frame = on_frame
 
-    def results(self, jobs: Iterable[FileJob]) -> Iterator[AnonymizationResult]:
+    def results(self, jobs: Iterable[FileJob]) -> Iterator[StagedResult]:
         for job in jobs:
             on_frame = _progress_for(job, self._on_frame)
-            yield anonymize_file(job, models=self.models, policy=self.policy, on_frame=on_frame)
+            yield stage_file(job, models=self.models, policy=self.policy, on_frame=on_frame)
 
-    def drain(self) -> list[AnonymizationResult]:
+    def drain(self) -> list[StagedResult]:
         return []  # nothing runs beside the file that was interrupted
 
     def close(self) -> None:
@@ -106,7 +108,7 @@ def _start_process(make_models: ModelsFactory, policy: Policy, frames: FrameQueu
     _process_frames = frames
 
 
-def _anonymize_in_process(job: FileJob) -> AnonymizationResult:
+def _anonymize_in_process(job: FileJob) -> StagedResult:
     if _process_models is None or _process_policy is None:  # pragma: no cover - the initializer runs first
         raise RuntimeError("pool process started without its models")
     on_frame = None
@@ -120,7 +122,11 @@ def _anonymize_in_process(job: FileJob) -> AnonymizationResult:
                 last[0] = now
                 frames.put((str(job.source), done, total))
 
-    return anonymize_file(job, models=_process_models, policy=_process_policy, on_frame=on_frame)
+    done = stage_file(job, models=_process_models, policy=_process_policy, on_frame=on_frame)
+    if done.staged is None:
+        return done
+    # The staged file's lock goes to the parent with the result, so no sweep can take the file in between.
+    return dataclasses.replace(done, staged=hand_over(done.staged))
 
 
 # --- in the parent -----------------------------------------------------------------------------------
@@ -157,9 +163,10 @@ class ProcessPool:
         self._frames: FrameQueue | None = self._context.Queue() if on_frame is not None else None
         self._on_frame = on_frame
         self._pool: ProcessPoolExecutor | None = None
-        self._pending: deque[tuple[FileJob, Future[AnonymizationResult], int]] = deque()
+        self._pending: deque[tuple[FileJob, Future[StagedResult], int]] = deque()
         self._relay: threading.Thread | None = None
         self._closing = threading.Event()
+        self._submitting: FileJob | None = None
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -186,31 +193,40 @@ class ProcessPool:
             self._on_frame(Path(path), done, total)
 
     def _submit(self, job: FileJob, *, attempt: int = 1) -> None:
+        # Known until it is in ``_pending``: a Ctrl-C in between leaves a task running that no one waits for.
+        self._submitting = job
         try:
             future = self._executor().submit(_anonymize_in_process, job)
         except BrokenProcessPool:
             self._restart()
             future = self._executor().submit(_anonymize_in_process, job)
         self._pending.append((job, future, attempt))
+        self._submitting = None
 
-    def _restart(self) -> None:
+    def _restart(self, *, wait: bool = False) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(wait=wait, cancel_futures=True)
         self._pool = None
 
     def _recover(self) -> None:
         """After a process died: a fresh pool gets every file in flight that had not finished (one of them
         probably killed it; the others went down with the pool)."""
         held, self._pending = list(self._pending), deque()
-        self._restart()
-        for job, future, attempt in held:
-            if future.done() and not future.cancelled() and future.exception() is None:
+        # Waits for the broken pool's processes to be gone: a staged file's lock lives as long as they do, and
+        # the sweep below must see the leftovers of the files they did not finish unlocked.
+        self._restart(wait=True)
+        finished = [future.done() and not future.cancelled() and future.exception() is None for _, future, _ in held]
+        for (_job, future, _attempt), is_finished in zip(held, finished, strict=True):
+            if is_finished:  # before any sweep below: its process is gone, and the staged file's lock with it
+                _hold_staged(future.result())
+        for (job, future, attempt), is_finished in zip(held, finished, strict=True):
+            if is_finished:
                 self._pending.append((job, future, attempt))
             else:
                 _remove_leftovers(job)
                 self._submit(job, attempt=attempt + 1)
 
-    def _next_result(self) -> AnonymizationResult:
+    def _next_result(self) -> StagedResult:
         while True:
             job, future, attempt = self._pending[0]
             try:
@@ -221,13 +237,13 @@ class ProcessPool:
                     self._pending.popleft()
                     self._recover()
                     _remove_leftovers(job)
-                    return crashed_result(job, reason="the worker process died")
+                    return StagedResult(crashed_result(job, reason="the worker process died"))
                 self._recover()
                 continue
             self._pending.popleft()
             return result
 
-    def results(self, jobs: Iterable[FileJob]) -> Iterator[AnonymizationResult]:
+    def results(self, jobs: Iterable[FileJob]) -> Iterator[StagedResult]:
         limit = self.processes * (1 + _AHEAD_PER_PROCESS)
         for job in jobs:
             self._submit(job)
@@ -236,16 +252,30 @@ class ProcessPool:
         while self._pending:
             yield self._next_result()
 
-    def drain(self) -> list[AnonymizationResult]:
+    def drain(self) -> list[StagedResult]:
         finished = []
+        crashed = []
         for job, future, _attempt in self._pending:
             if future.cancel():
                 continue
             try:
-                finished.append(future.result())
+                done = future.result()
             except BrokenProcessPool:
-                finished.append(crashed_result(job, reason="the worker process died"))
+                crashed.append(job)
+                finished.append(StagedResult(crashed_result(job, reason="the worker process died")))
+            else:
+                _hold_staged(done)  # before the sweep below
+                finished.append(done)
         self._pending.clear()
+        # What a dead process (one still starting when a Ctrl-C reached it) or a task that no one waits for (a
+        # Ctrl-C inside ``_submit``) staged goes, once the processes are gone (the finished files' are held here).
+        if self._submitting is not None:
+            crashed.append(self._submitting)
+            self._submitting = None
+        if crashed:
+            self._restart(wait=True)
+            for job in crashed:
+                _remove_leftovers(job)
         return finished
 
     def close(self) -> None:
@@ -264,6 +294,13 @@ class ProcessPool:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _hold_staged(done: StagedResult) -> None:
+    """Takes the lock of a finished file's staged output into this process (the run claims it from here)."""
+    if done.staged is not None:
+        with contextlib.suppress(OutputError):  # already swept: the run records that the file was not replaced
+            hold(done.staged)
 
 
 def _remove_leftovers(job: FileJob) -> None:

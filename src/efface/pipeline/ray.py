@@ -1,4 +1,4 @@
-"""The same ``anonymize_file`` on a Ray cluster: one actor per CPU, each holding its own models (one detector
+"""The same ``stage_file`` on a Ray cluster: one actor per CPU, each holding its own models (one detector
 session, loaded once and reused for every file it gets) and the run's policy.
 
 The driver plans the batch, hands files to the actors through a bounded window and records every result
@@ -14,6 +14,7 @@ Ray is an optional dependency (``pip install 'efface[ray]'``); only this module 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -22,10 +23,10 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from efface.detection.models import DetectionModels
-from efface.errors import ConfigurationError
-from efface.pipeline.core import FileJob, Policy, anonymize_file
+from efface.errors import ConfigurationError, OutputError
+from efface.media.atomic import hold, release
+from efface.pipeline.core import FileJob, Policy, StagedResult, stage_file
 from efface.pipeline.pool import ModelsFactory, crashed_result
-from efface.records import AnonymizationResult
 
 __all__ = ["RayPool"]
 
@@ -63,8 +64,12 @@ class _FileWorker:
         self._models: DetectionModels = make_models()
         self._policy = policy
 
-    def anonymize(self, job: FileJob) -> AnonymizationResult:
-        return anonymize_file(job, models=self._models, policy=self._policy)
+    def anonymize(self, job: FileJob) -> StagedResult:
+        done = stage_file(job, models=self._models, policy=self._policy)
+        if done.staged is not None:
+            # The driver may be on another machine: it takes the lock again by the file's name (``_next``).
+            release(done.staged)
+        return done
 
     def pid(self) -> int:
         return os.getpid()
@@ -108,7 +113,7 @@ class RayPool:
         self._in_flight: deque[FileJob] = deque()
         logger.info("Ray: %d actors on %s", count, address)
 
-    def results(self, jobs: Iterable[FileJob]) -> Iterator[AnonymizationResult]:
+    def results(self, jobs: Iterable[FileJob]) -> Iterator[StagedResult]:
         window = 2 * len(self.actors)
         for job in jobs:
             self._pool.submit(lambda actor, job: actor.anonymize.remote(job), job)
@@ -118,17 +123,20 @@ class RayPool:
         while self._in_flight:
             yield self._next()
 
-    def _next(self) -> AnonymizationResult:
+    def _next(self) -> StagedResult:
         job = self._in_flight.popleft()
         try:
-            result: AnonymizationResult = self._pool.get_next()  # what the actor's ``anonymize`` returned
-            return result
+            result: StagedResult = self._pool.get_next()  # what the actor's ``anonymize`` returned
         except self._ray.exceptions.RayError as exc:
             # Out of retries (the file keeps killing its actor): the file fails alone, as it was.
             logger.error("Ray could not anonymize %s: %s", job.source, exc)
-            return crashed_result(job, reason=f"the Ray worker failed: {type(exc).__name__}")
+            return StagedResult(crashed_result(job, reason=f"the Ray worker failed: {type(exc).__name__}"))
+        if result.staged is not None:
+            with contextlib.suppress(OutputError):  # swept meanwhile: the run records it was not replaced
+                hold(result.staged)
+        return result
 
-    def drain(self) -> list[AnonymizationResult]:
+    def drain(self) -> list[StagedResult]:
         finished = []
         while self._in_flight:
             finished.append(self._next())

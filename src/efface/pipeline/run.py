@@ -9,11 +9,19 @@ and finished in one way.
 ``run_plan`` consumes a plan: it removes leftovers of interrupted runs, sends files to an executor (this process,
 a process pool, a Ray cluster), and records one audit row per file as it goes, in plan order. The plan is walked
 as the run goes, so a run over millions of files starts at once and holds only the files in flight.
+
+No file is replaced without its record. The executor stages each output beside its destination; the run writes
+a ``pending`` row (the result, with the output's sha256 and the source's), swaps the output in, then writes the
+file's own row. A pending row that cannot be written leaves the file as it was and stops the run, naming the
+file; a file replaced whose own row cannot be written is named (``anonymized but not recorded``) and stops the
+run. The next run that meets the file finds the pending row unsettled, looks at the file on disk and records,
+in the run that left it, what it finds: the planned output (done) or not (the file is processed again).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import socket
 import threading
@@ -26,18 +34,19 @@ from types import TracebackType
 from typing import Self
 
 from efface import __version__
-from efface.audit import AuditStore
+from efface.audit import AuditStore, StoredFile
 from efface.detection.models import DetectionModels
-from efface.errors import OutputError
-from efface.media.atomic import remove_if_leftover
+from efface.errors import AuditError, EffaceError, OutputError
+from efface.media.atomic import claim, discard, remove_if_leftover
 from efface.pipeline import results
 from efface.pipeline.build import settings_sha256
-from efface.pipeline.core import FileJob
+from efface.pipeline.core import FileJob, StagedResult
 from efface.pipeline.jobs import Leftover, PlanItem
 from efface.pipeline.pool import Executor
 from efface.records import AnonymizationResult, Outcome, RunInfo, RunStatus, RunSummary, WriteMode
+from efface.text import path_text
 
-__all__ = ["AuditedRun", "ResultCallback", "remove_leftover", "run_plan"]
+__all__ = ["AuditedRun", "ResultCallback", "remove_leftover", "run_plan", "settle_pending"]
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +149,43 @@ class AuditedRun:
             for result in results:
                 self._on_result(result)
 
+    def commit(self, done: StagedResult) -> None:
+        """Records a file's result; a staged output is swapped in only between a ``pending`` row and that record.
+
+        The staged file's lock is taken again first and held until the swap, so that no sweep of leftovers
+        deletes it meanwhile; one that a sweep deleted before (nothing held it) fails the file, left as it was.
+
+        Raises:
+            AuditError: the pending row cannot be written (the output is discarded, the file left as it was), or
+                the file was replaced and its record cannot be written (the next run records it). The message
+                names the file and says which.
+        """
+        staged, result = done.staged, done.result
+        if staged is None:
+            self.record(result)
+            return
+        try:
+            claimed = claim(staged)
+        except OutputError as exc:
+            self.record(done.failed(exc))
+            return
+        try:
+            try:
+                self.store.record_file(self.info.run_id, _pending(done))
+            except AuditError as exc:
+                raise AuditError(f"not replaced, cannot record it: {path_text(staged.target)}; {exc.message}") from exc
+            try:
+                claimed.commit()  # the changed-source check, then every name swapped
+            except EffaceError as exc:
+                self.record(done.failed(exc))  # after the pending row: this row settles it
+                return
+        finally:
+            claimed.discard()  # nothing left to delete once swapped in
+        try:
+            self.record(result)
+        except AuditError as exc:
+            raise AuditError(f"anonymized but not recorded: {path_text(staged.target)}; the next run records it") from exc
+
     def finish(self, *, is_interrupted: bool = False, is_clean_stop: bool = False) -> RunSummary:
         """Stores the run's status and totals (once; later calls return the same summary).
 
@@ -182,11 +228,75 @@ class AuditedRun:
     ) -> None:
         try:
             self.finish(is_interrupted=exc is not None)
-        except Exception:
+        except Exception as finish_error:
             if exc is None:
                 raise
             # The run already ends by an exception; that one is the one to report.
-            logger.exception("run %s could not be finished in the audit log", self.info.run_id)
+            # One line, no traceback: the cause is the audit log's, already said by the error being reported.
+            logger.warning("run %s could not be finished in the audit log: %s", self.info.run_id, finish_error)
+
+
+# What a pending row adds to the result's details: the outcome it will have once replaced, and the source's hash.
+_INTENDED_OUTCOME = "intended_outcome"
+_SOURCE_SHA256 = "source_sha256"
+
+
+def _pending(done: StagedResult) -> AnonymizationResult:
+    """The row written before a replace: the result as it will be, outcome ``pending``."""
+    result = done.result
+    details = {**result.details, _INTENDED_OUTCOME: result.outcome.value, _SOURCE_SHA256: done.source_sha256}
+    return dataclasses.replace(result, outcome=Outcome.PENDING, details=details)
+
+
+def _sha256_of(path: Path) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    except FileNotFoundError:
+        return None
+    return digest.hexdigest()
+
+
+def settle_pending(store: AuditStore, pending: StoredFile, *, run_id: str) -> Outcome | None:
+    """Records, in the run that left it, what became of a replace that was never confirmed: the file on disk holds
+    the planned output (done, with the outcome it was to have), or not (an error: the file was left as it was, or
+    changed since). Called by ``run_id``'s run, which then treats the file as usual (skips it when done).
+
+    Returns:
+        The outcome recorded; None when the file cannot be read (the pending row stays for a later run, and the
+        file fails as unreadable when it is processed).
+
+    Raises:
+        AuditError: the settlement cannot be written.
+    """
+    target = pending.output_path or pending.path
+    if target is None:  # pragma: no cover - a pending row is always a file's
+        raise ValueError(f"pending row {pending.id} has no path")
+    try:
+        found = _sha256_of(target)
+    except OSError as exc:
+        logger.warning("%s: cannot read it to settle run %s's unconfirmed replace: %s", target, pending.run_id, exc)
+        return None
+    note: dict[str, object] = {"settled_by_run": run_id, "settled_at": datetime.now(UTC).isoformat()}
+    intended = Outcome(str(pending.details.get(_INTENDED_OUTCOME, Outcome.ANONYMIZED.value)))
+    if found is not None and found == pending.output_sha256:
+        note["settled"] = "the planned output was found in place: the replace happened, its record was lost"
+        store.record_settlement(pending, outcome=intended, details=note)
+        logger.warning("%s: recorded as %s in run %s, whose record of it was lost", target, intended, pending.run_id)
+        return intended
+    if found is None:
+        message = "the run ended before this file was written: there is no output"
+    elif found == pending.details.get(_SOURCE_SHA256):
+        message = "the run ended before this file was replaced: it was left as it was"
+    else:
+        message = "the file changed since: it holds neither its source as read nor the planned output"
+    store.record_settlement(
+        pending, outcome=Outcome.ERROR, details=note, error_class=OutputError.__name__, error_message=message
+    )
+    logger.info("%s: run %s did not replace it (%s)", target, pending.run_id, message)
+    return Outcome.ERROR
 
 
 def remove_leftover(path: Path, *, mode: WriteMode) -> AnonymizationResult | None:
@@ -204,6 +314,15 @@ def remove_leftover(path: Path, *, mode: WriteMode) -> AnonymizationResult | Non
     return results.leftover_removed(path, mode=mode, started_at=started_at)
 
 
+def _settled(job: FileJob, run: AuditedRun) -> FileJob:
+    """The job, once every replace that an earlier run left unconfirmed for its file is settled."""
+    if job.destination is not None:
+        for pending in run.store.unsettled_pending(job.source):
+            if pending.run_id != run.run_id:
+                settle_pending(run.store, pending, run_id=run.run_id)
+    return job
+
+
 def _with_done_outputs(job: FileJob, run: AuditedRun) -> FileJob:
     """The job with the outputs that earlier runs with this run's settings wrote at its target."""
     target, key = job.target, run.info.settings_sha256
@@ -212,6 +331,17 @@ def _with_done_outputs(job: FileJob, run: AuditedRun) -> FileJob:
     return dataclasses.replace(
         job, done_sha256=run.store.output_hashes(job.source, output_path=target, settings_sha256=key)
     )
+
+
+def _commit(run: AuditedRun, done: StagedResult) -> None:
+    try:
+        run.commit(done)
+    except BaseException:
+        # Interrupted (Ctrl-C) or failed anywhere in it: no temporary file stays (once swapped in there is none
+        # to delete). A pending row already written is settled by the next run from what it finds.
+        if done.staged is not None:
+            discard(done.staged)
+        raise
 
 
 def run_plan(items: Iterable[PlanItem], *, executor: Executor, run: AuditedRun, is_forced: bool = False) -> AuditedRun:
@@ -228,6 +358,9 @@ def run_plan(items: Iterable[PlanItem], *, executor: Executor, run: AuditedRun, 
     Returns:
         ``run``. On an interruption (Ctrl-C) the files that were in flight are recorded once they finish, and
         the exception is re-raised (``AuditedRun`` then finishes the run as ``interrupted``).
+
+    Raises:
+        AuditError: the audit log failed: no file is replaced after that; the message names the file concerned.
     """
 
     # Files that are not media are audited in batches: a folder of sidecar files would otherwise cost one
@@ -255,17 +388,30 @@ def run_plan(items: Iterable[PlanItem], *, executor: Executor, run: AuditedRun, 
             elif isinstance(item, AnonymizationResult):
                 run.record(item)
             else:
-                yield item if is_forced else _with_done_outputs(item, run)
+                job = _settled(item, run)
+                yield job if is_forced else _with_done_outputs(job, run)
         flush()
 
     try:
-        for result in executor.results(jobs()):
-            run.record(result)
+        for done in executor.results(jobs()):
+            _commit(run, done)
+    except AuditError:
+        # The audit log is gone: nothing more is replaced; the files in flight stay as they are.
+        for done in executor.drain():
+            if done.staged is not None:
+                discard(done.staged)
+        raise
     except BaseException:
-        # The files in flight finish (each is replaced atomically either way) and are audited, so that a
+        # The files in flight finish (each replaced only once its intent is recorded) and are audited, so that a
         # resumed run knows them.
-        for result in executor.drain():
-            run.record(result)
+        drained = iter(executor.drain())
+        try:
+            for done in drained:
+                _commit(run, done)
+        finally:
+            for done in drained:  # left by an audit error: not replaced
+                if done.staged is not None:
+                    discard(done.staged)
         flush()
         raise
     return run

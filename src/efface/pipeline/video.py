@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from efface.detection.tracking import TemporalCover, TrackingSpec
-from efface.media.atomic import Original
+from efface.media.atomic import Original, Stager
 from efface.media.video import VideoOptions, VideoSource
 from efface.records import Face, VideoStats
 
@@ -135,6 +135,7 @@ def anonymize_video(
     on_frame: FrameCallback | None = None,
     permissions_from: Path | None = None,
     replacing: Original | None = None,
+    stager: Stager | None = None,
 ) -> VideoStats:
     """Anonymizes every frame of ``video`` into ``destination`` (atomically; it may be the source file).
 
@@ -148,6 +149,7 @@ def anonymize_video(
         on_frame: progress, after each encoded frame.
         permissions_from: a file whose permission bits the output takes.
         replacing: in place, the source as it was opened (``atomic_write_with``).
+        stager: stage the output there instead of swapping it in (``media.atomic.Stager``).
 
     Returns:
         What was written and the faces counted on the way.
@@ -177,6 +179,7 @@ def anonymize_video(
         on_frame=frame_done,
         permissions_from=permissions_from,
         replacing=replacing,
+        stager=stager,
     )
     return coverer.counted(written)
 

@@ -8,7 +8,7 @@ from types import TracebackType
 
 import numpy as np
 
-from efface.media.atomic import Original, atomic_write_with
+from efface.media.atomic import Original, Stager, atomic_write_with
 from efface.media.video._decode import DecodeTally, Demuxer, VideoInfo, open_container
 from efface.media.video._encode import encode_video, muxer_for
 from efface.media.video._options import FrameProcessor, VideoOptions
@@ -94,6 +94,7 @@ class VideoSource:
         on_frame: Callable[[int], None] | None = None,
         permissions_from: Path | None = None,
         replacing: Original | None = None,
+        stager: Stager | None = None,
     ) -> VideoStats:
         """Re-encodes the video stream through ``process``, copying audio and subtitles, into ``destination``.
 
@@ -108,6 +109,7 @@ class VideoSource:
             on_frame: called with the count of frames encoded so far, after each frame.
             permissions_from: a file whose permission bits the output takes (the source, into an output folder).
             replacing: in place, the source as it was opened (``atomic_write_with``).
+            stager: stage the output there instead of swapping it in (``Stager``).
 
         Returns:
             What was written: frames, encoder, quality, measured duration, copied and dropped streams.
@@ -138,6 +140,8 @@ class VideoSource:
             finally:
                 self.close()  # before the output replaces the source (they may be one file)
 
+        if stager is not None:
+            return stager.write_with(destination, write, permissions_from=permissions_from, replacing=replacing)
         return atomic_write_with(destination, write, permissions_from=permissions_from, replacing=replacing)
 
     def _check_unread(self) -> None:
