@@ -173,7 +173,8 @@ class AuditedRun:
             try:
                 self.store.record_file(self.info.run_id, _pending(done))
             except AuditError as exc:
-                raise AuditError(f"not replaced, cannot record it: {path_text(staged.target)}; {exc.message}") from exc
+                message = f"not replaced, cannot record it: {path_text(staged.target)}; {exc.message}"
+                raise AuditError(message) from exc
             try:
                 claimed.commit()  # the changed-source check, then every name swapped
             except EffaceError as exc:
@@ -184,7 +185,8 @@ class AuditedRun:
         try:
             self.record(result)
         except AuditError as exc:
-            raise AuditError(f"anonymized but not recorded: {path_text(staged.target)}; the next run records it") from exc
+            message = f"anonymized but not recorded: {path_text(staged.target)}; the next run records it"
+            raise AuditError(message) from exc
 
     def finish(self, *, is_interrupted: bool = False, is_clean_stop: bool = False) -> RunSummary:
         """Stores the run's status and totals (once; later calls return the same summary).
