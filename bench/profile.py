@@ -316,8 +316,8 @@ def load_models_timed(profile: Profile) -> Any:
     settings = load_settings(db_url="sqlite://")
     profile.wrap(centerface, "_dynamic_model_bytes", "onnx.load + make dims dynamic + serialize")
     profile.wrap(centerface, "file_sha256", "weights sha256")
-    profile.wrap(centerface, "create_session", "onnxruntime InferenceSession")
-    profile.wrap(_onnx.ort, "InferenceSession", "  (of which ort.InferenceSession itself)")
+    profile.wrap(centerface, "create_session", "create_session (providers, arena, options)")
+    profile.wrap(_onnx.ort, "InferenceSession", "ort.InferenceSession (graph load + optimise)")
     t0 = time.perf_counter()
     with profile.stage("load_models (rest)"):
         models = load_models(settings, inference_threads=1)
@@ -401,7 +401,7 @@ def summarise_detection(profile: Profile, wall_s: float) -> None:
     for (_thread, name), seconds in profile.seconds.items():
         if not name.startswith("detect"):
             continue
-        pass_name = name.split(" | ")[0]
+        pass_name = name.split(" | ")[0] if name.startswith("detect pass") else "fusion, NMS, clip (multiscale)"
         groups[pass_name][1 if name.endswith("ONNX run") else 0] += seconds
     print(f"\ndetection by pass: {'':28}{'ONNX (s)':>10}{'other (s)':>11}{'share of wall':>15}")
     for pass_name, (other, onnx) in sorted(groups.items(), key=lambda item: -sum(item[1])):
@@ -435,7 +435,10 @@ def video(models: Any, profile: Profile, source: Path, work: Path, frames: int) 
     stager = Stager()
     profile.reset()
 
+    encoded = [0]
+
     def on_frame(done: int, _expected: int | None) -> None:
+        encoded[0] = done
         if done >= frames:
             raise _Enough
 
@@ -460,10 +463,9 @@ def video(models: Any, profile: Profile, source: Path, work: Path, frames: int) 
     wall = time.perf_counter() - t0
     if stager.staged is not None:
         discard(stager.staged)
-    encoded = frames
     detected = sum(calls for (thread, name), calls in profile.calls.items() if name.startswith("detect |"))
     print(
-        f"\n3. VIDEO: {source.name}, {info.width}x{info.height} {info.codec} at {info.fps} fps, first {encoded} "
+        f"\n3. VIDEO: {source.name}, {info.width}x{info.height} {info.codec} at {info.fps} fps, first {encoded[0]} "
         f"frames encoded ({detected} detected; the tracker looks {policy.tracking.lookback_frames} frames back), "
         f"encoder {policy.video.codec or 'default'} preset {policy.video.preset} crf {policy.video.crf}, "
         f"1 inference thread, detect every {policy.tracking.detect_every} frame(s)"
@@ -473,14 +475,14 @@ def video(models: Any, profile: Profile, source: Path, work: Path, frames: int) 
         thread_rows(profile, "main", wall_s=wall),
         total_s=wall,
         per="frame",
-        count=encoded,
+        count=encoded[0],
     )
     print_table(
         "video, detect thread (runs beside the main thread), exclusive seconds; share of the same wall",
         thread_rows(profile, "detect thread", wall_s=None),
         total_s=wall,
         per="frame",
-        count=encoded,
+        count=encoded[0],
     )
     print_pass_shapes(profile)
     summarise_detection(profile, wall)
