@@ -75,7 +75,7 @@ class Profile:
         """The innermost open stage of this thread whose name starts with ``prefix`` ('' if none)."""
         for name, _children in reversed(self._stack()):
             if name.startswith(prefix):
-                return name
+                return str(name).split(" | ")[0]
         return ""
 
     @contextmanager
@@ -162,6 +162,29 @@ def _timed_call(profile: Profile, function: Callable[..., Any], name: Callable[[
     return timed
 
 
+class _TimedVideoFrame:
+    """``av.VideoFrame`` for the encoder: ``from_ndarray`` and the ``reformat`` of what it makes are timed."""
+
+    def __init__(self, frame_class: Any, profile: Profile) -> None:
+        self._frame_class = frame_class
+        self._profile = profile
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._frame_class, name)
+
+    def from_ndarray(self, array: np.ndarray, **kwargs: Any) -> Any:
+        with self._profile.stage("RGB array -> av.VideoFrame"):
+            frame = self._frame_class.from_ndarray(array, **kwargs)
+        profile = self._profile
+
+        class Reformat:
+            def reformat(self, **options: Any) -> Any:
+                with profile.stage("RGB -> YUV reformat (swscale)"):
+                    return frame.reformat(**options)
+
+        return Reformat()
+
+
 class _TimedSession:
     """An onnxruntime session whose runs are timed (and their input shapes counted) per detection pass."""
 
@@ -215,7 +238,9 @@ def instrument(profile: Profile, models: Any) -> None:
     )
     profile.wrap(multiscale.MultiScaleDetector, "_focus_pass", "detect pass focus (tiles)")
     profile.wrap(multiscale, "select_focus_cells", in_pass("select cells"))
-    profile.wrap(centerface.CenterFaceDetector, "detect_batch_raw", in_pass("tensor fill (zeros, HWC->CHW f32)"))
+    profile.wrap(
+        centerface.CenterFaceDetector, "detect_batch_raw", in_pass("tensor fill (np.zeros, HWC->CHW float32 copy)")
+    )
     centerface.cv2 = _Namespace(cv2, {"resize": _timed_call(profile, cv2.resize, in_pass("cv2.resize"))})
     multiscale.cv2 = _Namespace(
         cv2, {"copyMakeBorder": _timed_call(profile, cv2.copyMakeBorder, in_pass("tile crop + pad"))}
@@ -233,24 +258,25 @@ def instrument(profile: Profile, models: Any) -> None:
     original_encode_processed = _encode._encode_processed
 
     def encode_processed(processed: Iterator[np.ndarray], *args: Any, **kwargs: Any) -> int:
-        steps = profile.steps(processed, "wait for detection, queue, rotate")
-        with profile.stage("RGB->YUV reformat, frame checks"):
-            return original_encode_processed(steps, *args, **kwargs)
+        return original_encode_processed(profile.steps(processed, "wait for detection, queue, rotate"), *args, **kwargs)
 
     profile._restore.append((_encode, "_encode_processed", original_encode_processed))
     _encode._encode_processed = encode_processed
     profile.wrap(_encode, "_encode", "encode frame (x264)")
+    profile._restore.append((_encode, "VideoFrame", _encode.VideoFrame))
+    _encode.VideoFrame = _TimedVideoFrame(_encode.VideoFrame, profile)
     profile.wrap(_encode, "_mux", "mux copied packets")
 
 
 def print_table(title: str, rows: list[tuple[str, int, float]], *, total_s: float, per: str, count: int) -> None:
     """Rows of (stage, calls, seconds), largest first, with their share of ``total_s`` and time per item."""
     print(f"\n{title}")
-    print(f"{'stage':58}{'calls':>7}{'seconds':>10}{'share':>8}{f'ms/{per}':>11}")
+    print(f"{'stage':62}{'calls':>7}{'seconds':>10}{'share':>8}{f'ms/{per}':>11}{'ms/call':>10}")
     for name, calls, seconds in sorted(rows, key=lambda row: -row[2]):
         share = 100 * seconds / total_s if total_s else 0.0
-        print(f"{name:58}{calls:7d}{seconds:10.3f}{share:7.1f}%{1000 * seconds / max(count, 1):11.1f}")
-    print(f"{'total (wall)':58}{'':7}{total_s:10.3f}{100.0:7.1f}%{1000 * total_s / max(count, 1):11.1f}")
+        per_call = f"{1000 * seconds / calls:10.1f}" if calls else ""
+        print(f"{name:62}{calls:7d}{seconds:10.3f}{share:7.1f}%{1000 * seconds / max(count, 1):11.1f}{per_call}")
+    print(f"{'total (wall)':62}{'':7}{total_s:10.3f}{100.0:7.1f}%{1000 * total_s / max(count, 1):11.1f}")
 
 
 def thread_rows(profile: Profile, thread: str, *, wall_s: float | None) -> list[tuple[str, int, float]]:
@@ -436,10 +462,15 @@ def video(models: Any, profile: Profile, source: Path, work: Path, frames: int) 
     profile.reset()
 
     encoded = [0]
+    stopped: list[tuple[float, dict[tuple[str, str], float], Counter[tuple[str, str]], Counter[Any]]] = []
 
     def on_frame(done: int, _expected: int | None) -> None:
         encoded[0] = done
         if done >= frames:
+            # The figures as they stand now: closing the pipeline waits for the detections still in flight.
+            stopped.append(
+                (time.perf_counter(), dict(profile.seconds), Counter(profile.calls), Counter(profile.shapes))
+            )
             raise _Enough
 
     t0 = time.perf_counter()
@@ -461,6 +492,12 @@ def video(models: Any, profile: Profile, source: Path, work: Path, frames: int) 
     except _Enough:
         pass
     wall = time.perf_counter() - t0
+    if stopped:
+        stop_t, seconds, calls, shapes = stopped[0]
+        wall = stop_t - t0
+        profile.seconds.clear()
+        profile.seconds.update(seconds)
+        profile.calls, profile.shapes = calls, shapes
     if stager.staged is not None:
         discard(stager.staged)
     detected = sum(calls for (thread, name), calls in profile.calls.items() if name.startswith("detect |"))
