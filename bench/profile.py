@@ -234,7 +234,7 @@ def instrument(profile: Profile, models: Any) -> None:
     profile.wrap(
         centerface.CenterFaceDetector,
         "detect_raw",
-        lambda self, image, *, input_scale: f"detect pass x{input_scale:g} {image.shape[1]}x{image.shape[0]}",
+        lambda self, image, *, input_scale: f"detect pass x{input_scale:g}",
     )
     profile.wrap(multiscale.MultiScaleDetector, "_focus_pass", "detect pass focus (tiles)")
     profile.wrap(multiscale, "select_focus_cells", in_pass("select cells"))
