@@ -342,7 +342,12 @@ def test_sigkill_at_random_moments_leaves_every_replaced_file_recorded_or_pendin
     per_file_s = (time.monotonic() - t0) / (PHOTOS - 1)
     rng = random.Random(int(os.environ.get("EFFACE_KILL_SEED", "6")))
     pending_seen = killed_mid_run = 0
-    for _iteration in range(int(os.environ.get("EFFACE_KILL_ITERATIONS", "6"))):
+    kills = int(os.environ.get("EFFACE_KILL_ITERATIONS", "6"))
+    # A kill that lands after the run ended proves nothing: on a loaded machine the probe's pace misleads, so
+    # up to twice the kills are tried until half of them landed mid-run.
+    for iteration in range(2 * kills):
+        if iteration >= kills and killed_mid_run >= kills // 2:
+            break
         for name, content in originals.items():
             (folder / name).write_bytes(content)
         child = subprocess.Popen(_command(folder, db_url), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -361,7 +366,7 @@ def test_sigkill_at_random_moments_leaves_every_replaced_file_recorded_or_pendin
                 assert outcomes[:1] == [Outcome.PENDING], (name, outcomes)
             pending_seen += outcomes[-1:] == [Outcome.PENDING]
         # The next run (killed in its turn, or the final one) settles every pending row first.
-    assert killed_mid_run >= 3, killed_mid_run
+    assert killed_mid_run >= kills // 2, killed_mid_run
     final = subprocess.run(_command(folder, db_url), capture_output=True, text=True, timeout=300, check=False)
     assert final.returncode == 0, final.stderr
     with AuditStore(db_url) as store:
