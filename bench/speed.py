@@ -1,0 +1,324 @@
+"""Speed, memory and detection quality of efface beside deface: same photos, same video, one run.
+
+Run by hand (not a test), from the repository root:
+
+    .venv/bin/python bench/speed.py [--photos DIR] [--limit 40] [--video PATH] [--runs 3]
+
+Speed: each tool runs from its command line, as a user runs it, on a fresh copy of the same photos (in
+place) and of the same video; start-up, decoding, detection, anonymization, encoding and writing are all
+included. efface runs at its defaults (default preset, audit to a new SQLite file) once per precision
+(``--precisions``, fp32 beside int8), deface 1.5.0 at its defaults in its own virtual environment
+(``bench/_deface.py``). Each run takes the tools in a rotated order, so that no tool always runs on a
+machine warmed or loaded by another; the figures are the median of ``--runs`` runs, and the ratio to deface
+is taken within each run before the median (the machine is shared: a ratio from one run holds, an absolute
+time does not). Peak memory: the largest sum of the resident set sizes of a tool's whole process tree (the
+CLI and its pool or encoder processes), sampled every 20 ms from ``/proc``.
+
+Quality, once per precision (it does not vary between runs): the photos' recall by face height and false
+positives per image on the WIDER FACE hard set, from ``bench/coverage.py``'s own scoring of efface's default
+preset; the video's covered face-frames and longest flash-through from ``bench/video.py``'s own
+ground truth and scoring. Both are skipped (``--no-quality``) when only speed is wanted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _deface import DEFACE_VERSION, deface_executable  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Measured:
+    """One tool's one command: wall seconds, peak tree PSS and largest one-process peak RSS (MiB), items."""
+
+    wall_s: float
+    peak_mib: float
+    process_peak_mib: float
+    items: int
+
+    @property
+    def rate(self) -> float:
+        return self.items / self.wall_s
+
+
+def _tree_memory_mib(root: int) -> tuple[float, float]:
+    """The summed proportional set size of ``root`` and every descendant, and the largest peak RSS (VmHWM)
+    of any one of them, from ``/proc`` (0 once they are gone).
+
+    PSS splits each shared page among the processes that map it, so forked pool processes that share their
+    parent's pages are not counted twice (a plain RSS sum would count them once per process).
+    """
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:  # the process ended while it was read
+            continue
+        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    total_kib, largest_kib, todo = 0, 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, ()))
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        total_kib += _kib(rollup, "Pss:")
+        largest_kib = max(largest_kib, _kib(status, "VmHWM:"))
+    return total_kib / 1024, largest_kib / 1024
+
+
+def _kib(text: str, key: str) -> int:
+    return next((int(line.split()[1]) for line in text.splitlines() if line.startswith(key)), 0)
+
+
+def measure(command: Sequence[str], items: int) -> Measured:
+    """Runs ``command`` to its end; its wall time and the peak PSS of its process tree."""
+    t0 = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = process_peak = 0.0
+    while child.poll() is None:
+        tree, largest = _tree_memory_mib(child.pid)
+        peak, process_peak = max(peak, tree), max(process_peak, largest)
+        time.sleep(0.05)
+    wall = time.perf_counter() - t0
+    stderr = child.stderr.read().decode(errors="replace") if child.stderr else ""
+    if child.returncode != 0:
+        raise SystemExit(f"{command[0]} exited {child.returncode}: {stderr.strip()[-2000:]}")
+    return Measured(wall, peak, process_peak, items)
+
+
+def _fresh_photos(images: list[Path], folder: Path) -> list[Path]:
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    copies = []
+    for index, path in enumerate(images):
+        copy = folder / f"{index:05d}{path.suffix.lower()}"
+        shutil.copyfile(path, copy)
+        copies.append(copy)
+    return copies
+
+
+def _video_frames(video: Path) -> int:
+    import av
+
+    with av.open(str(video)) as container:
+        return sum(1 for _ in container.demux(video=0) if _.size)
+
+
+def _efface() -> str:
+    return str(Path(sys.executable).parent / "efface")
+
+
+def efface_precisions(wanted: Sequence[str]) -> list[str]:
+    """The precisions asked for that this build of efface offers (an older build has fp32 only)."""
+    help_text = subprocess.run([_efface(), "anonymize", "--help"], capture_output=True, text=True, check=True).stdout
+    if "--precision" in help_text:
+        return list(wanted)
+    if "fp32" not in wanted:
+        raise SystemExit("this build of efface has no --precision option: it runs fp32 only")
+    print("note: this build of efface has no --precision option; efface runs fp32 only")
+    return ["fp32"]
+
+
+def _precision_options(precision: str, offered: Sequence[str]) -> list[str]:
+    return ["--precision", precision] if len(offered) > 1 or precision != "fp32" else []
+
+
+def photo_run(
+    images: list[Path], precisions: Sequence[str], offered: Sequence[str], work: Path, order: int
+) -> dict[str, Measured]:
+    tools: list[tuple[str, list[str] | None]] = [(f"deface {DEFACE_VERSION}", None)]
+    tools += [(f"efface {p}", _precision_options(p, offered)) for p in precisions]
+    shift = order % len(tools)
+    results = {}
+    for label, options in tools[shift:] + tools[:shift]:
+        folder = work / "photos"
+        copies = _fresh_photos(images, folder)
+        if options is None:
+            command = [str(deface_executable()), *map(str, copies)]
+        else:
+            db = work / "audit.sqlite3"
+            db.unlink(missing_ok=True)
+            command = [_efface(), "anonymize", str(folder), "--db", f"sqlite:///{db}", *options]
+        results[label] = measure(command, len(copies))
+    return results
+
+
+def video_run(
+    video: Path, frames: int, precisions: Sequence[str], offered: Sequence[str], work: Path, order: int
+) -> dict[str, Measured]:
+    tools: list[tuple[str, list[str] | None]] = [(f"deface {DEFACE_VERSION}", None)]
+    tools += [(f"efface {p}", _precision_options(p, offered)) for p in precisions]
+    shift = order % len(tools)
+    results = {}
+    for label, options in tools[shift:] + tools[:shift]:
+        folder = work / "video"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        copy = folder / f"input{video.suffix}"
+        shutil.copyfile(video, copy)
+        if options is None:
+            command = [str(deface_executable()), str(copy), "-o", str(folder / f"deface{video.suffix}")]
+        else:
+            db = work / "audit.sqlite3"
+            db.unlink(missing_ok=True)
+            command = [_efface(), "anonymize", str(copy), "--db", f"sqlite:///{db}", *options]
+        results[label] = measure(command, frames)
+    return results
+
+
+def _load_bench(name: str) -> ModuleType:
+    """A sibling bench script as a module (``coverage`` would clash with the coverage package)."""
+    spec = importlib.util.spec_from_file_location(f"efface_bench_{name}", ROOT / "bench" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def photo_quality(args: argparse.Namespace, precisions: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Per precision: recall by height, FP/img and covered share of the default preset on the hard set."""
+    coverage = _load_bench("coverage")
+    from efface.detection.presets import DEFAULT_PRESET
+    from efface.records import TransformSpec
+    from efface.transforms import Anonymizer
+    from efface.verify.metrics import HeightBin
+
+    sets = coverage.load_sets(
+        argparse.Namespace(images=args.annotated, annotations=args.annotations, difficulty=args.difficulty)
+    )
+    main_set = "hard" if "hard" in sets else "all"
+    paths = [image.path for image in sets[main_set]]
+    figures = {}
+    for precision in precisions:
+        kwargs = {"precision": precision} if len(precisions) > 1 or precision != "fp32" else {}
+        detector, policy, found, sizes, _detect_s, _inference_s = coverage.efface_detections(
+            paths, DEFAULT_PRESET, **kwargs
+        )
+        reports = coverage.score(sets, found, detector.spec.score_threshold, policy.anonymizer, sizes)
+        main = reports[main_set]
+        figures[f"efface {precision}"] = {
+            **{f"R {b.value}": main.found_by_height[b].share for b in HeightBin},
+            "FP/img": main.fp_per_image,
+            "covered": main.covered_share,
+        }
+    deface_found, _ = coverage.deface_detections(paths, Path(tempfile.mkdtemp(prefix="efface-bench-")))
+    region = Anonymizer(TransformSpec(box_scale=1.3))
+    reports = coverage.score(sets, deface_found, coverage.DEFACE_THRESHOLD, region, sizes)
+    main = reports[main_set]
+    figures[f"deface {DEFACE_VERSION}"] = {
+        **{f"R {b.value}": main.found_by_height[b].share for b in HeightBin},
+        "FP/img": main.fp_per_image,
+        "covered": main.covered_share,
+    }
+    return figures
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def summarize(runs: list[dict[str, Measured]], baseline: str) -> dict[str, dict[str, float]]:
+    """Median rate, median per-run ratio to the baseline, and the largest peak PSS of each tool."""
+    summary = {}
+    for label in runs[0]:
+        summary[label] = {
+            "rate": _median([run[label].rate for run in runs]),
+            "ratio": _median([run[label].rate / run[baseline].rate for run in runs]),
+            "peak_mib": max(run[label].peak_mib for run in runs),
+            "process_peak_mib": max(run[label].process_peak_mib for run in runs),
+            "ratios": [round(run[label].rate / run[baseline].rate, 3) for run in runs],
+        }
+    return summary
+
+
+def _print_speed(title: str, unit: str, summary: dict[str, dict[str, float]]) -> None:
+    print(title)
+    print(
+        f"tool | {unit} (median) | x deface (median of per-run ratios) | per-run ratios"
+        " | peak PSS MiB (tree) | peak RSS MiB (one process)"
+    )
+    for label, row in summary.items():
+        ratios = ", ".join(f"{r:.2f}" for r in row["ratios"])  # type: ignore[attr-defined]
+        memory = f"{row['peak_mib']:.0f} | {row['process_peak_mib']:.0f}"
+        print(f"{label} | {row['rate']:.2f} | {row['ratio']:.2f} | {ratios} | {memory}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=Path, default=SHARED / "wider-dev" / "images", help="walked recursively")
+    parser.add_argument("--limit", type=int, default=40, help="photos to time")
+    parser.add_argument("--video", type=Path, default=SHARED / "video" / "crowd_1080p.mp4")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--precisions", default="fp32,int8", help="efface's inference precisions, comma-separated")
+    parser.add_argument("--annotated", type=Path, default=SHARED / "wider-dev" / "images", help="for recall")
+    parser.add_argument("--annotations", type=Path, default=SHARED / "wider-dev" / "wider_face_gt.txt")
+    parser.add_argument("--difficulty", type=Path, default=SHARED / "wider-dev" / "difficulty.json")
+    parser.add_argument("--no-quality", action="store_true", help="speed and memory only")
+    parser.add_argument("--no-video", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+
+    offered = efface_precisions(args.precisions.split(","))
+    images = sorted(p for p in args.photos.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[: args.limit]
+    if not images:
+        raise SystemExit(f"no photos under {args.photos}")
+    baseline = f"deface {DEFACE_VERSION}"
+    figures: dict[str, object] = {"load_before": os.getloadavg()}
+    with tempfile.TemporaryDirectory(prefix="efface-bench-speed-") as scratch:
+        work = Path(scratch)
+        photo_runs, video_runs = [], []
+        frames = 0 if args.no_video else _video_frames(args.video)
+        for order in range(args.runs):
+            photo_runs.append(photo_run(images, offered, offered, work, order))
+            if not args.no_video:
+                video_runs.append(video_run(args.video, frames, offered, offered, work, order))
+    figures["load_after"] = os.getloadavg()
+    figures["photos"] = summarize(photo_runs, baseline)
+    _print_speed(
+        f"{len(images)} photos from {args.photos}, {args.runs} runs; whole command lines, start-up included",
+        "images/s",
+        figures["photos"],  # type: ignore[arg-type]
+    )
+    if video_runs:
+        figures["video"] = summarize(video_runs, baseline)
+        _print_speed(f"{args.video.name}: {frames} frames, {args.runs} runs", "fps", figures["video"])  # type: ignore[arg-type]
+    if not args.no_quality:
+        quality = photo_quality(args, offered)
+        figures["recall"] = quality
+        print("recall on the WIDER hard set (default preset; deface at its defaults)")
+        keys = list(next(iter(quality.values())))
+        print("tool | " + " | ".join(keys))
+        for label, row in quality.items():
+            print(f"{label} | " + " | ".join(f"{row[k]:.3f}" for k in keys))
+    print(f"load average before {figures['load_before']}, after {figures['load_after']}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2, default=dataclasses.asdict))
+
+
+if __name__ == "__main__":
+    main()
