@@ -254,9 +254,15 @@ def _fifo(path: Path) -> None:
 
 
 def _unix_socket(path: Path) -> None:
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(str(path))
-    listener.close()  # the socket file stays
+    # Bound by its name from inside its folder: a socket's path is limited to 107 bytes, a temporary folder's is not.
+    here = Path.cwd()
+    os.chdir(path.parent)
+    try:
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(path.name)
+        listener.close()  # the socket file stays
+    finally:
+        os.chdir(here)
 
 
 @pytest.mark.parametrize("make", [_folder, _fifo, _unix_socket], ids=["folder", "fifo", "socket"])
