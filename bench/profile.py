@@ -162,19 +162,23 @@ def _timed_call(profile: Profile, function: Callable[..., Any], name: Callable[[
     return timed
 
 
-class _TimedVideoFrame:
-    """``av.VideoFrame`` for the encoder: ``from_ndarray`` and the ``reformat`` of what it makes are timed."""
+class _Timed:
+    """Stands in for ``wrapped``: a subclass times some of its methods, every other name is passed through."""
 
-    def __init__(self, frame_class: Any, profile: Profile) -> None:
-        self._frame_class = frame_class
+    def __init__(self, wrapped: Any, profile: Profile) -> None:
+        self._wrapped = wrapped
         self._profile = profile
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._frame_class, name)
+        return getattr(self._wrapped, name)
+
+
+class _TimedVideoFrame(_Timed):
+    """``av.VideoFrame`` for the encoder: ``from_ndarray`` and the ``reformat`` of what it makes are timed."""
 
     def from_ndarray(self, array: np.ndarray, **kwargs: Any) -> Any:
         with self._profile.stage("RGB array -> av.VideoFrame"):
-            frame = self._frame_class.from_ndarray(array, **kwargs)
+            frame = self._wrapped.from_ndarray(array, **kwargs)
         profile = self._profile
 
         class Reformat:
@@ -185,22 +189,15 @@ class _TimedVideoFrame:
         return Reformat()
 
 
-class _TimedSession:
+class _TimedSession(_Timed):
     """An onnxruntime session whose runs are timed (and their input shapes counted) per detection pass."""
-
-    def __init__(self, session: Any, profile: Profile) -> None:
-        self._session = session
-        self._profile = profile
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._session, name)
 
     def run(self, output_names: Any, feed: dict[str, np.ndarray], options: Any = None) -> Any:
         pass_name = self._profile.current("detect pass")
         (tensor,) = feed.values()
         self._profile.shapes[pass_name, tuple(tensor.shape)] += 1
         with self._profile.stage(f"{pass_name} | ONNX run"):
-            return self._session.run(output_names, feed, options)
+            return self._wrapped.run(output_names, feed, options)
 
 
 def instrument(profile: Profile, models: Any) -> None:

@@ -31,7 +31,9 @@ from skimage import data
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests" / "service"))
 
+from _proc import tree_rss_bytes  # noqa: E402
 from serve import start_server  # noqa: E402
 
 _SAMPLE_EVERY_S = 0.02
@@ -48,25 +50,6 @@ def large_photo_jpeg(side_px: int) -> bytes:
     sink = io.BytesIO()
     Image.fromarray(canvas).save(sink, format="JPEG", quality=85)
     return sink.getvalue()
-
-
-def tree_rss_bytes(pid: int) -> int:
-    """RSS of a process and all its descendants, from /proc."""
-    total, pending = 0, [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-            children = [
-                int(child)
-                for task in Path(f"/proc/{current}/task").iterdir()
-                for child in (task / "children").read_text().split()
-            ]
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        total += next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-        pending.extend(children)
-    return total
 
 
 def main() -> None:

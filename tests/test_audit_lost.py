@@ -155,16 +155,25 @@ def _assert_next_run_records_everything(
         assert outcomes.count(Outcome.PENDING) <= 1 and outcomes[-1:] != [Outcome.PENDING], (name, outcomes)
 
 
+def _photos_and_migrated_schema(
+    tmp_path: Path, astronaut: np.ndarray, pg_schema_url: tuple[str, str]
+) -> tuple[Path, dict[str, bytes], str]:
+    """(the photos' folder, their original bytes, the schema's direct URL), the schema migrated before the run
+    so that the proxy sees only the run's own writes."""
+    folder = tmp_path / "photos"
+    originals = _make_photos(folder, astronaut)
+    direct_url = pg_schema_url[1].format(port=PG_PORT)
+    AuditStore(direct_url).close()
+    return folder, originals, direct_url
+
+
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_postgres_cut_between_replace_and_record_names_the_file_and_the_next_run_records_it(
     tmp_path: Path, astronaut: np.ndarray, pg_schema_url: tuple[str, str]
 ) -> None:
-    _schema, url_template = pg_schema_url
-    folder = tmp_path / "photos"
-    originals = _make_photos(folder, astronaut)
-    direct_url = url_template.format(port=PG_PORT)
-    AuditStore(direct_url).close()  # migrated before the run, so the proxy sees only the run's own writes
+    folder, originals, direct_url = _photos_and_migrated_schema(tmp_path, astronaut, pg_schema_url)
+    url_template = pg_schema_url[1]
     third = folder / "photo_2.png"
     proxy = CuttingProxy(third)
 
@@ -195,11 +204,8 @@ def test_postgres_cut_between_replace_and_record_names_the_file_and_the_next_run
 def test_sigkill_between_replace_and_record_is_found_and_recorded_by_the_next_run(
     tmp_path: Path, astronaut: np.ndarray, pg_schema_url: tuple[str, str]
 ) -> None:
-    _schema, url_template = pg_schema_url
-    folder = tmp_path / "photos"
-    originals = _make_photos(folder, astronaut)
-    direct_url = url_template.format(port=PG_PORT)
-    AuditStore(direct_url).close()
+    folder, originals, direct_url = _photos_and_migrated_schema(tmp_path, astronaut, pg_schema_url)
+    url_template = pg_schema_url[1]
     fourth = folder / "photo_3.png"
     proxy = CuttingProxy(fourth)
     child = subprocess.Popen(
@@ -254,6 +260,21 @@ def _stop_after_lines(child: subprocess.Popen[str], lines: int) -> list[str]:
     return seen
 
 
+def _assert_third_refused_aloud(
+    returncode: int, err: str, folder: Path, originals: dict[str, bytes], *, reason: str
+) -> None:
+    """The run stopped at its third file with one error line naming it and ``reason``; that file and the ones
+    after it are byte-identical (refused, not replaced) and no temporary file is left beside them."""
+    assert returncode == 1, err
+    third = folder / "photo_2.png"
+    error_lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and error_lines[0].startswith(f"error: not replaced, cannot record it: {third}; "), err
+    assert reason in error_lines[0] and "Traceback" not in err
+    for name in ("photo_2.png", "photo_3.png", "photo_4.png", "photo_5.png"):
+        assert (folder / name).read_bytes() == originals[name], name
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
 @pytest.mark.slow
 def test_sqlite_disk_full_mid_run_refuses_the_replace_aloud(
     tmp_path: Path, astronaut: np.ndarray, small_tmpfs: Path
@@ -267,14 +288,7 @@ def test_sqlite_disk_full_mid_run_refuses_the_replace_aloud(
     os.kill(child.pid, signal.SIGCONT)
     _out, err = child.communicate(timeout=300)
 
-    assert child.returncode == 1, err
-    third = folder / "photo_2.png"
-    error_lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(error_lines) == 1 and error_lines[0].startswith(f"error: not replaced, cannot record it: {third}; "), err
-    assert "database or disk is full" in error_lines[0] and "Traceback" not in err
-    for name in ("photo_2.png", "photo_3.png", "photo_4.png", "photo_5.png"):
-        assert (folder / name).read_bytes() == originals[name], name  # refused: byte-identical
-    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+    _assert_third_refused_aloud(child.returncode, err, folder, originals, reason="database or disk is full")
 
     (small_tmpfs / "filler").unlink()
     _assert_next_run_records_everything(folder, db_url, originals, changed_unrecorded=set())
@@ -310,13 +324,7 @@ def test_sqlite_locked_by_another_process_refuses_the_replace_aloud(tmp_path: Pa
     finally:
         locker.communicate("")  # releases the lock
 
-    assert child.returncode == 1, err
-    third = folder / "photo_2.png"
-    error_lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(error_lines) == 1 and error_lines[0].startswith(f"error: not replaced, cannot record it: {third}; "), err
-    assert "database is locked" in error_lines[0] and "Traceback" not in err
-    for name in ("photo_2.png", "photo_3.png", "photo_4.png", "photo_5.png"):
-        assert (folder / name).read_bytes() == originals[name], name
+    _assert_third_refused_aloud(child.returncode, err, folder, originals, reason="database is locked")
     _assert_next_run_records_everything(folder, db_url, originals, changed_unrecorded=set())
 
 

@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import stat
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from efface.errors import OutputError
-from efface.media.atomic import TEMP_MARKER, atomic_write_bytes, find_leftovers, is_leftover, temp_path_for
+from efface.media.atomic import (
+    TEMP_MARKER,
+    atomic_write_bytes,
+    find_leftovers,
+    is_leftover,
+    leftovers_of,
+    release,
+    remove_if_leftover,
+    stage_bytes,
+    temp_path_for,
+)
 
 
 def _tree(folder: Path) -> set[Path]:
@@ -230,3 +242,70 @@ def test_find_leftovers_does_not_follow_symlinked_folders(tmp_path: Path) -> Non
     (scanned / "link").symlink_to(outside, target_is_directory=True)
 
     assert list(find_leftovers(scanned)) == []
+
+
+def _folder(path: Path) -> None:
+    path.mkdir()
+    (path / "inside.txt").write_bytes(b"kept")
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _unix_socket(path: Path) -> None:
+    # Bound by its name from inside its folder: a socket's path is limited to 107 bytes, a temporary folder's is not.
+    here = Path.cwd()
+    os.chdir(path.parent)
+    try:
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(path.name)
+        listener.close()  # the socket file stays
+    finally:
+        os.chdir(here)
+
+
+@pytest.mark.parametrize("make", [_folder, _fifo, _unix_socket], ids=["folder", "fifo", "socket"])
+def test_what_is_not_a_regular_file_under_a_temporary_name_is_left_alone(
+    tmp_path: Path, make: Callable[[Path], None]
+) -> None:
+    # efface only ever makes regular files: anything else named like its temporary files (beside a given file,
+    # say) is someone's, and deleting it, or failing on it, is not the sweep's business.
+    target = tmp_path / "photo.jpg"
+    target.write_bytes(b"photo")
+    other = tmp_path / f"{TEMP_MARKER}abc.jpg"
+    make(other)
+
+    assert leftovers_of(target) == [other]
+    assert remove_if_leftover(other) is False
+    assert other.exists()
+
+
+def test_a_forked_child_does_not_keep_a_staged_file_locked(tmp_path: Path) -> None:
+    """A fork shares the open file that holds a staged file's lock: without dropping its copies, a child would
+    keep the lock after the parent let go of it, and a sweep would leave the leftover alone."""
+    staged = stage_bytes(tmp_path / "out.jpg", b"new")
+    read_end, write_end = os.pipe()
+    ready_read, ready_write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork in a process with threads (pytest's)
+        child = os.fork()
+    if child == 0:  # the child: lives on, holding whatever it inherited, until the parent is done
+        try:
+            os.close(write_end)
+            os.write(ready_write, b"!")  # its fork hooks have run
+            os.read(read_end, 1)
+        finally:
+            os._exit(0)
+    os.close(read_end)
+    os.close(ready_write)
+    try:
+        assert os.read(ready_read, 1) == b"!"
+        release(staged)  # as a parent killed before the swap: its lock is gone
+
+        assert remove_if_leftover(staged.temp_path) is True
+        assert not staged.temp_path.exists()
+    finally:
+        os.close(write_end)
+        os.close(ready_read)
+        os.waitpid(child, 0)

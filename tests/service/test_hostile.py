@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
+from ._proc import tree_rss_bytes
 from .conftest import CLEAN_EXITS, jpeg, start_server, stop_server
 
 pytestmark = pytest.mark.slow
@@ -95,25 +96,6 @@ def large_photo_jpeg(astronaut: np.ndarray, side_px: int = LARGEST_SIDE_PX) -> b
     for y, x in ((500, 500), (3000, 4000), (6000, 1200)):
         canvas[y : y + 512, x : x + 512] = astronaut
     return jpeg(canvas, quality=85)
-
-
-def tree_rss_bytes(pid: int) -> int:
-    """RSS of a process and all its descendants, from /proc."""
-    total, pending = 0, [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-            children = [
-                int(child)
-                for task in Path(f"/proc/{current}/task").iterdir()
-                for child in (task / "children").read_text().split()
-            ]
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # it has just exited
-        total += next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-        pending.extend(children)
-    return total
 
 
 def test_the_largest_accepted_image_is_detected_in_bounded_memory(tmp_path: Path, astronaut: np.ndarray) -> None:

@@ -24,6 +24,7 @@ import fcntl
 import logging
 import os
 import secrets
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.reduction import DupFd
@@ -152,7 +153,8 @@ def remove_if_leftover(path: Path) -> bool:
         path: a temporary file (``is_leftover``).
 
     Returns:
-        True when it was deleted; False when it belongs to a live run (left alone) or is already gone.
+        True when it was deleted; False when it belongs to a live run (left alone), is already gone, or is not a
+        regular file (a folder, a socket, a FIFO: efface never makes one, so someone's stays).
 
     Raises:
         OSError: it could not be opened or deleted.
@@ -162,10 +164,12 @@ def remove_if_leftover(path: Path) -> bool:
     except FileNotFoundError:
         return False
     except OSError:
-        if not path.is_symlink():
-            raise
-        path.unlink(missing_ok=True)  # a link under a temporary name is not efface's, nor a live file
-        return True
+        if path.is_symlink():
+            path.unlink(missing_ok=True)  # a link under a temporary name is not efface's, nor a live file
+            return True
+        if not path.is_file():  # a socket (which cannot be opened), a device
+            return False
+        raise
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -175,6 +179,8 @@ def remove_if_leftover(path: Path) -> bool:
             if not _names_open_file(path, fd):
                 return False  # the writer swapped it in (or another sweep took it) meanwhile
         except FileNotFoundError:
+            return False
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             return False
         path.unlink()
         return True
@@ -345,6 +351,20 @@ class _FdHandle(Protocol):
 # ``hold`` put one here, ``claim`` takes it out (to swap or discard the file), ``hand_over`` passes it on to the
 # process that will, ``release`` lets it go.
 _held: dict[Path, int] = {}
+
+
+def _forget_held_in_child() -> None:
+    """In a child made by ``fork``: closes its copies of the held descriptors. A lock belongs to the open file,
+    which a fork shares, so a child that kept them (a pool process forked by a library's user) would keep each
+    staged file locked after the parent swapped, discarded or died with it, and a sweep would leave the
+    leftover of a dead parent alone for as long as the child lives. The parent's own locks are unchanged."""
+    for fd in _held.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_forget_held_in_child)
 
 
 def stage_with(

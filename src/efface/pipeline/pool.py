@@ -309,7 +309,10 @@ def _remove_leftovers(job: FileJob) -> None:
     if job.destination is None:
         return
     for leftover in leftovers_of(job.destination):
-        remove_if_leftover(leftover)
+        try:
+            remove_if_leftover(leftover)
+        except OSError as exc:  # one that cannot be deleted must not end the run: the next run's walk retries it
+            logger.warning("cannot remove leftover temporary file %s: %s", leftover, exc)
 
 
 def crashed_result(job: FileJob, *, reason: str) -> AnonymizationResult:
