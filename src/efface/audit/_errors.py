@@ -4,18 +4,25 @@ error raised inside a ``translate_errors`` block leaves this package as ``AuditE
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import sqlalchemy as sa
-from alembic.script.revision import RevisionError
-from alembic.util import CommandError
 
 from efface.errors import AuditError
 
 __all__ = ["translate_errors"]
 
-_FOREIGN_ERRORS = (sa.exc.SQLAlchemyError, CommandError, RevisionError, OSError)
+_FOREIGN_ERRORS: tuple[type[BaseException], ...] = (sa.exc.SQLAlchemyError, OSError)
+# Alembic is imported only to migrate an older database (``store._upgrade``), not by every command that opens the
+# audit log; its errors are looked up once it is loaded: one that is not imported cannot have raised anything.
+_ALEMBIC_ERRORS = (("alembic.util", "CommandError"), ("alembic.script.revision", "RevisionError"))
+
+
+def _foreign_errors() -> tuple[type[BaseException], ...]:
+    loaded = [getattr(sys.modules[module], name) for module, name in _ALEMBIC_ERRORS if module in sys.modules]
+    return (*_FOREIGN_ERRORS, *loaded)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -37,5 +44,7 @@ def translate_errors(action: str) -> Iterator[None]:
     """
     try:
         yield
-    except _FOREIGN_ERRORS as exc:
+    except Exception as exc:
+        if not isinstance(exc, _foreign_errors()):
+            raise
         raise AuditError(f"cannot {action}: {_one_line(exc)}") from exc

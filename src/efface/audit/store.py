@@ -20,22 +20,18 @@ from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 from efface.audit import ledger
 from efface.audit._errors import translate_errors
-from efface.audit.chain import EventKind, Fields
+from efface.audit.chain import Event, EventKind, Fields, payload_sha256
 from efface.audit.ledger import PruneCounts
 from efface.audit.query import AuditTable, RecordFilter, matches_path, select_records
 from efface.audit.summary import ActivitySummary, ReportScope, summarize
-from efface.audit.tables import CONTENT_SCHEMA, files, runs, validations
+from efface.audit.tables import CONTENT_SCHEMA, files, metadata, runs, validations
 from efface.audit.urls import engine_url
 from efface.audit.verifier import ChainReport, ChainVerifier
 from efface.errors import AuditError, ConfigurationError
@@ -53,9 +49,29 @@ from efface.text import path_text
 
 __all__ = ["AUDIT_KEY_ENV", "AuditStore", "StoredFile", "StoredRun", "audit_key_from_env"]
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 logger = logging.getLogger(__name__)
 
 _MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# The newest revision in ``migrations/versions``, which ``tables.py`` declares. Known here so that opening a
+# database already at it asks SQL alone, without loading Alembic and its scripts; a test checks it is Alembic's head.
+SCHEMA_HEAD = "0007"
+# Alembic's bookkeeping table, as Alembic creates it (``DefaultImpl.version_table_impl``): written here for a new
+# database created at the head, read here to see whether a database is at it.
+_alembic_version = sa.Table(
+    "alembic_version",
+    sa.MetaData(),
+    sa.Column("version_num", sa.String(32), nullable=False),
+    sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+)
+# The first chain row of a new database, as migration 0004 writes it when it starts the chain of an empty one
+# (no records to chain; written before content versions, so with none).
+_GENESIS_PAYLOAD: dict[str, Any] = {
+    "schema_revision": "0004",
+    "chained_existing_records": {"runs": 0, "files": 0, "validations": 0},
+}
 # Worker processes wait this long for another writer's lock before failing (unless the URL says ?timeout=).
 _SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Any constant: serialises concurrent first-time migrations of one PostgreSQL database.
@@ -191,6 +207,8 @@ def _lock_for_migration(connection: Connection) -> None:
 
 
 def _alembic_config(migrations: Path) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(migrations))
     config.set_main_option("path_separator", "os")
@@ -199,23 +217,60 @@ def _alembic_config(migrations: Path) -> Config:
 
 def schema_head(migrations: Path = _MIGRATIONS_DIR) -> str:
     """The newest revision of a migrations folder (efface's own by default): what an opened store migrates to."""
+    if migrations == _MIGRATIONS_DIR:
+        return SCHEMA_HEAD
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(_alembic_config(migrations)).get_current_head()
     if head is None:
         raise AuditError(f"the audit migrations in {migrations} have no head revision")
     return head
 
 
-def _migrate(engine: Engine, *, key: bytes | None, migrations: Path) -> None:
+def _revisions(connection: Connection) -> list[str] | None:
+    """The revisions ``alembic_version`` holds (one, unless a database has branches), or None without the table."""
+    if not sa.inspect(connection).has_table(_alembic_version.name):
+        return None
+    return list(connection.execute(sa.select(_alembic_version.c.version_num)).scalars())
+
+
+def _create_at_head(connection: Connection, *, key: bytes | None) -> None:
+    """Gives an empty database the schema that the migrations end with, in one step: the declared tables, the
+    genesis row migration 0004 writes for an empty database, and the head revision, stamped.
+
+    A test checks that a database made so and one migrated revision by revision have the same schema and the
+    same genesis row; a migration that changes more than the schema (as 0004 does) must be mirrored here.
+    """
+    metadata.create_all(connection, checkfirst=False)
+    genesis = Event(EventKind.GENESIS, payload_sha256(_GENESIS_PAYLOAD), payload=_GENESIS_PAYLOAD)
+    ledger.append(connection, [genesis], key=key)
+    _alembic_version.create(connection)
+    connection.execute(_alembic_version.insert().values(version_num=SCHEMA_HEAD))
+    logger.info("created the audit schema at revision %s", SCHEMA_HEAD)
+
+
+def _upgrade(connection: Connection, *, key: bytes | None, migrations: Path) -> None:
+    """Runs the migrations from the database's revision to the head with Alembic (imported only here)."""
+    from alembic import command
+
     config = _alembic_config(migrations)
+    config.attributes["connection"] = connection
+    # 0004 chains the rows that exist already, keyed when this store has a key.
+    config.attributes["chain_key"] = key
+    command.upgrade(config, "head")
+
+
+def _migrate(engine: Engine, *, key: bytes | None, migrations: Path) -> None:
     head = schema_head(migrations)
     with engine.begin() as connection:
         _lock_for_migration(connection)
-        if MigrationContext.configure(connection).get_current_revision() == head:
+        revisions = _revisions(connection)
+        if revisions == [head]:
             return
-        config.attributes["connection"] = connection
-        # 0004 chains the rows that exist already, keyed when this store has a key.
-        config.attributes["chain_key"] = key
-        command.upgrade(config, "head")
+        if revisions is None and migrations == _MIGRATIONS_DIR and not sa.inspect(connection).get_table_names():
+            _create_at_head(connection, key=key)
+            return
+        _upgrade(connection, key=key, migrations=migrations)
 
 
 def _faces_json(result: AnonymizationResult) -> list[dict[str, Any]]:
@@ -299,7 +354,9 @@ def _stored_validation(row: _Row) -> ValidationRecord:
 class AuditStore:
     """The audit log of runs, files and validations in one SQLite or PostgreSQL database, under a hash chain.
 
-    Opening migrates the database to the newest schema with Alembic. Each write commits at once, so a
+    Opening brings the database to the newest schema: an empty one is created at it directly (the declared
+    tables, stamped with the head revision), an older one is migrated with Alembic, and one at the head is only
+    read (its revision, by plain SQL). Each write commits at once, so a
     killed process loses at most the file in flight. Several processes may write to one database: appends
     are serialised by the chain's lock.
 

@@ -7,17 +7,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.markup import escape
 
-from efface.audit import AuditStore
 from efface.cli._render import print_error
 from efface.config import Settings, default_database_url, load_settings
 from efface.detection.presets import preset_spec
 from efface.errors import EffaceError
 from efface.records import MAX_PIXELATE_BLOCKS, MIN_BLUR_KERNEL_FRACTION, Device, MaskShape, Method, Preset
+
+if TYPE_CHECKING:
+    from efface.audit import AuditStore
 
 __all__ = [
     "EXIT_FILES_FAILED",
@@ -155,4 +157,7 @@ def load(config: Path | None, **overrides: object) -> Settings:
 
 def open_store(settings: Settings) -> AuditStore:
     """The audit store of the settings' database."""
+    # Imported here, not at the top: ``efface --help`` and the commands that need no database skip SQLAlchemy.
+    from efface.audit import AuditStore
+
     return or_exit(lambda: AuditStore(settings.db_url))

@@ -12,6 +12,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -19,16 +20,19 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from efface.audit import StoredFile, StoredRun
-from efface.audit.keys import ApiKey
-from efface.audit.verifier import ChainReport
-from efface.config import Settings
 from efface.records import AnonymizationResult, Outcome, RunSummary
 from efface.text import path_text, printable
-from efface.verify.coverage import CoverageRun
-from efface.verify.metrics import HeightBin
-from efface.verify.recognizers import FaceRecognizer
-from efface.verify.strength import Attacker, StrengthReport
+
+# Every command imports this module: the records it prints are named for the type checker only, and the
+# verify enums are imported by the functions that print them, so ``efface anonymize`` loads no verify code.
+if TYPE_CHECKING:
+    from efface.audit import StoredFile, StoredRun
+    from efface.audit.keys import ApiKey
+    from efface.audit.verifier import ChainReport
+    from efface.config import Settings
+    from efface.verify.coverage import CoverageRun
+    from efface.verify.recognizers import FaceRecognizer
+    from efface.verify.strength import StrengthReport
 
 __all__ = [
     "configure_logging",
@@ -169,6 +173,8 @@ def _share(value: float | None) -> str:
 
 def print_coverage(validation_id: str, run: CoverageRun, settings: Settings) -> None:
     """Recall and coverage by face height, then the other figures of a coverage run."""
+    from efface.verify.metrics import HeightBin
+
     report = run.report
     title = (
         f"coverage ({settings.preset.value} preset, threshold {report.score_threshold:g}), "
@@ -199,6 +205,8 @@ def print_coverage(validation_id: str, run: CoverageRun, settings: Settings) -> 
 
 def print_strength(validation_id: str, report: StrengthReport, recognizers: Sequence[FaceRecognizer]) -> None:
     """Rank-1 identification per treatment and attacker, then the per-identity figures."""
+    from efface.verify.strength import Attacker
+
     table = Table(
         title=f"rank-1 identification ({report.identities} people, {report.probes} probes, gallery "
         f"{report.gallery_size}), validation {validation_id[:12]}",

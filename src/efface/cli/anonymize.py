@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import TaskID
@@ -44,12 +44,11 @@ from efface.cli._render import (
     stderr,
 )
 from efface.errors import EffaceError
-from efface.pipeline.build import audited_settings, build_policy, inference_threads_for, load_models
-from efface.pipeline.executors import fit_processes, open_executor
-from efface.pipeline.jobs import PlanItem, plan_jobs
-from efface.pipeline.run import AuditedRun, run_plan
 from efface.records import AnonymizationResult, Outcome
 from efface.text import path_text
+
+if TYPE_CHECKING:
+    from efface.pipeline.jobs import PlanItem
 
 __all__ = ["anonymize"]
 
@@ -122,6 +121,13 @@ def anonymize(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what is done.")] = False,
 ) -> None:
     """Find every face in PATHS and anonymize it; each file is replaced atomically and audited."""
+    # The pipeline (onnxruntime, OpenCV, Pillow, the audit store) is imported when the command runs, not when
+    # the command line is built: ``efface --help`` and the other commands do not pay for it.
+    from efface.pipeline.build import audited_settings, build_policy, inference_threads_for, load_models
+    from efface.pipeline.executors import fit_processes, open_executor
+    from efface.pipeline.jobs import plan_jobs
+    from efface.pipeline.run import AuditedRun, run_plan
+
     configure_logging(verbose)
     settings = load(
         config,

@@ -13,8 +13,6 @@ from efface import __version__
 from efface.audit import AuditStore, StoredFile, StoredRun
 from efface.audit.export import ExportFormat, export_records
 from efface.audit.query import AuditTable, RecordFilter, column_types, parse_age, parse_time, time_ago
-from efface.audit.report import build_report, render_html
-from efface.audit.summary import ReportScope
 from efface.cli._options import (
     EXIT_FILES_FAILED,
     ConfigOption,
@@ -254,6 +252,10 @@ def audit_report(
     """Write a self-contained HTML report for a data-protection officer: what was processed, settings and model,
     totals and errors, the latest validations, plots, the chain's status and the checklist with its evidence.
     """
+    # The report's code (and the plotting it draws with) is loaded by this command alone.
+    from efface.audit.report import build_report, render_html
+    from efface.audit.summary import ReportScope
+
     if run and since:
         raise typer.BadParameter("give --run or --since, not both")
     settings = load(config, db_url=db)

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from efface.audit import AuditStore
 from efface.cli._options import (
     EXIT_USAGE,
     ConfigOption,
@@ -22,7 +21,6 @@ from efface.cli._options import (
 )
 from efface.cli._render import configure_logging, print_error
 from efface.errors import EffaceError
-from efface.pipeline.build import build_policy, inference_threads_for, load_models
 
 __all__ = ["serve"]
 
@@ -61,7 +59,10 @@ def serve(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what is done.")] = False,
 ) -> None:
     """Serve the HTTP API (POST /v1/anonymize, /v1/detect) until Ctrl-C; every request is audited."""
-    # Imported here: FastAPI and uvicorn would slow down the start of every other command.
+    # Imported here: FastAPI, uvicorn, the pipeline and the audit store would slow down the start of every
+    # other command.
+    from efface.audit import AuditStore
+    from efface.pipeline.build import build_policy, inference_threads_for, load_models
     from efface.service import ServiceLimits, create_app
     from efface.service.limits import DEFAULT_SERVICE_MAX_PIXELS
     from efface.service.server import serve as run_server

@@ -35,13 +35,12 @@ from efface.cli._render import (
     stderr,
 )
 from efface.errors import EffaceError
-from efface.pipeline.build import build_policy, inference_threads_for, load_models
 from efface.records import ValidationKind
-from efface.verify.annotations import AnnotationFormat, WiderSubset, read_annotations
-from efface.verify.coverage import measure_coverage
-from efface.verify.recognizers import RECOGNIZER_NAMES, load_recognizers
-from efface.verify.strength import measure_strength, standard_treatments, verdict
-from efface.verify.validation import new_validation_record
+
+# The options need these enums and names; the measuring code (and the pipeline under it) is imported by the
+# command that runs, so that the commands of other groups do not load it.
+from efface.verify.annotations import AnnotationFormat, WiderSubset
+from efface.verify.recognizers import RECOGNIZER_NAMES
 
 __all__ = ["verify_app"]
 
@@ -77,6 +76,11 @@ def verify_coverage(
     json_output: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Measure detection coverage on an annotated sample, with the settings `anonymize` would use."""
+    from efface.pipeline.build import build_policy, inference_threads_for, load_models
+    from efface.verify.annotations import read_annotations
+    from efface.verify.coverage import measure_coverage
+    from efface.verify.validation import new_validation_record
+
     configure_logging(False)
     settings = load(
         config,
@@ -166,6 +170,11 @@ def verify_strength(
     json_output: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Measure whether face recognition still identifies anonymized faces (rank-1, two attackers)."""
+    from efface.pipeline.build import build_policy, inference_threads_for, load_models
+    from efface.verify.recognizers import load_recognizers
+    from efface.verify.strength import measure_strength, standard_treatments, verdict
+    from efface.verify.validation import new_validation_record
+
     configure_logging(False)
     settings = load(
         config,

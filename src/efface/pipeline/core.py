@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,11 +28,14 @@ from efface.errors import EffaceError, InputNotFoundError, OutputError, Unreadab
 from efface.media.atomic import Original, StagedFile, Stager, claim, discard, original_of, stage_bytes
 from efface.media.images import CodecOptions, DecodedImage, decode_image, encode_image
 from efface.media.sniff import MediaKind
-from efface.media.video import VideoInfo, VideoOptions, is_video_path, open_video
+from efface.media.video import VideoOptions, is_video_path
 from efface.pipeline import results
-from efface.pipeline.video import FrameCallback, anonymize_video, scan_video
 from efface.records import AnonymizationResult, Face, Outcome, TransformSpec, VideoStats, WriteMode
 from efface.transforms.core import Anonymizer
+
+if TYPE_CHECKING:
+    from efface.media.video import VideoInfo
+    from efface.pipeline.video import FrameCallback
 
 __all__ = ["FileJob", "Policy", "Processed", "StagedResult", "anonymize_bytes", "anonymize_file", "stage_file"]
 
@@ -296,6 +300,10 @@ def _hard_link_details(job: FileJob) -> dict[str, object]:
 def _anonymize_video_file(
     job: FileJob, *, models: DetectionModels, policy: Policy, on_frame: FrameCallback | None
 ) -> StagedResult:
+    # PyAV and the frame pipeline are loaded by the first video, not by every run on photos.
+    from efface.media.video import open_video
+    from efface.pipeline.video import anonymize_video, scan_video
+
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()
     detect = models.detector(policy.detection).detect

@@ -13,13 +13,17 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from efface.detection.tracking import TemporalCover, TrackingSpec
 from efface.media.atomic import Original, Stager
-from efface.media.video import VideoOptions, VideoSource
+from efface.media.video import VideoOptions
 from efface.records import Face, VideoStats
+
+if TYPE_CHECKING:  # the caller opened the video, so PyAV is loaded; a name for the type checker only
+    from efface.media.video import VideoSource
 
 __all__ = ["FrameCallback", "anonymize_video", "scan_video"]
 

@@ -1,5 +1,8 @@
 """Verification: how well efface finds and covers faces on an annotated sample."""
 
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from efface.verify.annotations import (
     AnnotatedFace,
     AnnotatedImage,
@@ -7,20 +10,22 @@ from efface.verify.annotations import (
     WiderSubset,
     read_annotations,
 )
-from efface.verify.metrics import (
-    COVERED_FRACTION,
-    FALSE_POSITIVE_IOU,
-    MATCH_IOU,
-    PR_THRESHOLDS,
-    CoverageAccumulator,
-    CoverageReport,
-    CoverageTally,
-    FoundTally,
-    HeightBin,
-    box_overlaps,
-    voc_ap,
-    wider_ap,
-)
+
+if TYPE_CHECKING:
+    from efface.verify.metrics import (
+        COVERED_FRACTION,
+        FALSE_POSITIVE_IOU,
+        MATCH_IOU,
+        PR_THRESHOLDS,
+        CoverageAccumulator,
+        CoverageReport,
+        CoverageTally,
+        FoundTally,
+        HeightBin,
+        box_overlaps,
+        voc_ap,
+        wider_ap,
+    )
 
 __all__ = [
     "COVERED_FRACTION",
@@ -41,3 +46,30 @@ __all__ = [
     "voc_ap",
     "wider_ap",
 ]
+
+# Imported on first use: the command line imports ``annotations`` for its options, and the metrics (NumPy
+# arithmetic the photo path never runs) would come with them.
+_LAZY = {
+    name: "efface.verify.metrics"
+    for name in (
+        "COVERED_FRACTION",
+        "FALSE_POSITIVE_IOU",
+        "MATCH_IOU",
+        "PR_THRESHOLDS",
+        "CoverageAccumulator",
+        "CoverageReport",
+        "CoverageTally",
+        "FoundTally",
+        "HeightBin",
+        "box_overlaps",
+        "voc_ap",
+        "wider_ap",
+    )
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'efface.verify' has no attribute {name!r}")
+    return getattr(import_module(module), name)

@@ -21,9 +21,14 @@ Modules: ``_options`` (suffixes, ``VideoOptions``), ``_errors`` (the translation
 ``_source`` (``open_video`` and ``VideoSource``, which tie them together).
 """
 
-from efface.media.video._decode import VideoInfo
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from efface.media.video._options import VIDEO_SUFFIXES, X264_PRESETS, FrameProcessor, VideoOptions, is_video_path
-from efface.media.video._source import VideoSource, open_video
+
+if TYPE_CHECKING:
+    from efface.media.video._decode import VideoInfo
+    from efface.media.video._source import VideoSource, open_video
 
 __all__ = [
     "VIDEO_SUFFIXES",
@@ -35,3 +40,17 @@ __all__ = [
     "is_video_path",
     "open_video",
 ]
+
+# Imported on first use: the options and suffixes need no PyAV, and a run on photos never opens a video.
+_LAZY = {
+    "VideoInfo": "efface.media.video._decode",
+    "VideoSource": "efface.media.video._source",
+    "open_video": "efface.media.video._source",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'efface.media.video' has no attribute {name!r}")
+    return getattr(import_module(module), name)
