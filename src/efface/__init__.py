@@ -16,9 +16,10 @@ From Python::
 
 from __future__ import annotations
 
-from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from efface._lazy import lazy_exports
 
 try:
     __version__ = version("efface")
@@ -70,9 +71,4 @@ _LAZY = {
     "load_settings": "efface.config",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'efface' has no attribute {name!r}")
-    return getattr(import_module(module), name)
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -1,8 +1,8 @@
 """Verification: how well efface finds and covers faces on an annotated sample."""
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from efface._lazy import lazy_exports
 from efface.verify.annotations import (
     AnnotatedFace,
     AnnotatedImage,
@@ -49,9 +49,8 @@ __all__ = [
 
 # Imported on first use: the command line imports ``annotations`` for its options, and the metrics (NumPy
 # arithmetic the photo path never runs) would come with them.
-_LAZY = {
-    name: "efface.verify.metrics"
-    for name in (
+_LAZY = dict.fromkeys(
+    (
         "COVERED_FRACTION",
         "FALSE_POSITIVE_IOU",
         "MATCH_IOU",
@@ -64,12 +63,8 @@ _LAZY = {
         "box_overlaps",
         "voc_ap",
         "wider_ap",
-    )
-}
+    ),
+    "efface.verify.metrics",
+)
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'efface.verify' has no attribute {name!r}")
-    return getattr(import_module(module), name)
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -21,9 +21,9 @@ Modules: ``_options`` (suffixes, ``VideoOptions``), ``_errors`` (the translation
 ``_source`` (``open_video`` and ``VideoSource``, which tie them together).
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from efface._lazy import lazy_exports
 from efface.media.video._options import VIDEO_SUFFIXES, X264_PRESETS, FrameProcessor, VideoOptions, is_video_path
 
 if TYPE_CHECKING:
@@ -48,9 +48,4 @@ _LAZY = {
     "open_video": "efface.media.video._source",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'efface.media.video' has no attribute {name!r}")
-    return getattr(import_module(module), name)
+__getattr__ = lazy_exports(__name__, _LAZY)
