@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,19 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _deface import DEFACE_VERSION, deface_executable  # noqa: E402
+from _files import fresh_copies  # noqa: E402
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
-
-
-def _copy(images: list[Path], folder: Path) -> list[Path]:
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    copies = []
-    for index, path in enumerate(images):
-        copy = folder / f"{index:05d}{path.suffix.lower()}"
-        shutil.copyfile(path, copy)
-        copies.append(copy)
-    return copies
 
 
 def _images_per_s(command: list[str], count: int) -> float:
@@ -59,7 +48,7 @@ def main() -> None:
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="efface-bench-scale-") as scratch:
         work = Path(scratch)
-        copies = _copy(images, work / "deface")
+        copies = fresh_copies(images, work / "deface")
         figures[f"deface {DEFACE_VERSION}"] = _images_per_s([str(deface_executable()), *map(str, copies)], len(copies))
         for label, options in (
             ("efface --jobs 1", ["--jobs", "1"]),
@@ -67,7 +56,7 @@ def main() -> None:
             ("efface --ray local", ["--ray", "local"]),
         ):
             folder = work / label.replace(" ", "_")
-            _copy(images, folder)
+            fresh_copies(images, folder)
             db = f"sqlite:///{work / (folder.name + '.sqlite3')}"
             figures[label] = _images_per_s([efface, "anonymize", str(folder), "--db", db, *options], len(images))
     baseline = figures[f"deface {DEFACE_VERSION}"]

@@ -27,7 +27,6 @@ import dataclasses
 import importlib.util
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _deface import DEFACE_VERSION, deface_executable  # noqa: E402
+from _files import fresh_copies  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -111,17 +111,6 @@ def measure(command: Sequence[str], items: int) -> Measured:
     return Measured(wall, peak, process_peak, items)
 
 
-def _fresh_photos(images: list[Path], folder: Path) -> list[Path]:
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    copies = []
-    for index, path in enumerate(images):
-        copy = folder / f"{index:05d}{path.suffix.lower()}"
-        shutil.copyfile(path, copy)
-        copies.append(copy)
-    return copies
-
-
 def _video_frames(video: Path) -> int:
     import av
 
@@ -144,49 +133,50 @@ def efface_precisions(wanted: Sequence[str]) -> list[str]:
     return ["fp32"]
 
 
-def _precision_options(precision: str, offered: Sequence[str]) -> list[str]:
-    return ["--precision", precision] if len(offered) > 1 or precision != "fp32" else []
+Tool = tuple[str, list[str] | None]  # label, efface's extra options (None: deface)
 
 
-def photo_run(
-    images: list[Path], precisions: Sequence[str], offered: Sequence[str], work: Path, order: int
-) -> dict[str, Measured]:
-    tools: list[tuple[str, list[str] | None]] = [(f"deface {DEFACE_VERSION}", None)]
-    tools += [(f"efface {p}", _precision_options(p, offered)) for p in precisions]
+def tools_for(precisions: Sequence[str]) -> list[Tool]:
+    """deface, then efface once per precision (the option only where this build has a choice)."""
+    tools: list[Tool] = [(f"deface {DEFACE_VERSION}", None)]
+    for precision in precisions:
+        tools.append((f"efface {precision}", ["--precision", precision] if precisions != ["fp32"] else []))
+    return tools
+
+
+def _rotated(tools: list[Tool], order: int) -> list[Tool]:
     shift = order % len(tools)
+    return tools[shift:] + tools[:shift]
+
+
+def _efface_command(path: Path, work: Path, options: list[str]) -> list[str]:
+    db = work / "audit.sqlite3"
+    db.unlink(missing_ok=True)  # a new audit log each time: no run resumes another
+    return [_efface(), "anonymize", str(path), "--db", f"sqlite:///{db}", *options]
+
+
+def photo_run(images: list[Path], tools: list[Tool], work: Path, order: int) -> dict[str, Measured]:
     results = {}
-    for label, options in tools[shift:] + tools[:shift]:
+    for label, options in _rotated(tools, order):
         folder = work / "photos"
-        copies = _fresh_photos(images, folder)
+        copies = fresh_copies(images, folder)
         if options is None:
             command = [str(deface_executable()), *map(str, copies)]
         else:
-            db = work / "audit.sqlite3"
-            db.unlink(missing_ok=True)
-            command = [_efface(), "anonymize", str(folder), "--db", f"sqlite:///{db}", *options]
+            command = _efface_command(folder, work, options)
         results[label] = measure(command, len(copies))
     return results
 
 
-def video_run(
-    video: Path, frames: int, precisions: Sequence[str], offered: Sequence[str], work: Path, order: int
-) -> dict[str, Measured]:
-    tools: list[tuple[str, list[str] | None]] = [(f"deface {DEFACE_VERSION}", None)]
-    tools += [(f"efface {p}", _precision_options(p, offered)) for p in precisions]
-    shift = order % len(tools)
+def video_run(video: Path, frames: int, tools: list[Tool], work: Path, order: int) -> dict[str, Measured]:
     results = {}
-    for label, options in tools[shift:] + tools[:shift]:
+    for label, options in _rotated(tools, order):
         folder = work / "video"
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir()
-        copy = folder / f"input{video.suffix}"
-        shutil.copyfile(video, copy)
+        (copy,) = fresh_copies([video], folder)
         if options is None:
             command = [str(deface_executable()), str(copy), "-o", str(folder / f"deface{video.suffix}")]
         else:
-            db = work / "audit.sqlite3"
-            db.unlink(missing_ok=True)
-            command = [_efface(), "anonymize", str(copy), "--db", f"sqlite:///{db}", *options]
+            command = _efface_command(copy, work, options)
         results[label] = measure(command, frames)
     return results
 
@@ -215,7 +205,7 @@ def photo_quality(args: argparse.Namespace, precisions: Sequence[str]) -> dict[s
     paths = [image.path for image in sets[main_set]]
     figures = {}
     for precision in precisions:
-        kwargs = {"precision": precision} if len(precisions) > 1 or precision != "fp32" else {}
+        kwargs = {} if list(precisions) == ["fp32"] else {"precision": precision}
         detector, policy, found, sizes, _detect_s, _inference_s = coverage.efface_detections(
             paths, DEFAULT_PRESET, **kwargs
         )
@@ -284,6 +274,7 @@ def main() -> None:
     args = parser.parse_args()
 
     offered = efface_precisions(args.precisions.split(","))
+    tools = tools_for(offered)
     images = sorted(p for p in args.photos.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[: args.limit]
     if not images:
         raise SystemExit(f"no photos under {args.photos}")
@@ -294,9 +285,9 @@ def main() -> None:
         photo_runs, video_runs = [], []
         frames = 0 if args.no_video else _video_frames(args.video)
         for order in range(args.runs):
-            photo_runs.append(photo_run(images, offered, offered, work, order))
+            photo_runs.append(photo_run(images, tools, work, order))
             if not args.no_video:
-                video_runs.append(video_run(args.video, frames, offered, offered, work, order))
+                video_runs.append(video_run(args.video, frames, tools, work, order))
     figures["load_after"] = os.getloadavg()
     figures["photos"] = summarize(photo_runs, baseline)
     _print_speed(
