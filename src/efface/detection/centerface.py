@@ -84,6 +84,10 @@ def dynamic_model_bytes(path: Path) -> bytes:
     return model.SerializeToString()
 
 
+def _resized_hw(height_px: int, width_px: int, input_scale: float) -> tuple[int, int]:
+    return max(1, round(height_px * input_scale)), max(1, round(width_px * input_scale))
+
+
 def input_tensor(images: Sequence[ImageArray], *, input_scale: float) -> npt.NDArray[np.float32]:
     """The network's input for same-sized RGB images: each resized by ``input_scale``, as float 0-255 in
     (N, 3, H, W), zero-padded on the right and bottom to the stride the network needs.
@@ -96,8 +100,7 @@ def input_tensor(images: Sequence[ImageArray], *, input_scale: float) -> npt.NDA
     height, width = images[0].shape[:2]
     if any(image.shape[:2] != (height, width) for image in images):
         raise ValueError("a batch needs images of one size")
-    resized_h = max(1, round(height * input_scale))
-    resized_w = max(1, round(width * input_scale))
+    resized_h, resized_w = _resized_hw(height, width, input_scale)
     padded_h, padded_w = padded_size(resized_h, resized_w)
     tensor = np.zeros((len(images), 3, padded_h, padded_w), dtype=np.float32)
     interpolation = cv2.INTER_AREA if input_scale < 1 else cv2.INTER_LINEAR
@@ -187,7 +190,7 @@ class CenterFaceDetector:
             )
         except Exception as exc:  # onnxruntime's own exception classes
             raise ModelError(f"CenterFace inference failed: {exc}") from exc
-        factor = max(1, round(width * input_scale)) / width  # == resized height / height up to rounding
+        factor = _resized_hw(height, width, input_scale)[1] / width  # == resized height / height up to rounding
         results = []
         for index in range(len(images)):
             item = slice(index, index + 1)
