@@ -1,9 +1,9 @@
 """Detection coverage and speed: efface's presets beside deface at its defaults, same images, same run.
 
-Run by hand (not a test), e.g. on the WIDER FACE validation sample beside the repository:
+Run by hand (not a test); by default on the WIDER FACE validation sample beside the repository
+(``../shared/data/wider-dev``), e.g. fp32 beside int8 on the default preset, efface alone:
 
-    .venv/bin/python bench/coverage.py ../shared/data/wider-dev/images \\
-        --annotations ../shared/data/wider-dev/wider_face_gt.txt --difficulty ../shared/data/wider-dev/difficulty.json
+    nice .venv/bin/python bench/coverage.py --presets balanced --precisions fp32,int8 --no-deface --no-cli
 
 deface 1.5.0 is installed into its own virtual environment (``.bench-venvs/deface``) and run there: its
 detections come from its own CenterFace wrapper at its default threshold (0.2, full resolution); its speed
@@ -41,6 +41,8 @@ from efface.transforms import Anonymizer  # noqa: E402
 from efface.verify import CoverageAccumulator, HeightBin, read_annotations  # noqa: E402
 
 DEFACE_THRESHOLD = 0.2
+# The annotated WIDER FACE sample beside the repository (research use only; never copied into it).
+WIDER_DEV = ROOT.parent / "shared" / "data" / "wider-dev"
 
 
 def _fmt(value: float | None) -> str:
@@ -105,8 +107,8 @@ def deface_detections(paths: list[Path], work: Path) -> tuple[dict[Path, tuple[F
     return detections, data["detect_s"] / max(len(paths), 1)
 
 
-def efface_detections(paths: list[Path], preset: Preset):
-    settings = load_settings(db_url="sqlite://", preset=preset)
+def efface_detections(paths: list[Path], preset: Preset, precision: str = "fp32"):
+    settings = load_settings(db_url="sqlite://", preset=preset, precision=precision)
     policy = build_policy(settings)
     detector = load_models(settings, inference_threads=inference_threads_for(1)).detector(policy.detection)
     detections, sizes, detect_s = {}, {}, 0.0
@@ -141,10 +143,15 @@ def cli_images_per_s(command: list[str], source: list[Path], work: Path) -> floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("images", type=Path)
-    parser.add_argument("--annotations", type=Path, required=True)
-    parser.add_argument("--difficulty", type=Path, help="WIDER difficulty JSON: report easy/medium/hard")
+    parser.add_argument("images", type=Path, nargs="?", default=WIDER_DEV / "images")
+    parser.add_argument("--annotations", type=Path, default=WIDER_DEV / "wider_face_gt.txt")
+    parser.add_argument(
+        "--difficulty", type=Path, default=WIDER_DEV / "difficulty.json", help="WIDER difficulty JSON: easy/medium/hard"
+    )
     parser.add_argument("--presets", default="fast,balanced,thorough")
+    parser.add_argument("--precisions", default="fp32", help="efface's detector precisions, e.g. fp32,int8")
+    parser.add_argument("--no-deface", action="store_true", help="leave deface out (efface's figures alone)")
+    parser.add_argument("--no-cli", action="store_true", help="skip the end-to-end command-line timing")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     sets = load_sets(args)
@@ -152,37 +159,41 @@ def main() -> None:
     paths = [image.path for image in sets[main_set]]
     region = Anonymizer(TransformSpec(box_scale=1.3))
     rows, figures = [], {}
+    deface_ips = None
     with tempfile.TemporaryDirectory(prefix="efface-bench-") as scratch:
         work = Path(scratch)
-        deface_found, deface_detect_s = deface_detections(paths, work)
-        deface_ips = cli_images_per_s([str(deface_executable())], paths, work)
+        if not args.no_deface:
+            deface_found, deface_detect_s = deface_detections(paths, work)
+            deface_ips = None if args.no_cli else cli_images_per_s([str(deface_executable())], paths, work)
         sizes = {}
         for preset in [Preset(p) for p in args.presets.split(",")]:
-            detector, policy, found, sizes, detect_s, inference_s = efface_detections(paths, preset)
-            threshold = detector.spec.score_threshold
-            reports = score(sets, found, threshold, policy.anonymizer, sizes)
-            db = f"sqlite:///{work / 'audit.sqlite3'}"
-            ips = cli_images_per_s(
-                [str(Path(sys.executable).parent / "efface"), "anonymize", "--preset", preset.value, "--db", db],
-                paths,
-                work,
-            )
-            rows.append((f"efface {preset.value}", threshold, reports, ips, detect_s))
-            figures[f"efface {preset.value}"] = {
-                "threshold": threshold,
-                "images_per_s": ips,
-                "detect_s": detect_s,
-                "inference_1x_s": inference_s,
+            for precision in args.precisions.split(","):
+                name = f"efface {preset.value}" + ("" if args.precisions == "fp32" else f" {precision}")
+                detector, policy, found, sizes, detect_s, inference_s = efface_detections(paths, preset, precision)
+                threshold = detector.spec.score_threshold
+                reports = score(sets, found, threshold, policy.anonymizer, sizes)
+                db = f"sqlite:///{work / 'audit.sqlite3'}"
+                command = [str(Path(sys.executable).parent / "efface"), "anonymize", "--preset", preset.value]
+                command += ["--precision", precision, "--db", db]
+                ips = None if args.no_cli else cli_images_per_s(command, paths, work)
+                rows.append((name, threshold, reports, ips, detect_s))
+                figures[name] = {
+                    "threshold": threshold,
+                    "precision": precision,
+                    "images_per_s": ips,
+                    "detect_s": detect_s,
+                    "inference_1x_s": inference_s,
+                    **{k: r.as_dict() for k, r in reports.items()},
+                }
+        if not args.no_deface:
+            reports = score(sets, deface_found, DEFACE_THRESHOLD, region, sizes)
+            rows.insert(0, (f"deface {DEFACE_VERSION}", DEFACE_THRESHOLD, reports, deface_ips, deface_detect_s))
+            figures[f"deface {DEFACE_VERSION}"] = {
+                "threshold": DEFACE_THRESHOLD,
+                "images_per_s": deface_ips,
+                "detect_s": deface_detect_s,
                 **{k: r.as_dict() for k, r in reports.items()},
             }
-        reports = score(sets, deface_found, DEFACE_THRESHOLD, region, sizes)
-        rows.insert(0, (f"deface {DEFACE_VERSION}", DEFACE_THRESHOLD, reports, deface_ips, deface_detect_s))
-        figures[f"deface {DEFACE_VERSION}"] = {
-            "threshold": DEFACE_THRESHOLD,
-            "images_per_s": deface_ips,
-            "detect_s": deface_detect_s,
-            **{k: r.as_dict() for k, r in reports.items()},
-        }
     bins = (HeightBin.ALL, HeightBin.UNDER_20, HeightBin.FROM_20_TO_50, HeightBin.AT_LEAST_20, HeightBin.AT_LEAST_50)
     print(
         f"{len(paths)} images, {sets[main_set] and sum(len(i.counted_faces) for i in sets[main_set])} faces counted "
@@ -196,7 +207,8 @@ def main() -> None:
         cells = [name, f"{threshold:g}"] + [_fmt(main.found_by_height[b].share) for b in bins]
         cells += [f"{main.fp_per_image:.2f}", _fmt(main.covered_share)]
         cells += [_fmt(reports[s].ap) for s in sets]
-        cells += [f"{ips:.2f}", f"{ips / deface_ips:.2f}", f"{detect_s:.3f}"]
+        cells += ["-" if ips is None else f"{ips:.2f}"]
+        cells += ["-" if ips is None or deface_ips is None else f"{ips / deface_ips:.2f}", f"{detect_s:.3f}"]
         print(" | ".join(cells))
     for name, data in figures.items():
         if "inference_1x_s" in data:

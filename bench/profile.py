@@ -337,7 +337,7 @@ def load_models_timed(profile: Profile) -> Any:
     from efface.pipeline.build import load_models
 
     settings = load_settings(db_url="sqlite://")
-    profile.wrap(centerface, "_dynamic_model_bytes", "onnx.load + make dims dynamic + serialize")
+    profile.wrap(centerface, "dynamic_model_bytes", "onnx.load + make dims dynamic + serialize")
     profile.wrap(centerface, "file_sha256", "weights sha256")
     profile.wrap(centerface, "create_session", "create_session (providers, arena, options)")
     profile.wrap(_onnx.ort, "InferenceSession", "ort.InferenceSession (graph load + optimise)")

@@ -105,6 +105,22 @@ def _isolated_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
         if name.startswith("EFFACE_") and name != "EFFACE_TEST_PG_URL":
             monkeypatch.delenv(name)
     monkeypatch.setenv("EFFACE_CONFIG", str(tmp_path_factory.getbasetemp() / "no-such-config.toml"))
+    # An int8 model built by a test lands here, never in the developer's own cache (``int8_cache`` has one built).
+    monkeypatch.setenv("EFFACE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "model-cache"))
+
+
+@pytest.fixture(scope="session")
+def int8_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model cache holding the int8 CenterFace model, built once for the session (tens of seconds): point
+    ``EFFACE_CACHE_DIR`` at it. Tests must not alter it."""
+    from efface.detection.centerface import centerface_model_path
+    from efface.detection.weights import int8_weights
+
+    folder = tmp_path_factory.mktemp("int8-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EFFACE_CACHE_DIR", str(folder))
+        assert int8_weights(centerface_model_path()).path is not None
+    return folder
 
 
 # --- image files that carry more than their image ---------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -390,6 +391,73 @@ def test_a_device_beside_configured_providers_is_a_usage_error(
     assert "device or providers, not both" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
+def test_anonymize_with_precision_int8_audits_the_int8_model(
+    tmp_path: Path, astronaut: np.ndarray, sqlite_url: str, int8_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from efface.detection.centerface import centerface_model_path
+    from efface.detection.weights import cached_int8_path
+
+    monkeypatch.setenv("EFFACE_CACHE_DIR", str(int8_cache))
+    int8_sha256 = hashlib.sha256(cached_int8_path(centerface_model_path()).read_bytes()).hexdigest()
+    Image.fromarray(astronaut).save(tmp_path / "a.jpg")
+    result = runner.invoke(app, ["anonymize", str(tmp_path / "a.jpg"), "--precision", "int8", "--db", sqlite_url])
+    assert result.exit_code == 0, result.output
+    with AuditStore(sqlite_url) as store:
+        (run,) = store.list_runs(limit=1)
+        (file,) = store.list_files(run.run_id)
+    assert run.settings["precision"] == "int8"
+    assert run.model_name == "centerface-int8" and run.model_sha256 == int8_sha256
+    assert file.faces_anonymized == 1
+
+
+@pytest.mark.slow
+def test_a_default_fp32_run_creates_no_model_cache(
+    tmp_path: Path, astronaut: np.ndarray, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EFFACE_CACHE_DIR", str(tmp_path / "cache"))
+    Image.fromarray(astronaut).save(tmp_path / "a.jpg")
+    result = runner.invoke(app, ["anonymize", str(tmp_path / "a.jpg"), "--db", sqlite_url])
+    assert result.exit_code == 0, result.output
+    with AuditStore(sqlite_url) as store:
+        (run,) = store.list_runs(limit=1)
+    assert run.settings["precision"] == "fp32" and run.model_name == "centerface"
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.slow
+def test_models_prepare_precision_int8_prints_the_cached_model(
+    int8_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from efface.detection.centerface import centerface_model_path
+    from efface.detection.weights import cached_int8_path
+
+    monkeypatch.setenv("EFFACE_CACHE_DIR", str(int8_cache))
+    result = runner.invoke(app, ["models", "prepare", "--precision", "int8"])
+    assert result.exit_code == 0, result.output
+    assert str(cached_int8_path(centerface_model_path())) in result.stdout
+
+
+def test_models_prepare_precision_fp32_builds_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EFFACE_CACHE_DIR", str(tmp_path / "cache"))
+    result = runner.invoke(app, ["models", "prepare", "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    assert "centerface.onnx" in result.stdout and not (tmp_path / "cache").exists()
+
+
+def test_models_prepare_precision_int8_fails_when_the_cache_cannot_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from efface.detection import weights
+
+    monkeypatch.setattr(weights, "quantize_centerface", lambda fp32_path: b"model")  # the cache is what is tested
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("EFFACE_CACHE_DIR", str(tmp_path / "a-file" / "models"))
+    result = runner.invoke(app, ["models", "prepare"])
+    assert result.exit_code == 1
+    assert "cannot be written" in result.stderr
+
+
 # anonymize's options and the settings whose defaults their help shows.
 _DEFAULT_OF = {
     "--method": "method",
@@ -402,6 +470,7 @@ _DEFAULT_OF = {
     "--video-crf": "video_crf",
     "--detect-every": "detect_every",
     "--device": "device",
+    "--precision": "precision",
 }
 
 

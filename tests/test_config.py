@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+from pathlib import Path
 
 import pytest
 
 from efface.config import Settings, load_settings
+from efface.detection.centerface import centerface_model_path
+from efface.detection.weights import cached_int8_path
 from efface.errors import ConfigurationError
-from efface.pipeline.build import audited_settings
-from efface.records import Device, TransformSpec
+from efface.pipeline.build import audited_settings, load_models
+from efface.records import Device, Precision, TransformSpec
 
 
 def test_the_detector_runs_on_the_cpu_unless_told_otherwise() -> None:
@@ -35,6 +39,27 @@ def test_a_device_and_providers_together_are_refused(monkeypatch: pytest.MonkeyP
     with pytest.raises(ConfigurationError, match="device or providers, not both") as caught:
         load_settings(device="cuda")
     assert "db_url" not in str(caught.value)  # the message names the conflict, not every setting
+
+
+def test_the_detector_runs_in_fp32_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().precision is Precision.FP32
+    monkeypatch.setenv("EFFACE_PRECISION", "int8")
+    assert audited_settings(load_settings())["precision"] == "int8"
+    monkeypatch.setenv("EFFACE_PRECISION", "int4")
+    with pytest.raises(ConfigurationError, match="precision"):
+        load_settings()
+
+
+@pytest.mark.slow
+def test_the_precision_setting_reaches_the_models_every_entry_point_loads(
+    monkeypatch: pytest.MonkeyPatch, int8_cache: Path
+) -> None:
+    # The CLI, the service, pool processes and Ray actors all load their models through build.load_models.
+    monkeypatch.setenv("EFFACE_CACHE_DIR", str(int8_cache))
+    monkeypatch.setenv("EFFACE_PRECISION", "int8")
+    models = load_models(load_settings(), inference_threads=1)
+    assert models.name == "centerface-int8"
+    assert models.weights_sha256 == hashlib.sha256(cached_int8_path(centerface_model_path()).read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize("field", [field.name for field in dataclasses.fields(TransformSpec)])

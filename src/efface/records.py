@@ -21,6 +21,7 @@ __all__ = [
     "MaskShape",
     "Method",
     "Outcome",
+    "Precision",
     "Preset",
     "RunInfo",
     "RunStatus",
@@ -103,6 +104,13 @@ class Device(StrEnum):
 
     CPU = "cpu"
     CUDA = "cuda"
+
+
+class Precision(StrEnum):
+    """The arithmetic the detector runs in: the published float weights, or an int8 model quantized from them."""
+
+    FP32 = "fp32"
+    INT8 = "int8"
 
 
 class RunStatus(StrEnum):

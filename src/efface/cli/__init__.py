@@ -2,7 +2,7 @@
 progress and maps outcomes to exit codes: 0 all files succeeded, 1 any file failed, 2 usage or setup
 error (bad option, weak transform, unreachable audit database, missing model).
 
-One module per command group (``anonymize``, ``serve``, ``audit``, ``verify``, ``keys``); ``_options`` holds
+One module per command group (``anonymize``, ``serve``, ``audit``, ``verify``, ``keys``, ``models``); ``_options`` holds
 the shared options and setup, ``_render`` what is printed.
 """
 
@@ -13,6 +13,7 @@ import typer
 from efface.cli.anonymize import anonymize
 from efface.cli.audit import audit_app
 from efface.cli.keys import keys_app
+from efface.cli.models import models_app
 from efface.cli.serve import serve
 from efface.cli.verify import verify_app
 
@@ -30,6 +31,7 @@ app.command()(serve)
 app.add_typer(audit_app, name="audit")
 app.add_typer(verify_app, name="verify")
 app.add_typer(keys_app, name="keys")
+app.add_typer(models_app, name="models")
 
 
 def main() -> None:

@@ -16,7 +16,15 @@ from efface.cli._render import print_error
 from efface.config import Settings, default_database_url, load_settings
 from efface.detection.presets import preset_spec
 from efface.errors import EffaceError
-from efface.records import MAX_PIXELATE_BLOCKS, MIN_BLUR_KERNEL_FRACTION, Device, MaskShape, Method, Preset
+from efface.records import (
+    MAX_PIXELATE_BLOCKS,
+    MIN_BLUR_KERNEL_FRACTION,
+    Device,
+    MaskShape,
+    Method,
+    Precision,
+    Preset,
+)
 
 if TYPE_CHECKING:
     from efface.audit import AuditStore
@@ -35,6 +43,7 @@ __all__ = [
     "MaskOption",
     "MethodOption",
     "PixelateBlocksOption",
+    "PrecisionOption",
     "PresetOption",
     "ThresholdOption",
     "fail_setup",
@@ -121,6 +130,16 @@ DeviceOption = Annotated[
     typer.Option(
         help=with_default(
             "Where the detector runs: cpu, or cuda (an NVIDIA GPU, with onnxruntime-gpu).", setting_default("device")
+        )
+    ),
+]
+PrecisionOption = Annotated[
+    Precision | None,
+    typer.Option(
+        help=with_default(
+            "The detector's arithmetic: fp32 (the published weights), or int8 (faster on CPUs with VNNI; built on "
+            "first use into the model cache, see `efface models prepare`).",
+            setting_default("precision"),
         )
     ),
 ]

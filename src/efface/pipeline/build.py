@@ -59,7 +59,10 @@ def load_models(settings: Settings, *, inference_threads: int) -> Models:
         ModelError: a model file is missing or unreadable.
     """
     return load_detection_models(
-        providers=_providers(settings), inference_threads=inference_threads, yunet_paths=settings.yunet_paths
+        providers=_providers(settings),
+        inference_threads=inference_threads,
+        yunet_paths=settings.yunet_paths,
+        precision=settings.precision,
     )
 
 
