@@ -231,7 +231,9 @@ def instrument(profile: Profile, models: Any) -> None:
     profile.wrap(
         centerface.CenterFaceDetector,
         "detect_raw",
-        lambda self, image, *, input_scale: f"detect pass x{input_scale:g}",
+        lambda self, image, *, input_scale: (
+            f"detect pass x{input_scale:g}" + (" (light)" if profile.current("light pass") else "")
+        ),
     )
     profile.wrap(multiscale.MultiScaleDetector, "_focus_pass", "detect pass focus (tiles)")
     profile.wrap(multiscale, "select_focus_cells", in_pass("select cells"))
@@ -445,6 +447,7 @@ class _Enough(Exception):
 
 def video(models: Any, profile: Profile, source: Path, work: Path, frames: int) -> None:
     from efface.config import load_settings
+    from efface.detection.presets import light_pass_spec
     from efface.media.atomic import Stager, discard
     from efface.media.video import open_video
     from efface.pipeline.build import build_policy
@@ -455,6 +458,12 @@ def video(models: Any, profile: Profile, source: Path, work: Path, frames: int) 
     clip = work / f"clip{source.suffix}"
     shutil.copyfile(source, clip)
     detect = models.detector(policy.detection).detect
+    light_detect = models.detector(light_pass_spec(policy.detection)).detect
+
+    def detect_light(image: np.ndarray) -> Any:
+        with profile.stage("light pass"):
+            return light_detect(image)
+
     stager = Stager()
     profile.reset()
 
@@ -480,6 +489,7 @@ def video(models: Any, profile: Profile, source: Path, work: Path, frames: int) 
                 source_video,
                 work / f"out{source.suffix}",
                 detect=detect,
+                detect_light=detect_light if policy.tracking.light_passes else None,
                 anonymize=policy.anonymizer.apply,
                 tracking=policy.tracking,
                 options=policy.video,
@@ -497,12 +507,14 @@ def video(models: Any, profile: Profile, source: Path, work: Path, frames: int) 
         profile.calls, profile.shapes = calls, shapes
     if stager.staged is not None:
         discard(stager.staged)
-    detected = sum(calls for (thread, name), calls in profile.calls.items() if name.startswith("detect |"))
+    light = profile.calls.get(("detect thread", "light pass"), 0)
+    detected = sum(calls for (thread, name), calls in profile.calls.items() if name.startswith("detect |")) - light
     print(
         f"\n3. VIDEO: {source.name}, {info.width}x{info.height} {info.codec} at {info.fps} fps, first {encoded[0]} "
-        f"frames encoded ({detected} detected; the tracker looks {policy.tracking.lookback_frames} frames back), "
-        f"encoder {policy.video.codec or 'default'} preset {policy.video.preset} crf {policy.video.crf}, "
-        f"1 inference thread, detect every {policy.tracking.detect_every} frame(s)"
+        f"frames encoded ({detected} detected, {light} light passes; the tracker looks "
+        f"{policy.tracking.lookback_frames} frames back), encoder {policy.video.codec or 'default'} preset "
+        f"{policy.video.preset} crf {policy.video.crf}, 1 inference thread, detect every "
+        f"{policy.tracking.detect_every} frame(s), light passes {policy.tracking.light_passes}"
     )
     print_table(
         "video, main thread (decode, track, anonymize, encode), exclusive seconds",

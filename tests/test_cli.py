@@ -469,6 +469,7 @@ _DEFAULT_OF = {
     "--jpeg-quality": "jpeg_quality",
     "--video-crf": "video_crf",
     "--detect-every": "detect_every",
+    "--light-passes": "light_passes",
     "--device": "device",
     "--precision": "precision",
 }

@@ -103,10 +103,12 @@ class Settings(BaseSettings):
     video_preset: str = "medium"
     keep_video_metadata: bool = False
     # Faces carried between frames: detection opportunities a face may be missed and still be covered,
-    # frames before a first detection that are covered too, and detection on every Nth frame only.
+    # frames before a first detection that are covered too, detection on every Nth frame only, and a light
+    # pass (one half-size pass, for large faces) on the frames in between.
     track_hold_frames: int = Field(8, ge=0, le=250)
     track_lookback_frames: int = Field(8, ge=0, le=250)
     detect_every: int = Field(1, ge=1, le=30)
+    light_passes: bool = True
 
     @field_validator("db_url")
     @classmethod

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from efface.detection import tracking
-from efface.detection.tracking import TemporalCover, TrackingSpec, center_distances, cover_frames, match_greedy
+from efface.detection.tracking import (
+    DetectionPass,
+    TemporalCover,
+    TrackingSpec,
+    center_distances,
+    cover_frames,
+    match_greedy,
+)
 from efface.records import BBox, Face
 
 WIDTH, HEIGHT = 640, 360
@@ -120,7 +127,10 @@ def test_detect_every_third_frame_covers_a_moving_face_on_every_frame(lookback: 
     cover = TemporalCover(spec, width=WIDTH, height=HEIGHT)
     covered = []
     for i, box in enumerate(truth):
-        covered += [faces for _, faces in cover.push((Face(box, 0.9),) if cover.needs_detection(i) else None)]
+        covered += [
+            faces
+            for _, faces in cover.push((Face(box, 0.9),) if cover.detection_pass(i) is DetectionPass.FULL else None)
+        ]
     covered += [faces for _, faces in cover.flush()]
     # Without lookback the frames right after the first detection have only its box, grown: the velocity
     # is known from the second detection on (with lookback, the gap is interpolated).
@@ -133,12 +143,70 @@ def test_detect_every_third_frame_covers_a_moving_face_on_every_frame(lookback: 
     assert cover.stats.tracks == 1
 
 
+def _light_pass_run(
+    spec: TrackingSpec, full: list[tuple[Face, ...]], light: list[tuple[Face, ...]]
+) -> tuple[list[tuple[Face, ...]], TemporalCover]:
+    """Pushes ``full[i]`` on full-detection frames, ``light[i]`` on light-pass frames, None on the rest."""
+    cover = TemporalCover(spec, width=WIDTH, height=HEIGHT)
+    by_pass = {DetectionPass.FULL: full, DetectionPass.LIGHT: light}
+    covered: list[tuple[Face, ...]] = []
+    for i in range(len(full)):
+        chosen = by_pass.get(cover.detection_pass(i))
+        covered += [faces for _, faces in cover.push(chosen[i] if chosen is not None else None)]
+    covered += [faces for _, faces in cover.flush()]
+    return covered, cover
+
+
+@pytest.mark.parametrize(("light_passes", "first_covered"), [(True, 4), (False, 6)])
+def test_a_large_face_walking_in_is_covered_from_the_light_pass_that_sees_it(
+    light_passes: bool, first_covered: int
+) -> None:
+    # It enters on frame 4, between the full detections of frames 3 and 6; no look-back to fill in before.
+    truth = [_box_at(i, start_xy=(40, 100), velocity_xy=(10, 0), size_px=120) for i in range(15)]
+    seen = [(Face(box, 0.9),) if i >= 4 else () for i, box in enumerate(truth)]
+    spec = TrackingSpec(detect_every=3, lookback_frames=0, light_passes=light_passes)
+    covered, cover = _light_pass_run(spec, seen, seen)
+    assert [bool(faces) for faces in covered] == [i >= first_covered for i in range(15)]
+    for i in range(first_covered, 15):
+        assert _coverage(truth[i], covered[i]) >= 0.7, f"frame {i}"
+    assert cover.stats.tracks == 1
+
+
+def test_a_small_face_the_light_pass_misses_is_carried_as_without_light_passes() -> None:
+    # Only the full detections see it; the light passes in between find nothing, and the hold is in frames,
+    # so with no hold-over at all (hold_frames 0) it is still covered up to the next full detection.
+    truth = [_box_at(i, start_xy=(200, 200), velocity_xy=(2, 1), size_px=14) for i in range(30)]
+    full = [(Face(box, 0.6),) for box in truth]
+    nothing: list[tuple[Face, ...]] = [() for _ in truth]
+    runs = {}
+    for light_passes in (True, False):
+        spec = TrackingSpec(detect_every=3, hold_frames=0, lookback_frames=2, light_passes=light_passes)
+        runs[light_passes] = _light_pass_run(spec, full, nothing)
+    (with_light, cover), (without_light, _) = runs[True], runs[False]
+    assert with_light == without_light
+    assert all(_coverage(box, faces) >= 0.7 for box, faces in zip(truth, with_light, strict=True))
+    assert cover.stats.tracks == 1
+
+
+def test_light_passes_keep_a_fast_face_on_one_track_and_add_its_detections() -> None:
+    # 25 px per frame on a 40 px face: two full detections apart it has moved almost twice its width.
+    truth = [_box_at(i, start_xy=(10, 40), velocity_xy=(25, 4), size_px=40) for i in range(24)]
+    seen = [(Face(box, 0.9),) for box in truth]
+    spec = TrackingSpec(detect_every=3, lookback_frames=0, light_passes=True)
+    covered, cover = _light_pass_run(spec, seen, seen)
+    # Every frame has a detection of its own, at the face.
+    assert all(_coverage(box, faces) >= 0.7 for box, faces in zip(truth, covered, strict=True))
+    assert cover.stats.frames_with_detections == 24
+    assert cover.stats.tracks == 1
+    assert cover.stats.held_boxes == 0
+
+
 def test_without_distance_matching_a_fast_face_restarts_its_track_at_every_detection() -> None:
     truth = [_box_at(i, start_xy=(30, 40), velocity_xy=(8, 5), size_px=40) for i in range(12)]
     spec = TrackingSpec(detect_every=3, match_distance_boxes=0)
     cover = TemporalCover(spec, width=WIDTH, height=HEIGHT)
     for i, box in enumerate(truth):
-        cover.push((Face(box, 0.9),) if cover.needs_detection(i) else None)
+        cover.push((Face(box, 0.9),) if cover.detection_pass(i) is DetectionPass.FULL else None)
     cover.flush()
     assert cover.stats.tracks == 4
 
@@ -153,12 +221,24 @@ def test_center_distances() -> None:
     assert distances[1, 3] == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize(("detect_every", "expected"), [(1, [True] * 7), (3, [True, False, False] * 2 + [True])])
-def test_needs_detection(detect_every: int, expected: list[bool]) -> None:
-    cover = TemporalCover(TrackingSpec(detect_every=detect_every), width=10, height=10)
-    assert [cover.needs_detection(i) for i in range(7)] == expected
+_F, _L, _N = DetectionPass.FULL, DetectionPass.LIGHT, DetectionPass.NONE
+
+
+@pytest.mark.parametrize(
+    ("detect_every", "light_passes", "expected"),
+    [
+        (1, False, [_F] * 7),
+        (1, True, [_F] * 7),
+        (3, False, [_F, _N, _N] * 2 + [_F]),
+        (3, True, [_F, _L, _L] * 2 + [_F]),
+        (2, True, [_F, _L] * 3 + [_F]),
+    ],
+)
+def test_detection_pass(detect_every: int, light_passes: bool, expected: list[DetectionPass]) -> None:
+    cover = TemporalCover(TrackingSpec(detect_every=detect_every, light_passes=light_passes), width=10, height=10)
+    assert [cover.detection_pass(i) for i in range(7)] == expected
     with pytest.raises(ValueError, match="frame_index"):
-        cover.needs_detection(-1)
+        cover.detection_pass(-1)
 
 
 @pytest.mark.parametrize("lookback", [0, 1, 5])
@@ -293,6 +373,7 @@ def test_match_greedy_table(iou: np.ndarray, expected: list[tuple[int, int]]) ->
         ({"lookback_frames": -1}, "lookback_frames"),
         ({"detect_every": 0}, "detect_every"),
         ({"detect_every": True}, "detect_every"),
+        ({"light_passes": 1}, "light_passes"),
         ({"growth_per_frame": -0.1}, "growth_per_frame"),
         ({"growth_per_frame": float("inf")}, "growth_per_frame"),
         ({"velocity_damping": 1.2}, "velocity_damping"),
@@ -305,7 +386,7 @@ def test_spec_validation(kwargs: dict[str, object], message: str) -> None:
 
 
 def test_spec_round_trips_through_as_dict() -> None:
-    spec = TrackingSpec(detect_every=2, hold_frames=3)
+    spec = TrackingSpec(detect_every=2, hold_frames=3, light_passes=True)
     assert TrackingSpec(**spec.as_dict()) == spec  # type: ignore[arg-type]
 
 

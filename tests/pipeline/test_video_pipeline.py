@@ -3,6 +3,7 @@ a VFR video with a sine-tone track, and the real no-face control clip from ``../
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import shutil
 from collections.abc import Callable
@@ -15,10 +16,14 @@ import pytest
 from skimage.data import astronaut
 from typer.testing import CliRunner
 
+from efface.arrays import ImageArray
 from efface.audit import AuditStore
 from efface.cli import app
 from efface.config import load_settings
 from efface.detection import StaticModels
+from efface.detection.multiscale import MultiScaleSpec
+from efface.detection.presets import light_pass_spec
+from efface.detection.tracking import TrackingSpec
 from efface.media.atomic import find_leftovers
 from efface.pipeline.build import build_policy, load_models
 from efface.pipeline.core import FileJob, Policy, anonymize_file
@@ -43,15 +48,16 @@ def _position(index: int) -> tuple[int, int]:
     return 20 + index * 7, 60 + (index % 5) * 3
 
 
-def _picture(index: int, face: np.ndarray) -> np.ndarray:
+def _picture(index: int, face: np.ndarray | None) -> np.ndarray:
     picture = np.full((HEIGHT, WIDTH, 3), 90, np.uint8)
     picture[:, :, 1] = np.linspace(60, 140, WIDTH, dtype=np.uint8)[None, :]
-    x, y = _position(index)
-    picture[y : y + FACE_PX, x : x + FACE_PX] = face
+    if face is not None:
+        x, y = _position(index)
+        picture[y : y + FACE_PX, x : x + FACE_PX] = face
     return picture
 
 
-def _write_face_video(path: Path) -> None:
+def _write_face_video(path: Path, *, face_from_frame: int = 0) -> None:
     face = _face()
     with av.open(str(path), "w") as container:
         container.metadata["title"] = "Alice at home"
@@ -62,7 +68,8 @@ def _write_face_video(path: Path) -> None:
         audio = container.add_stream("aac", rate=48000)
         audio.layout = "mono"
         for index, pts in enumerate(PTS_MS):
-            frame = av.VideoFrame.from_ndarray(_picture(index, face), format="rgb24")
+            shown = face if index >= face_from_frame else None
+            frame = av.VideoFrame.from_ndarray(_picture(index, shown), format="rgb24")
             frame.pts, frame.time_base = pts, Fraction(1, 1000)
             container.mux(video.encode(frame))
         container.mux(video.encode())
@@ -114,6 +121,74 @@ def test_a_video_is_opened_once(
     assert reads == ["clip.mp4"]  # probe, inspection and the pass share one open
     assert len(writes) == (0 if dry_run else 1)  # the temporary file beside it
     assert all(name != "clip.mp4" for name in writes)
+
+
+class _PassModels:
+    """Fake models whose detectors count the frames they see, per detection spec, and find one face."""
+
+    name = "passes"
+    weights_sha256 = "0" * 64
+
+    def __init__(self, face: Face) -> None:
+        self.face = face
+        self.frames_by_scales: dict[tuple[float, ...], int] = {}
+
+    def detector(self, spec: MultiScaleSpec) -> _PassModels.Detector:
+        return self.Detector(self, spec.scales)
+
+    class Detector:
+        def __init__(self, models: _PassModels, scales: tuple[float, ...]) -> None:
+            self.models, self.scales = models, scales
+
+        def detect(self, image: ImageArray) -> tuple[Face, ...]:
+            counts = self.models.frames_by_scales
+            counts[self.scales] = counts.get(self.scales, 0) + 1
+            return (self.models.face,)
+
+
+@pytest.mark.parametrize(("light_passes", "light_frames"), [(True, 16), (False, 0)])
+def test_light_passes_run_on_the_frames_between_full_detections(
+    tmp_path: Path, light_passes: bool, light_frames: int
+) -> None:
+    source = tmp_path / "clip.mp4"
+    _write_face_video(source)
+    models = _PassModels(Face(BBox(20, 60, 20 + FACE_PX, 60 + FACE_PX), 0.9))
+    policy = Policy(tracking=TrackingSpec(detect_every=3, light_passes=light_passes))
+
+    result = anonymize_file(FileJob(source=source, destination=source), models=models, policy=policy)
+
+    assert result.outcome is Outcome.ANONYMIZED, result.error_message
+    full, light = policy.detection.scales, light_pass_spec(policy.detection).scales
+    # Frames 0, 3, ..., 21 get the full detection; the 16 others the light pass, or nothing without it.
+    assert models.frames_by_scales == {full: 8, **({light: light_frames} if light_frames else {})}
+    video = result.video
+    assert video is not None and video.frames_detected == 8 + light_frames
+    assert video.detections == 8 + light_frames and video.frames_with_faces == FRAMES
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("light_passes", "first_covered"), [(True, 13), (False, 15)])
+def test_a_face_entering_between_detections_is_covered_from_the_light_pass_that_finds_it(
+    tmp_path: Path, worker: InProcess, light_passes: bool, first_covered: int
+) -> None:
+    # The face appears on frame 13, between the full detections of frames 12 and 15; no look-back frames, so
+    # only a detection on its own frame can cover it there.
+    source = tmp_path / "clip.mp4"
+    _write_face_video(source, face_from_frame=13)
+    tracking = TrackingSpec(detect_every=3, lookback_frames=0, light_passes=light_passes)
+    policy = dataclasses.replace(worker.policy, tracking=tracking)
+    before_frames, _, _, _ = _read(source)
+
+    result = anonymize_file(FileJob(source=source, destination=source), models=worker.models, policy=policy)
+
+    assert result.outcome is Outcome.ANONYMIZED, result.error_message
+    after_frames, _, _, _ = _read(source)
+    is_filled = []
+    for index, (before, after) in enumerate(zip(before_frames, after_frames, strict=True)):
+        x, y = _position(index)
+        inner = (slice(y + 25, y + FACE_PX - 25), slice(x + 25, x + FACE_PX - 25))
+        is_filled.append(bool(np.abs(after[inner].astype(int) - before[inner].astype(int)).mean() > 40))
+    assert is_filled == [index >= first_covered for index in range(FRAMES)]
 
 
 @pytest.mark.slow
@@ -229,3 +304,4 @@ def test_cli_anonymizes_a_video_and_prints_the_encoder(tmp_path: Path) -> None:
         (stored,) = store.list_files(run.run_id)
     assert stored.outcome is Outcome.ANONYMIZED and stored.details["video"]["crf"] == 23
     assert run.settings["video_crf"] == 23 and run.settings["tracking"]["hold_frames"] == 8
+    assert run.settings["light_passes"] is True and run.settings["tracking"]["light_passes"] is True

@@ -97,6 +97,16 @@ def anonymize(
             ),
         ),
     ] = None,
+    light_passes: Annotated[
+        bool | None,
+        typer.Option(
+            "--light-passes/--no-light-passes",
+            help=with_default(
+                "Video: a light half-size pass (large faces) on the frames between detections.",
+                setting_default("light_passes"),
+            ),
+        ),
+    ] = None,
     jobs: Annotated[
         int | None,
         # Settings.jobs defaults to the number of cores.
@@ -146,6 +156,7 @@ def anonymize(
         video_codec=video_codec,
         video_crf=video_crf,
         detect_every=detect_every,
+        light_passes=light_passes,
         jobs=jobs,
         device=device,
         precision=precision,

@@ -14,11 +14,14 @@ import dataclasses
 from efface.detection.multiscale import FocusSpec, MultiScaleSpec
 from efface.records import Preset
 
-__all__ = ["CANDIDATE_SCORE", "DEFAULT_PRESET", "preset_spec"]
+__all__ = ["CANDIDATE_SCORE", "DEFAULT_PRESET", "LIGHT_PASS_SCALE", "light_pass_spec", "preset_spec"]
 
 DEFAULT_PRESET = Preset.BALANCED
 # Base detectors report everything above this; the presets' thresholds apply after fusion.
 CANDIDATE_SCORE = 0.1
+# The light pass between a video's full detections: a quarter of a full pass's pixels, enough for the large
+# faces that move most between two full detections; the tracker carries the small ones.
+LIGHT_PASS_SCALE = 0.5
 
 _SPECS = {
     # Full resolution plus a half-size pass for close-ups.
@@ -54,3 +57,10 @@ def preset_spec(preset: Preset, *, score_threshold: float | None = None) -> Mult
         score_threshold=score_threshold,
         large_face_score=None if large is None or large >= score_threshold else large,
     )
+
+
+def light_pass_spec(spec: MultiScaleSpec) -> MultiScaleSpec:
+    """The light pass of a detection spec: one pass at ``LIGHT_PASS_SCALE``, no mirrored or focused pass,
+    with ``spec``'s thresholds (its size prior included). Further detectors fused with the base one still run.
+    """
+    return dataclasses.replace(spec, scales=(LIGHT_PASS_SCALE,), flip_scales=(), focus=None)

@@ -15,6 +15,10 @@ those gaps with a small IoU tracker:
 - backward fill: the output lags the input by ``lookback_frames``, so a new track's box is also put on the
   frames before its first detection (once its velocity is known, a second time, moved back along it), and a
   track detected again after a gap puts the interpolated box on the gap frames still buffered.
+- detection on every Nth frame (``detect_every``), optionally with a light pass on the frames in between
+  (``light_passes``): ``detection_pass`` says which runs on a frame; the tracker takes whatever was detected
+  the same way, so a light pass's large faces start and steer tracks while the small faces it cannot see are
+  held over as on a frame without detection.
 
 Detections are always covered unchanged; carried boxes only ever add cover. Pure Python and numpy: detections
 go in, regions come out, no pixels, no model.
@@ -34,7 +38,15 @@ import numpy.typing as npt
 from efface.detection.postprocess import pairwise_iou
 from efface.records import BBox, Face
 
-__all__ = ["TemporalCover", "TrackingSpec", "TrackingStats", "center_distances", "cover_frames", "match_greedy"]
+__all__ = [
+    "DetectionPass",
+    "TemporalCover",
+    "TrackingSpec",
+    "TrackingStats",
+    "center_distances",
+    "cover_frames",
+    "match_greedy",
+]
 
 # Weight of a new velocity measurement against the running estimate: halves a detector's box jitter while
 # still following a face that speeds up within a few detections.
@@ -73,6 +85,12 @@ class TrackingSpec:
             detection opportunity (1: constant velocity; 0: the box stays where it was last seen).
         detect_every: detection runs on frames 0, N, 2N, ...; the frames in between are covered by
             prediction (and by interpolation, where they are still buffered when the next detection comes).
+        light_passes: with ``detect_every`` > 1, the frames in between get a light pass (a single cheap
+            detection, see ``DetectionPass.LIGHT``) instead of none. Its faces are pushed like any others:
+            they start tracks (a large face walking in need not wait for the next full detection) and
+            update them; the small faces it cannot see are carried by their tracks as without it. Hold-over
+            is counted in frames (``hold_span_frames``), so a light pass that misses a face never ends its
+            track sooner. No effect with ``detect_every = 1``.
     """
 
     match_iou: float = 0.3
@@ -82,6 +100,7 @@ class TrackingSpec:
     lookback_frames: int = 8
     velocity_damping: float = 0.8
     detect_every: int = 1
+    light_passes: bool = False
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.match_iou) and 0.0 < self.match_iou <= 1.0):
@@ -92,6 +111,8 @@ class TrackingSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        if not isinstance(self.light_passes, bool):
+            raise ValueError(f"light_passes must be a bool, got {self.light_passes!r}")
         if not (math.isfinite(self.growth_per_frame) and 0.0 <= self.growth_per_frame <= 1.0):
             raise ValueError(f"growth_per_frame must be in [0, 1], got {self.growth_per_frame}")
         if not (math.isfinite(self.velocity_damping) and 0.0 <= self.velocity_damping <= 1.0):
@@ -111,6 +132,7 @@ class TrackingSpec:
             "lookback_frames": self.lookback_frames,
             "velocity_damping": self.velocity_damping,
             "detect_every": self.detect_every,
+            "light_passes": self.light_passes,
         }
 
 
@@ -203,6 +225,14 @@ def center_distances(
     return np.where((ratio <= _MAX_SIZE_RATIO) & (ratio >= 1 / _MAX_SIZE_RATIO), distances, np.nan)
 
 
+class DetectionPass(StrEnum):
+    """What runs on a frame of a video: the full detection, a light pass, or nothing (tracking only)."""
+
+    FULL = "full"
+    LIGHT = "light"
+    NONE = "none"
+
+
 class _Kind(StrEnum):
     """Why a box was carried onto a frame; the value is its counter in ``TrackingStats``."""
 
@@ -282,18 +312,22 @@ class TemporalCover:
     def stats(self) -> TrackingStats:
         return TrackingStats(**self._counts)
 
-    def needs_detection(self, frame_index: int) -> bool:
-        """Whether the detector should run on this frame (frames 0, N, 2N, ... for ``detect_every = N``)."""
+    def detection_pass(self, frame_index: int) -> DetectionPass:
+        """What should run on this frame: the full detection on frames 0, N, 2N, ... for ``detect_every = N``;
+        on the others a light pass where ``light_passes`` is set, else nothing."""
         if frame_index < 0:
             raise ValueError(f"frame_index must be >= 0, got {frame_index}")
-        return frame_index % self.spec.detect_every == 0
+        if frame_index % self.spec.detect_every == 0:
+            return DetectionPass.FULL
+        return DetectionPass.LIGHT if self.spec.light_passes else DetectionPass.NONE
 
     def push(self, faces: tuple[Face, ...] | None) -> list[tuple[int, tuple[Face, ...]]]:
         """Takes the next frame's detections and returns the frames that are now final.
 
         Args:
-            faces: the faces detected on the next frame (possibly none), or None when detection did not run
-                on it. Detections are used on any frame given them, not only where ``needs_detection`` says.
+            faces: the faces detected on the next frame (possibly none), by a full or a light pass, or None
+                when detection did not run on it. Detections are used on any frame given them, not only where
+                ``detection_pass`` says.
 
         Returns:
             ``(frame_index, faces to cover)`` for every frame that became final, oldest first: a frame is

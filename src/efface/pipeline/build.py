@@ -126,4 +126,5 @@ def _tracking_spec(settings: Settings) -> TrackingSpec:
         hold_frames=settings.track_hold_frames,
         lookback_frames=settings.track_lookback_frames,
         detect_every=settings.detect_every,
+        light_passes=settings.light_passes,
     )

@@ -22,7 +22,7 @@ import numpy as np
 
 from efface.detection.models import DetectionModels
 from efface.detection.multiscale import MultiScaleSpec
-from efface.detection.presets import DEFAULT_PRESET, preset_spec
+from efface.detection.presets import DEFAULT_PRESET, light_pass_spec, preset_spec
 from efface.detection.tracking import TrackingSpec
 from efface.errors import EffaceError, InputNotFoundError, OutputError, UnreadableFileError
 from efface.media.atomic import Original, StagedFile, Stager, claim, discard, original_of, stage_bytes
@@ -307,6 +307,7 @@ def _anonymize_video_file(
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()
     detect = models.detector(policy.detection).detect
+    detect_light = models.detector(light_pass_spec(policy.detection)).detect if policy.tracking.light_passes else None
     stager = Stager()
     try:
         status = _stat(job.source)
@@ -316,12 +317,15 @@ def _anonymize_video_file(
             _make_parent(job.destination)
         with open_video(job.source, options=policy.video) as video:
             if job.destination is None:
-                stats = scan_video(video, detect=detect, tracking=policy.tracking, on_frame=on_frame)
+                stats = scan_video(
+                    video, detect=detect, detect_light=detect_light, tracking=policy.tracking, on_frame=on_frame
+                )
             else:
                 stats = anonymize_video(
                     video,
                     job.destination,
                     detect=detect,
+                    detect_light=detect_light,
                     anonymize=policy.anonymizer.apply,
                     tracking=policy.tracking,
                     options=policy.video,

@@ -1,5 +1,6 @@
-"""Video through the one pipeline: each frame is turned upright, detected, covered with the faces carried
-between frames (``TemporalCover``), anonymized, turned back and encoded; audio and subtitles are copied.
+"""Video through the one pipeline: each frame is turned upright, detected (the full detection, a light pass or
+nothing, as ``TemporalCover.detection_pass`` says), covered with the faces carried between frames
+(``TemporalCover``), anonymized, turned back and encoded; audio and subtitles are copied.
 
 ``anonymize_file`` hands videos here; nothing else touches their frames. The tracker delays each frame by
 its look-back (a few frames), so frames wait in a short queue until their cover is final: memory holds
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from efface.detection.tracking import TemporalCover, TrackingSpec
+from efface.detection.tracking import DetectionPass, TemporalCover, TrackingSpec
 from efface.media.atomic import Original, Stager
 from efface.media.video import VideoOptions
 from efface.records import Face, VideoStats
@@ -32,6 +33,9 @@ _DETECT_AHEAD = 2
 
 FrameCallback = Callable[[int, int | None], None]
 """Called after each frame with the frames done and the frames expected (None where unknown)."""
+
+Detect = Callable[[np.ndarray], tuple[Face, ...]]
+"""Faces on an upright RGB uint8 (H, W, 3) frame."""
 
 
 @dataclass(slots=True)
@@ -70,8 +74,10 @@ def _stored(upright: np.ndarray, rotation_deg: int) -> np.ndarray:
 class _Coverer:
     """Turns decoded frames into upright frames with their final regions, counting as it goes."""
 
-    def __init__(self, *, detect: Callable[[np.ndarray], tuple[Face, ...]], tracking: TrackingSpec) -> None:
-        self._detect = detect
+    def __init__(self, *, detect: Detect, detect_light: Detect | None, tracking: TrackingSpec) -> None:
+        if tracking.light_passes and tracking.detect_every > 1 and detect_light is None:
+            raise ValueError("tracking asks for light passes between detections, but no light detector was given")
+        self._detectors = {DetectionPass.FULL: detect, DetectionPass.LIGHT: detect_light}
         self._tracking = tracking
         self._cover: TemporalCover | None = None
         self.counts = _FaceCounts()
@@ -91,8 +97,8 @@ class _Coverer:
                 upright = _upright(frame, rotation_deg)
                 if self._cover is None:
                     self._cover = TemporalCover(self._tracking, width=upright.shape[1], height=upright.shape[0])
-                is_detected = self._cover.needs_detection(index)
-                detecting.append((upright, pool.submit(self._detect, upright) if is_detected else None))
+                detector = self._detectors.get(self._cover.detection_pass(index))
+                detecting.append((upright, pool.submit(detector, upright) if detector is not None else None))
                 if len(detecting) > _DETECT_AHEAD:
                     yield from self._track(*detecting.popleft(), waiting=waiting)
             while detecting:
@@ -132,7 +138,8 @@ def anonymize_video(
     video: VideoSource,
     destination: Path,
     *,
-    detect: Callable[[np.ndarray], tuple[Face, ...]],
+    detect: Detect,
+    detect_light: Detect | None = None,
     anonymize: Callable[[np.ndarray, tuple[Face, ...]], tuple[np.ndarray, int]],
     tracking: TrackingSpec,
     options: VideoOptions,
@@ -146,7 +153,8 @@ def anonymize_video(
     Args:
         video: the open source; its frames are read here, and it is closed once written.
         destination: where the anonymized video goes; its suffix picks the container.
-        detect: faces on an upright RGB frame.
+        detect: faces on an upright RGB frame (the full detection).
+        detect_light: the light pass run between full detections where ``tracking.light_passes`` asks for it.
         anonymize: the frame with the given regions anonymized, and how many were.
         tracking: how faces are carried between frames.
         options: codec, quality and metadata choices.
@@ -163,9 +171,10 @@ def anonymize_video(
         ConfigurationError: the encoder settings cannot work for this container.
         SourceChangedError: in place, the source changed on disk meanwhile; it was left as it now is.
         OutputError: the output could not be written.
+        ValueError: ``tracking`` asks for light passes and no ``detect_light`` is given.
     """
     info = video.info
-    coverer = _Coverer(detect=detect, tracking=tracking)
+    coverer = _Coverer(detect=detect, detect_light=detect_light, tracking=tracking)
 
     def process(frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         for upright, regions in coverer.frames(frames, rotation_deg=info.rotation_deg):
@@ -191,17 +200,21 @@ def anonymize_video(
 def scan_video(
     video: VideoSource,
     *,
-    detect: Callable[[np.ndarray], tuple[Face, ...]],
+    detect: Detect,
+    detect_light: Detect | None = None,
     tracking: TrackingSpec,
     on_frame: FrameCallback | None = None,
 ) -> VideoStats:
     """A dry run: decodes and detects every frame of ``video``, counts what would be anonymized, writes nothing.
 
+    ``detect`` and ``detect_light`` are as for ``anonymize_video``.
+
     Raises:
         InputError: the video cannot be decoded completely.
+        ValueError: ``tracking`` asks for light passes and no ``detect_light`` is given.
     """
     info = video.info
-    coverer = _Coverer(detect=detect, tracking=tracking)
+    coverer = _Coverer(detect=detect, detect_light=detect_light, tracking=tracking)
     for _frame in coverer.frames(video.frames(), rotation_deg=info.rotation_deg):
         if on_frame is not None:
             on_frame(coverer.counts.frames, info.declared_frames)
