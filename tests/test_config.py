@@ -11,9 +11,12 @@ import pytest
 
 from efface.config import Settings, load_settings
 from efface.detection.centerface import centerface_model_path
+from efface.detection.tracking import TrackingSpec
 from efface.detection.weights import cached_int8_path
 from efface.errors import ConfigurationError
-from efface.pipeline.build import audited_settings, load_models
+from efface.media.video import VideoOptions
+from efface.pipeline.build import audited_settings, build_policy, load_models
+from efface.pipeline.core import Policy
 from efface.records import Device, Precision, TransformSpec
 
 
@@ -71,3 +74,12 @@ def test_default_settings_give_the_default_transform_and_a_process_per_core() ->
     settings = load_settings()
     assert settings.transform_spec() == TransformSpec()
     assert settings.jobs == (os.cpu_count() or 1)
+
+
+def test_default_settings_give_the_default_video_policy() -> None:
+    # Settings and the core's records declare the video defaults each; a default changed in one place only
+    # would make the CLI and ``Policy()`` anonymize videos differently.
+    policy = build_policy(load_settings(db_url="sqlite://"))
+    assert policy.tracking == TrackingSpec() == Policy().tracking
+    assert policy.video == VideoOptions(max_pixels=load_settings(db_url="sqlite://").max_image_pixels)
+    assert (policy.tracking.detect_every, policy.tracking.light_passes) == (3, True)

@@ -100,14 +100,14 @@ class Settings(BaseSettings):
     # speed preset, and whether identifying container metadata is kept.
     video_codec: str | None = None
     video_crf: int = Field(18, ge=0, le=51)
-    video_preset: str = "medium"
+    video_preset: str = "faster"
     keep_video_metadata: bool = False
     # Faces carried between frames: detection opportunities a face may be missed and still be covered,
     # frames before a first detection that are covered too, detection on every Nth frame only, and a light
     # pass (one half-size pass, for large faces) on the frames in between.
     track_hold_frames: int = Field(8, ge=0, le=250)
     track_lookback_frames: int = Field(8, ge=0, le=250)
-    detect_every: int = Field(1, ge=1, le=30)
+    detect_every: int = Field(3, ge=1, le=30)
     light_passes: bool = True
 
     @field_validator("db_url")

@@ -49,7 +49,7 @@ def _run(spec: TrackingSpec, detections: list[tuple[Face, ...] | None]) -> list[
 def test_linear_face_missed_for_three_frames_is_covered_on_every_frame(lookback: int) -> None:
     truth = [_box_at(i, start_xy=(40, 100), velocity_xy=(7, 2), size_px=48) for i in range(30)]
     detections = [() if 12 <= i < 15 else (Face(box, 0.9),) for i, box in enumerate(truth)]
-    covered = _run(TrackingSpec(lookback_frames=lookback), detections)
+    covered = _run(TrackingSpec(detect_every=1, lookback_frames=lookback), detections)
     assert len(covered) == 30
     for i, (box, faces) in enumerate(zip(truth, covered, strict=True)):
         assert _coverage(box, faces) >= 0.7, f"frame {i}"
@@ -60,7 +60,7 @@ def test_first_missed_frames_are_backfilled_within_lookback_only(speed_px: float
     truth = [_box_at(i, start_xy=(40, 100), velocity_xy=(speed_px, 0), size_px=48) for i in range(30)]
     first_seen = 12
     detections = [(Face(box, 0.9),) if i >= first_seen else () for i, box in enumerate(truth)]
-    covered = _run(TrackingSpec(lookback_frames=8), detections)
+    covered = _run(TrackingSpec(detect_every=1, lookback_frames=8), detections)
     # The oldest lookback frame is final before the track's velocity is known: it gets the first box, grown,
     # which covers a slow face but not a fast one; the later frames get the box moved back along the motion.
     for i in range(first_covered, 30):
@@ -72,7 +72,7 @@ def test_first_missed_frames_are_backfilled_within_lookback_only(speed_px: float
 def test_first_five_missed_frames_of_a_moving_face_are_covered() -> None:
     truth = [_box_at(i, start_xy=(40, 100), velocity_xy=(6, 3), size_px=40) for i in range(20)]
     detections = [(Face(box, 0.9),) if i >= 5 else () for i, box in enumerate(truth)]
-    covered = _run(TrackingSpec(lookback_frames=8), detections)
+    covered = _run(TrackingSpec(detect_every=1, lookback_frames=8), detections)
     assert [_coverage(truth[i], covered[i]) >= 0.7 for i in range(20)] == [True] * 20
 
 
@@ -95,7 +95,7 @@ def test_track_ends_after_hold(hold_frames: int, detect_every: int, span: int) -
 
 def test_held_box_grows_and_keeps_the_score() -> None:
     face = Face(BBox(100, 100, 140, 120), 0.6, MARKS)
-    covered = _run(TrackingSpec(lookback_frames=0, growth_per_frame=0.1), [(face,), (), ()])
+    covered = _run(TrackingSpec(detect_every=1, lookback_frames=0, growth_per_frame=0.1), [(face,), (), ()])
     assert covered[0] == (face,)
     (held1,), (held2,) = covered[1], covered[2]
     assert held1.box == BBox(98, 99, 142, 121)
@@ -111,7 +111,7 @@ def test_crossing_faces_missed_at_the_crossing_stay_covered_and_keep_their_track
     # They meet around frame 30; both are missed for three frames right at the crossing.
     crossing = range(28, 31)
     detections = [() if i in crossing else (Face(left[i], 0.9), Face(right[i], 0.8)) for i in range(n)]
-    cover = TemporalCover(TrackingSpec(lookback_frames=lookback), width=WIDTH, height=HEIGHT)
+    cover = TemporalCover(TrackingSpec(detect_every=1, lookback_frames=lookback), width=WIDTH, height=HEIGHT)
     covered = [faces for pushed in detections for _, faces in cover.push(pushed)] + [f for _, f in cover.flush()]
     for i in range(n):
         assert _coverage(left[i], covered[i]) >= 0.7, f"left face, frame {i}"
@@ -244,7 +244,7 @@ def test_detection_pass(detect_every: int, light_passes: bool, expected: list[De
 @pytest.mark.parametrize("lookback", [0, 1, 5])
 @pytest.mark.parametrize("frames", [0, 1, 3, 20])
 def test_each_frame_comes_back_once_in_order_after_lookback_later_frames(lookback: int, frames: int) -> None:
-    cover = TemporalCover(TrackingSpec(lookback_frames=lookback), width=WIDTH, height=HEIGHT)
+    cover = TemporalCover(TrackingSpec(detect_every=1, lookback_frames=lookback), width=WIDTH, height=HEIGHT)
     face = Face(BBox(10, 10, 50, 50), 0.9)
     returned: list[int] = []
     for i in range(frames):
@@ -271,14 +271,14 @@ def test_without_hold_and_lookback_the_output_is_the_input() -> None:
             w = rng.uniform(5, 120)
             faces.append(Face(BBox(x, y, x + w, y + w * 1.2), float(rng.uniform(0.3, 1.0)), MARKS))
         detections.append(tuple(faces))
-    covered = _run(TrackingSpec(hold_frames=0, lookback_frames=0), detections)
+    covered = _run(TrackingSpec(detect_every=1, hold_frames=0, lookback_frames=0), detections)
     assert covered == [faces or () for faces in detections]
 
 
 def test_detections_come_first_and_unchanged_even_outside_the_frame() -> None:
     inside = Face(BBox(10, 10, 50, 50), 0.7, MARKS)
     overhanging = Face(BBox(-30, 300, 40, 400), 0.5)
-    covered = _run(TrackingSpec(lookback_frames=0), [(inside, overhanging), (overhanging,)])
+    covered = _run(TrackingSpec(detect_every=1, lookback_frames=0), [(inside, overhanging), (overhanging,)])
     assert covered[0] == (inside, overhanging)
     # Frame 1: the detection first, then the missed face held over: grown 4 %, no landmarks, same score.
     assert covered[1] == (overhanging, Face(BBox(9.2, 9.2, 50.8, 50.8), 0.7))
@@ -288,7 +288,7 @@ def test_carried_boxes_are_clipped_and_dropped_once_outside_the_frame() -> None:
     # A face leaving through the right edge at 30 px/frame, then missed.
     truth = [_box_at(i, start_xy=(500, 200), velocity_xy=(30, 0), size_px=60) for i in range(12)]
     detections = [(Face(box, 0.9),) if i < 3 else () for i, box in enumerate(truth)]
-    covered = _run(TrackingSpec(hold_frames=8, lookback_frames=0), detections)
+    covered = _run(TrackingSpec(detect_every=1, hold_frames=8, lookback_frames=0), detections)
     carried = [face for faces in covered[3:] for face in faces]
     assert carried, "the face is held while part of it is still in the frame"
     for face in carried:
@@ -302,7 +302,9 @@ def test_backfill_skips_frames_where_a_detection_already_covers_the_box() -> Non
     face = Face(BBox(100, 100, 160, 160), 0.9)
     other = Face(BBox(400, 100, 460, 160), 0.9)
     # Frame 0 sees only `other`; from frame 1 on both faces are detected, `face` starts a track at frame 1.
-    covered = _run(TrackingSpec(lookback_frames=4, hold_frames=0), [(other,), (face, other), (face, other)])
+    covered = _run(
+        TrackingSpec(detect_every=1, lookback_frames=4, hold_frames=0), [(other,), (face, other), (face, other)]
+    )
     assert covered[0][0] == other
     assert len(covered[0]) == 2
     assert _coverage(face.box, covered[0]) == 1.0
@@ -312,7 +314,7 @@ def test_backfill_skips_frames_where_a_detection_already_covers_the_box() -> Non
 
 def test_stats_count_what_was_added() -> None:
     face = Face(BBox(100, 100, 150, 150), 0.9)
-    cover = TemporalCover(TrackingSpec(lookback_frames=3, hold_frames=2), width=WIDTH, height=HEIGHT)
+    cover = TemporalCover(TrackingSpec(detect_every=1, lookback_frames=3, hold_frames=2), width=WIDTH, height=HEIGHT)
     for faces in [(), (), (face,), (face,), (), (face,), (), (), (), ()]:
         cover.push(faces)
     cover.flush()
@@ -335,9 +337,9 @@ def test_interpolation_fills_a_gap_the_prediction_got_wrong() -> None:
     boxes = [BBox(x, 100, x + 80, 180) for x in xs]
     detections = [(Face(b, 0.9),) if i < 4 or i >= 7 else () for i, b in enumerate(boxes)]
     gap = range(4, 7)
-    held_only = _run(TrackingSpec(lookback_frames=0), detections)
+    held_only = _run(TrackingSpec(detect_every=1, lookback_frames=0), detections)
     assert min(_coverage(boxes[i], held_only[i]) for i in gap) < 0.7
-    cover = TemporalCover(TrackingSpec(lookback_frames=8), width=WIDTH, height=HEIGHT)
+    cover = TemporalCover(TrackingSpec(detect_every=1, lookback_frames=8), width=WIDTH, height=HEIGHT)
     covered = [faces for pushed in detections for _, faces in cover.push(pushed)] + [f for _, f in cover.flush()]
     assert [_coverage(box, faces) for box, faces in zip(boxes, covered, strict=True)] == [1.0] * 10
     assert (cover.stats.held_boxes, cover.stats.interpolated_boxes, cover.stats.tracks) == (3, 3, 1)
@@ -383,6 +385,15 @@ def test_match_greedy_table(iou: np.ndarray, expected: list[tuple[int, int]]) ->
 def test_spec_validation(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TrackingSpec(**kwargs)  # type: ignore[arg-type]
+
+
+def test_default_detects_every_third_frame_with_light_passes_and_keeps_its_invariants() -> None:
+    spec = TrackingSpec()
+    assert (spec.detect_every, spec.light_passes) == (3, True)
+    # The frames between two detections can be interpolated, and a face missed by one full detection is
+    # still held until the next one and beyond.
+    assert spec.lookback_frames >= spec.detect_every - 1
+    assert spec.hold_span_frames == (spec.hold_frames + 1) * spec.detect_every - 1 >= 2 * spec.detect_every
 
 
 def test_spec_round_trips_through_as_dict() -> None:
