@@ -240,6 +240,7 @@ def test_is_video_path(name: str, expected: bool) -> None:
         ({"preset": "quick"}, "got 'quick'"),
         ({"max_pixels": 0}, "max_pixels must be >= 1, got 0"),
         ({"codec": " "}, "got an empty string"),
+        ({"encoder_threads": 0}, "encoder_threads must be >= 1 or None, got 0"),
     ],
 )
 def test_video_options_refuse_impossible_values(kwargs: dict[str, object], message: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,9 @@ import pytest
 from efface.config import Settings
 from efface.detection import StaticModels
 from efface.errors import ConfigurationError
+from efface.media.video import VideoOptions
 from efface.pipeline import FileJob, Policy, plan_jobs
+from efface.pipeline.build import inference_threads_for
 from efface.pipeline.executors import fit_processes, open_executor
 from efface.pipeline.pool import InProcess, ProcessPool
 
@@ -36,6 +39,17 @@ def test_open_executor_runs_one_process_here_and_more_in_a_pool(processes: int, 
         assert isinstance(executor, expected)
         if isinstance(executor, InProcess):
             assert executor.models is models  # this process's models, not a second copy
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, inference_threads_for(1)), (1, 1)])
+def test_the_video_encoder_gets_the_inference_share_of_the_cores_unless_the_policy_names_one(
+    given: int | None, expected: int
+) -> None:
+    policy = dataclasses.replace(Policy(), video=VideoOptions(encoder_threads=given))
+    with open_executor(Settings(), models=StaticModels(), policy=policy, processes=1) as executor:
+        assert isinstance(executor, InProcess)
+        assert executor.policy.video.encoder_threads == expected
+        assert dataclasses.replace(executor.policy.video, encoder_threads=given) == policy.video
 
 
 def test_open_executor_fails_on_an_unreachable_ray_cluster_before_the_context() -> None:

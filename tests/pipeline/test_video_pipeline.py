@@ -25,6 +25,7 @@ from efface.detection.multiscale import MultiScaleSpec
 from efface.detection.presets import light_pass_spec
 from efface.detection.tracking import TrackingSpec
 from efface.media.atomic import find_leftovers
+from efface.media.video import VideoOptions
 from efface.pipeline.build import build_policy, load_models
 from efface.pipeline.core import FileJob, Policy, anonymize_file
 from efface.pipeline.jobs import plan_jobs
@@ -164,6 +165,19 @@ def test_light_passes_run_on_the_frames_between_full_detections(
     video = result.video
     assert video is not None and video.frames_detected == 8 + light_frames
     assert video.detections == 8 + light_frames and video.frames_with_faces == FRAMES
+
+
+@pytest.mark.parametrize("encoder_threads", [1, 2])
+def test_the_encoder_runs_on_the_threads_the_policy_gives_it(tmp_path: Path, encoder_threads: int) -> None:
+    source = tmp_path / "clip.mp4"
+    _write_face_video(source)
+    policy = Policy(video=VideoOptions(encoder_threads=encoder_threads))
+
+    result = anonymize_file(FileJob(source=source, destination=source), models=StaticModels(), policy=policy)
+
+    assert result.outcome is Outcome.NO_FACES, result.error_message
+    # x264 writes the settings it ran with into the stream (an SEI message), its thread count among them.
+    assert f" threads={encoder_threads} ".encode() in source.read_bytes()
 
 
 @pytest.mark.slow

@@ -3,12 +3,14 @@
 ``fit_processes`` starts no more processes than there are files; ``open_executor`` picks the executor: a Ray
 cluster when one is named, this process for a single process, otherwise a process pool. Each process of a pool
 and each Ray actor loads its own models once (a partial of ``load_models`` pickles; loaded sessions would not),
-with inference threads that fit the machine; the policy is the run's one.
+with inference threads that fit the machine; the policy is the run's one, its video encoder given the same
+share of the cores as each inference (a video's encoder runs beside its detection, in every process at once).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 from collections.abc import Iterable, Iterator
 
@@ -67,11 +69,20 @@ def open_executor(
     executor: Executor
     if ray_address is not None:
         # One inference thread per actor: Ray gives each actor one CPU and runs one actor per CPU.
+        policy = _encoding_with(policy, threads=1)
         executor = RayPool(functools.partial(load_models, settings, inference_threads=1), policy, address=ray_address)
     elif processes == 1:
-        executor = InProcess(models, policy, on_frame=on_frame)
+        executor = InProcess(models, _encoding_with(policy, threads=inference_threads_for(1)), on_frame=on_frame)
     else:
         threads = inference_threads_for(processes)
         make_models = functools.partial(load_models, settings, inference_threads=threads)
+        policy = _encoding_with(policy, threads=threads)
         executor = ProcessPool(make_models, policy, processes=processes, on_frame=on_frame)
     return contextlib.closing(executor)
+
+
+def _encoding_with(policy: Policy, *, threads: int) -> Policy:
+    """``policy`` with its video encoder on ``threads`` threads, unless it names a count of its own."""
+    if policy.video.encoder_threads is not None:
+        return policy
+    return dataclasses.replace(policy, video=dataclasses.replace(policy.video, encoder_threads=threads))

@@ -212,6 +212,8 @@ def _add_video_stream(
     context = stream.codec_context
     context.width, context.height = source.info.width, source.info.height
     context.pix_fmt = pixel_format
+    if options.encoder_threads is not None:
+        context.thread_count = options.encoder_threads
     # The source's time base (the one its frames are timed in), so every timestamp carries over exactly
     # (VFR stays VFR).
     time_base = video.time_base or Fraction(1, 90_000)

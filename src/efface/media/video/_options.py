@@ -49,6 +49,10 @@ class VideoOptions:
             at 0.12 dB lower luma PSNR outside the faces and a 1.7 % larger file (``bench/encoder.py``).
         keep_metadata: keep container and stream tags (title, location, creation time, ...).
         max_pixels: videos whose frames have more pixels are refused.
+        encoder_threads: threads the encoder may use (FFmpeg's ``thread_count``), or None for the encoder's
+            own choice (x264's: 1.5x the machine's cores, however many processes encode at once and whatever
+            detection runs beside it). ``open_executor`` sets it to each process's share of the cores, the
+            share its inference gets.
     """
 
     codec: str | None = None
@@ -56,6 +60,7 @@ class VideoOptions:
     preset: str = "faster"
     keep_metadata: bool = False
     max_pixels: int = 8192 * 8192
+    encoder_threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.codec is not None and not self.codec.strip():
@@ -66,3 +71,5 @@ class VideoOptions:
             raise ValueError(f"preset must be one of {', '.join(X264_PRESETS)}, got {self.preset!r}")
         if self.max_pixels < 1:
             raise ValueError(f"max_pixels must be >= 1, got {self.max_pixels}")
+        if self.encoder_threads is not None and self.encoder_threads < 1:
+            raise ValueError(f"encoder_threads must be >= 1 or None, got {self.encoder_threads}")
