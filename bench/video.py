@@ -264,6 +264,60 @@ def every(
     return [faces if i % n == 0 else (light[i] if light is not None else None) for i, faces in enumerate(detections)]
 
 
+def as_configured(
+    tracking: TrackingSpec, detections: list[tuple[Face, ...]], light: list[tuple[Face, ...]]
+) -> list[tuple[Face, ...] | None]:
+    """What the tracker gets under ``tracking``'s own detect_every and light passes."""
+    return every(tracking.detect_every, detections, light if tracking.light_passes else None)
+
+
+def thorough_tracks(frames: list[np.ndarray], *, video_sha256: str, cache: Path | None) -> list[dict[int, BBox]]:
+    """The clip's ground truth: the thorough preset's detections on every frame, linked into tracks."""
+    settings = load_settings(db_url="sqlite://", preset=Preset.THOROUGH)
+    spec = build_policy(settings).detection
+    return ground_truth(efface_detections("thorough", frames, settings, spec, video_sha256=video_sha256, cache=cache))
+
+
+def default_and_light(
+    frames: list[np.ndarray], settings: Settings, *, video_sha256: str, cache: Path | None
+) -> tuple[list[tuple[Face, ...]], list[tuple[Face, ...]]]:
+    """``settings``' full detection and its light pass, each on every frame (the tracker picks its frames)."""
+    spec = build_policy(settings).detection
+    default = efface_detections("default", frames, settings, spec, video_sha256=video_sha256, cache=cache)
+    light = efface_detections("light", frames, settings, light_pass_spec(spec), video_sha256=video_sha256, cache=cache)
+    return default, light
+
+
+def configured_coverage(
+    frames: list[np.ndarray],
+    settings: Settings,
+    tracks: list[dict[int, BBox]],
+    *,
+    video_sha256: str,
+    cache: Path | None,
+) -> Coverage:
+    """How ``settings`` (preset, precision, detect_every, light passes, tracking) cover the clip."""
+    policy = build_policy(settings)
+    default, light = default_and_light(frames, settings, video_sha256=video_sha256, cache=cache)
+    hw = frames[0].shape[:2]
+    covers = cover_frames(as_configured(policy.tracking, default, light), policy.tracking, width=hw[1], height=hw[0])
+    return coverage(tracks, covers, policy.anonymizer, hw)
+
+
+def deface_coverage(
+    video: Path,
+    tracks: list[dict[int, BBox]],
+    hw: tuple[int, int],
+    work: Path,
+    *,
+    video_sha256: str,
+    cache: Path | None,
+) -> Coverage:
+    """deface at its defaults, per frame: threshold 0.2, box grown 1.3x into an ellipse."""
+    found = deface_detections(video, work, video_sha256=video_sha256, cache=cache)
+    return coverage(tracks, found, Anonymizer(TransformSpec(box_scale=1.3)), hw)
+
+
 def timed(command: list[str], *, env: dict[str, str] | None = None) -> float:
     t0 = time.perf_counter()
     subprocess.run(
@@ -296,19 +350,11 @@ def main() -> None:
     video_sha256 = file_sha256(args.video)
     print(f"{args.video.name}: {len(frames)} frames, {hw[1]}x{hw[0]}")
 
-    thorough_settings = load_settings(db_url="sqlite://", preset=Preset.THOROUGH)
-    thorough_spec = build_policy(thorough_settings).detection
-    thorough = efface_detections(
-        "thorough", frames, thorough_settings, thorough_spec, video_sha256=video_sha256, cache=cache
-    )
-    tracks = ground_truth(thorough)
+    tracks = thorough_tracks(frames, video_sha256=video_sha256, cache=cache)
 
     settings = load_settings(db_url="sqlite://")
     policy = build_policy(settings)
-    default = efface_detections("default", frames, settings, policy.detection, video_sha256=video_sha256, cache=cache)
-    light = efface_detections(
-        "light", frames, settings, light_pass_spec(policy.detection), video_sha256=video_sha256, cache=cache
-    )
+    default, light = default_and_light(frames, settings, video_sha256=video_sha256, cache=cache)
     configured = policy.tracking
     # Each row names how often it detects: the defaults of TrackingSpec are efface's (every 3rd frame).
     every_frame = {"detect_every": 1, "light_passes": False}
@@ -331,7 +377,7 @@ def main() -> None:
         (
             f"efface default (detect every {configured.detect_every}, light passes {configured.light_passes})",
             configured,
-            every(configured.detect_every, default, light if configured.light_passes else None),
+            as_configured(configured, default, light),
         ),
     ):
         covers = cover_frames(detections, spec, width=hw[1], height=hw[0])
@@ -340,9 +386,9 @@ def main() -> None:
     speeds: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="efface-bench-video-") as scratch:
         work = Path(scratch)
-        deface_found = deface_detections(args.video, work, video_sha256=video_sha256, cache=cache)
-        deface_region = Anonymizer(TransformSpec(box_scale=1.3))
-        rows[f"deface {DEFACE_VERSION} (per frame)"] = coverage(tracks, deface_found, deface_region, hw)
+        rows[f"deface {DEFACE_VERSION} (per frame)"] = deface_coverage(
+            args.video, tracks, hw, work, video_sha256=video_sha256, cache=cache
+        )
 
         if not args.skip_speed:
             copy = work / f"input{args.video.suffix}"
