@@ -7,12 +7,13 @@ DEMO_DIR ?= demo-output
 
 .PHONY: install demo test test-fast lint bench clean
 
-# After the packages, the int8 detector is built into the user's model cache (`efface models prepare`), so
-# that a first `--precision int8` run does not pay for it.
+# After the packages, the detectors are built into the user's model cache (`efface models prepare`): the fp32
+# graph every run loads, and the int8 model, so that no first run pays for building them.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
+	$(VENV)/bin/efface models prepare --precision fp32
 	$(VENV)/bin/efface models prepare
 	touch $@
 

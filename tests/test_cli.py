@@ -358,7 +358,7 @@ def test_cuda_without_a_gpu_is_a_clear_usage_error(tmp_path: Path, sqlite_url: s
 # onnxruntime writes its telemetry store unless ORT_DISABLE_TELEMETRY is exactly "1" when it is imported; an
 # inherited "0" or "false" must not let it write either.
 @pytest.mark.parametrize("ort_disable_telemetry", [None, "0", "false"])
-def test_anonymize_writes_nothing_but_the_output_and_the_audit_log(
+def test_anonymize_writes_nothing_but_the_output_the_audit_log_and_the_model_cache(
     tmp_path: Path, astronaut: np.ndarray, ort_disable_telemetry: str | None
 ) -> None:
     home, photos = tmp_path / "home", tmp_path / "photos"
@@ -377,7 +377,10 @@ def test_anonymize_writes_nothing_but_the_output_and_the_audit_log(
         capture_output=True,
         timeout=300,
     )
-    assert [p.relative_to(home).as_posix() for p in home.rglob("*")] == []
+    # Only efface's model cache: the published weights' graph with symbolic dims (its model, record and lock).
+    written = sorted(p.relative_to(home).as_posix() for p in home.rglob("*") if p.is_file())
+    assert [Path(p).parent.as_posix() for p in written] == [".cache/efface/models"] * 3, written
+    assert all(Path(p).name.startswith("centerface-fp32-") for p in written), written
     assert [p.name for p in photos.iterdir()] == ["a.jpg"]
 
 
@@ -412,17 +415,24 @@ def test_anonymize_with_precision_int8_audits_the_int8_model(
 
 
 @pytest.mark.slow
-def test_a_default_fp32_run_creates_no_model_cache(
+def test_a_default_fp32_run_caches_only_its_graph(
     tmp_path: Path, astronaut: np.ndarray, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from efface.detection.centerface import centerface_model_path
+    from efface.detection.weights import cached_fp32_path
+
     monkeypatch.setenv("EFFACE_CACHE_DIR", str(tmp_path / "cache"))
     Image.fromarray(astronaut).save(tmp_path / "a.jpg")
     result = runner.invoke(app, ["anonymize", str(tmp_path / "a.jpg"), "--db", sqlite_url])
     assert result.exit_code == 0, result.output
     with AuditStore(sqlite_url) as store:
         (run,) = store.list_runs(limit=1)
+    # The audit names the published weights; the cache holds the rewritten graph, its record and its lock only.
     assert run.settings["precision"] == "fp32" and run.model_name == "centerface"
-    assert not (tmp_path / "cache").exists()
+    assert run.model_sha256 == hashlib.sha256(centerface_model_path().read_bytes()).hexdigest()
+    graph = cached_fp32_path(centerface_model_path())
+    expected = {graph.name, graph.with_suffix(".json").name, graph.with_suffix(".lock").name}
+    assert {p.name for p in (tmp_path / "cache").iterdir()} == expected
 
 
 @pytest.mark.slow
@@ -438,11 +448,15 @@ def test_models_prepare_precision_int8_prints_the_cached_model(
     assert str(cached_int8_path(centerface_model_path())) in result.stdout
 
 
-def test_models_prepare_precision_fp32_builds_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_models_prepare_precision_fp32_caches_the_graph(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from efface.detection.centerface import centerface_model_path
+    from efface.detection.weights import cached_fp32_path
+
     monkeypatch.setenv("EFFACE_CACHE_DIR", str(tmp_path / "cache"))
     result = runner.invoke(app, ["models", "prepare", "--precision", "fp32"])
     assert result.exit_code == 0, result.output
-    assert "centerface.onnx" in result.stdout and not (tmp_path / "cache").exists()
+    assert str(cached_fp32_path(centerface_model_path())) in result.stdout
+    assert cached_fp32_path(centerface_model_path()).is_file()
 
 
 def test_models_prepare_precision_int8_fails_when_the_cache_cannot_be_written(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from efface.detection import weights
+from efface.detection import quantize, weights
 from efface.detection.centerface import centerface_model_path
 from efface.detection.weights import cache_dir, cached_int8_path, int8_weights
 
@@ -58,7 +58,7 @@ def test_the_file_name_changes_with_the_recipe_and_onnxruntime(
     fp32 = centerface_model_path()
     first = cached_int8_path(fp32)
     assert first.name.startswith("centerface-int8-") and first.suffix == ".onnx"
-    monkeypatch.setattr(weights, "RECIPE_VERSION", weights.RECIPE_VERSION + 1)
+    monkeypatch.setattr(quantize, "RECIPE_VERSION", quantize.RECIPE_VERSION + 1)
     second = cached_int8_path(fp32)
     monkeypatch.setattr(weights, "onnxruntime_version", lambda: "0.0.0")
     assert len({first, second, cached_int8_path(fp32)}) == 3
@@ -72,7 +72,7 @@ def test_a_cache_hit_does_not_rebuild(builder: CountingBuilder) -> None:
     assert built.path == again.path == cached_int8_path(fp32) and again.model_bytes == FAKE_MODEL
     assert again.sha256 == hashlib.sha256(FAKE_MODEL).hexdigest()
     sidecar = json.loads(cached_int8_path(fp32).with_suffix(".json").read_text())
-    assert sidecar["sha256"] == again.sha256 and sidecar["recipe"] == weights.RECIPE_VERSION
+    assert sidecar["sha256"] == again.sha256 and sidecar["recipe"] == quantize.RECIPE_VERSION
     assert sorted(p.name for p in cache_dir().iterdir() if p.name.startswith(".")) == []  # no temporary left
 
 

@@ -14,14 +14,14 @@ from efface.text import path_text
 __all__ = ["models_app"]
 
 models_app = typer.Typer(
-    help="The detection models: build the int8 model ahead of its first use.", no_args_is_help=True
+    help="The detection models: build them into the model cache ahead of their first use.", no_args_is_help=True
 )
 
 
 @models_app.command("prepare")
 def models_prepare(
     precision: Annotated[
-        Precision, typer.Option(help="The precision to prepare: int8 is built here once; fp32 needs nothing.")
+        Precision, typer.Option(help="The precision to prepare: the int8 model, or the fp32 graph every run loads.")
     ] = Precision.INT8,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what is done.")] = False,
 ) -> None:
@@ -32,14 +32,16 @@ def models_prepare(
 
     configure_logging(verbose)
     fp32_path = or_exit(centerface_model_path)
-    if precision is Precision.FP32:
-        typer.echo(f"fp32 runs the published weights as they are, nothing to build: {path_text(fp32_path)}")
-        return
-    from efface.detection.weights import cache_dir, int8_weights
+    from efface.detection.weights import cache_dir, fp32_graph, int8_weights
 
-    stderr.print("preparing the int8 CenterFace model (a first build takes tens of seconds)", highlight=False)
-    weights = or_exit(lambda: int8_weights(fp32_path))
-    if weights.path is None:
-        print_error(f"the model cache {path_text(cache_dir())} cannot be written; each int8 run will build the model")
+    if precision is Precision.FP32:
+        built = or_exit(lambda: fp32_graph(fp32_path))
+        what = "fp32 graph (the published weights, input dims made symbolic)"
+    else:
+        stderr.print("preparing the int8 CenterFace model (a first build takes tens of seconds)", highlight=False)
+        built = or_exit(lambda: int8_weights(fp32_path))
+        what = "int8 model"
+    if built.path is None:
+        print_error(f"the model cache {path_text(cache_dir())} cannot be written; each run will build its model")
         raise typer.Exit(EXIT_FILES_FAILED)
-    typer.echo(f"int8 model (sha256 {weights.sha256}): {path_text(weights.path)}")
+    typer.echo(f"{what} (sha256 {built.sha256}): {path_text(built.path)}")

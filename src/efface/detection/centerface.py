@@ -14,7 +14,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import numpy.typing as npt
-import onnx
 
 from efface.arrays import ImageArray
 from efface.detection._onnx import check_detector_settings, create_session, file_sha256, run_options_for
@@ -66,6 +65,8 @@ def dynamic_model_bytes(path: Path) -> bytes:
     Raises:
         ModelError: the file is missing or not an ONNX model.
     """
+    import onnx  # only here: about 0.6 s to import, and a warm start reads this graph from the model cache
+
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # onnx raises DecodeError, OSError, ValidationError...
@@ -148,7 +149,9 @@ class CenterFaceDetector:
             model_bytes, self.weights_sha256 = quantized.model_bytes, quantized.sha256
             self.name = INT8_MODEL_NAME
         else:
-            model_bytes = dynamic_model_bytes(self.model_path)
+            from efface.detection.weights import fp32_graph
+
+            model_bytes = fp32_graph(self.model_path).model_bytes  # cached: a warm start never imports onnx
             self.weights_sha256 = file_sha256(self.model_path)
             self.name = MODEL_NAME
         self.score_threshold = score_threshold
