@@ -33,7 +33,15 @@ from efface.pipeline import results
 from efface.pipeline.core import FileJob, Policy, StagedResult, stage_file
 from efface.records import AnonymizationResult
 
-__all__ = ["Executor", "FrameProgress", "InProcess", "ModelsFactory", "ProcessPool", "crashed_result"]
+__all__ = [
+    "Executor",
+    "FrameProgress",
+    "InProcess",
+    "ModelsFactory",
+    "ProcessPool",
+    "crashed_result",
+    "remove_leftovers",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +231,7 @@ class ProcessPool:
             if is_finished:
                 self._pending.append((job, future, attempt))
             else:
-                _remove_leftovers(job)
+                remove_leftovers(job)
                 self._submit(job, attempt=attempt + 1)
 
     def _next_result(self) -> StagedResult:
@@ -236,7 +244,7 @@ class ProcessPool:
                 if attempt >= _MAX_ATTEMPTS:
                     self._pending.popleft()
                     self._recover()
-                    _remove_leftovers(job)
+                    remove_leftovers(job)
                     return StagedResult(crashed_result(job, reason="the worker process died"))
                 self._recover()
                 continue
@@ -275,7 +283,7 @@ class ProcessPool:
         if crashed:
             self._restart(wait=True)
             for job in crashed:
-                _remove_leftovers(job)
+                remove_leftovers(job)
         return finished
 
     def close(self) -> None:
@@ -303,7 +311,7 @@ def _hold_staged(done: StagedResult) -> None:
             hold(done.staged)
 
 
-def _remove_leftovers(job: FileJob) -> None:
+def remove_leftovers(job: FileJob) -> None:
     """Deletes the temporary files that a killed process left beside the file it was writing (those of live
     processes, this pool's included, hold their lock and stay)."""
     if job.destination is None:

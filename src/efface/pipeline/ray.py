@@ -20,13 +20,14 @@ import os
 import socket
 from collections import deque
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from efface.detection.models import DetectionModels
 from efface.errors import ConfigurationError, OutputError
 from efface.media.atomic import hold, release
 from efface.pipeline.core import FileJob, Policy, StagedResult, stage_file
-from efface.pipeline.pool import ModelsFactory, crashed_result
+from efface.pipeline.pool import ModelsFactory, crashed_result, remove_leftovers
 
 __all__ = ["RayPool"]
 
@@ -115,13 +116,21 @@ class RayPool:
 
     def results(self, jobs: Iterable[FileJob]) -> Iterator[StagedResult]:
         window = 2 * len(self.actors)
+        folders: dict[Path, FileJob] = {}
         for job in jobs:
             self._pool.submit(lambda actor, job: actor.anonymize.remote(job), job)
             self._in_flight.append(job)
+            if job.destination is not None:
+                folders.setdefault(job.destination.parent, job)
             if len(self._in_flight) >= window:
                 yield self._next()
         while self._in_flight:
             yield self._next()
+        # Ray runs a task whose actor died again on a restarted actor, out of sight: the temporary file the dead
+        # attempt wrote stays. Swept once every result has been taken (and swapped) and nothing is in flight: a
+        # temporary name does not say whose it is, and an actor releases its lock before this driver holds it.
+        for job in folders.values():
+            remove_leftovers(job)
 
     def _next(self) -> StagedResult:
         job = self._in_flight.popleft()
