@@ -85,6 +85,46 @@ def test_cli_runs_on_ray_and_audits_like_a_local_run(tmp_path: Path, astronaut: 
     assert [Path(row.path).name for row in rows] == ["00.jpg", "01.jpg", "02.jpg", "03.jpg"]  # plan order
 
 
+@pytest.mark.slow
+def test_what_a_rerun_attempt_left_is_swept_when_the_results_are_in(
+    tmp_path: Path, astronaut: np.ndarray, sqlite_url: str
+) -> None:
+    # What Ray's own rerun of a task leaves, deterministically: an unlocked temporary that appears mid-run, as a
+    # killed attempt's does when the kill lands after it was written (the walk's sweep ran before it existed).
+    from efface.media.atomic import TEMP_MARKER
+    from efface.pipeline.ray import RayPool
+
+    folder = tmp_path / "photos"
+    _photos(folder, astronaut, 4)
+    dead_attempt = folder / f"{TEMP_MARKER}0123456789ab.jpg"
+    settings = load_settings(db_url=sqlite_url)
+    plan = plan_jobs([folder])
+    make_models = functools.partial(load_models, settings, inference_threads=1)
+    pool = RayPool(make_models, build_policy(settings), address="local", actors=2)
+
+    def leave_a_temporary(_result: object) -> None:
+        if not dead_attempt.exists():
+            dead_attempt.write_bytes(b"half an anonymized photo")
+
+    try:
+        with AuditStore(sqlite_url) as store:
+            run = AuditedRun.begin(
+                store,
+                command="anonymize",
+                mode=plan.mode,
+                models=make_models(),
+                settings={},
+                on_result=leave_a_temporary,
+            )
+            with run:
+                run_plan(plan.items(), executor=pool, run=run)
+    finally:
+        pool.close()
+    assert run.summary is not None and run.summary.status is RunStatus.COMPLETED
+    assert not dead_attempt.exists()
+    assert sorted(p.name for p in folder.iterdir()) == ["00.jpg", "01.jpg", "02.jpg", "03.jpg"]
+
+
 def test_an_unreachable_cluster_is_a_usage_error(tmp_path: Path, sqlite_url: str) -> None:
     (tmp_path / "a.png").write_bytes(b"")
     result = CliRunner().invoke(app, ["anonymize", str(tmp_path), "--ray", "127.0.0.1:9", "--db", sqlite_url])
