@@ -10,6 +10,7 @@ import io
 import tarfile
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import webdataset as wds
@@ -265,15 +266,61 @@ def test_a_shard_without_faces_is_left_byte_for_byte(tmp_path: Path, sqlite_url:
     assert run.summary is not None and run.summary.status is RunStatus.COMPLETED
 
 
-def test_a_video_member_is_refused_aloud(tmp_path: Path, sqlite_url: str) -> None:
+def _mp4(astronaut: np.ndarray, path: Path) -> bytes:
+    """Ten frames of the astronaut's top left (256x160, the face inside), H.264 in MP4."""
+    crop = np.ascontiguousarray(astronaut[:160, :256])
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 256, 160, "yuv420p"
+        for index in range(10):
+            frame = av.VideoFrame.from_ndarray(crop, format="rgb24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    data = path.read_bytes()
+    path.unlink()
+    return data
+
+
+def _first_frame(data: bytes) -> np.ndarray:
+    with av.open(io.BytesIO(data)) as container:
+        frame = next(container.decode(video=0))
+        return frame.to_ndarray(format="rgb24")
+
+
+def test_a_video_member_is_anonymized_through_the_video_pipeline(
+    tmp_path: Path, astronaut: np.ndarray, sqlite_url: str
+) -> None:
     shard = tmp_path / "shard.tar"
+    clip = _mp4(astronaut, tmp_path / "made.mp4")
     with wds.TarWriter(str(shard)) as writer:
-        writer.write({"__key__": "clip", "mp4": b"\x00\x00\x00\x18ftypisom" + b"\x00" * 64, "txt": "a clip"})
+        writer.write({"__key__": "clip", "mp4": clip, "txt": "a clip"})
+    rows = _run([shard], sqlite_url)
+    after = dict((info.name, data) for info, data in _members(shard))
+    assert list(after) == ["clip.mp4", "clip.txt"] and after["clip.txt"] == b"a clip"
+    x1, y1, x2, y2 = (round(value) for value in FACE_BOX.xyxy)
+    old, new = _first_frame(clip).astype(np.int16), _first_frame(after["clip.mp4"]).astype(np.int16)
+    assert float(np.abs(old - new)[y1:y2, x1:x2].mean()) > 40  # the face is filled on the frames
+    member = next(row for row in rows if row.path == Path(f"{shard}#clip.mp4"))
+    assert (member.outcome, member.image_format, member.width, member.height) == (
+        Outcome.ANONYMIZED, "video/h264", 256, 160
+    )  # fmt: skip
+    assert member.faces_detected == 10 and member.output_sha256 == hashlib.sha256(after["clip.mp4"]).hexdigest()
+    assert rows[-1].details["videos"] == 1
+    assert not _temporaries(tmp_path)
+
+
+def test_a_corrupt_video_member_fails_the_shard(tmp_path: Path, astronaut: np.ndarray, sqlite_url: str) -> None:
+    shard = tmp_path / "shard.tar"
+    clip = _mp4(astronaut, tmp_path / "made.mp4")
+    with wds.TarWriter(str(shard)) as writer:
+        writer.write({"__key__": "clip", "mp4": clip[: len(clip) // 2], "txt": "a clip"})
     original = shard.read_bytes()
     rows = _run([shard], sqlite_url)
-    assert [(row.outcome, row.error_class) for row in rows] == [(Outcome.ERROR, "UnsupportedFormatError")]
+    assert [(row.outcome, row.error_class) for row in rows] == [(Outcome.ERROR, "CorruptImageError")]
     assert rows[0].error_message is not None and "member clip.mp4" in rows[0].error_message
     assert shard.read_bytes() == original
+    assert not _temporaries(tmp_path)
 
 
 def test_shards_are_sniffed_by_content_and_gzipped_ones_by_name(tmp_path: Path, astronaut: np.ndarray) -> None:

@@ -1,15 +1,17 @@
 """WebDataset shards: a tar (or a gzipped tar) anonymized member by member, as one file of the run.
 
-Every picture member is anonymized (``anonymize_bytes``); every other member (json, txt, cls, npy, ...) is kept
-byte for byte; names, order and metadata (mode, mtime, owner, pax headers) are kept, only sizes change. The new
-shard is written to a temporary file beside its destination and staged (``media.atomic``), so the audited run
-swaps it in as it swaps in any file, and a kill leaves only an efface temporary that the next run sweeps.
+Every picture member is anonymized (``anonymize_bytes``), every video member through the video pipeline (by way
+of a temporary file beside the shard's destination: that pipeline reads and writes files); every other member
+(json, txt, cls, npy, ...) is kept byte for byte; names, order and metadata (mode, mtime, owner, pax headers) are
+kept, only sizes change. The new shard is written to a temporary file beside its destination and staged
+(``media.atomic``), so the audited run swaps it in as it swaps in any file, and a kill leaves only efface
+temporaries that the next run sweeps.
 
 Members are read one at a time with the standard ``tarfile`` module: at most one member is held in memory (a
-picture, to decode it; any other member is copied through in blocks). A member that cannot be anonymized (a
-picture that does not decode, a format efface cannot write, a video, a nested archive) fails the whole shard,
-naming the member, and leaves it as it was; so does a truncated or corrupt archive, the end included (``tarfile``
-stops quietly at a damaged header, which would drop every member after it).
+picture or a video, to anonymize it; any other member is copied through in blocks). A member that cannot be
+anonymized (a picture that does not decode, a format efface cannot write, a nested archive) fails the whole
+shard, naming the member, and leaves it as it was; so does a truncated or corrupt archive, the end included
+(``tarfile`` stops quietly at a damaged header, which would drop every member after it).
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from pathlib import Path
 from typing import IO, BinaryIO, Self, cast
 
 from efface.detection.models import DetectionModels
+from efface.detection.presets import light_pass_spec
 from efface.errors import CorruptImageError, EffaceError, InputError, OutputError, UnsupportedFormatError
-from efface.media.atomic import StagedFile, discard, original_of, stage_with
+from efface.media.atomic import StagedFile, Stager, discard, original_of, stage_bytes, stage_with
 from efface.media.sniff import SNIFF_BYTES, MediaKind, claimed_kind, refusal, sniff
 from efface.pipeline import results
 from efface.pipeline.core import (
@@ -227,16 +230,12 @@ def _walk(
         head = _read_exactly(data, SNIFF_BYTES, name=name, shard=job.source)
         sniffed = sniff(head)
         kind = sniffed.kind or claimed_kind(Path(name))
-        if kind is MediaKind.VIDEO:
-            raise UnsupportedFormatError(
-                f"member {name}: video members of shards are not supported yet (issue 17); nothing written",
-                path=job.source,
-            )
         if kind is MediaKind.SHARD:
             raise UnsupportedFormatError(f"member {name}: archives inside a shard are not supported", path=job.source)
-        if kind is MediaKind.IMAGE:
+        if kind is MediaKind.IMAGE or kind is MediaKind.VIDEO:
             content = head + _read_exactly(data, info.size - len(head), name=name, shard=job.source)
-            row, output = _picture(content, path, name, job, models=models, policy=policy, is_written=out is not None)
+            anonymize = _picture if kind is MediaKind.IMAGE else _video
+            row, output = anonymize(content, path, name, job, models=models, policy=policy, is_written=out is not None)
             if out is not None:
                 _add(out, _copied_info(info, size=len(output)), io.BytesIO(output), job)
                 is_changed = is_changed or output != content
@@ -332,6 +331,72 @@ def _picture(
     return row, processed.data if processed.data is not None else content
 
 
+def _video(
+    content: bytes,
+    path: Path,
+    name: str,
+    job: FileJob,
+    *,
+    models: DetectionModels,
+    policy: Policy,
+    is_written: bool,
+) -> tuple[AnonymizationResult, bytes]:
+    """A video member's result and its new bytes, through the video pipeline, which reads and writes files: the
+    member goes to an efface temporary beside the shard's destination (locked while it lives, deleted once read
+    back; a kill leaves only temporaries, which the next run sweeps), and so does its output."""
+    from efface.media.video import open_video
+    from efface.pipeline.video import anonymize_video, scan_video
+
+    stand_in = (job.destination or job.source).parent / (Path(name).name or "member")
+    detect = models.detector(policy.detection).detect
+    detect_light = models.detector(light_pass_spec(policy.detection)).detect if policy.tracking.light_passes else None
+    member = stage_bytes(stand_in, content)
+    stager = Stager()
+    try:
+        with open_video(member.temp_path, options=policy.video) as video:
+            info = video.info
+            if is_written:
+                stats = anonymize_video(
+                    video,
+                    stand_in,
+                    detect=detect,
+                    detect_light=detect_light,
+                    anonymize=policy.anonymizer.apply,
+                    tracking=policy.tracking,
+                    options=policy.video,
+                    stager=stager,
+                )
+            else:
+                stats = scan_video(video, detect=detect, detect_light=detect_light, tracking=policy.tracking)
+        output = _read_back(stager.staged, stand_in) if stager.staged is not None else content
+    except InputError as exc:
+        raise type(exc)(f"member {name}: {exc.message}", path=job.source) from exc
+    finally:
+        discard(member)
+        if stager.staged is not None:
+            discard(stager.staged)
+    row = AnonymizationResult(
+        path=path,
+        outcome=Outcome.of_processing(job.mode, faces_anonymized=stats.regions),
+        mode=job.mode,
+        started_at=datetime.now(UTC),
+        duration_s=0.0,
+        faces_anonymized=stats.detections if is_written else 0,
+        image_format=f"video/{info.codec}",
+        resolution_wh=info.resolution_wh,
+        details={"rewritten": is_written, "dropped_streams": list(stats.dropped_streams)},
+        video=stats,
+    )
+    return row, output
+
+
+def _read_back(staged: StagedFile, stand_in: Path) -> bytes:
+    try:
+        return staged.temp_path.read_bytes()
+    except OSError as exc:
+        raise OutputError(f"cannot read back: {exc.strerror or exc}", path=stand_in) from exc
+
+
 def _with(row: AnonymizationResult, **changes: object) -> AnonymizationResult:
     return dataclasses.replace(row, **changes)  # type: ignore[arg-type]
 
@@ -389,8 +454,9 @@ def _shard_result(
     output_sha256: str | None,
     staged: StagedFile | None,
 ) -> AnonymizationResult:
-    pictures = [row for row in walked.members if row.image_format is not None]
-    faces_anonymized = sum(row.faces_anonymized for row in pictures)
+    media = [row for row in walked.members if row.image_format is not None]
+    videos = [row for row in media if row.video is not None]
+    faces_anonymized = sum(row.faces_anonymized for row in media)
     return AnonymizationResult(
         path=job.source,
         outcome=Outcome.of_processing(job.mode, faces_anonymized=faces_anonymized),
@@ -404,9 +470,10 @@ def _shard_result(
         details={
             "rewritten": staged is not None and walked.is_changed,
             "members": len(walked.members),
-            "pictures": len(pictures),
-            "pictures_with_faces": sum(1 for row in pictures if row.faces),
-            "faces_detected": sum(row.faces_detected for row in pictures),
+            "pictures": len(media) - len(videos),
+            "videos": len(videos),
+            "with_faces": sum(1 for row in media if row.faces_detected),
+            "faces_detected": sum(row.faces_detected for row in media),
             "faces_anonymized": faces_anonymized,
             **_hard_link_details(job),
         },
