@@ -612,3 +612,33 @@ def test_a_hard_linked_photo_is_refused_unless_every_name_is_given(
     assert summary["faces_anonymized"] == 1
     assert first.read_bytes() == second.read_bytes() != original
     assert b"Jane Doe" not in first.read_bytes()
+
+
+@pytest.mark.slow
+def test_anonymize_a_folder_of_shards(tmp_path: Path, astronaut: np.ndarray, sqlite_url: str) -> None:
+    """Shards met in a walk, two processes, the real model: the good shard anonymized and readable by webdataset,
+    the one with a corrupt member refused aloud (its own line, an error row, exit 1) and left byte for byte."""
+    from .pipeline.test_shards import write_shard
+
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    good, bad = folder / "shard-000000.tar", folder / "shard-000001.tar"
+    write_shard(good, astronaut)
+    write_shard(bad, astronaut, jpg=b"\xff\xd8\xff\xe0 this JPEG stops here")
+    original = bad.read_bytes()
+    result = runner.invoke(app, ["anonymize", str(folder), "--jobs", "2", "--db", sqlite_url], env={"COLUMNS": "250"})
+    assert result.exit_code == 1, result.output
+    assert "shard-000001.tar: member sample0000.jpg:" in result.output
+    assert bad.read_bytes() == original
+    rows = _files(sqlite_url)
+    by_path = {row.path: row for row in rows}
+    assert (by_path[bad].outcome, by_path[bad].error_class) == (Outcome.ERROR, "CorruptImageError")
+    assert not [row for row in rows if str(row.path).startswith(f"{bad}#")]
+    members = [row for row in rows if str(row.path).startswith(f"{good}#")]
+    assert [row.path.name.split("#")[1] for row in members] == [
+        "sample0000.cls", "sample0000.jpg", "sample0000.json", "sample0000.txt", "sample0001.npy", "sample0001.png"
+    ]  # fmt: skip
+    pictures = [row for row in members if row.image_format is not None]
+    assert [row.faces_anonymized >= 1 for row in pictures] == [True, True]
+    assert by_path[good].output_sha256 == hashlib.sha256(good.read_bytes()).hexdigest()
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,37 @@ def test_python_example_runs_on_the_demo_sample(tmp_path: Path, monkeypatch: pyt
         files = [row for run in runs for row in store.list_files(run.run_id)]
         assert len(files) == len(before) + 1
         assert store.verify().is_intact
+
+
+@pytest.mark.slow
+def test_webdataset_shard_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shard example: its Python part writes the shard, each ``efface`` line runs (real model, the test's
+    own audit database); the face is filled, the json member kept, one audit row per member and the shard's."""
+    block = next(block for block in _blocks("sh") if "shard-000000.tar" in block)
+    script = re.search(r"python - <<'EOF'\n(.*?)\nEOF\n", block, flags=re.DOTALL)
+    assert script is not None
+    monkeypatch.chdir(tmp_path)
+    subprocess.run([sys.executable, "-c", script.group(1)], check=True, timeout=120)
+    shard = tmp_path / "shard-000000.tar"
+    with tarfile.open(shard) as tar:
+        before = {info.name: tar.extractfile(info).read() for info in tar}  # type: ignore[union-attr]
+    url = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    commands = [shlex.split(line, comments=True)[1:] for line in block.splitlines() if line.startswith("efface ")]
+    assert [words[:2] for words in commands] == [["anonymize", "shard-000000.tar"], ["audit", "list"]]
+    for words in commands:
+        result = CliRunner().invoke(app, [*words, "--db", url], env={"COLUMNS": "250"})
+        assert result.exit_code == 0, result.output
+    with tarfile.open(shard) as tar:
+        after = {info.name: tar.extractfile(info).read() for info in tar}  # type: ignore[union-attr]
+    assert list(after) == list(before) == ["astronaut.jpg", "astronaut.json"]
+    assert after["astronaut.json"] == before["astronaut.json"]
+    assert after["astronaut.jpg"] != before["astronaut.jpg"]
+    with AuditStore(url) as store:
+        (run,) = store.list_runs()
+        rows = store.list_files(run.run_id)
+    assert [(row.path, row.outcome.value) for row in rows] == [
+        (Path(f"{shard}#astronaut.jpg"), "anonymized"),
+        (Path(f"{shard}#astronaut.json"), "not_media"),
+        (shard, "anonymized"),
+    ]
+    assert rows[0].faces_anonymized >= 1

@@ -20,17 +20,19 @@ from efface.errors import UnreadableFileError
 from efface.media.images import IMAGE_SUFFIXES, UNSUPPORTED_IMAGE_SUFFIXES
 from efface.media.video import VIDEO_SUFFIXES
 
-__all__ = ["SNIFF_BYTES", "MediaKind", "Sniffed", "claimed_kind", "refusal", "sniff", "sniff_file"]
+__all__ = ["SHARD_SUFFIXES", "SNIFF_BYTES", "MediaKind", "Sniffed", "claimed_kind", "refusal", "sniff", "sniff_file"]
 
 # Enough for five MPEG-TS packets of 192 bytes and for the compatible brands of an ftyp box; one page read.
 SNIFF_BYTES = 1024
 
 
 class MediaKind(StrEnum):
-    """What a file holds, for the pipeline: a still picture or a video."""
+    """What a file holds, for the pipeline: a still picture, a video, or a shard (a tar archive, also gzipped, as
+    WebDataset writes them: each picture member is anonymized, every other member kept)."""
 
     IMAGE = "image"
     VIDEO = "video"
+    SHARD = "shard"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +65,14 @@ _OTHER_PICTURE_SUFFIXES = frozenset({".jfif", ".jif", ".jfi", ".pjpeg", ".pjp", 
 _PICTURE_CLAIMS = IMAGE_SUFFIXES | (UNSUPPORTED_IMAGE_SUFFIXES - _VIDEO_CLAIMS) | _OTHER_PICTURE_SUFFIXES
 
 
+# Names of shards. A gzip file is a shard only when named so: its head says gzip, not what the stream holds.
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+
+
 def claimed_kind(path: Path) -> MediaKind | None:
     """What the file's name says it is (only its suffix), or None when the name does not say."""
+    if path.name.lower().endswith(SHARD_SUFFIXES):
+        return MediaKind.SHARD
     suffix = path.suffix.lower()
     if suffix in _VIDEO_CLAIMS:
         return MediaKind.VIDEO
@@ -140,6 +148,7 @@ _PREFIXES: tuple[tuple[bytes, MediaKind | None, str], ...] = (
     (b"YUV4MPEG2 ", _VIDEO, "Y4M"),
     (b"ID3", None, "MP3 audio"),
     (b"fLaC", None, "FLAC audio"),
+    (b"\x1f\x8b", None, "gzip"),
 )
 # ISO base media major brands of pictures (HEIF, HEIC, AVIF and their sequences, Canon's CR3) and of audio.
 _PICTURE_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1"})
@@ -156,6 +165,8 @@ def sniff(head: bytes) -> Sniffed:
     """What a file is, from its first bytes (``SNIFF_BYTES`` of them; fewer for a shorter file)."""
     if not head:
         return Sniffed(None, "empty file")
+    if _is_tar_header(head):  # first: a tar begins with its first member's name, which may look like anything
+        return Sniffed(MediaKind.SHARD, "tar")
     for prefix, kind, name in _PREFIXES:
         if head.startswith(prefix):
             return Sniffed(kind, name)
@@ -164,6 +175,26 @@ def sniff(head: bytes) -> Sniffed:
         if found is not None:
             return found
     return Sniffed(None, None)
+
+
+_TAR_MAGIC_AT = 257
+_TAR_CHECKSUM_AT = 148
+
+
+def _is_tar_header(head: bytes) -> bool:
+    """A POSIX or GNU tar header (``ustar`` at byte 257) whose checksum is right."""
+    if len(head) < 512 or head[_TAR_MAGIC_AT : _TAR_MAGIC_AT + 5] != b"ustar":
+        return False
+    stored = head[_TAR_CHECKSUM_AT : _TAR_CHECKSUM_AT + 8].split(b"\x00", 1)[0].strip()
+    try:
+        checksum = int(stored, 8)
+    except ValueError:
+        return False
+    # The sum of the header's bytes with the checksum field read as eight spaces: unsigned, or signed as some
+    # old writers summed them.
+    block = head[:_TAR_CHECKSUM_AT] + b" " * 8 + head[_TAR_CHECKSUM_AT + 8 : 512]
+    unsigned = sum(block)
+    return checksum in (unsigned, unsigned - 256 * sum(byte >= 0x80 for byte in block))
 
 
 _DNG_VERSION_TAG = 0xC612

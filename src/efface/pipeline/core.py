@@ -27,7 +27,7 @@ from efface.detection.tracking import TrackingSpec
 from efface.errors import EffaceError, InputNotFoundError, OutputError, UnreadableFileError
 from efface.media.atomic import Original, StagedFile, Stager, claim, discard, original_of, stage_bytes
 from efface.media.images import CodecOptions, DecodedImage, decode_image, encode_image
-from efface.media.sniff import MediaKind
+from efface.media.sniff import MediaKind, claimed_kind
 from efface.media.video import VideoOptions, is_video_path
 from efface.pipeline import results
 from efface.records import AnonymizationResult, Face, Outcome, TransformSpec, VideoStats, WriteMode
@@ -57,7 +57,7 @@ class FileJob:
             skips what that run skips (None otherwise).
         hard_links: in place, the file's other names (hard links, all of them in the walked paths): each is
             replaced with the anonymized file too, so that no name keeps the original.
-        kind: a picture or a video, as the plan sniffed its content; None to go by the file's name.
+        kind: a picture, a video or a shard, as the plan sniffed its content; None to go by the file's name.
     """
 
     source: Path
@@ -75,6 +75,10 @@ class FileJob:
     @property
     def is_video(self) -> bool:
         return self.kind is MediaKind.VIDEO if self.kind is not None else is_video_path(self.source)
+
+    @property
+    def is_shard(self) -> bool:
+        return self.kind is MediaKind.SHARD if self.kind is not None else claimed_kind(self.source) is MediaKind.SHARD
 
     @property
     def mode(self) -> WriteMode:
@@ -132,11 +136,19 @@ class StagedResult:
             image left as it was).
         source_sha256: the source's sha256 as it was read, when an output is staged (a later run tells by it
             whether a replace that was never confirmed happened).
+        members: for a shard, one result per member (path ``SHARD#MEMBER``), audited with ``result`` once the
+            shard is in place; empty for any other file, and for a shard that failed.
     """
 
     result: AnonymizationResult
     staged: StagedFile | None = None
     source_sha256: str | None = None
+    members: tuple[AnonymizationResult, ...] = ()
+
+    @property
+    def rows(self) -> list[AnonymizationResult]:
+        """The audit rows of the file once in place: its members' (a shard's), then its own."""
+        return [*self.members, self.result]
 
     def failed(self, error: EffaceError) -> AnonymizationResult:
         """The file's result when its staged output could not be swapped in (nothing was replaced)."""
@@ -185,12 +197,17 @@ def _read(path: Path) -> tuple[bytes, os.stat_result]:
     try:
         with path.open("rb") as handle:
             return handle.read(), os.fstat(handle.fileno())
-    except FileNotFoundError as exc:
-        raise InputNotFoundError("no such file", path=path) from exc
-    except IsADirectoryError as exc:
-        raise UnreadableFileError("is a folder, not a file", path=path) from exc
     except OSError as exc:
-        raise UnreadableFileError(f"cannot read: {exc.strerror or exc}", path=path) from exc
+        raise _read_failure(path, exc) from exc
+
+
+def _read_failure(path: Path, exc: OSError) -> EffaceError:
+    """What an OS error reading an input file is, for the audit log."""
+    if isinstance(exc, FileNotFoundError):
+        return InputNotFoundError("no such file", path=path)
+    if isinstance(exc, IsADirectoryError):
+        return UnreadableFileError("is a folder, not a file", path=path)
+    return UnreadableFileError(f"cannot read: {exc.strerror or exc}", path=path)
 
 
 def anonymize_file(
@@ -234,6 +251,10 @@ def stage_file(
     """
     if job.is_video:
         return _anonymize_video_file(job, models=models, policy=policy, on_frame=on_frame)
+    if job.is_shard:
+        from efface.pipeline.shards import stage_shard  # imports this module
+
+        return stage_shard(job, models=models, policy=policy)
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()
     mode = job.mode

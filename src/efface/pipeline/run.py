@@ -151,6 +151,7 @@ class AuditedRun:
 
     def commit(self, done: StagedResult) -> None:
         """Records a file's result; a staged output is swapped in only between a ``pending`` row and that record.
+        A shard's member rows are written with its own row, in one transaction.
 
         The staged file's lock is taken again first and held until the swap, so that no sweep of leftovers
         deletes it meanwhile; one that a sweep deleted before (nothing held it) fails the file, left as it was.
@@ -160,9 +161,9 @@ class AuditedRun:
                 the file was replaced and its record cannot be written (the next run records it). The message
                 names the file and says which.
         """
-        staged, result = done.staged, done.result
+        staged = done.staged
         if staged is None:
-            self.record(result)
+            self._record_done(done)
             return
         try:
             claimed = claim(staged)
@@ -183,10 +184,16 @@ class AuditedRun:
         finally:
             claimed.discard()  # nothing left to delete once swapped in
         try:
-            self.record(result)
+            self._record_done(done)
         except AuditError as exc:
             message = f"anonymized but not recorded: {path_text(staged.target)}; the next run records it"
             raise AuditError(message) from exc
+
+    def _record_done(self, done: StagedResult) -> None:
+        if done.members:  # a shard: its members' rows and its own, all or none
+            self.record_many(done.rows)
+        else:
+            self.record(done.result)
 
     def finish(self, *, is_interrupted: bool = False, is_clean_stop: bool = False) -> RunSummary:
         """Stores the run's status and totals (once; later calls return the same summary).

@@ -1,0 +1,480 @@
+"""WebDataset shards: a tar (or a gzipped tar) anonymized member by member, as one file of the run.
+
+Every picture member is anonymized (``anonymize_bytes``), every video member through the video pipeline (by way
+of a temporary file beside the shard's destination: that pipeline reads and writes files); every other member
+(json, txt, cls, npy, ...) is kept byte for byte; names, order and metadata (mode, mtime, owner, pax headers) are
+kept, only sizes change. The new shard is written to a temporary file beside its destination and staged
+(``media.atomic``), so the audited run swaps it in as it swaps in any file, and a kill leaves only efface
+temporaries that the next run sweeps.
+
+Members are read one at a time with the standard ``tarfile`` module: at most one member is held in memory (a
+picture or a video, to anonymize it; any other member is copied through in blocks). A member that cannot be
+anonymized (a picture that does not decode, a format efface cannot write, a nested archive) fails the whole
+shard, naming the member, and leaves it as it was; so does a truncated or corrupt archive, the end included
+(``tarfile`` stops quietly at a damaged header, which would drop every member after it).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import gzip
+import hashlib
+import io
+import logging
+import os
+import shutil
+import tarfile
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, BinaryIO, Self, cast
+
+from efface.detection.models import DetectionModels
+from efface.detection.presets import light_pass_spec
+from efface.errors import CorruptImageError, EffaceError, InputError, OutputError, UnsupportedFormatError
+from efface.media.atomic import StagedFile, Stager, discard, original_of, stage_bytes, stage_with
+from efface.media.sniff import SNIFF_BYTES, MediaKind, claimed_kind, refusal, sniff
+from efface.pipeline import results
+from efface.pipeline.core import (
+    FileJob,
+    Policy,
+    StagedResult,
+    _error_result,
+    _file_sha256,
+    _hard_link_details,
+    _is_done,
+    _make_parent,
+    _read_failure,
+    _skipped,
+    anonymize_bytes,
+)
+from efface.records import AnonymizationResult, Outcome, WriteMode
+
+__all__ = ["member_path", "stage_shard"]
+
+logger = logging.getLogger(__name__)
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_END_OF_ARCHIVE = tarfile.NUL * tarfile.BLOCKSIZE
+_COPY_BYTES = 1 << 20
+# What reading a damaged archive raises: tarfile's own errors, and gzip's and zlib's from a damaged stream.
+_DAMAGED = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
+
+
+def member_path(shard: Path, name: str) -> Path:
+    """The path a member is audited under: the shard's path, ``#``, the member's name."""
+    return Path(f"{shard}#{name}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Walked:
+    """What a pass over a shard's members found.
+
+    Attributes:
+        members: one result per member, in order.
+        is_changed: whether any member's bytes changed (an unchanged shard is not rewritten in place).
+    """
+
+    members: tuple[AnonymizationResult, ...]
+    is_changed: bool
+
+
+def stage_shard(job: FileJob, *, models: DetectionModels, policy: Policy) -> StagedResult:
+    """Anonymizes a shard up to its replace (``core.stage_file`` for a shard). Never raises for a problem with it.
+
+    Returns:
+        The shard's result (``output_sha256`` the new shard's, ``details`` the member counts), its members'
+        results, and the staged shard, or nothing staged when no member changed in place (the shard stays
+        byte for byte), in a dry run, and on any failure (an error result naming the member; the shard untouched).
+    """
+    started_at = datetime.now(UTC)
+    t0 = time.perf_counter()
+    staged: StagedFile | None = None
+    try:
+        if _is_done(job, None):
+            return StagedResult(_skipped(job, started_at=started_at, t0=t0))
+        if job.destination is not None:
+            _make_parent(job.destination)
+        with _open(job.source) as handle:
+            is_gzip = handle.read(2) == _GZIP_MAGIC
+            handle.seek(0)
+            if job.destination is None:
+                walked = _walk(_reader(handle, job.source, is_gzip=is_gzip), None, job, models=models, policy=policy)
+            else:
+                staged, walked = _stage_rebuilt(job, handle, is_gzip=is_gzip, models=models, policy=policy)
+        if staged is not None and not walked.is_changed:
+            discard(staged)
+            staged = None
+            if job.mode is WriteMode.OUTPUT_DIR and job.destination is not None:
+                staged = _stage_copy(job.source, job.destination)
+        output_sha256 = None
+        if job.destination is not None:
+            output_sha256 = _file_sha256(staged.temp_path if staged is not None else job.source)
+        source_sha256 = _file_sha256(job.source) if staged is not None else None
+    except Exception as exc:
+        if not isinstance(exc, EffaceError):  # a bug must fail this shard, not the whole batch
+            logger.exception("unexpected error on %s", job.source)
+        if staged is not None:
+            discard(staged)
+        return StagedResult(_error_result(job, exc, started_at=started_at, t0=t0, processed=None))
+    result = _shard_result(
+        job, walked, is_gzip=is_gzip, started_at=started_at, t0=t0, output_sha256=output_sha256, staged=staged
+    )
+    return StagedResult(result, staged, source_sha256, members=walked.members)
+
+
+def _open(path: Path) -> BinaryIO:
+    try:
+        return path.open("rb")
+    except OSError as exc:
+        raise _read_failure(path, exc) from exc
+
+
+def _reader(handle: BinaryIO, shard: Path, *, is_gzip: bool) -> tarfile.TarFile:
+    try:
+        return tarfile.open(fileobj=handle, mode="r:gz" if is_gzip else "r:", tarinfo=_recording_tarinfo())
+    except _DAMAGED as exc:
+        raise CorruptImageError(f"not a valid {'gzipped ' if is_gzip else ''}tar shard: {exc}", path=shard) from exc
+
+
+def _recording_tarinfo() -> type[tarfile.TarInfo]:
+    """A TarInfo class that keeps the last header block read: where ``tarfile`` stops, it must be the end of
+    the archive (a block of zeros), not a damaged or missing header, which ``tarfile`` takes for the end."""
+
+    class Recording(tarfile.TarInfo):
+        last_block: bytes | bytearray = b""
+
+        @classmethod
+        def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
+            cls.last_block = buf
+            return super().frombuf(buf, encoding, errors)
+
+    return Recording
+
+
+def _stage_rebuilt(
+    job: FileJob, handle: BinaryIO, *, is_gzip: bool, models: DetectionModels, policy: Policy
+) -> tuple[StagedFile, _Walked]:
+    destination = job.destination
+    if destination is None:  # pragma: no cover - a dry run stages nothing
+        raise ValueError("a dry run stages nothing")
+    source_tar = _reader(handle, job.source, is_gzip=is_gzip)
+
+    def write(tmp: Path) -> _Walked:
+        try:
+            with tmp.open("wb") as raw:
+                # No name and no time in the gzip header: the temporary's name is nobody's business.
+                stream: BinaryIO | gzip.GzipFile = (
+                    gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if is_gzip else raw
+                )
+                try:
+                    with tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT) as out:
+                        return _walk(source_tar, out, job, models=models, policy=policy)
+                finally:
+                    if stream is not raw:
+                        stream.close()
+        except OSError as exc:
+            raise OutputError(f"cannot write: {exc.strerror or exc}", path=destination) from exc
+
+    if job.mode is WriteMode.IN_PLACE:
+        status = _fstat(handle, job.source)
+        return stage_with(destination, write, replacing=original_of(status, other_names=job.hard_links))
+    return stage_with(destination, write, permissions_from=job.source)
+
+
+def _fstat(handle: BinaryIO, path: Path) -> os.stat_result:
+    try:
+        return os.fstat(handle.fileno())
+    except OSError as exc:
+        raise _read_failure(path, exc) from exc
+
+
+def _stage_copy(source: Path, destination: Path) -> StagedFile:
+    """The shard copied byte for byte (into an output folder, when no member changed)."""
+
+    def write(tmp: Path) -> None:
+        try:
+            with source.open("rb") as src, tmp.open("wb") as dst:
+                shutil.copyfileobj(src, dst, _COPY_BYTES)
+        except OSError as exc:
+            raise OutputError(f"cannot write: {exc.strerror or exc}", path=destination) from exc
+
+    staged, _ = stage_with(destination, write, permissions_from=source)
+    return staged
+
+
+def _walk(
+    source: tarfile.TarFile, out: tarfile.TarFile | None, job: FileJob, *, models: DetectionModels, policy: Policy
+) -> _Walked:
+    """Every member of ``source`` in order: anonymized or kept, written to ``out`` (None: a dry run)."""
+    members: list[AnonymizationResult] = []
+    is_changed = False
+    for info in _members(source, job.source):
+        started_at = datetime.now(UTC)
+        t0 = time.perf_counter()
+        name = info.name
+        path = member_path(job.source, name)
+        output_path = member_path(job.destination, name) if job.destination is not None else None
+        if not info.isreg():
+            if out is not None:
+                _add(out, _copied_info(info, size=info.size), None, job)
+            members.append(results.not_media(path, mode=job.mode, reason=f"{_entry_kind(info)}, kept as it is"))
+            continue
+        if info.issparse():
+            raise UnsupportedFormatError(f"member {name}: sparse members are not supported", path=job.source)
+        data = _extract(source, info, job.source)
+        head = _read_exactly(data, SNIFF_BYTES, name=name, shard=job.source)
+        sniffed = sniff(head)
+        kind = sniffed.kind or claimed_kind(Path(name))
+        if kind is MediaKind.SHARD:
+            raise UnsupportedFormatError(f"member {name}: archives inside a shard are not supported", path=job.source)
+        if kind is MediaKind.IMAGE or kind is MediaKind.VIDEO:
+            content = head + _read_exactly(data, info.size - len(head), name=name, shard=job.source)
+            anonymize = _picture if kind is MediaKind.IMAGE else _video
+            row, output = anonymize(content, path, name, job, models=models, policy=policy, is_written=out is not None)
+            if out is not None:
+                _add(out, _copied_info(info, size=len(output)), io.BytesIO(output), job)
+                is_changed = is_changed or output != content
+                row = _with(row, output_path=output_path, output_sha256=hashlib.sha256(output).hexdigest())
+        else:
+            reason = f"{sniffed.format_name or 'not a picture'}, kept byte for byte"
+            row = results.not_media(path, mode=job.mode, reason=reason)
+            if out is not None:
+                hashing = _Hashing(head, data)
+                _add(out, _copied_info(info, size=info.size), cast(IO[bytes], hashing), job)
+                row = _with(row, output_path=output_path, output_sha256=hashing.digest.hexdigest())
+        members.append(_with(row, started_at=started_at, duration_s=time.perf_counter() - t0))
+        # One member at a time: tarfile keeps every header it read, which a shard of millions would pile up.
+        # (``members`` is tarfile's list of them, not in its stubs; ``getmembers`` would read the whole archive.)
+        vars(source)["members"].clear()
+    _check_end(source, job.source)
+    return _Walked(members=tuple(members), is_changed=is_changed)
+
+
+def _members(source: tarfile.TarFile, shard: Path) -> Iterator[tarfile.TarInfo]:
+    while True:
+        try:
+            info = source.next()
+        except _DAMAGED as exc:
+            raise CorruptImageError(f"damaged tar shard: {exc}", path=shard) from exc
+        except OSError as exc:
+            raise _read_failure(shard, exc) from exc
+        if info is None:
+            return
+        yield info
+
+
+def _check_end(source: tarfile.TarFile, shard: Path) -> None:
+    last = getattr(source.tarinfo, "last_block", None)  # the class ``_recording_tarinfo`` made
+    if last != _END_OF_ARCHIVE:
+        found = "it ends without one (truncated)" if not last else "a damaged member header is there"
+        raise CorruptImageError(
+            f"damaged tar shard: no end-of-archive block at byte {source.offset}: {found}", path=shard
+        )
+
+
+def _extract(source: tarfile.TarFile, info: tarfile.TarInfo, shard: Path) -> IO[bytes]:
+    try:
+        data = source.extractfile(info)
+    except _DAMAGED as exc:
+        raise CorruptImageError(f"member {info.name}: damaged tar shard: {exc}", path=shard) from exc
+    if data is None:  # pragma: no cover - a regular member always has data
+        raise CorruptImageError(f"member {info.name}: no data", path=shard)
+    return data
+
+
+def _read_exactly(data: IO[bytes], size: int, *, name: str, shard: Path) -> bytes:
+    """Up to ``size`` bytes of a member (fewer only at its end); a damaged archive fails aloud."""
+    try:
+        return data.read(max(size, 0))
+    except _DAMAGED as exc:
+        raise CorruptImageError(f"member {name}: damaged tar shard: {exc}", path=shard) from exc
+    except OSError as exc:
+        raise _read_failure(shard, exc) from exc
+
+
+def _picture(
+    content: bytes,
+    path: Path,
+    name: str,
+    job: FileJob,
+    *,
+    models: DetectionModels,
+    policy: Policy,
+    is_written: bool,
+) -> tuple[AnonymizationResult, bytes]:
+    """A picture member's result and its new bytes (its own bytes when it needs no rewrite)."""
+    refused = refusal(sniff(content[:SNIFF_BYTES]), Path(name))
+    if refused is not None:
+        raise UnsupportedFormatError(f"member {name}: {refused}", path=job.source)
+    try:
+        processed = anonymize_bytes(content, name=path, models=models, policy=policy, write=is_written)
+    except InputError as exc:
+        # The shard fails, named with the member: its other pictures are not left half done.
+        raise type(exc)(f"member {name}: {exc.message}", path=job.source) from exc
+    row = AnonymizationResult(
+        path=path,
+        outcome=Outcome.of_processing(job.mode, faces_anonymized=processed.faces_anonymized),
+        mode=job.mode,
+        started_at=datetime.now(UTC),
+        duration_s=0.0,
+        faces=processed.faces,
+        faces_anonymized=processed.faces_anonymized,
+        image_format=processed.decoded.image_format.value,
+        resolution_wh=processed.decoded.resolution_wh,
+        details={"rewritten": processed.data is not None, **processed.decoded.audit_details},
+    )
+    return row, processed.data if processed.data is not None else content
+
+
+def _video(
+    content: bytes,
+    path: Path,
+    name: str,
+    job: FileJob,
+    *,
+    models: DetectionModels,
+    policy: Policy,
+    is_written: bool,
+) -> tuple[AnonymizationResult, bytes]:
+    """A video member's result and its new bytes, through the video pipeline, which reads and writes files: the
+    member goes to an efface temporary beside the shard's destination (locked while it lives, deleted once read
+    back; a kill leaves only temporaries, which the next run sweeps), and so does its output."""
+    from efface.media.video import open_video
+    from efface.pipeline.video import anonymize_video, scan_video
+
+    stand_in = (job.destination or job.source).parent / (Path(name).name or "member")
+    detect = models.detector(policy.detection).detect
+    detect_light = models.detector(light_pass_spec(policy.detection)).detect if policy.tracking.light_passes else None
+    member = stage_bytes(stand_in, content)
+    stager = Stager()
+    try:
+        with open_video(member.temp_path, options=policy.video) as video:
+            info = video.info
+            if is_written:
+                stats = anonymize_video(
+                    video,
+                    stand_in,
+                    detect=detect,
+                    detect_light=detect_light,
+                    anonymize=policy.anonymizer.apply,
+                    tracking=policy.tracking,
+                    options=policy.video,
+                    stager=stager,
+                )
+            else:
+                stats = scan_video(video, detect=detect, detect_light=detect_light, tracking=policy.tracking)
+        output = _read_back(stager.staged, stand_in) if stager.staged is not None else content
+    except InputError as exc:
+        raise type(exc)(f"member {name}: {exc.message}", path=job.source) from exc
+    finally:
+        discard(member)
+        if stager.staged is not None:
+            discard(stager.staged)
+    row = AnonymizationResult(
+        path=path,
+        outcome=Outcome.of_processing(job.mode, faces_anonymized=stats.regions),
+        mode=job.mode,
+        started_at=datetime.now(UTC),
+        duration_s=0.0,
+        faces_anonymized=stats.detections if is_written else 0,
+        image_format=f"video/{info.codec}",
+        resolution_wh=info.resolution_wh,
+        details={"rewritten": is_written, "dropped_streams": list(stats.dropped_streams)},
+        video=stats,
+    )
+    return row, output
+
+
+def _read_back(staged: StagedFile, stand_in: Path) -> bytes:
+    try:
+        return staged.temp_path.read_bytes()
+    except OSError as exc:
+        raise OutputError(f"cannot read back: {exc.strerror or exc}", path=stand_in) from exc
+
+
+def _with(row: AnonymizationResult, **changes: object) -> AnonymizationResult:
+    return dataclasses.replace(row, **changes)  # type: ignore[arg-type]
+
+
+def _copied_info(info: tarfile.TarInfo, *, size: int) -> tarfile.TarInfo:
+    """The member's header as it was (name, mode, mtime, owner, pax headers), with its new size."""
+    copied = copy.copy(info)
+    copied.size = size
+    # tarfile writes a pax size only where the field cannot hold it; a stale one would lie about the data.
+    copied.pax_headers = {key: value for key, value in info.pax_headers.items() if key != "size"}
+    return copied
+
+
+def _add(out: tarfile.TarFile, info: tarfile.TarInfo, data: IO[bytes] | None, job: FileJob) -> None:
+    try:
+        out.addfile(info, data)
+    except _DAMAGED as exc:  # reading the source member as it is copied
+        raise CorruptImageError(f"member {info.name}: damaged tar shard: {exc}", path=job.source) from exc
+
+
+class _Hashing:
+    """A member's data read through, its head first (read already, to sniff it), hashed as it goes."""
+
+    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
+        self._head = head
+        self._rest = rest
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._head[:size] if size >= 0 else self._head
+        self._head = self._head[len(chunk) :]
+        if size < 0:
+            chunk += self._rest.read()
+        elif len(chunk) < size:
+            chunk += self._rest.read(size - len(chunk))
+        self.digest.update(chunk)
+        return chunk
+
+
+def _entry_kind(info: tarfile.TarInfo) -> str:
+    if info.isdir():
+        return "a folder entry"
+    if info.issym() or info.islnk():
+        return "a link"
+    return "a special entry"
+
+
+def _shard_result(
+    job: FileJob,
+    walked: _Walked,
+    *,
+    is_gzip: bool,
+    started_at: datetime,
+    t0: float,
+    output_sha256: str | None,
+    staged: StagedFile | None,
+) -> AnonymizationResult:
+    media = [row for row in walked.members if row.image_format is not None]
+    videos = [row for row in media if row.video is not None]
+    faces_anonymized = sum(row.faces_anonymized for row in media)
+    return AnonymizationResult(
+        path=job.source,
+        outcome=Outcome.of_processing(job.mode, faces_anonymized=faces_anonymized),
+        mode=job.mode,
+        started_at=started_at,
+        duration_s=time.perf_counter() - t0,
+        output_path=job.destination,
+        output_sha256=output_sha256,
+        image_format="tar+gzip" if is_gzip else "tar",
+        # The faces are on the members' rows: the shard's own row counts none, so a run's totals count each once.
+        details={
+            "rewritten": staged is not None and walked.is_changed,
+            "members": len(walked.members),
+            "pictures": len(media) - len(videos),
+            "videos": len(videos),
+            "with_faces": sum(1 for row in media if row.faces_detected),
+            "faces_detected": sum(row.faces_detected for row in media),
+            "faces_anonymized": faces_anonymized,
+            **_hard_link_details(job),
+        },
+    )
