@@ -336,3 +336,19 @@ def test_shards_are_sniffed_by_content_and_gzipped_ones_by_name(tmp_path: Path, 
     damaged = bytearray(shard.read_bytes()[:1024])
     damaged[0] ^= 0xFF  # the header's checksum no longer matches
     assert sniff(bytes(damaged)).kind is not MediaKind.SHARD
+
+
+@pytest.mark.parametrize("name", ["shard.tar.bz2", "shard.tar.xz", "shard.tar.zst"])
+def test_a_tar_in_another_compression_is_refused_aloud(
+    tmp_path: Path, astronaut: np.ndarray, sqlite_url: str, name: str
+) -> None:
+    shard = tmp_path / name
+    write_shard(shard, astronaut)  # what it holds does not matter: the name says an archive efface cannot rewrite
+    original = shard.read_bytes()
+    rows = _run([shard], sqlite_url)
+    assert [(row.path, row.outcome, row.error_class) for row in rows] == [
+        (shard, Outcome.ERROR, "UnsupportedFormatError")
+    ]
+    assert rows[0].error_message is not None and "recompress" in rows[0].error_message
+    assert shard.read_bytes() == original
+    assert not _temporaries(tmp_path)

@@ -20,7 +20,17 @@ from efface.errors import UnreadableFileError
 from efface.media.images import IMAGE_SUFFIXES, UNSUPPORTED_IMAGE_SUFFIXES
 from efface.media.video import VIDEO_SUFFIXES
 
-__all__ = ["SHARD_SUFFIXES", "SNIFF_BYTES", "MediaKind", "Sniffed", "claimed_kind", "refusal", "sniff", "sniff_file"]
+__all__ = [
+    "SHARD_SUFFIXES",
+    "SNIFF_BYTES",
+    "UNSUPPORTED_SHARD_SUFFIXES",
+    "MediaKind",
+    "Sniffed",
+    "claimed_kind",
+    "refusal",
+    "sniff",
+    "sniff_file",
+]
 
 # Enough for five MPEG-TS packets of 192 bytes and for the compatible brands of an ftyp box; one page read.
 SNIFF_BYTES = 1024
@@ -66,12 +76,14 @@ _PICTURE_CLAIMS = IMAGE_SUFFIXES | (UNSUPPORTED_IMAGE_SUFFIXES - _VIDEO_CLAIMS) 
 
 
 # Names of shards. A gzip file is a shard only when named so: its head says gzip, not what the stream holds.
+# Tars in other compressions are claimed too, so that they are refused aloud rather than passed over as not media.
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+UNSUPPORTED_SHARD_SUFFIXES = (".tar.bz2", ".tbz", ".tbz2", ".tar.xz", ".txz", ".tar.zst", ".tzst", ".tar.lz4")
 
 
 def claimed_kind(path: Path) -> MediaKind | None:
     """What the file's name says it is (only its suffix), or None when the name does not say."""
-    if path.name.lower().endswith(SHARD_SUFFIXES):
+    if path.name.lower().endswith(SHARD_SUFFIXES + UNSUPPORTED_SHARD_SUFFIXES):
         return MediaKind.SHARD
     suffix = path.suffix.lower()
     if suffix in _VIDEO_CLAIMS:

@@ -37,7 +37,7 @@ from efface.detection.models import DetectionModels
 from efface.detection.presets import light_pass_spec
 from efface.errors import CorruptImageError, EffaceError, InputError, OutputError, UnsupportedFormatError
 from efface.media.atomic import StagedFile, Stager, discard, original_of, stage_bytes, stage_with
-from efface.media.sniff import SNIFF_BYTES, MediaKind, claimed_kind, refusal, sniff
+from efface.media.sniff import SNIFF_BYTES, UNSUPPORTED_SHARD_SUFFIXES, MediaKind, claimed_kind, refusal, sniff
 from efface.pipeline import results
 from efface.pipeline.core import (
     FileJob,
@@ -99,6 +99,11 @@ def stage_shard(job: FileJob, *, models: DetectionModels, policy: Policy) -> Sta
             return StagedResult(_skipped(job, started_at=started_at, t0=t0))
         if job.destination is not None:
             _make_parent(job.destination)
+        if job.source.name.lower().endswith(UNSUPPORTED_SHARD_SUFFIXES):
+            raise UnsupportedFormatError(
+                "a tar compressed other than with gzip: recompress it as .tar or .tar.gz to anonymize it",
+                path=job.source,
+            )
         with _open(job.source) as handle:
             is_gzip = handle.read(2) == _GZIP_MAGIC
             handle.seek(0)
