@@ -19,8 +19,10 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from efface.audit import AuditStore, StoredFile
 from efface.detection import StaticModels
+from efface.errors import AuditError
 from efface.media.sniff import MediaKind, sniff, sniff_file
 from efface.pipeline import Policy, plan_jobs
+from efface.pipeline import run as run_module
 from efface.pipeline.pool import InProcess, ProcessPool
 from efface.pipeline.run import AuditedRun, run_plan
 from efface.records import BBox, Face, Outcome, RunStatus, WriteMode
@@ -136,11 +138,14 @@ def test_a_shard_is_anonymized_member_by_member(
         for key in old_sample:
             if key.split(".")[-1] in KEPT:
                 assert new_sample[key] == old_sample[key]
-    # One row per member (SHARD#MEMBER, in order) and the shard's own, after its pending row.
+    # One row per member (SHARD#MEMBER, in order) and the shard's own, after their pending rows (written in one
+    # transaction before the swap, so that a run lost after it leaves every member's row to settle).
     pending = [row for row in rows if row.outcome is Outcome.PENDING]
     done = [row for row in rows if row.outcome is not Outcome.PENDING]
-    assert [row.path for row in pending] == [shard]
-    assert [row.path for row in done] == [Path(f"{shard}#{info.name}") for info, _ in before] + [shard]
+    member_paths = [Path(f"{shard}#{info.name}") for info, _ in before]
+    assert [row.path for row in pending] == [*member_paths, shard]
+    assert rows[: len(pending)] == pending
+    assert [row.path for row in done] == [*member_paths, shard]
     by_name = {row.path.name.split("#")[1] if row.path != shard else "": row for row in done if row.path}
     assert by_name["sample0000.jpg"].outcome is Outcome.ANONYMIZED
     jpg = by_name["sample0000.jpg"]
@@ -226,7 +231,8 @@ def test_output_leaves_the_source_alone(tmp_path: Path, astronaut: np.ndarray, s
     shard_row = rows[-1]
     assert (shard_row.path, shard_row.output_path, shard_row.mode) == (shard, written, WriteMode.OUTPUT_DIR)
     assert shard_row.output_sha256 == hashlib.sha256(written.read_bytes()).hexdigest()
-    assert rows[0].outcome is Outcome.PENDING and rows[1].output_path == Path(f"{written}#sample0000.cls")
+    done = [row for row in rows if row.outcome is not Outcome.PENDING]
+    assert rows[0].outcome is Outcome.PENDING and done[0].output_path == Path(f"{written}#sample0000.cls")
     again = _run([folder], sqlite_url, output_dir=out)
     assert [row.outcome for row in again] == [Outcome.SKIPPED]
     assert not _temporaries(tmp_path)
@@ -301,7 +307,7 @@ def test_a_video_member_is_anonymized_through_the_video_pipeline(
     x1, y1, x2, y2 = (round(value) for value in FACE_BOX.xyxy)
     old, new = _first_frame(clip).astype(np.int16), _first_frame(after["clip.mp4"]).astype(np.int16)
     assert float(np.abs(old - new)[y1:y2, x1:x2].mean()) > 40  # the face is filled on the frames
-    member = next(row for row in rows if row.path == Path(f"{shard}#clip.mp4"))
+    member = next(row for row in rows if row.path == Path(f"{shard}#clip.mp4") and row.outcome is not Outcome.PENDING)
     assert (member.outcome, member.image_format, member.width, member.height) == (
         Outcome.ANONYMIZED, "video/h264", 256, 160
     )  # fmt: skip
@@ -351,4 +357,66 @@ def test_a_tar_in_another_compression_is_refused_aloud(
     ]
     assert rows[0].error_message is not None and "recompress" in rows[0].error_message
     assert shard.read_bytes() == original
+    assert not _temporaries(tmp_path)
+
+
+def test_a_run_lost_after_the_swap_leaves_every_member_row_for_the_next_run_to_settle(
+    tmp_path: Path, astronaut: np.ndarray, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shard = tmp_path / "shard.tar"
+    write_shard(shard, astronaut)
+    count = len(_members(shard))
+
+    def lost(self: AuditedRun, done: object) -> None:
+        raise AuditError("database gone")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(AuditedRun, "_record_done", lost)
+        with pytest.raises(AuditError, match="anonymized but not recorded"):
+            _run([shard], sqlite_url)
+    with AuditStore(sqlite_url) as store:
+        (lost_run,) = [run for run in store.list_runs() if run.files_total == 0]
+        pending = store.list_files(lost_run.run_id, with_pending=True)
+        member_paths = [row.path for row in pending if "#" in str(row.path)]
+        assert len(member_paths) == count and all(row.outcome is Outcome.PENDING for row in pending)
+        assert [row.path for row in pending][-1] == shard
+    rows = _run([shard], sqlite_url)
+    assert [(row.path, row.outcome) for row in rows] == [(shard, Outcome.SKIPPED)]
+    with AuditStore(sqlite_url) as store:
+        settled = [row for row in store.list_files(lost_run.run_id) if row.outcome is not Outcome.PENDING]
+        for path in [*member_paths, shard]:
+            assert store.unsettled_pending(path) == []
+        assert store.verify().is_intact
+    by_path = {row.path: row for row in settled}
+    assert set(by_path) == {*member_paths, shard}
+    assert by_path[shard].outcome is Outcome.ANONYMIZED
+    assert all(row.details["settled_by_run"] for row in settled)
+    faces = [row for path, row in by_path.items() if path != shard and row.outcome is Outcome.ANONYMIZED]
+    assert faces and all(row.faces_anonymized == 1 for row in faces)
+
+
+def test_a_shard_that_cannot_be_swapped_in_settles_its_member_rows_as_errors(
+    tmp_path: Path, astronaut: np.ndarray, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shard = tmp_path / "shard.tar"
+    write_shard(shard, astronaut)
+    original = shard.read_bytes()
+    count = len(_members(shard))
+    real_claim = run_module.claim
+
+    def changed_under_us(staged: object) -> object:
+        claimed = real_claim(staged)  # type: ignore[arg-type]
+        shard.write_bytes(original + b"\0" * 1024)  # the source changes before the swap
+        return claimed
+
+    monkeypatch.setattr(run_module, "claim", changed_under_us)
+    rows = _run([shard], sqlite_url)
+    with AuditStore(sqlite_url) as store:
+        for row in rows:
+            assert row.path is not None and store.unsettled_pending(row.path) == []
+    finals = [row for row in rows if row.outcome is not Outcome.PENDING]
+    assert finals[-1].path == shard and finals[-1].outcome is Outcome.ERROR
+    members = [row for row in finals if row.path != shard]
+    assert len(members) == count and all(row.outcome is Outcome.ERROR for row in members)
+    assert shard.read_bytes() == original + b"\0" * 1024
     assert not _temporaries(tmp_path)

@@ -172,14 +172,17 @@ class AuditedRun:
             return
         try:
             try:
-                self.store.record_file(self.info.run_id, _pending(done))
+                self.store.record_files(self.info.run_id, _pending_rows(done))  # a shard's members' too
             except AuditError as exc:
                 message = f"not replaced, cannot record it: {path_text(staged.target)}; {exc.message}"
                 raise AuditError(message) from exc
             try:
                 claimed.commit()  # the changed-source check, then every name swapped
             except EffaceError as exc:
-                self.record(done.failed(exc))  # after the pending row: this row settles it
+                # After the pending rows: these rows settle them (a shard's members as not replaced, uncounted).
+                if done.members:
+                    self.store.record_files(self.info.run_id, [_not_replaced(m, exc) for m in done.members])
+                self.record(done.failed(exc))
                 return
         finally:
             claimed.discard()  # nothing left to delete once swapped in
@@ -250,11 +253,34 @@ _INTENDED_OUTCOME = "intended_outcome"
 _SOURCE_SHA256 = "source_sha256"
 
 
+_MEMBERS = "pending_members"
+
+
 def _pending(done: StagedResult) -> AnonymizationResult:
-    """The row written before a replace: the result as it will be, outcome ``pending``."""
+    """The row written before a replace: the result as it will be, outcome ``pending`` (a shard's lists the paths
+    of its members' pending rows, which its settlement settles too)."""
     result = done.result
     details = {**result.details, _INTENDED_OUTCOME: result.outcome.value, _SOURCE_SHA256: done.source_sha256}
+    if done.members:
+        details[_MEMBERS] = [path_text(member.path) for member in done.members if member.path is not None]
     return dataclasses.replace(result, outcome=Outcome.PENDING, details=details)
+
+
+def _pending_rows(done: StagedResult) -> list[AnonymizationResult]:
+    """The file's pending row, and a shard's members' as they will be: a run lost after the swap leaves
+    every member's row for the next run to settle, not only the shard's."""
+    members = [
+        dataclasses.replace(
+            member, outcome=Outcome.PENDING, details={**member.details, _INTENDED_OUTCOME: member.outcome.value}
+        )
+        for member in done.members
+    ]
+    return [*members, _pending(done)]
+
+
+def _not_replaced(member: AnonymizationResult, error: EffaceError) -> AnonymizationResult:
+    """A shard member's row when the shard could not be swapped in: the member was left as it was."""
+    return results.failed(member.path, error, mode=member.mode, started_at=member.started_at)
 
 
 def _sha256_of(path: Path) -> str | None:
@@ -292,6 +318,7 @@ def settle_pending(store: AuditStore, pending: StoredFile, *, run_id: str) -> Ou
     intended = Outcome(str(pending.details.get(_INTENDED_OUTCOME, Outcome.ANONYMIZED.value)))
     if found is not None and found == pending.output_sha256:
         note["settled"] = "the planned output was found in place: the replace happened, its record was lost"
+        _settle_members(store, pending, note=note, error_message=None)
         store.record_settlement(pending, outcome=intended, details=note)
         logger.warning("%s: recorded as %s in run %s, whose record of it was lost", target, intended, pending.run_id)
         return intended
@@ -301,11 +328,35 @@ def settle_pending(store: AuditStore, pending: StoredFile, *, run_id: str) -> Ou
         message = "the run ended before this file was replaced: it was left as it was"
     else:
         message = "the file changed since: it holds neither its source as read nor the planned output"
+    _settle_members(store, pending, note=note, error_message=f"the shard was not replaced: {message}")
     store.record_settlement(
         pending, outcome=Outcome.ERROR, details=note, error_class=OutputError.__name__, error_message=message
     )
     logger.info("%s: run %s did not replace it (%s)", target, pending.run_id, message)
     return Outcome.ERROR
+
+
+def _settle_members(
+    store: AuditStore, pending: StoredFile, *, note: dict[str, object], error_message: str | None
+) -> None:
+    """Settles the pending rows of a shard's members with the shard's verdict: each the outcome it was to have
+    when the new shard is in place (``error_message`` None), else an error."""
+    member_paths = pending.details.get(_MEMBERS) or []
+    for member_path in member_paths if isinstance(member_paths, list) else []:
+        for member in store.unsettled_pending(Path(str(member_path))):
+            if member.run_id != pending.run_id:
+                continue
+            if error_message is None:
+                intended = Outcome(str(member.details.get(_INTENDED_OUTCOME, Outcome.ANONYMIZED.value)))
+                store.record_settlement(member, outcome=intended, details=note)
+            else:
+                store.record_settlement(
+                    member,
+                    outcome=Outcome.ERROR,
+                    details=note,
+                    error_class=OutputError.__name__,
+                    error_message=error_message,
+                )
 
 
 def remove_leftover(path: Path, *, mode: WriteMode) -> AnonymizationResult | None:
