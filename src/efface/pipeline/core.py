@@ -35,9 +35,18 @@ from efface.transforms.core import Anonymizer
 
 if TYPE_CHECKING:
     from efface.media.video import VideoInfo
-    from efface.pipeline.video import FrameCallback
+    from efface.pipeline.video import Detect, FrameCallback
 
-__all__ = ["FileJob", "Policy", "Processed", "StagedResult", "anonymize_bytes", "anonymize_file", "stage_file"]
+__all__ = [
+    "FileJob",
+    "Policy",
+    "Processed",
+    "StagedResult",
+    "anonymize_bytes",
+    "anonymize_file",
+    "stage_file",
+    "video_detectors",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -327,8 +336,7 @@ def _anonymize_video_file(
 
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()
-    detect = models.detector(policy.detection).detect
-    detect_light = models.detector(light_pass_spec(policy.detection)).detect if policy.tracking.light_passes else None
+    detect, detect_light = video_detectors(models, policy)
     stager = Stager()
     try:
         status = _stat(job.source)
@@ -369,6 +377,13 @@ def _anonymize_video_file(
         return StagedResult(_error_result(job, exc, started_at=started_at, t0=t0, processed=None))
     result = _video_result(job, video.info, stats, started_at=started_at, t0=t0, output_sha256=output_sha256)
     return StagedResult(result, staged, source_sha256)
+
+
+def video_detectors(models: DetectionModels, policy: Policy) -> tuple[Detect, Detect | None]:
+    """The full detection a video runs on its detected frames, and the light passes between them (None: off)."""
+    detect = models.detector(policy.detection).detect
+    detect_light = models.detector(light_pass_spec(policy.detection)).detect if policy.tracking.light_passes else None
+    return detect, detect_light
 
 
 def _video_result(

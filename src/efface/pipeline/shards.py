@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import IO, BinaryIO, Self, cast
 
 from efface.detection.models import DetectionModels
-from efface.detection.presets import light_pass_spec
 from efface.errors import CorruptImageError, EffaceError, InputError, OutputError, UnsupportedFormatError
 from efface.media.atomic import StagedFile, Stager, discard, original_of, stage_bytes, stage_with
 from efface.media.sniff import SNIFF_BYTES, UNSUPPORTED_SHARD_SUFFIXES, MediaKind, claimed_kind, refusal, sniff
@@ -51,6 +50,7 @@ from efface.pipeline.core import (
     _read_failure,
     _skipped,
     anonymize_bytes,
+    video_detectors,
 )
 from efface.records import AnonymizationResult, Outcome, WriteMode
 
@@ -353,8 +353,7 @@ def _video(
     from efface.pipeline.video import anonymize_video, scan_video
 
     stand_in = (job.destination or job.source).parent / (Path(name).name or "member")
-    detect = models.detector(policy.detection).detect
-    detect_light = models.detector(light_pass_spec(policy.detection)).detect if policy.tracking.light_passes else None
+    detect, detect_light = video_detectors(models, policy)
     member = stage_bytes(stand_in, content)
     stager = Stager()
     try:
