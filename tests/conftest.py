@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
+import socket
 import struct
+import subprocess
+import sys
+import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import boto3
 import numpy as np
 import pytest
 import sqlalchemy as sa
@@ -251,3 +258,135 @@ def carriers(astronaut: np.ndarray) -> Carriers:
     for name, content in files.items():
         assert secrets[name] in content, f"test setup: {name} does not hold its secret"
     return Carriers(files=files, secrets=secrets, original=original)
+
+
+# --- a real S3 API server on loopback -----------------------------------------------------------------------
+# moto's standalone server (``moto[server]``), started in its own process on a free port, with IAM authentication
+# on, so that wrong credentials and missing permissions are refused as AWS refuses them. efface talks to it only
+# over HTTP, through s3fs, exactly as to AWS. Two users are made before authentication starts: ``admin`` (every
+# action) and ``no_version_delete`` (every action but ``s3:DeleteObjectVersion``).
+
+# The requests that create the users below, made before moto starts to check credentials.
+_SETUP_REQUESTS = 6
+_ALLOW_ALL = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+_NO_VERSION_DELETE = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {"Effect": "Allow", "Action": "*", "Resource": "*"},
+        {"Effect": "Deny", "Action": ["s3:DeleteObjectVersion"], "Resource": "*"},
+    ],
+}
+
+
+@dataclass(frozen=True)
+class Keys:
+    access_key_id: str
+    secret_access_key: str
+
+
+@dataclass
+class S3Server:
+    """The running server: its endpoint and the two users' keys."""
+
+    endpoint_url: str
+    admin: Keys
+    no_version_delete: Keys
+    process: subprocess.Popen[bytes]
+
+    def client(self, keys: Keys | None = None) -> Any:
+        keys = keys or self.admin
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=keys.access_key_id,
+            aws_secret_access_key=keys.secret_access_key,
+            region_name="us-east-1",
+        )
+
+    def env(self, keys: Keys | None = None) -> dict[str, str]:
+        """The AWS environment a user of efface would set for this server."""
+        keys = keys or self.admin
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": keys.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": keys.secret_access_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def bucket(self, *, versioned: bool) -> str:
+        """A new bucket (names unique per test)."""
+        name = f"b-{uuid.uuid4().hex[:12]}"
+        client = self.client()
+        client.create_bucket(Bucket=name)
+        if versioned:
+            client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        return name
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_server() -> Iterator[S3Server]:
+    """Starts the server, makes the users, yields it; stops it afterwards."""
+    port = _free_port()
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(_SETUP_REQUESTS)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                # A bare connection: an HTTP request would count against the unauthenticated ones.
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("the moto S3 server did not start") from None
+                time.sleep(0.1)
+        iam = boto3.client(
+            "iam",
+            endpoint_url=endpoint,
+            aws_access_key_id="setup",
+            aws_secret_access_key="setup",
+            region_name="us-east-1",
+        )
+        users = {}
+        for name, policy in (("admin", _ALLOW_ALL), ("no_version_delete", _NO_VERSION_DELETE)):
+            iam.create_user(UserName=name)
+            iam.put_user_policy(UserName=name, PolicyName="policy", PolicyDocument=json.dumps(policy))
+            key = iam.create_access_key(UserName=name)["AccessKey"]
+            users[name] = Keys(key["AccessKeyId"], key["SecretAccessKey"])
+        yield S3Server(endpoint, users["admin"], users["no_version_delete"], process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A real S3 API server on loopback (moto's, IAM authentication on), for the session."""
+    yield from start_server()
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """The AWS environment set for the admin user of ``s3_server`` (as a user of efface would set it)."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    return s3_server

@@ -15,7 +15,9 @@ from typer.testing import CliRunner
 from efface.audit import AuditStore
 from efface.cli import app
 from efface.config import load_settings
-from efface.records import Method, WriteMode
+from efface.records import Method, ObjectURL, WriteMode
+
+from .conftest import S3Server
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 EXAMPLES = README.parent / "examples"
@@ -107,3 +109,32 @@ def test_webdataset_shard_example_runs(tmp_path: Path, monkeypatch: pytest.Monke
         (shard, "anonymized"),
     ]
     assert rows[0].faces_anonymized >= 1
+
+
+@pytest.mark.slow
+def test_object_store_example_runs(s3_env: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The S3 example against the tests' real S3 server (not the one it starts on port 9000): its Python part
+    fills the versioned bucket, each ``efface`` line runs (real model); one version is left, anonymized, and the
+    audit row is the object's URL."""
+    block = next(block for block in _blocks("sh") if "s3://photos/" in block)
+    script = re.search(r"python - <<'EOF'\n(.*?)\nEOF\n", block, flags=re.DOTALL)
+    assert script is not None
+    monkeypatch.chdir(tmp_path)
+    subprocess.run([sys.executable, "-c", script.group(1)], check=True, timeout=120)
+    client = s3_env.client()
+    (original,) = client.list_object_versions(Bucket="photos", Prefix="2026/")["Versions"]
+    url = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    commands = [shlex.split(line, comments=True)[1:] for line in block.splitlines() if line.startswith("efface ")]
+    assert [words[:2] for words in commands] == [["anonymize", "s3://photos/2026/"], ["audit", "list"]]
+    for words in commands:
+        result = CliRunner().invoke(app, [*words, "--db", url], env={"COLUMNS": "250"})
+        assert result.exit_code == 0, result.output
+    assert "s3://photos/2026/astronaut.jpg" in result.output  # the audit list
+    (left,) = client.list_object_versions(Bucket="photos", Prefix="2026/")["Versions"]
+    assert left["VersionId"] != original["VersionId"]
+    with AuditStore(url) as store:
+        (run,) = store.list_runs()
+        (row,) = store.list_files(run.run_id)
+    assert row.path == ObjectURL.parse("s3://photos/2026/astronaut.jpg")
+    assert row.faces_anonymized >= 1
+    assert row.details["deleted_versions"] == [original["VersionId"]]

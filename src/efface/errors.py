@@ -28,9 +28,12 @@ The service and client errors live beside the code that raises them (the edges);
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from efface.text import path_text
+
+if TYPE_CHECKING:
+    from efface.records import Location
 
 __all__ = [
     "AuditError",
@@ -46,6 +49,7 @@ __all__ = [
     "SourceChangedError",
     "UnreadableFileError",
     "UnsupportedFormatError",
+    "VersionsLeftError",
     "WeakTransformError",
     "WorkerCrashedError",
 ]
@@ -59,7 +63,7 @@ class EffaceError(Exception):
         path: the file concerned, where there is one.
     """
 
-    def __init__(self, message: str, *, path: Path | None = None) -> None:
+    def __init__(self, message: str, *, path: Location | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.path = path
@@ -116,6 +120,11 @@ class SourceChangedError(InputError):
 
 class OutputError(EffaceError):
     """The anonymized file could not be written; the original is left untouched."""
+
+
+class VersionsLeftError(OutputError):
+    """In an object store that keeps versions, the anonymized object is in place but earlier versions of it, which
+    still hold the original, could not be deleted (no permission to): the object fails aloud, naming them."""
 
 
 class WorkerCrashedError(EffaceError):

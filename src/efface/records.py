@@ -18,8 +18,10 @@ __all__ = [
     "BBox",
     "Device",
     "Face",
+    "Location",
     "MaskShape",
     "Method",
+    "ObjectURL",
     "Outcome",
     "Precision",
     "Preset",
@@ -32,6 +34,65 @@ __all__ = [
     "VideoStats",
     "WriteMode",
 ]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ObjectURL:
+    """An object in an object store, by URL (``s3://bucket/key``): where a result came from when it is not a local
+    file. It is path-like (``os.fspath`` gives the URL), so the audit log stores and shows it as it stores a path,
+    and ``Path`` is never used for it (``Path("s3://b/k")`` would collapse the ``//``).
+
+    Attributes:
+        scheme: the store's URL scheme (``s3``).
+        bucket: the bucket (or container).
+        key: the object's key, as the store spells it (spaces and any unicode kept; may be empty for a bucket root).
+    """
+
+    scheme: str
+    bucket: str
+    key: str
+
+    def __post_init__(self) -> None:
+        if not self.scheme or not self.bucket:
+            raise ValueError(f"an object URL needs a scheme and a bucket, got {self.scheme!r} and {self.bucket!r}")
+
+    @classmethod
+    def parse(cls, url: str) -> ObjectURL:
+        """``scheme://bucket/key`` split (the key as given, a trailing ``/`` kept).
+
+        Raises:
+            ValueError: not of that form.
+        """
+        scheme, sep, rest = url.partition("://")
+        if not sep:
+            raise ValueError(f"not a URL: {url!r}")
+        bucket, _, key = rest.partition("/")
+        return cls(scheme.lower(), bucket, key)
+
+    @property
+    def name(self) -> str:
+        """The key's last part (as ``Path.name``)."""
+        return self.key.rstrip("/").rpartition("/")[2]
+
+    @property
+    def suffix(self) -> str:
+        name = self.name
+        dot = name.rfind(".")
+        return name[dot:] if 0 < dot < len(name) - 1 else ""
+
+    def child(self, key: str) -> ObjectURL:
+        """The object ``key`` in the same bucket."""
+        return ObjectURL(self.scheme, self.bucket, key)
+
+    def __fspath__(self) -> str:
+        return str(self)
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.bucket}/{self.key}"
+
+
+# Where a file's result is: a local file, or an object in a store.
+Location = Path | ObjectURL
 
 
 class Method(StrEnum):
@@ -382,12 +443,12 @@ class AnonymizationResult:
     and anonymized are then summed over frames.
     """
 
-    path: Path | None
+    path: Location | None
     outcome: Outcome
     mode: WriteMode
     started_at: datetime
     duration_s: float
-    output_path: Path | None = None
+    output_path: Location | None = None
     faces: tuple[Face, ...] = ()
     faces_anonymized: int = 0
     output_sha256: str | None = None

@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from efface.audit.verifier import ChainReport, ChainVerifier
 from efface.errors import AuditError, ConfigurationError
 from efface.records import (
     AnonymizationResult,
+    Location,
+    ObjectURL,
     Outcome,
     RunInfo,
     RunStatus,
@@ -135,9 +138,9 @@ class StoredFile:
 
     id: int
     run_id: str
-    path: Path | None
+    path: Location | None
     request_id: str | None
-    output_path: Path | None
+    output_path: Location | None
     mode: WriteMode
     outcome: Outcome
     started_at: datetime
@@ -306,7 +309,7 @@ def _column_value(value: Any) -> Any:
     losslessly: a name that is not UTF-8 or holds a newline is stored, not refused by the database)."""
     if isinstance(value, Enum):
         return value.value
-    if isinstance(value, Path):
+    if isinstance(value, Path | ObjectURL):
         return path_text(value)
     return value
 
@@ -330,8 +333,16 @@ def _stored_run(row: _Row) -> StoredRun:
     return StoredRun(**{**row, "mode": WriteMode(row["mode"]), "status": RunStatus(row["status"])})
 
 
-def _path(value: str | None) -> Path | None:
-    return None if value is None else Path(value)
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _path(value: str | None) -> Location | None:
+    """A stored path read back: an object's URL (``s3://bucket/key``) or a local path."""
+    if value is None:
+        return None
+    if _URL.match(value):
+        return ObjectURL.parse(value)
+    return Path(value)
 
 
 def _stored_file(row: _Row) -> StoredFile:
@@ -533,7 +544,7 @@ class AuditStore:
         with translate_errors(f"list files of run {run_id}"), self._engine.connect() as connection:
             return [_stored_file(row) for row in connection.execute(query).mappings()]
 
-    def output_hashes(self, path: Path, *, output_path: Path, settings_sha256: str) -> frozenset[str]:
+    def output_hashes(self, path: Location, *, output_path: Location, settings_sha256: str) -> frozenset[str]:
         """The sha256 of every output that runs with these settings wrote for ``path`` at ``output_path`` (an
         anonymized file, or one found without faces): when ``output_path`` hashes to one of them now, it is done.
 
@@ -563,7 +574,7 @@ class AuditStore:
         with translate_errors(f"look up {path_text(path)}"), self._engine.connect() as connection:
             return frozenset(connection.execute(query).scalars())
 
-    def unsettled_pending(self, path: Path) -> list[StoredFile]:
+    def unsettled_pending(self, path: Location) -> list[StoredFile]:
         """The ``pending`` rows of ``path`` that no later row of the same run settles: replaces that a run set out
         to do and never confirmed (it was killed, or lost its database), oldest first.
 

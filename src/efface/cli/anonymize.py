@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -45,7 +45,7 @@ from efface.cli._render import (
     stderr,
 )
 from efface.errors import EffaceError
-from efface.records import AnonymizationResult, Outcome
+from efface.records import AnonymizationResult, Location, Outcome
 from efface.text import path_text
 
 if TYPE_CHECKING:
@@ -55,15 +55,35 @@ __all__ = ["anonymize"]
 
 
 def anonymize(
-    paths: Annotated[list[Path], typer.Argument(help="Image and video files and folders (walked recursively).")],
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            help="Image and video files and folders (walked recursively), or object URLs (s3://bucket/prefix/).",
+            metavar="PATH_OR_URL...",
+        ),
+    ],
     method: MethodOption = None,
     threshold: ThresholdOption = None,
     preset: PresetOption = None,
     detector: DetectorOption = None,
     db: DbOption = None,
     output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", help="Write a mirrored tree here and leave the sources untouched."),
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write a mirrored tree here (a folder, or an s3:// prefix for object inputs) and leave the sources "
+            "untouched.",
+        ),
+    ] = None,
+    storage_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--storage-option",
+            metavar="KEY=VALUE",
+            help="An option of the object store's filesystem (s3fs), e.g. endpoint_url=http://127.0.0.1:9000; "
+            "repeatable. Credentials come from the AWS environment and files; options are never audited.",
+        ),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Detect and audit only; write nothing.")] = False,
     mask: MaskOption = None,
@@ -137,8 +157,9 @@ def anonymize(
     # the command line is built: ``efface --help`` and the other commands do not pay for it.
     from efface.pipeline.build import audited_settings, build_policy, inference_threads_for, load_models
     from efface.pipeline.executors import fit_processes, open_executor
-    from efface.pipeline.jobs import plan_jobs
+    from efface.pipeline.objects import WorkFolder
     from efface.pipeline.run import AuditedRun, run_plan
+    from efface.pipeline.sources import parse_storage_options, plan_sources
 
     configure_logging(verbose)
     settings = load(
@@ -161,20 +182,29 @@ def anonymize(
         device=device,
         precision=precision,
     )
+    work = WorkFolder() if any("://" in text and not text.lower().startswith("file://") for text in paths) else None
     try:
-        plan = plan_jobs(paths, output_dir=output, dry_run=dry_run)
+        plan = plan_sources(
+            paths,
+            output=output,
+            dry_run=dry_run,
+            storage_options=parse_storage_options(storage_option or []),
+            work_folder=work.path if work is not None else None,
+        )
         processes, items = fit_processes(settings.jobs, plan.items())
         policy = build_policy(settings)
         models = load_models(settings, inference_threads=inference_threads_for(processes))
     except EffaceError as exc:
+        if work is not None:
+            work.close()
         raise fail_setup(exc) from exc
     store = open_store(settings)
     outcomes: Counter[Outcome] = Counter()
     progress = progress_bar(is_quiet=json_output)
 
-    frame_tasks: dict[Path, TaskID] = {}
+    frame_tasks: dict[Location, TaskID] = {}
 
-    def on_frame(path: Path, done: int, expected: int | None) -> None:
+    def on_frame(path: Location, done: int, expected: int | None) -> None:
         if path not in frame_tasks:
             frame_tasks[path] = progress.add_task(f"  {shown(path_text(path.name))}", total=expected)
         progress.update(frame_tasks[path], completed=done)
@@ -201,7 +231,7 @@ def anonymize(
         progress.update(task, total=count)
 
     try:
-        with store, progress:
+        with store, progress, work or contextlib.nullcontext():
             task = progress.add_task("anonymizing", total=None)
             started = or_exit(
                 lambda: open_executor(

@@ -35,6 +35,7 @@ from efface.transforms.core import Anonymizer
 
 if TYPE_CHECKING:
     from efface.media.video import VideoInfo
+    from efface.pipeline.objects import ObjectJob, PendingUpload
     from efface.pipeline.video import Detect, FrameCallback
 
 __all__ = [
@@ -147,12 +148,15 @@ class StagedResult:
             whether a replace that was never confirmed happened).
         members: for a shard, one result per member (path ``SHARD#MEMBER``), audited with ``result`` once the
             shard is in place; empty for any other file, and for a shard that failed.
+        upload: for an object, what the run writes back to the store (``objects.push``): ``staged`` is then the
+            output in the run's local work folder, not beside a destination of its own.
     """
 
     result: AnonymizationResult
     staged: StagedFile | None = None
     source_sha256: str | None = None
     members: tuple[AnonymizationResult, ...] = ()
+    upload: PendingUpload | None = None
 
     @property
     def rows(self) -> list[AnonymizationResult]:
@@ -237,7 +241,7 @@ def anonymize_file(
 
 
 def stage_file(
-    job: FileJob, *, models: DetectionModels, policy: Policy, on_frame: FrameCallback | None = None
+    job: FileJob | ObjectJob, *, models: DetectionModels, policy: Policy, on_frame: FrameCallback | None = None
 ) -> StagedResult:
     """Anonymizes one file up to its replace and says what happened. Never raises for a problem with this one file.
 
@@ -247,7 +251,7 @@ def stage_file(
     video is always re-encoded (its container metadata goes).
 
     Args:
-        job: the source and destination.
+        job: the source and destination (a file, or an object in a store: ``objects.stage_object``).
         models: the process's loaded detection models.
         policy: detection spec, anonymizer and codec options.
         on_frame: for videos, called after each frame with the frames done and expected (progress).
@@ -258,6 +262,10 @@ def stage_file(
         and message when the file failed, in which case nothing is staged and the source is byte-for-byte
         unchanged.
     """
+    if not isinstance(job, FileJob):
+        from efface.pipeline.objects import stage_object  # imports this module
+
+        return stage_object(job, models=models, policy=policy, on_frame=on_frame)
     if job.is_video:
         return _anonymize_video_file(job, models=models, policy=policy, on_frame=on_frame)
     if job.is_shard:

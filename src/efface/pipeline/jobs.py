@@ -42,6 +42,7 @@ from efface.media.atomic import find_leftovers, is_leftover, leftovers_of
 from efface.media.sniff import MediaKind, claimed_kind, refusal, sniff_file
 from efface.pipeline import results
 from efface.pipeline.core import FileJob
+from efface.pipeline.objects import ObjectJob
 from efface.records import AnonymizationResult, WriteMode
 from efface.text import path_text
 
@@ -60,9 +61,9 @@ class Leftover:
     path: Path
 
 
-# What a plan yields: a file to anonymize, an input refused before processing or found not to be media, or a
-# leftover to delete.
-PlanItem = FileJob | AnonymizationResult | Leftover
+# What a plan yields: a file (or an object) to anonymize, an input refused before processing or found not to be
+# media, or a leftover to delete.
+PlanItem = FileJob | ObjectJob | AnonymizationResult | Leftover
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,7 +394,7 @@ def count_jobs_ahead(items: Iterable[PlanItem], *, limit: int) -> tuple[int, Ite
     found = 0
     for item in iterator:
         head.append(item)
-        found += isinstance(item, FileJob)
+        found += isinstance(item, FileJob | ObjectJob)
         if found >= limit:
             break
     return found, itertools.chain(head, iterator)

@@ -31,7 +31,11 @@ from efface.errors import OutputError, WorkerCrashedError
 from efface.media.atomic import hand_over, hold, leftovers_of, remove_if_leftover
 from efface.pipeline import results
 from efface.pipeline.core import FileJob, Policy, StagedResult, stage_file
-from efface.records import AnonymizationResult
+from efface.pipeline.objects import ObjectJob
+from efface.records import AnonymizationResult, Location
+
+# A file, or an object in a store: what an executor stages.
+Job = FileJob | ObjectJob
 
 __all__ = [
     "Executor",
@@ -46,7 +50,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # A video's progress: its path, frames done, frames expected (None where unknown).
-FrameProgress = Callable[[Path, int, int | None], None]
+FrameProgress = Callable[[Location, int, int | None], None]
 # Loads the models inside a pool process or Ray actor; must pickle (e.g. ``functools.partial(load_models, ...)``).
 ModelsFactory = Callable[[], DetectionModels]
 
@@ -63,7 +67,7 @@ _FRAME_REPORT_S = 0.2
 class Executor(Protocol):
     """Runs ``stage_file`` over jobs; the local pool and the Ray pool implement it."""
 
-    def results(self, jobs: Iterable[FileJob]) -> Iterator[StagedResult]:
+    def results(self, jobs: Iterable[Job]) -> Iterator[StagedResult]:
         """One result per job, in job order."""
         ...
 
@@ -82,7 +86,7 @@ class InProcess:
         self.policy = policy
         self._on_frame = on_frame
 
-    def results(self, jobs: Iterable[FileJob]) -> Iterator[StagedResult]:
+    def results(self, jobs: Iterable[Job]) -> Iterator[StagedResult]:
         for job in jobs:
             on_frame = _progress_for(job, self._on_frame)
             yield stage_file(job, models=self.models, policy=self.policy, on_frame=on_frame)
@@ -94,7 +98,7 @@ class InProcess:
         pass
 
 
-def _progress_for(job: FileJob, on_frame: FrameProgress | None) -> Callable[[int, int | None], None] | None:
+def _progress_for(job: Job, on_frame: FrameProgress | None) -> Callable[[int, int | None], None] | None:
     if on_frame is None:
         return None
     return lambda done, total: on_frame(job.source, done, total)
@@ -116,7 +120,7 @@ def _start_process(make_models: ModelsFactory, policy: Policy, frames: FrameQueu
     _process_frames = frames
 
 
-def _anonymize_in_process(job: FileJob) -> StagedResult:
+def _anonymize_in_process(job: Job) -> StagedResult:
     if _process_models is None or _process_policy is None:  # pragma: no cover - the initializer runs first
         raise RuntimeError("pool process started without its models")
     on_frame = None
@@ -171,10 +175,10 @@ class ProcessPool:
         self._frames: FrameQueue | None = self._context.Queue() if on_frame is not None else None
         self._on_frame = on_frame
         self._pool: ProcessPoolExecutor | None = None
-        self._pending: deque[tuple[FileJob, Future[StagedResult], int]] = deque()
+        self._pending: deque[tuple[Job, Future[StagedResult], int]] = deque()
         self._relay: threading.Thread | None = None
         self._closing = threading.Event()
-        self._submitting: FileJob | None = None
+        self._submitting: Job | None = None
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -200,7 +204,7 @@ class ProcessPool:
                 return
             self._on_frame(Path(path), done, total)
 
-    def _submit(self, job: FileJob, *, attempt: int = 1) -> None:
+    def _submit(self, job: Job, *, attempt: int = 1) -> None:
         # Known until it is in ``_pending``: a Ctrl-C in between leaves a task running that no one waits for.
         self._submitting = job
         try:
@@ -251,7 +255,7 @@ class ProcessPool:
             self._pending.popleft()
             return result
 
-    def results(self, jobs: Iterable[FileJob]) -> Iterator[StagedResult]:
+    def results(self, jobs: Iterable[Job]) -> Iterator[StagedResult]:
         limit = self.processes * (1 + _AHEAD_PER_PROCESS)
         for job in jobs:
             self._submit(job)
@@ -311,10 +315,10 @@ def _hold_staged(done: StagedResult) -> None:
             hold(done.staged)
 
 
-def remove_leftovers(job: FileJob) -> None:
+def remove_leftovers(job: Job) -> None:
     """Deletes the temporary files that a killed process left beside the file it was writing (those of live
     processes, this pool's included, hold their lock and stay)."""
-    if job.destination is None:
+    if not isinstance(job.destination, Path):  # an object's leftovers are in its run's work folder
         return
     for leftover in leftovers_of(job.destination):
         try:
@@ -323,7 +327,7 @@ def remove_leftovers(job: FileJob) -> None:
             logger.warning("cannot remove leftover temporary file %s: %s", leftover, exc)
 
 
-def crashed_result(job: FileJob, *, reason: str) -> AnonymizationResult:
+def crashed_result(job: Job, *, reason: str) -> AnonymizationResult:
     """The result of a file whose worker died under it (the file itself was left as it was or complete)."""
     error = WorkerCrashedError(f"{reason} while anonymizing this file; it was left as it was", path=job.source)
     return results.failed(job.source, error, mode=job.mode)

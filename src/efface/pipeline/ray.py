@@ -26,8 +26,8 @@ from typing import Any
 from efface.detection.models import DetectionModels
 from efface.errors import ConfigurationError, OutputError
 from efface.media.atomic import hold, release
-from efface.pipeline.core import FileJob, Policy, StagedResult, stage_file
-from efface.pipeline.pool import ModelsFactory, crashed_result, remove_leftovers
+from efface.pipeline.core import Policy, StagedResult, stage_file
+from efface.pipeline.pool import Job, ModelsFactory, crashed_result, remove_leftovers
 
 __all__ = ["RayPool"]
 
@@ -65,7 +65,7 @@ class _FileWorker:
         self._models: DetectionModels = make_models()
         self._policy = policy
 
-    def anonymize(self, job: FileJob) -> StagedResult:
+    def anonymize(self, job: Job) -> StagedResult:
         done = stage_file(job, models=self._models, policy=self._policy)
         if done.staged is not None:
             # The driver may be on another machine: it takes the lock again by the file's name (``_next``).
@@ -111,16 +111,16 @@ class RayPool:
         remote = ray.remote(num_cpus=1, max_restarts=_MAX_RESTARTS, max_task_retries=_MAX_RESTARTS)(_FileWorker)
         self.actors = [remote.remote(make_models, policy) for _ in range(count)]
         self._pool = ray.util.ActorPool(self.actors)
-        self._in_flight: deque[FileJob] = deque()
+        self._in_flight: deque[Job] = deque()
         logger.info("Ray: %d actors on %s", count, address)
 
-    def results(self, jobs: Iterable[FileJob]) -> Iterator[StagedResult]:
+    def results(self, jobs: Iterable[Job]) -> Iterator[StagedResult]:
         window = 2 * len(self.actors)
-        folders: dict[Path, FileJob] = {}
+        folders: dict[Path, Job] = {}
         for job in jobs:
             self._pool.submit(lambda actor, job: actor.anonymize.remote(job), job)
             self._in_flight.append(job)
-            if job.destination is not None:
+            if isinstance(job.destination, Path):
                 folders.setdefault(job.destination.parent, job)
             if len(self._in_flight) >= window:
                 yield self._next()

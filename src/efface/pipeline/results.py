@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from efface.errors import EffaceError
-from efface.records import AnonymizationResult, Face, Outcome, WriteMode
+from efface.records import AnonymizationResult, Face, Location, Outcome, WriteMode
 from efface.text import printable
 
 __all__ = ["answered", "error_message", "failed", "leftover_removed", "not_media", "skipped"]
@@ -27,7 +27,7 @@ def error_message(error: BaseException) -> str:
 
 
 def failed(
-    path: Path | None,
+    path: Location | None,
     error: BaseException,
     *,
     mode: WriteMode,
@@ -114,7 +114,7 @@ def answered(
 
 
 def skipped(
-    path: Path, *, mode: WriteMode, output_path: Path | None, started_at: datetime, duration_s: float
+    path: Location, *, mode: WriteMode, output_path: Location | None, started_at: datetime, duration_s: float
 ) -> AnonymizationResult:
     """A file that an earlier run with the same settings already anonymized: it hashes to an output recorded for it
     (in a dry run: a file the same command without ``--dry-run`` skips)."""
@@ -139,7 +139,7 @@ def leftover_removed(path: Path, *, mode: WriteMode, started_at: datetime) -> An
     )
 
 
-def not_media(path: Path, *, mode: WriteMode, reason: str) -> AnonymizationResult:
+def not_media(path: Location, *, mode: WriteMode, reason: str) -> AnonymizationResult:
     """A file looked at and left as it is: its content is neither a picture nor a video.
 
     Args:

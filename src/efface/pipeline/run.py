@@ -21,6 +21,7 @@ in the run that left it, what it finds: the planned output (done) or not (the fi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import socket
@@ -36,13 +37,14 @@ from typing import Self
 from efface import __version__
 from efface.audit import AuditStore, StoredFile
 from efface.detection.models import DetectionModels
-from efface.errors import AuditError, EffaceError, OutputError
+from efface.errors import AuditError, EffaceError, OutputError, VersionsLeftError
 from efface.media.atomic import claim, discard, remove_if_leftover
 from efface.pipeline import results
 from efface.pipeline.build import settings_sha256
 from efface.pipeline.core import FileJob, StagedResult
 from efface.pipeline.jobs import Leftover, PlanItem
-from efface.pipeline.pool import Executor
+from efface.pipeline.objects import ObjectJob, delete_earlier_versions, discard_upload, push, settle_object
+from efface.pipeline.pool import Executor, Job
 from efface.records import AnonymizationResult, Outcome, RunInfo, RunStatus, RunSummary, WriteMode
 from efface.text import path_text
 
@@ -161,6 +163,9 @@ class AuditedRun:
                 the file was replaced and its record cannot be written (the next run records it). The message
                 names the file and says which.
         """
+        if done.upload is not None:
+            self._commit_upload(done)
+            return
         staged = done.staged
         if staged is None:
             self._record_done(done)
@@ -191,6 +196,37 @@ class AuditedRun:
         except AuditError as exc:
             message = f"anonymized but not recorded: {path_text(staged.target)}; the next run records it"
             raise AuditError(message) from exc
+
+    def _commit_upload(self, done: StagedResult) -> None:
+        """``commit`` for an object: the pending rows, the conditional write and the clean-up of the versions that
+        hold the original (``objects.push``), then the object's rows; its local files are deleted whatever happens.
+        """
+        upload = done.upload
+        if upload is None:  # pragma: no cover - called for uploads only
+            raise ValueError("not an object's result")
+        try:
+            try:
+                self.store.record_files(self.info.run_id, _pending_rows(done))
+            except AuditError as exc:
+                raise AuditError(f"not written, cannot record it: {upload.target}; {exc.message}") from exc
+            try:
+                facts = push(upload)
+            except VersionsLeftError as exc:
+                # Written: the members are anonymized in place, the object fails aloud for its old versions.
+                self.record_many([*done.members, done.failed(exc)])
+                return
+            except EffaceError as exc:
+                if done.members:
+                    self.store.record_files(self.info.run_id, [_not_replaced(m, exc) for m in done.members])
+                self.record(done.failed(exc))
+                return
+        finally:
+            discard_upload(done)
+        result = dataclasses.replace(done.result, details={**done.result.details, **facts})
+        try:
+            self._record_done(dataclasses.replace(done, result=result))
+        except AuditError as exc:
+            raise AuditError(f"anonymized but not recorded: {upload.target}; the next run records it") from exc
 
     def _record_done(self, done: StagedResult) -> None:
         if done.members:  # a shard: its members' rows and its own, all or none
@@ -294,10 +330,19 @@ def _sha256_of(path: Path) -> str | None:
     return digest.hexdigest()
 
 
-def settle_pending(store: AuditStore, pending: StoredFile, *, run_id: str) -> Outcome | None:
+def settle_pending(
+    store: AuditStore, pending: StoredFile, *, run_id: str, read_target: Callable[[], str | None] | None = None
+) -> Outcome | None:
     """Records, in the run that left it, what became of a replace that was never confirmed: the file on disk holds
     the planned output (done, with the outcome it was to have), or not (an error: the file was left as it was, or
     changed since). Called by ``run_id``'s run, which then treats the file as usual (skips it when done).
+
+    Args:
+        store: the audit log.
+        pending: the unsettled row.
+        run_id: the run that settles it.
+        read_target: the sha256 of what is at the target now (None: nothing), for a target that is not a local
+            file (an object); by default the local file is read.
 
     Returns:
         The outcome recorded; None when the file cannot be read (the pending row stays for a later run, and the
@@ -310,8 +355,8 @@ def settle_pending(store: AuditStore, pending: StoredFile, *, run_id: str) -> Ou
     if target is None:  # pragma: no cover - a pending row is always a file's
         raise ValueError(f"pending row {pending.id} has no path")
     try:
-        found = _sha256_of(target)
-    except OSError as exc:
+        found = read_target() if read_target is not None else _sha256_of(Path(target))
+    except (OSError, EffaceError) as exc:
         logger.warning("%s: cannot read it to settle run %s's unconfirmed replace: %s", target, pending.run_id, exc)
         return None
     note: dict[str, object] = {"settled_by_run": run_id, "settled_at": datetime.now(UTC).isoformat()}
@@ -374,16 +419,40 @@ def remove_leftover(path: Path, *, mode: WriteMode) -> AnonymizationResult | Non
     return results.leftover_removed(path, mode=mode, started_at=started_at)
 
 
-def _settled(job: FileJob, run: AuditedRun) -> FileJob:
+def _settled(job: Job, run: AuditedRun) -> Job:
     """The job, once every replace that an earlier run left unconfirmed for its file is settled."""
-    if job.destination is not None:
-        for pending in run.store.unsettled_pending(job.source):
-            if pending.run_id != run.run_id:
-                settle_pending(run.store, pending, run_id=run.run_id)
+    if job.destination is None:
+        return job
+    for pending in run.store.unsettled_pending(job.source):
+        if pending.run_id == run.run_id:
+            continue
+        if isinstance(job, FileJob):
+            settle_pending(run.store, pending, run_id=run.run_id)
+            continue
+        outcome = settle_pending(
+            run.store,
+            pending,
+            run_id=run.run_id,
+            read_target=functools.partial(settle_object, job, since=pending.started_at),
+        )
+        if outcome is not None and outcome is not Outcome.ERROR and job.destination == job.source:
+            _clean_versions_of(job, run)
     return job
 
 
-def _with_done_outputs(job: FileJob, run: AuditedRun) -> FileJob:
+def _clean_versions_of(job: ObjectJob, run: AuditedRun) -> None:
+    """After a settled write of an object in place: the versions older than it, which a run killed between its
+    write and its clean-up left, are deleted too (or the object fails aloud, naming them)."""
+    try:
+        deleted = delete_earlier_versions(job.store, job.source, written=None)
+    except VersionsLeftError as exc:
+        run.record(results.failed(job.source, exc, mode=run.info.mode))
+        return
+    if deleted:
+        logger.warning("%s: deleted %d earlier version(s) an interrupted run left", job.source, len(deleted))
+
+
+def _with_done_outputs(job: Job, run: AuditedRun) -> Job:
     """The job with the outputs that earlier runs with this run's settings wrote at its target."""
     target, key = job.target, run.info.settings_sha256
     if target is None or key is None:
@@ -399,12 +468,21 @@ def _commit(run: AuditedRun, done: StagedResult) -> None:
     except BaseException:
         # Interrupted (Ctrl-C) or failed anywhere in it: no temporary file stays (once swapped in there is none
         # to delete). A pending row already written is settled by the next run from what it finds.
-        if done.staged is not None:
-            discard(done.staged)
+        _discard(done)
         raise
 
 
-def run_plan(items: Iterable[PlanItem], *, executor: Executor, run: AuditedRun, is_forced: bool = False) -> AuditedRun:
+def _discard(done: StagedResult) -> None:
+    """Deletes a result's staged output (and an object's local files): it will not be swapped in."""
+    if done.upload is not None:
+        discard_upload(done)
+    elif done.staged is not None:
+        discard(done.staged)
+
+
+def run_plan(
+    items: Iterable[PlanItem | ObjectJob], *, executor: Executor, run: AuditedRun, is_forced: bool = False
+) -> AuditedRun:
     """Executes a plan, auditing every file in ``run`` (which the caller finishes).
 
     Args:
@@ -432,7 +510,7 @@ def run_plan(items: Iterable[PlanItem], *, executor: Executor, run: AuditedRun, 
             run.record_many(list(not_media))
             not_media.clear()
 
-    def jobs() -> Iterator[FileJob]:
+    def jobs() -> Iterator[Job]:
         # Leftovers and refusals are audited as the walk meets them; files go to the executor, whose results
         # are recorded in plan order whatever order the files finish in.
         for item in items:
@@ -458,8 +536,7 @@ def run_plan(items: Iterable[PlanItem], *, executor: Executor, run: AuditedRun, 
     except AuditError:
         # The audit log is gone: nothing more is replaced; the files in flight stay as they are.
         for done in executor.drain():
-            if done.staged is not None:
-                discard(done.staged)
+            _discard(done)
         raise
     except BaseException:
         # The files in flight finish (each replaced only once its intent is recorded) and are audited, so that a
@@ -470,8 +547,7 @@ def run_plan(items: Iterable[PlanItem], *, executor: Executor, run: AuditedRun, 
                 _commit(run, done)
         finally:
             for done in drained:  # left by an audit error: not replaced
-                if done.staged is not None:
-                    discard(done.staged)
+                _discard(done)
         flush()
         raise
     return run
