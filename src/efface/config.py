@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     video_crf: int = Field(18, ge=0, le=51)
     video_preset: str = "faster"
     keep_video_metadata: bool = False
+    # Tables (Parquet, Arrow): the columns that hold pictures, every cell of theirs one; empty: the columns typed as
+    # `datasets` images and binary columns by content. Not a resume setting: with or without it, every picture
+    # cell is anonymized the same way (a picture outside the named columns fails the table).
+    image_columns: tuple[str, ...] = ()
     # Faces carried between frames: detection opportunities a face may be missed and still be covered,
     # frames before a first detection that are covered too, detection on every Nth frame only, and a light
     # pass (one half-size pass, for large faces) on the frames in between.

@@ -81,8 +81,10 @@ def _face_change(before: bytes, after: bytes) -> float:
     return float(np.abs(old - new).mean())
 
 
-def _run(paths: list[Path], url: str, *, processes: int = 1, **plan: object) -> list[StoredFile]:
-    policy = Policy()
+def _run(
+    paths: list[Path], url: str, *, processes: int = 1, policy: Policy | None = None, **plan: object
+) -> list[StoredFile]:
+    policy = policy or Policy()
     planned = plan_jobs(paths, **plan)  # type: ignore[arg-type]
     with AuditStore(url) as store:
         if processes == 1:

@@ -85,6 +85,15 @@ def anonymize(
             "repeatable. Credentials come from the AWS environment and files; options are never audited.",
         ),
     ] = None,
+    column: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--column",
+            metavar="NAME",
+            help="In Parquet and Arrow tables, a column of pictures (repeatable); every cell of it must be one. "
+            "Default: the columns typed as datasets images, and binary columns whose cells are pictures.",
+        ),
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Detect and audit only; write nothing.")] = False,
     mask: MaskOption = None,
     box_scale: BoxScaleOption = None,
@@ -181,6 +190,7 @@ def anonymize(
         jobs=jobs,
         device=device,
         precision=precision,
+        image_columns=tuple(column) if column else None,
     )
     work = WorkFolder() if any("://" in text and not text.lower().startswith("file://") for text in paths) else None
     try:

@@ -23,6 +23,7 @@ from efface.media.video import VIDEO_SUFFIXES
 __all__ = [
     "SHARD_SUFFIXES",
     "SNIFF_BYTES",
+    "TABLE_SUFFIXES",
     "UNSUPPORTED_SHARD_SUFFIXES",
     "MediaKind",
     "Sniffed",
@@ -37,12 +38,14 @@ SNIFF_BYTES = 1024
 
 
 class MediaKind(StrEnum):
-    """What a file holds, for the pipeline: a still picture, a video, or a shard (a tar archive, also gzipped, as
-    WebDataset writes them: each picture member is anonymized, every other member kept)."""
+    """What a file holds, for the pipeline: a still picture, a video, a shard (a tar archive, also gzipped, as
+    WebDataset writes them: each picture member is anonymized, every other member kept), or a table (Parquet, or
+    Arrow IPC as ``datasets`` saves them: each picture cell of its image columns is anonymized, all else kept)."""
 
     IMAGE = "image"
     VIDEO = "video"
     SHARD = "shard"
+    TABLE = "table"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +84,17 @@ SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 UNSUPPORTED_SHARD_SUFFIXES = (".tar.bz2", ".tbz", ".tbz2", ".tar.xz", ".txz", ".tar.zst", ".tzst", ".tar.lz4")
 
 
+# Names of tables: Parquet, and Arrow IPC files and streams (``datasets.save_to_disk`` writes ``.arrow`` streams).
+TABLE_SUFFIXES = frozenset({".parquet", ".pq", ".arrow", ".feather", ".ipc"})
+
+
 def claimed_kind(path: Path) -> MediaKind | None:
     """What the file's name says it is (only its suffix), or None when the name does not say."""
     if path.name.lower().endswith(SHARD_SUFFIXES + UNSUPPORTED_SHARD_SUFFIXES):
         return MediaKind.SHARD
     suffix = path.suffix.lower()
+    if suffix in TABLE_SUFFIXES:
+        return MediaKind.TABLE
     if suffix in _VIDEO_CLAIMS:
         return MediaKind.VIDEO
     if suffix in _PICTURE_CLAIMS:
@@ -151,6 +160,8 @@ _PREFIXES: tuple[tuple[bytes, MediaKind | None, str], ...] = (
     (b"\x00\x00\x00\x0cJXL \r\n\x87\n", _IMAGE, "JPEG XL"),
     (b"qoif", _IMAGE, "QOI"),
     (b"v/1\x01", _IMAGE, "OpenEXR"),
+    (b"PAR1", MediaKind.TABLE, "Parquet"),
+    (b"ARROW1\x00\x00", MediaKind.TABLE, "Arrow IPC file"),
     (b"\x1a\x45\xdf\xa3", _VIDEO, "Matroska/WebM"),
     (b"\x00\x00\x01\xba", _VIDEO, "MPEG-PS"),
     (b"\x00\x00\x01\xb3", _VIDEO, "MPEG video"),
@@ -182,11 +193,26 @@ def sniff(head: bytes) -> Sniffed:
     for prefix, kind, name in _PREFIXES:
         if head.startswith(prefix):
             return Sniffed(kind, name)
+    if _is_arrow_stream(head):
+        return Sniffed(MediaKind.TABLE, "Arrow IPC stream")
     for test in (_tiff, _riff, _iso_media, _bmp, _icon, _transport_stream, _flv, _ogg, _netpbm, _svg, _mpeg_audio):
         found = test(head)
         if found is not None:
             return found
     return Sniffed(None, None)
+
+
+_ARROW_CONTINUATION = b"\xff\xff\xff\xff"
+_ARROW_MAX_SCHEMA_BYTES = 1 << 24
+
+
+def _is_arrow_stream(head: bytes) -> bool:
+    """An Arrow IPC stream: the continuation marker, then the little-endian length of its first message (the
+    schema, a flatbuffer: 8-byte aligned, and a schema of 16 MiB would be one of a million columns)."""
+    if len(head) < 16 or not head.startswith(_ARROW_CONTINUATION):
+        return False
+    length = int.from_bytes(head[4:8], "little")
+    return 0 < length < _ARROW_MAX_SCHEMA_BYTES and length % 8 == 0
 
 
 _TAR_MAGIC_AT = 257

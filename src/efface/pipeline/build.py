@@ -91,7 +91,14 @@ def build_policy(settings: Settings) -> Policy:
     except ValueError as exc:
         raise ConfigurationError(f"invalid video setting: {exc}") from exc
     detection = preset_spec(settings.preset, score_threshold=settings.score_threshold)
-    return Policy(detection=detection, anonymizer=anonymizer, codec=codec, video=video, tracking=tracking)
+    return Policy(
+        detection=detection,
+        anonymizer=anonymizer,
+        codec=codec,
+        video=video,
+        tracking=tracking,
+        image_columns=settings.image_columns,
+    )
 
 
 def audited_settings(settings: Settings) -> dict[str, object]:

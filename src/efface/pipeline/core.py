@@ -91,6 +91,10 @@ class FileJob:
         return self.kind is MediaKind.SHARD if self.kind is not None else claimed_kind(self.source) is MediaKind.SHARD
 
     @property
+    def is_table(self) -> bool:
+        return self.kind is MediaKind.TABLE if self.kind is not None else claimed_kind(self.source) is MediaKind.TABLE
+
+    @property
     def mode(self) -> WriteMode:
         if self.destination is None:
             return WriteMode.DRY_RUN
@@ -108,6 +112,8 @@ class Policy:
         codec: decoding limits and encoding choices for images.
         video: encoding choices and limits for videos.
         tracking: how faces are carried between video frames.
+        image_columns: in a table, the columns that hold pictures (every cell of theirs must be one); empty: those
+            typed as ``datasets`` images, and binary columns by their cells' content (``pipeline.tables``).
     """
 
     detection: MultiScaleSpec = field(default_factory=lambda: preset_spec(DEFAULT_PRESET))
@@ -115,6 +121,7 @@ class Policy:
     codec: CodecOptions = field(default_factory=CodecOptions)
     video: VideoOptions = field(default_factory=VideoOptions)
     tracking: TrackingSpec = field(default_factory=TrackingSpec)
+    image_columns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +153,9 @@ class StagedResult:
             image left as it was).
         source_sha256: the source's sha256 as it was read, when an output is staged (a later run tells by it
             whether a replace that was never confirmed happened).
-        members: for a shard, one result per member (path ``SHARD#MEMBER``), audited with ``result`` once the
-            shard is in place; empty for any other file, and for a shard that failed.
+        members: for a shard, one result per member (path ``SHARD#MEMBER``), for a table one per picture cell
+            (``TABLE#row=N,col=C``), audited with ``result`` once the file is in place; empty for any other file,
+            and for one that failed.
         upload: for an object, what the run writes back to the store (``objects.push``): ``staged`` is then the
             output in the run's local work folder, not beside a destination of its own.
     """
@@ -272,6 +280,10 @@ def stage_file(
         from efface.pipeline.shards import stage_shard  # imports this module
 
         return stage_shard(job, models=models, policy=policy)
+    if job.is_table:
+        from efface.pipeline.tables import stage_table  # imports this module
+
+        return stage_table(job, models=models, policy=policy)
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()
     mode = job.mode

@@ -54,7 +54,7 @@ from efface.pipeline.core import (
 )
 from efface.records import AnonymizationResult, Outcome, WriteMode
 
-__all__ = ["member_path", "stage_shard"]
+__all__ = ["anonymize_part", "member_path", "stage_shard"]
 
 logger = logging.getLogger(__name__)
 
@@ -312,15 +312,44 @@ def _picture(
     policy: Policy,
     is_written: bool,
 ) -> tuple[AnonymizationResult, bytes]:
-    """A picture member's result and its new bytes (its own bytes when it needs no rewrite)."""
+    return anonymize_part(
+        content, path=path, label=f"member {name}", name=name, job=job, models=models, policy=policy, write=is_written
+    )
+
+
+def anonymize_part(
+    content: bytes,
+    *,
+    path: Path,
+    label: str,
+    name: str,
+    job: FileJob,
+    models: DetectionModels,
+    policy: Policy,
+    write: bool,
+) -> tuple[AnonymizationResult, bytes]:
+    """A picture inside a file (a shard's member, a table's cell): its result and its new bytes (its own bytes
+    when it needs no rewrite).
+
+    Args:
+        content: the picture's bytes.
+        path: what its row is audited under (``SHARD#MEMBER``, ``TABLE#row=N,col=C``).
+        label: what error messages call it (``"member a.jpg"``).
+        name: its own name, for what its suffix says (a camera raw file is refused).
+        job: the file it is in.
+        write: encode the output; False for a dry run.
+
+    Raises:
+        InputError: the picture cannot be anonymized (the message names it); the whole file then fails.
+    """
     refused = refusal(sniff(content[:SNIFF_BYTES]), Path(name))
     if refused is not None:
-        raise UnsupportedFormatError(f"member {name}: {refused}", path=job.source)
+        raise UnsupportedFormatError(f"{label}: {refused}", path=job.source)
     try:
-        processed = anonymize_bytes(content, name=path, models=models, policy=policy, write=is_written)
+        processed = anonymize_bytes(content, name=path, models=models, policy=policy, write=write)
     except InputError as exc:
-        # The shard fails, named with the member: its other pictures are not left half done.
-        raise type(exc)(f"member {name}: {exc.message}", path=job.source) from exc
+        # The file fails, named with the part: its other pictures are not left half done.
+        raise type(exc)(f"{label}: {exc.message}", path=job.source) from exc
     row = AnonymizationResult(
         path=path,
         outcome=Outcome.of_processing(job.mode, faces_anonymized=processed.faces_anonymized),

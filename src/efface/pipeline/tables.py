@@ -1,0 +1,578 @@
+"""Tables: Parquet files and Arrow IPC files and streams (what ``datasets`` writes: ``to_parquet``, and the
+``.arrow`` files of a ``save_to_disk`` folder) anonymized cell by cell, as one file of the run.
+
+Which columns hold pictures:
+- the columns named (``Policy.image_columns``, ``--column``): every non-null cell must be a picture, and a picture
+  met in any other column fails the table aloud (it would be left as it is);
+- else every column typed as a ``datasets`` ``Image`` (a struct ``{bytes, path}``), every non-null cell of which must
+  be a picture too, and every binary column, whose cells are sniffed one by one: a picture is anonymized, anything
+  else (an embedding, a serialized array) is kept as it is.
+A picture nested deeper (a list of images, a struct holding one), an image stored by its path only (not in the
+table), and a video in a cell are refused aloud: efface would leave them as they are.
+
+The file is read and rewritten a row group (Parquet) or a record batch (Arrow) at a time, at most one in memory.
+The output keeps the schema with its metadata (the ``huggingface`` features included), the file's key-value
+metadata, the row order, the row groups or batches as they were, every other column's values, and each column's
+compression (Parquet). One audit row per picture cell (``TABLE#row=N,col=C``, rows counted from 0 over the whole
+file), and the table's own with its output hash. The new table is staged beside its destination
+(``media.atomic``) and swapped in by the audited run, as a shard is; a table none of whose cells changed is not
+rewritten in place. A damaged table, a cell that is not a picture in a picture column, and a picture that cannot
+be anonymized fail the table aloud and leave it byte for byte.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
+
+from efface.detection.models import DetectionModels
+from efface.errors import CorruptImageError, EffaceError, OutputError, UnsupportedFormatError
+from efface.media.atomic import StagedFile, discard, original_of, stage_with
+from efface.media.sniff import SNIFF_BYTES, MediaKind, sniff
+from efface.pipeline.core import (
+    FileJob,
+    Policy,
+    StagedResult,
+    _error_result,
+    _file_sha256,
+    _hard_link_details,
+    _is_done,
+    _make_parent,
+    _skipped,
+)
+from efface.pipeline.shards import _fstat, _open, _stage_copy, anonymize_part
+from efface.records import AnonymizationResult, Outcome, WriteMode
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = ["cell_path", "stage_table"]
+
+logger = logging.getLogger(__name__)
+
+_IMAGE_FIELDS = frozenset({"bytes", "path"})
+# Parquet's codec names as the metadata gives them, where the writer calls them otherwise.
+_CODEC_NAMES = {"uncompressed": "none", "lz4_raw": "lz4"}
+
+
+def cell_path(table: Path, *, row: int, column: str) -> Path:
+    """The path a cell is audited under: the table's path, ``#row=N,col=C``."""
+    return Path(f"{table}#row={row},col={column}")
+
+
+class _Role(Enum):
+    """What a column's cells may be."""
+
+    PICTURES = "every non-null cell a picture"
+    MIXED = "pictures anonymized, other cells kept"
+    NO_PICTURES = "a picture here fails the table"
+
+
+@dataclass(frozen=True, slots=True)
+class _Column:
+    """A column whose cells are looked at.
+
+    Attributes:
+        index: its position in the schema.
+        name: its name.
+        is_image_struct: a ``datasets`` image (``{bytes, path}``) rather than plain binary.
+        role: what its cells may be.
+    """
+
+    index: int
+    name: str
+    is_image_struct: bool
+    role: _Role
+
+
+@dataclass(slots=True)
+class _Counts:
+    """What a pass over a table found, for its own row."""
+
+    rows: int = 0
+    batches: int = 0
+    null_cells: int = 0
+    kept_cells: int = 0
+    is_changed: bool = False
+
+
+class _Writer(Protocol):
+    def write(self, batch: Any) -> None: ...
+
+
+class _Table(Protocol):
+    """A table opened for reading: its format, schema, batches in order, and a writer of the same format."""
+
+    format_name: str
+    schema: pa.Schema
+
+    def batches(self) -> Iterator[Any]: ...
+
+    def writer(self, sink: BinaryIO) -> AbstractContextManager[_Writer]: ...
+
+
+def stage_table(job: FileJob, *, models: DetectionModels, policy: Policy) -> StagedResult:
+    """Anonymizes a table up to its replace (``core.stage_file`` for a table). Never raises for a problem with it.
+
+    Returns:
+        The table's result (``output_sha256`` the new table's, ``details`` the counts), its picture cells'
+        results, and the staged table, or nothing staged when no cell changed in place (the table stays byte for
+        byte), in a dry run, and on any failure (an error result naming the cell; the table untouched).
+    """
+    started_at = datetime.now(UTC)
+    t0 = time.perf_counter()
+    staged: StagedFile | None = None
+    try:
+        if _is_done(job, None):
+            return StagedResult(_skipped(job, started_at=started_at, t0=t0))
+        if job.destination is not None:
+            _make_parent(job.destination)
+        with _open(job.source) as handle:
+            table = _open_table(handle, job.source)
+            columns = _picture_columns(table.schema, policy.image_columns, job.source)
+            counts = _Counts()
+            if job.destination is None:
+                cells = _walk(table, None, columns, counts, job, models=models, policy=policy)
+            else:
+                staged, cells = _stage_rewritten(job, handle, table, columns, counts, models=models, policy=policy)
+        if staged is not None and not counts.is_changed:
+            discard(staged)
+            staged = None
+            if job.mode is WriteMode.OUTPUT_DIR and job.destination is not None:
+                staged = _stage_copy(job.source, job.destination)
+        output_sha256 = None
+        if job.destination is not None:
+            output_sha256 = _file_sha256(staged.temp_path if staged is not None else job.source)
+        source_sha256 = _file_sha256(job.source) if staged is not None else None
+    except Exception as exc:
+        if not isinstance(exc, EffaceError):  # a bug must fail this table, not the whole batch
+            logger.exception("unexpected error on %s", job.source)
+        if staged is not None:
+            discard(staged)
+        return StagedResult(_error_result(job, exc, started_at=started_at, t0=t0, processed=None))
+    result = _table_result(
+        job,
+        cells,
+        counts,
+        table=table,
+        columns=columns,
+        started_at=started_at,
+        t0=t0,
+        output_sha256=output_sha256,
+        staged=staged,
+    )
+    return StagedResult(result, staged, source_sha256, members=cells)
+
+
+def _stage_rewritten(
+    job: FileJob,
+    handle: BinaryIO,
+    table: _Table,
+    columns: tuple[_Column, ...],
+    counts: _Counts,
+    *,
+    models: DetectionModels,
+    policy: Policy,
+) -> tuple[StagedFile, tuple[AnonymizationResult, ...]]:
+    destination = job.destination
+    if destination is None:  # pragma: no cover - a dry run stages nothing
+        raise ValueError("a dry run stages nothing")
+
+    def write(tmp: Path) -> tuple[AnonymizationResult, ...]:
+        try:
+            with tmp.open("wb") as raw, table.writer(raw) as out:
+                return _walk(table, out, columns, counts, job, models=models, policy=policy)
+        except OSError as exc:
+            raise OutputError(f"cannot write: {exc.strerror or exc}", path=destination) from exc
+
+    if job.mode is WriteMode.IN_PLACE:
+        status = _fstat(handle, job.source)
+        return stage_with(destination, write, replacing=original_of(status, other_names=job.hard_links))
+    return stage_with(destination, write, permissions_from=job.source)
+
+
+def _io(handle: BinaryIO) -> io.IOBase:
+    """A file opened with ``open`` as the ``io.IOBase`` it is (which pyarrow's stubs ask for)."""
+    return cast(io.IOBase, handle)
+
+
+def _pyarrow() -> Any:
+    try:
+        import pyarrow as pa
+    except ImportError as exc:
+        raise UnsupportedFormatError("tables need pyarrow: pip install 'efface[parquet]'") from exc
+    return pa
+
+
+def _open_table(handle: BinaryIO, path: Path) -> _Table:
+    """The table in ``handle``, by its first bytes: Parquet, an Arrow IPC file or an Arrow IPC stream."""
+    pa = _pyarrow()
+    head = handle.read(SNIFF_BYTES)
+    handle.seek(0)
+    sniffed = sniff(head)
+    if sniffed.kind is not MediaKind.TABLE:
+        found = sniffed.format_name or "content not recognised"
+        raise CorruptImageError(f"named as a table, but not Parquet or Arrow ({found})", path=path)
+    try:
+        if sniffed.format_name == "Parquet":
+            return _Parquet(handle, path)
+        return _Arrow(handle, path, is_stream=sniffed.format_name == "Arrow IPC stream")
+    except (pa.ArrowException, OSError) as exc:
+        raise CorruptImageError(f"not a valid {sniffed.format_name} table: {exc}", path=path) from exc
+
+
+class _Parquet:
+    """A Parquet file, a row group at a time."""
+
+    format_name = "parquet"
+
+    def __init__(self, handle: BinaryIO, path: Path) -> None:
+        import pyarrow.parquet as pq
+
+        self._path = path
+        self._file = pq.ParquetFile(handle)
+        self.schema = self._file.schema_arrow
+        metadata = self._file.metadata
+        self._version = metadata.format_version
+        # The file's key-value metadata beyond the Arrow schema (which every writer stores anew).
+        self._key_values = {k: v for k, v in (metadata.metadata or {}).items() if k != b"ARROW:schema"}
+        self._compression: dict[str, str] = {}
+        if metadata.num_row_groups:
+            group = metadata.row_group(0)
+            for index in range(group.num_columns):
+                chunk = group.column(index)
+                codec = chunk.compression.lower()
+                self._compression[chunk.path_in_schema] = _CODEC_NAMES.get(codec, codec)
+
+    def batches(self) -> Iterator[Any]:
+        import pyarrow as pa
+
+        for index in range(self._file.num_row_groups):
+            try:
+                group = self._file.read_row_group(index)
+            except (pa.ArrowException, OSError) as exc:
+                raise CorruptImageError(f"damaged Parquet row group {index}: {exc}", path=self._path) from exc
+            # One record batch per row group (the writer writes each back as one row group).
+            chunks = group.combine_chunks().to_batches()
+            yield chunks[0] if len(chunks) == 1 else pa.RecordBatch.from_pylist([], schema=self.schema)
+
+    def writer(self, sink: BinaryIO) -> AbstractContextManager[_Writer]:
+        return _ParquetWriter(self, sink)
+
+
+class _ParquetWriter(AbstractContextManager["_ParquetWriter"]):
+    def __init__(self, source: _Parquet, sink: BinaryIO) -> None:
+        import pyarrow.parquet as pq
+
+        # Typed as the stubs cannot know them: codec names and the version as the source file's metadata gives them.
+        compression: Any = source._compression or "snappy"
+        version: Any = source._version
+        self._source = source
+        self._writer = pq.ParquetWriter(sink, source.schema, compression=compression, version=version)
+
+    def write(self, batch: Any) -> None:
+        self._writer.write_batch(batch, row_group_size=max(1, batch.num_rows))
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._source._key_values:
+            self._writer.add_key_value_metadata(cast(Any, self._source._key_values))  # bytes, as read
+        self._writer.close()
+
+
+class _Arrow:
+    """An Arrow IPC file (random access) or stream, a record batch at a time."""
+
+    def __init__(self, handle: BinaryIO, path: Path, *, is_stream: bool) -> None:
+        import pyarrow as pa
+
+        self._path = path
+        self._is_stream = is_stream
+        self.format_name = "arrow stream" if is_stream else "arrow"
+        self._reader: Any = pa.ipc.open_stream(_io(handle)) if is_stream else pa.ipc.open_file(_io(handle))
+        self.schema = self._reader.schema
+
+    def batches(self) -> Iterator[Any]:
+        import pyarrow as pa
+
+        try:
+            if self._is_stream:
+                yield from self._reader
+            else:
+                for index in range(self._reader.num_record_batches):
+                    yield self._reader.get_batch(index)
+        except (pa.ArrowException, OSError) as exc:
+            raise CorruptImageError(f"damaged Arrow {self.format_name}: {exc}", path=self._path) from exc
+
+    def writer(self, sink: BinaryIO) -> AbstractContextManager[_Writer]:
+        import pyarrow as pa
+
+        writer = (
+            pa.ipc.new_stream(_io(sink), self.schema) if self._is_stream else pa.ipc.new_file(_io(sink), self.schema)
+        )
+        return _ArrowWriter(writer)
+
+
+class _ArrowWriter(AbstractContextManager["_ArrowWriter"]):
+    def __init__(self, writer: Any) -> None:
+        self._writer = writer
+
+    def write(self, batch: Any) -> None:
+        self._writer.write_batch(batch)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._writer.close()
+
+
+def _is_binary(data_type: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(
+        pa.types.is_binary(data_type) or pa.types.is_large_binary(data_type) or pa.types.is_binary_view(data_type)
+    )
+
+
+def _is_image_struct(data_type: Any) -> bool:
+    """A ``datasets`` ``Image``: a struct of ``bytes`` (binary) and ``path`` (string)."""
+    import pyarrow as pa
+
+    if not pa.types.is_struct(data_type) or {field.name for field in data_type} != _IMAGE_FIELDS:
+        return False
+    return _is_binary(data_type.field("bytes").type)
+
+
+def _holds_image(data_type: Any) -> bool:
+    """Whether a type nests an image struct (a list of images, a struct holding one)."""
+    import pyarrow as pa
+
+    if _is_image_struct(data_type):
+        return True
+    if pa.types.is_struct(data_type):
+        return any(_holds_image(field.type) for field in data_type)
+    if pa.types.is_list(data_type) or pa.types.is_large_list(data_type) or pa.types.is_fixed_size_list(data_type):
+        return _holds_image(data_type.value_type)
+    if pa.types.is_map(data_type):
+        return _holds_image(data_type.key_type) or _holds_image(data_type.item_type)
+    return False
+
+
+def _picture_columns(schema: Any, named: tuple[str, ...], path: Path) -> tuple[_Column, ...]:
+    """The columns whose cells are looked at, each with its role (see the module docstring).
+
+    Raises:
+        UnsupportedFormatError: a named column is missing or holds no pictures; images nested deeper.
+    """
+    names = list(schema.names)
+    for name in named:
+        if name not in names:
+            raise UnsupportedFormatError(f"no column {name!r} (its columns: {', '.join(names)})", path=path)
+    columns: list[_Column] = []
+    for index, field in enumerate(schema):
+        is_struct = _is_image_struct(field.type)
+        if not is_struct and not _is_binary(field.type):
+            if _holds_image(field.type):
+                raise UnsupportedFormatError(
+                    f"column {field.name!r} nests images ({field.type}): only a column of images or of binary "
+                    "cells can be anonymized",
+                    path=path,
+                )
+            if field.name in named:
+                raise UnsupportedFormatError(
+                    f"column {field.name!r} is {field.type}, not pictures (binary or a datasets Image)", path=path
+                )
+            continue
+        if named:
+            role = _Role.PICTURES if field.name in named else _Role.NO_PICTURES
+        else:
+            role = _Role.PICTURES if is_struct else _Role.MIXED
+        columns.append(_Column(index=index, name=field.name, is_image_struct=is_struct, role=role))
+    return tuple(columns)
+
+
+def _walk(
+    table: _Table,
+    out: _Writer | None,
+    columns: tuple[_Column, ...],
+    counts: _Counts,
+    job: FileJob,
+    *,
+    models: DetectionModels,
+    policy: Policy,
+) -> tuple[AnonymizationResult, ...]:
+    """Every batch of ``table`` in order, its picture cells anonymized, written to ``out`` (None: a dry run)."""
+    import pyarrow as pa
+
+    cells: list[AnonymizationResult] = []
+    for batch in table.batches():
+        arrays = list(batch.columns)
+        found: list[tuple[int, AnonymizationResult]] = []
+        for column in columns:
+            replaced = _column(
+                arrays[column.index], column, counts, found, job, models=models, policy=policy, write=out is not None
+            )
+            if replaced is not None:
+                arrays[column.index] = replaced
+        found.sort(key=lambda cell: cell[0])  # row by row, each row's cells in column order (the sort is stable)
+        cells.extend(result for _, result in found)
+        if out is not None:
+            out.write(pa.RecordBatch.from_arrays(arrays, schema=table.schema))
+        counts.rows += batch.num_rows
+        counts.batches += 1
+    return tuple(cells)
+
+
+def _column(
+    array: Any,
+    column: _Column,
+    counts: _Counts,
+    cells: list[tuple[int, AnonymizationResult]],
+    job: FileJob,
+    *,
+    models: DetectionModels,
+    policy: Policy,
+    write: bool,
+) -> Any | None:
+    """A column of one batch with its picture cells anonymized, or None when none of them changed."""
+    import pyarrow as pa
+
+    if column.is_image_struct:
+        children = {field.name: child for field, child in zip(array.type, array.flatten(), strict=True)}
+        contents, names = children["bytes"].to_pylist(), children["path"].to_pylist()
+        is_null = array.is_null().to_pylist()
+    else:
+        contents = array.to_pylist()
+        names = [None] * len(contents)
+        is_null = [content is None for content in contents]
+    outputs: list[bytes | None] = []
+    is_changed = False
+    for offset, (content, name, null) in enumerate(zip(contents, names, is_null, strict=True)):
+        row = counts.rows + offset
+        label = f"row {row}, column {column.name}"
+        if null or content is None:
+            if not null and name is not None:
+                raise UnsupportedFormatError(
+                    f"{label}: an image stored by its path only ({name}), not in the table: anonymize that file "
+                    "and embed it",
+                    path=job.source,
+                )
+            counts.null_cells += 1
+            outputs.append(content)
+            continue
+        output = _cell(content, name, row, label, column, counts, cells, job, models=models, policy=policy, write=write)
+        is_changed = is_changed or output != content
+        outputs.append(output)
+    if not is_changed:
+        return None
+    counts.is_changed = True
+    if not column.is_image_struct:
+        return pa.array(outputs, type=array.type)
+    fields = list(array.type)
+    replaced = [
+        pa.array(outputs, type=field.type) if field.name == "bytes" else children[field.name] for field in fields
+    ]
+    return pa.StructArray.from_arrays(replaced, fields=fields, mask=array.is_null())
+
+
+def _cell(
+    content: bytes,
+    name: str | None,
+    row: int,
+    label: str,
+    column: _Column,
+    counts: _Counts,
+    cells: list[tuple[int, AnonymizationResult]],
+    job: FileJob,
+    *,
+    models: DetectionModels,
+    policy: Policy,
+    write: bool,
+) -> bytes:
+    """One non-null cell: anonymized if a picture (its row number and result appended to ``cells``), kept if its
+    column allows."""
+    started_at = datetime.now(UTC)
+    t0 = time.perf_counter()
+    sniffed = sniff(content[:SNIFF_BYTES])
+    if sniffed.kind is MediaKind.IMAGE:
+        if column.role is _Role.NO_PICTURES:
+            raise UnsupportedFormatError(
+                f"{label}: a picture in a column not named with --column: name it too, or name none",
+                path=job.source,
+            )
+        path = cell_path(job.source, row=row, column=column.name)
+        result, output = anonymize_part(
+            content,
+            path=path,
+            label=label,
+            name=name or column.name,
+            job=job,
+            models=models,
+            policy=policy,
+            write=write,
+        )
+        output_path = cell_path(job.destination, row=row, column=column.name) if job.destination else None
+        timed = dataclasses.replace(
+            result,
+            started_at=started_at,
+            duration_s=time.perf_counter() - t0,
+            output_path=output_path if write else None,
+            output_sha256=hashlib.sha256(output).hexdigest() if write else None,
+        )
+        cells.append((row, timed))
+        return output
+    if sniffed.kind is MediaKind.VIDEO:
+        raise UnsupportedFormatError(
+            f"{label}: a video ({sniffed.format_name}); videos in cells are not supported", path=job.source
+        )
+    if column.role is _Role.PICTURES:
+        found = sniffed.format_name or "content not recognised"
+        raise UnsupportedFormatError(f"{label}: not a picture ({found}) in a column of pictures", path=job.source)
+    counts.kept_cells += 1
+    return content
+
+
+def _table_result(
+    job: FileJob,
+    cells: tuple[AnonymizationResult, ...],
+    counts: _Counts,
+    *,
+    table: _Table,
+    columns: tuple[_Column, ...],
+    started_at: datetime,
+    t0: float,
+    output_sha256: str | None,
+    staged: StagedFile | None,
+) -> AnonymizationResult:
+    faces_anonymized = sum(cell.faces_anonymized for cell in cells)
+    return AnonymizationResult(
+        path=job.source,
+        outcome=Outcome.of_processing(job.mode, faces_anonymized=faces_anonymized),
+        mode=job.mode,
+        started_at=started_at,
+        duration_s=time.perf_counter() - t0,
+        output_path=job.destination,
+        output_sha256=output_sha256,
+        image_format=table.format_name,
+        # The faces are on the cells' rows: the table's own row counts none, so a run's totals count each once.
+        details={
+            "rewritten": staged is not None and counts.is_changed,
+            "rows": counts.rows,
+            "batches": counts.batches,
+            "picture_columns": [column.name for column in columns if column.role is not _Role.NO_PICTURES],
+            "pictures": len(cells),
+            "with_faces": sum(1 for cell in cells if cell.faces_detected),
+            "faces_detected": sum(cell.faces_detected for cell in cells),
+            "faces_anonymized": faces_anonymized,
+            "null_cells": counts.null_cells,
+            "kept_binary_cells": counts.kept_cells,
+            **_hard_link_details(job),
+        },
+    )
