@@ -325,3 +325,30 @@ def test_tables_are_sniffed_by_content(tmp_path: Path) -> None:
         writer.write_batch(pa.record_batch([pa.array([1])], names=["a"]))
     assert sniff_file(parquet).kind is MediaKind.TABLE
     assert sniff_file(stream).kind is MediaKind.TABLE
+
+
+@pytest.mark.parametrize("nesting", ["list", "struct", "dictionary"])
+def test_a_picture_nested_deeper_fails_the_table_aloud(
+    tmp_path: Path, astronaut: np.ndarray, sqlite_url: str, nesting: str
+) -> None:
+    jpeg = _encoded(astronaut)
+    if nesting == "list":
+        column = pa.array([[b"x", jpeg]], pa.list_(pa.binary()))
+    elif nesting == "struct":
+        column = pa.array([{"raw": jpeg, "id": 1}], pa.struct([("raw", pa.binary()), ("id", pa.int64())]))
+    else:
+        column = pa.array([jpeg, jpeg]).dictionary_encode()
+    table = tmp_path / "t.arrow"
+    with pa.OSFile(str(table), "wb") as sink, pa.ipc.new_file(sink, pa.schema([("nested", column.type)])) as writer:
+        writer.write_batch(pa.record_batch([column], names=["nested"]))
+    row = _failed(table, sqlite_url)
+    assert row.error_message is not None and "column nested: a JPEG nested in" in row.error_message
+
+
+def test_nested_binary_without_pictures_is_kept(tmp_path: Path, sqlite_url: str) -> None:
+    table = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"chunks": pa.array([[b"a", b"b"], None], pa.list_(pa.binary()))}), table)
+    original = table.read_bytes()
+    rows = _run([table], sqlite_url)
+    assert [(row.path, row.outcome) for row in rows] == [(table, Outcome.NO_FACES)]
+    assert table.read_bytes() == original

@@ -76,6 +76,10 @@ class _Role(Enum):
     PICTURES = "every non-null cell a picture"
     MIXED = "pictures anonymized, other cells kept"
     NO_PICTURES = "a picture here fails the table"
+    NESTED = "binary nested in lists, structs, maps or dictionaries: a picture there fails the table"
+
+
+_ANONYMIZED = (_Role.PICTURES, _Role.MIXED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +369,57 @@ def _holds_image(data_type: Any) -> bool:
     return False
 
 
+def _holds_binary(data_type: Any) -> bool:
+    """Whether a type nests binary values (in a list, a struct, a map or a dictionary)."""
+    import pyarrow as pa
+
+    if _is_binary(data_type):
+        return True
+    if pa.types.is_dictionary(data_type):
+        return _holds_binary(data_type.value_type)
+    if pa.types.is_struct(data_type):
+        return any(_holds_binary(field.type) for field in data_type)
+    if pa.types.is_list(data_type) or pa.types.is_large_list(data_type) or pa.types.is_fixed_size_list(data_type):
+        return _holds_binary(data_type.value_type)
+    if pa.types.is_map(data_type):
+        return _holds_binary(data_type.key_type) or _holds_binary(data_type.item_type)
+    return False
+
+
+def _binary_leaves(array: Any) -> Iterator[Any]:
+    """The binary arrays nested in ``array`` (``_holds_binary``), offsets applied."""
+    import pyarrow as pa
+
+    data_type = array.type
+    if _is_binary(data_type):
+        yield array
+    elif pa.types.is_dictionary(data_type):
+        yield from _binary_leaves(array.dictionary)
+    elif pa.types.is_struct(data_type):
+        for child in array.flatten():
+            yield from _binary_leaves(child)
+    elif pa.types.is_map(data_type):
+        yield from _binary_leaves(array.keys)
+        yield from _binary_leaves(array.items)
+    elif pa.types.is_list(data_type) or pa.types.is_large_list(data_type) or pa.types.is_fixed_size_list(data_type):
+        yield from _binary_leaves(array.flatten())
+
+
+def _check_nested(array: Any, column: _Column, first_row: int, job: FileJob) -> None:
+    """Fails the table if a value nested in ``array`` is a picture or a video: efface would leave it as it is."""
+    for leaf in _binary_leaves(array):
+        for value in leaf.to_pylist():
+            if value is None:
+                continue
+            sniffed = sniff(value[:SNIFF_BYTES])
+            if sniffed.kind is MediaKind.IMAGE or sniffed.kind is MediaKind.VIDEO:
+                raise UnsupportedFormatError(
+                    f"column {column.name}: a {sniffed.format_name} nested in {array.type} (rows from {first_row}): "
+                    "only a column of pictures, or of binary cells, can be anonymized",
+                    path=job.source,
+                )
+
+
 def _picture_columns(schema: Any, named: tuple[str, ...], path: Path) -> tuple[_Column, ...]:
     """The columns whose cells are looked at, each with its role (see the module docstring).
 
@@ -389,6 +444,8 @@ def _picture_columns(schema: Any, named: tuple[str, ...], path: Path) -> tuple[_
                 raise UnsupportedFormatError(
                     f"column {field.name!r} is {field.type}, not pictures (binary or a datasets Image)", path=path
                 )
+            if _holds_binary(field.type):  # looked at, so that a picture in there is not passed over
+                columns.append(_Column(index=index, name=field.name, is_image_struct=False, role=_Role.NESTED))
             continue
         if named:
             role = _Role.PICTURES if field.name in named else _Role.NO_PICTURES
@@ -416,6 +473,9 @@ def _walk(
         arrays = list(batch.columns)
         found: list[tuple[int, AnonymizationResult]] = []
         for column in columns:
+            if column.role is _Role.NESTED:
+                _check_nested(arrays[column.index], column, counts.rows, job)
+                continue
             replaced = _column(
                 arrays[column.index], column, counts, found, job, models=models, policy=policy, write=out is not None
             )
@@ -566,7 +626,7 @@ def _table_result(
             "rewritten": staged is not None and counts.is_changed,
             "rows": counts.rows,
             "batches": counts.batches,
-            "picture_columns": [column.name for column in columns if column.role is not _Role.NO_PICTURES],
+            "picture_columns": [column.name for column in columns if column.role in _ANONYMIZED],
             "pictures": len(cells),
             "with_faces": sum(1 for cell in cells if cell.faces_detected),
             "faces_detected": sum(cell.faces_detected for cell in cells),
