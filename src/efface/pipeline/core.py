@@ -24,13 +24,20 @@ from efface.detection.models import DetectionModels
 from efface.detection.multiscale import MultiScaleSpec
 from efface.detection.presets import DEFAULT_PRESET, light_pass_spec, preset_spec
 from efface.detection.tracking import TrackingSpec
-from efface.errors import EffaceError, InputNotFoundError, OutputError, UnreadableFileError
+from efface.errors import (
+    EffaceError,
+    InputError,
+    InputNotFoundError,
+    OutputError,
+    UnreadableFileError,
+    UnsupportedFormatError,
+)
 from efface.media.atomic import Original, StagedFile, Stager, claim, discard, original_of, stage_bytes
 from efface.media.images import CodecOptions, DecodedImage, decode_image, encode_image
-from efface.media.sniff import MediaKind, claimed_kind
+from efface.media.sniff import SNIFF_BYTES, MediaKind, claimed_kind, refusal, sniff
 from efface.media.video import VideoOptions, is_video_path
 from efface.pipeline import results
-from efface.records import AnonymizationResult, Face, Outcome, TransformSpec, VideoStats, WriteMode
+from efface.records import AnonymizationResult, Face, Location, Outcome, TransformSpec, VideoStats, WriteMode
 from efface.transforms.core import Anonymizer
 
 if TYPE_CHECKING:
@@ -45,6 +52,7 @@ __all__ = [
     "StagedResult",
     "anonymize_bytes",
     "anonymize_file",
+    "anonymize_part",
     "stage_file",
     "video_detectors",
 ]
@@ -211,6 +219,56 @@ def anonymize_bytes(
     needs_rewrite = anonymized > 0 or decoded.needs_rewrite
     data = encode_image(decoded, pixels, options=policy.codec) if write and needs_rewrite else None
     return Processed(decoded=decoded, faces=faces, faces_anonymized=anonymized, data=data)
+
+
+def anonymize_part(
+    content: bytes,
+    *,
+    path: Path,
+    label: str,
+    name: str,
+    container: Location,
+    mode: WriteMode,
+    models: DetectionModels,
+    policy: Policy,
+    write: bool,
+) -> tuple[AnonymizationResult, bytes]:
+    """A picture inside a file (a shard's member, a table's cell): its result and its new bytes (its own bytes
+    when it needs no rewrite).
+
+    Args:
+        content: the picture's bytes.
+        path: what its row is audited under (``SHARD#MEMBER``, ``TABLE#row=N,col=C``).
+        label: what error messages call it (``"member a.jpg"``).
+        name: its own name, for what its suffix says (a camera raw file is refused).
+        container: the file (or object) it is in, which an error names.
+        mode: the run's write mode.
+        write: encode the output; False for a dry run.
+
+    Raises:
+        InputError: the picture cannot be anonymized (the message names it); the whole file then fails.
+    """
+    refused = refusal(sniff(content[:SNIFF_BYTES]), Path(name))
+    if refused is not None:
+        raise UnsupportedFormatError(f"{label}: {refused}", path=container)
+    try:
+        processed = anonymize_bytes(content, name=path, models=models, policy=policy, write=write)
+    except InputError as exc:
+        # The file fails, named with the part: its other pictures are not left half done.
+        raise type(exc)(f"{label}: {exc.message}", path=container) from exc
+    row = AnonymizationResult(
+        path=path,
+        outcome=Outcome.of_processing(mode, faces_anonymized=processed.faces_anonymized),
+        mode=mode,
+        started_at=datetime.now(UTC),
+        duration_s=0.0,
+        faces=processed.faces,
+        faces_anonymized=processed.faces_anonymized,
+        image_format=processed.decoded.image_format.value,
+        resolution_wh=processed.decoded.resolution_wh,
+        details={"rewritten": processed.data is not None, **processed.decoded.audit_details},
+    )
+    return row, processed.data if processed.data is not None else content
 
 
 def _read(path: Path) -> tuple[bytes, os.stat_result]:

@@ -36,7 +36,7 @@ from typing import IO, BinaryIO, Self, cast
 from efface.detection.models import DetectionModels
 from efface.errors import CorruptImageError, EffaceError, InputError, OutputError, UnsupportedFormatError
 from efface.media.atomic import StagedFile, Stager, discard, original_of, stage_bytes, stage_with
-from efface.media.sniff import SNIFF_BYTES, UNSUPPORTED_SHARD_SUFFIXES, MediaKind, claimed_kind, refusal, sniff
+from efface.media.sniff import SNIFF_BYTES, UNSUPPORTED_SHARD_SUFFIXES, MediaKind, claimed_kind, sniff
 from efface.pipeline import results
 from efface.pipeline.core import (
     FileJob,
@@ -49,12 +49,12 @@ from efface.pipeline.core import (
     _make_parent,
     _read_failure,
     _skipped,
-    anonymize_bytes,
+    anonymize_part,
     video_detectors,
 )
 from efface.records import AnonymizationResult, Outcome, WriteMode
 
-__all__ = ["anonymize_part", "member_path", "stage_shard"]
+__all__ = ["member_path", "stage_shard"]
 
 logger = logging.getLogger(__name__)
 
@@ -313,56 +313,16 @@ def _picture(
     is_written: bool,
 ) -> tuple[AnonymizationResult, bytes]:
     return anonymize_part(
-        content, path=path, label=f"member {name}", name=name, job=job, models=models, policy=policy, write=is_written
-    )
-
-
-def anonymize_part(
-    content: bytes,
-    *,
-    path: Path,
-    label: str,
-    name: str,
-    job: FileJob,
-    models: DetectionModels,
-    policy: Policy,
-    write: bool,
-) -> tuple[AnonymizationResult, bytes]:
-    """A picture inside a file (a shard's member, a table's cell): its result and its new bytes (its own bytes
-    when it needs no rewrite).
-
-    Args:
-        content: the picture's bytes.
-        path: what its row is audited under (``SHARD#MEMBER``, ``TABLE#row=N,col=C``).
-        label: what error messages call it (``"member a.jpg"``).
-        name: its own name, for what its suffix says (a camera raw file is refused).
-        job: the file it is in.
-        write: encode the output; False for a dry run.
-
-    Raises:
-        InputError: the picture cannot be anonymized (the message names it); the whole file then fails.
-    """
-    refused = refusal(sniff(content[:SNIFF_BYTES]), Path(name))
-    if refused is not None:
-        raise UnsupportedFormatError(f"{label}: {refused}", path=job.source)
-    try:
-        processed = anonymize_bytes(content, name=path, models=models, policy=policy, write=write)
-    except InputError as exc:
-        # The file fails, named with the part: its other pictures are not left half done.
-        raise type(exc)(f"{label}: {exc.message}", path=job.source) from exc
-    row = AnonymizationResult(
+        content,
         path=path,
-        outcome=Outcome.of_processing(job.mode, faces_anonymized=processed.faces_anonymized),
+        label=f"member {name}",
+        name=name,
+        container=job.source,
         mode=job.mode,
-        started_at=datetime.now(UTC),
-        duration_s=0.0,
-        faces=processed.faces,
-        faces_anonymized=processed.faces_anonymized,
-        image_format=processed.decoded.image_format.value,
-        resolution_wh=processed.decoded.resolution_wh,
-        details={"rewritten": processed.data is not None, **processed.decoded.audit_details},
+        models=models,
+        policy=policy,
+        write=is_written,
     )
-    return row, processed.data if processed.data is not None else content
 
 
 def _video(

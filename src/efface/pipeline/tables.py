@@ -49,8 +49,9 @@ from efface.pipeline.core import (
     _is_done,
     _make_parent,
     _skipped,
+    anonymize_part,
 )
-from efface.pipeline.shards import _fstat, _open, _stage_copy, anonymize_part
+from efface.pipeline.shards import _fstat, _open, _stage_copy
 from efface.records import AnonymizationResult, Outcome, WriteMode
 
 if TYPE_CHECKING:
@@ -573,7 +574,8 @@ def _cell(
             path=path,
             label=label,
             name=name or column.name,
-            job=job,
+            container=job.source,
+            mode=job.mode,
             models=models,
             policy=policy,
             write=write,
