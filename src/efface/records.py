@@ -126,6 +126,9 @@ class WriteMode(StrEnum):
     DRY_RUN = "dry_run"
     # The HTTP service: the anonymized image goes back in the response; nothing is stored.
     RESPONSE = "response"
+    # A Ray Data stage (``efface.ray_data``): the anonymized image goes on down the user's pipeline, into the
+    # dataset it writes; the source dataset is not touched.
+    DATASET = "dataset"
 
 
 class Outcome(StrEnum):

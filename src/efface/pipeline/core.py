@@ -224,7 +224,7 @@ def anonymize_bytes(
 def anonymize_part(
     content: bytes,
     *,
-    path: Path,
+    path: Location,
     label: str,
     name: str,
     container: Location,
@@ -252,7 +252,7 @@ def anonymize_part(
     if refused is not None:
         raise UnsupportedFormatError(f"{label}: {refused}", path=container)
     try:
-        processed = anonymize_bytes(content, name=path, models=models, policy=policy, write=write)
+        processed = anonymize_bytes(content, name=Path(name), models=models, policy=policy, write=write)
     except InputError as exc:
         # The file fails, named with the part: its other pictures are not left half done.
         raise type(exc)(f"{label}: {exc.message}", path=container) from exc

@@ -139,6 +139,22 @@ class AuditedRun:
         self.store.record_files(self.info.run_id, results)
         self._count(results)
 
+    def count_recorded(self) -> None:
+        """Counts, for ``finish``, the rows that other processes wrote into this run (the actors of a Ray Data
+        stage, ``efface.ray_data``), read back from the audit log.
+
+        Raises:
+            AuditError: the rows cannot be read.
+        """
+        rows = self.store.list_files(self.info.run_id)
+        with self._lock:
+            for row in rows:
+                if row.outcome.is_counted:
+                    self.files_total += 1
+                self.files_failed += row.outcome is Outcome.ERROR
+                self.faces_detected += row.faces_detected
+                self.faces_anonymized += row.faces_anonymized
+
     def _count(self, results: list[AnonymizationResult]) -> None:
         with self._lock:
             for result in results:
