@@ -6,6 +6,7 @@ import functools
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -130,3 +131,49 @@ def test_an_unreachable_cluster_is_a_usage_error(tmp_path: Path, sqlite_url: str
     result = CliRunner().invoke(app, ["anonymize", str(tmp_path), "--ray", "127.0.0.1:9", "--db", sqlite_url])
     assert result.exit_code == 2
     assert "cannot reach the Ray cluster" in result.stderr
+
+
+@pytest.mark.slow
+def test_objects_shards_and_tables_run_on_ray(
+    s3_env: Any, tmp_path: Path, astronaut: np.ndarray, sqlite_url: str
+) -> None:
+    """A versioned bucket of pictures, a shard and a Parquet file in it, anonymized on a local Ray cluster: the same
+    rows as in process (one per object, member and cell), no version left with an original."""
+    import io
+    import tarfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    jpeg = io.BytesIO()
+    Image.fromarray(astronaut).save(jpeg, "JPEG")
+    shard = io.BytesIO()
+    with tarfile.open(fileobj=shard, mode="w") as tar:
+        info = tarfile.TarInfo("s0.jpg")
+        info.size = len(jpeg.getvalue())
+        tar.addfile(info, io.BytesIO(jpeg.getvalue()))
+    table = io.BytesIO()
+    pq.write_table(pa.table({"image": [jpeg.getvalue()], "n": [1]}), table)
+    client = s3_env.client()
+    bucket = s3_env.bucket(versioned=True)
+    keys = {"a.jpg": jpeg.getvalue(), "shard.tar": shard.getvalue(), "rows.parquet": table.getvalue()}
+    for key, body in keys.items():
+        client.put_object(Bucket=bucket, Key=key, Body=body)
+
+    result = CliRunner().invoke(app, ["anonymize", f"s3://{bucket}/", "--ray", "local", "--db", sqlite_url])
+
+    assert result.exit_code == 0, result.output
+    with AuditStore(sqlite_url) as store:
+        (run,) = store.list_runs()
+        rows = {str(row.path): row for row in store.list_files(run.run_id)}
+    url = f"s3://{bucket}"
+    assert {path: row.outcome for path, row in rows.items()} == {
+        f"{url}/a.jpg": Outcome.ANONYMIZED,
+        f"{url}/rows.parquet#row=0,col=image": Outcome.ANONYMIZED,
+        f"{url}/rows.parquet": Outcome.ANONYMIZED,
+        f"{url}/shard.tar#s0.jpg": Outcome.ANONYMIZED,
+        f"{url}/shard.tar": Outcome.ANONYMIZED,
+    }
+    for key, body in keys.items():
+        assert len(client.list_object_versions(Bucket=bucket, Prefix=key)["Versions"]) == 1
+        assert client.get_object(Bucket=bucket, Key=key)["Body"].read() != body
