@@ -8,10 +8,11 @@ Run by hand (not a test), e.g. on the WIDER FACE sample beside the repository:
     .venv/bin/python bench/sources.py ../shared/data/wider-dev/images --limit 200 --runs 3
 
 Every figure is the median of ``--runs`` runs of a command line, start-up (and Ray's) included, each on fresh
-inputs: the files copied again, the bucket filled again. The bucket is moto's S3 server on loopback (started
-here; versioning on, so every write also deletes the version read), shards hold 50 photos each, Parquet files
-50 rows each in row groups of 10 (a ``datasets``-style image struct column). The Ray Data stage reads the loose
-files with ``read_binary_files`` and writes Parquet to a scratch folder.
+inputs: the files copied again, the bucket filled again. The bucket is on moto's S3 server on loopback (a fresh
+server for each measurement; versioning on, so every write also lists the key's versions and deletes the one
+read); shards hold 50 photos each, Parquet files 50 rows each in row groups of 10 (a ``datasets``-style image
+struct column). The Ray Data stage reads the loose files with ``read_binary_files`` and writes Parquet to a
+scratch folder.
 """
 
 from __future__ import annotations
@@ -153,15 +154,24 @@ def main() -> None:
     if not images:
         raise SystemExit(f"no photos under {args.images}")
     efface = str(Path(sys.executable).parent / "efface")
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    server = _s3_server(env)
+    # Ray's memory monitor kills workers when the machine passes 95 % of its memory; each cluster this bench starts
+    # and stops leaves processes exiting for a while, which it counted against the next (a kill, not a slowdown).
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_memory_monitor_refresh_ms": "0"}
+    servers: list[subprocess.Popen[bytes]] = []
+
+    def fill_bucket(tag: str) -> str:
+        # A fresh server for every measurement: moto copies the whole bucket into memory on every version listing
+        # (efface lists a key's versions once per object written) and never gives it back.
+        servers.append(_s3_server(env))
+        return _fill_bucket(images, env, tag.replace("_", "-").lower())
+
     seconds: dict[tuple[str, str], list[float]] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="efface-bench-sources-") as scratch:
             work = Path(scratch)
             sources: dict[str, Callable[[str], str]] = {
                 "loose files": lambda tag: str(fresh_copies(images, work / tag)[0].parent),
-                "S3 bucket": lambda tag: _fill_bucket(images, env, tag.replace("_", "-").lower()),
+                "S3 bucket": fill_bucket,
                 "WebDataset shards": lambda tag: str(_write_shards(images, work / tag)),
                 "Parquet": lambda tag: str(_write_tables(images, work / tag)),
             }
@@ -173,6 +183,8 @@ def main() -> None:
                         db = f"sqlite:///{work / (tag + '.sqlite3')}"
                         took = _timed([efface, "anonymize", target, "--db", db, *options], env)
                         seconds.setdefault((source, mode), []).append(took)
+                        while servers:
+                            servers.pop().kill()
                         print(f"run {run + 1}: {source}, {mode}: {len(images) / took:.2f} images/s", flush=True)
                 tag = f"r{run}-raydata"
                 folder = str(fresh_copies(images, work / tag)[0].parent)
@@ -182,7 +194,8 @@ def main() -> None:
                 seconds.setdefault(("loose files", "Ray Data stage, 2 actors"), []).append(took)
                 print(f"run {run + 1}: Ray Data stage: {len(images) / took:.2f} images/s", flush=True)
     finally:
-        server.kill()
+        for server in servers:
+            server.kill()
     rates = {key: len(images) / statistics.median(values) for key, values in seconds.items()}
     print(f"\n{len(images)} photos from {args.images}; images/s, median of {args.runs} runs, start-up included")
     print("source | in process | on Ray (2 actors) | Ray / in process")

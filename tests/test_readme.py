@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 import re
 import shlex
 import subprocess
@@ -172,3 +174,33 @@ def test_table_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     ):
         assert loaded.features == before.features and loaded["caption"] == ["a portrait"]
         assert np.abs(np.asarray(loaded[0]["image"], np.int16)[face] - pixels[face]).mean() > 20
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_ray_data_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Ray Data example, as written (Ray starts a cluster of this machine): the photo is anonymized into the
+    Parquet output, one audit row for it in a completed run."""
+    pytest.importorskip("ray")
+    import numpy as np
+    import pyarrow.parquet as pq
+    from PIL import Image
+    from skimage import data
+
+    example = next(block for block in _blocks("python") if "efface.ray_data" in block)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(data.astronaut()).save(tmp_path / "photos" / "astronaut.jpg")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    completed = subprocess.run([sys.executable, "-c", example], capture_output=True, text=True, timeout=300, env=env)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    (row,) = pq.read_table(tmp_path / "anonymized").to_pylist()
+    assert (row["efface_outcome"], row["efface_faces"]) == ("anonymized", 1)
+    face = (slice(40, 130), slice(170, 250))
+    after = np.asarray(Image.open(io.BytesIO(row["bytes"])), np.int16)[face]
+    assert np.abs(after - data.astronaut().astype(np.int16)[face]).mean() > 20
+    with AuditStore(f"sqlite:///{tmp_path / 'audit.sqlite3'}") as store:
+        (run,) = store.list_runs()
+        (stored,) = store.list_files(run.run_id)
+    # The path as the dataset names the row (read_binary_files keeps the relative path it was given).
+    assert run.status.value == "completed" and stored.path == Path("photos/astronaut.jpg")

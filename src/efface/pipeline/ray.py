@@ -4,7 +4,9 @@ session, loaded once and reused for every file it gets) and the run's policy.
 The driver plans the batch, hands files to the actors through a bounded window and records every result
 itself, in plan order, through the same ``run_plan`` and ``AuditedRun`` as a local run: the audit rows (and the
 hash chain) are the same whether the database is SQLite beside the driver or a team's PostgreSQL. Paths are
-passed, not pixels: every node must see the files at the same paths (a shared file system).
+passed, not pixels: every node must see the files at the same paths (a shared file system). Objects in a store
+are read into the driver's local work folder and written back from it, so they run on a cluster of one machine
+only (a larger one is refused aloud at the first object).
 
 A worker that dies mid-file loses nothing: the actor is restarted and Ray runs the file again; the atomic
 replace means the file was either still the original or already complete.
@@ -27,6 +29,7 @@ from efface.detection.models import DetectionModels
 from efface.errors import ConfigurationError, OutputError
 from efface.media.atomic import hold, release
 from efface.pipeline.core import Policy, StagedResult, stage_file
+from efface.pipeline.objects import ObjectJob
 from efface.pipeline.pool import Job, ModelsFactory, crashed_result, remove_leftovers
 
 __all__ = ["RayPool"]
@@ -117,7 +120,11 @@ class RayPool:
     def results(self, jobs: Iterable[Job]) -> Iterator[StagedResult]:
         window = 2 * len(self.actors)
         folders: dict[Path, Job] = {}
+        is_checked = False
         for job in jobs:
+            if isinstance(job, ObjectJob) and not is_checked:
+                self._check_one_node(job)
+                is_checked = True
             self._pool.submit(lambda actor, job: actor.anonymize.remote(job), job)
             self._in_flight.append(job)
             if isinstance(job.destination, Path):
@@ -131,6 +138,16 @@ class RayPool:
         # temporary name does not say whose it is, and an actor releases its lock before this driver holds it.
         for job in folders.values():
             remove_leftovers(job)
+
+    def _check_one_node(self, job: ObjectJob) -> None:
+        """Objects are read into, and written back from, the driver's local work folder: every actor must see it,
+        which only a cluster of one machine guarantees."""
+        nodes = sum(1 for node in self._ray.nodes() if node.get("Alive"))
+        if nodes > 1:
+            raise ConfigurationError(
+                f"objects on a Ray cluster of {nodes} machines are not supported yet ({job.source}): run them in "
+                "process, or on a cluster of one machine (--ray local)"
+            )
 
     def _next(self) -> StagedResult:
         job = self._in_flight.popleft()

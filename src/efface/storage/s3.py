@@ -19,7 +19,10 @@ s3fs's client on its event loop; every error is translated here into efface's (`
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -134,6 +137,10 @@ def open_store_for(url: ObjectURL, options: Mapping[str, object]) -> S3Store:
     return S3Store(options)
 
 
+_FILESYSTEMS: dict[tuple[int, str], S3FileSystem] = {}
+_FILESYSTEMS_LOCK = threading.Lock()
+
+
 class S3Store:
     """One S3 endpoint and its credentials. Pickles without its client (a process pool builds its own).
 
@@ -164,8 +171,18 @@ class S3Store:
                 import s3fs
             except ImportError as exc:
                 raise ConfigurationError("s3:// needs the S3 extra: pip install 'efface[s3]' (s3fs)") from exc
-            # A fresh instance: s3fs caches them per arguments, and a cached one may hold another process's loop.
-            self._fs = s3fs.S3FileSystem(skip_instance_cache=True, **self._options)
+            # One instance per process and options (its client is slow to build: a store unpickled for every job
+            # of a pool or a Ray actor would otherwise build one per object), never s3fs's own cache, which a forked
+            # process inherits with the parent's event loop.
+            # The AWS environment is part of the key: credentials and endpoint are read from it when a client is built.
+            aws = sorted((name, value) for name, value in os.environ.items() if name.startswith("AWS_"))
+            key = (os.getpid(), json.dumps([self._options, aws], sort_keys=True, default=str))
+            with _FILESYSTEMS_LOCK:
+                filesystem = _FILESYSTEMS.get(key)
+                if filesystem is None:
+                    filesystem = s3fs.S3FileSystem(skip_instance_cache=True, **self._options)
+                    _FILESYSTEMS[key] = filesystem
+            self._fs = filesystem
         return self._fs
 
     def _call(self, method: str, url: ObjectURL, *, doing: str, **kwargs: object) -> dict[str, Any]:
