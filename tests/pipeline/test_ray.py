@@ -177,3 +177,41 @@ def test_objects_shards_and_tables_run_on_ray(
     for key, body in keys.items():
         assert len(client.list_object_versions(Bucket=bucket, Prefix=key)["Versions"]) == 1
         assert client.get_object(Bucket=bucket, Key=key)["Body"].read() != body
+
+
+@pytest.mark.slow
+def test_objects_on_a_cluster_of_two_machines_are_refused_aloud(
+    s3_env: Any, tmp_path: Path, astronaut: np.ndarray, sqlite_url: str
+) -> None:
+    """A real two-node Ray cluster (two raylets on this machine): objects would be read into the driver's local
+    work folder, which another node cannot see, so each fails aloud with its row and the bucket stays as it was."""
+    import io
+
+    from ray.cluster_utils import Cluster
+
+    jpeg = io.BytesIO()
+    Image.fromarray(astronaut).save(jpeg, "JPEG")
+    client = s3_env.client()
+    bucket = s3_env.bucket(versioned=True)
+    client.put_object(Bucket=bucket, Key="a.jpg", Body=jpeg.getvalue())
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        result = CliRunner().invoke(app, ["anonymize", f"s3://{bucket}/", "--ray", cluster.address, "--db", sqlite_url])
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert result.exit_code == 1
+    assert "a Ray cluster of 2 machines are not supported yet" in result.output
+    assert client.get_object(Bucket=bucket, Key="a.jpg")["Body"].read() == jpeg.getvalue()
+    assert len(client.list_object_versions(Bucket=bucket, Prefix="a.jpg")["Versions"]) == 1
+    with AuditStore(sqlite_url) as store:
+        (run,) = store.list_runs()
+        (row,) = store.list_files(run.run_id)
+    assert run.status is RunStatus.FAILED
+    assert (str(row.path), row.outcome, row.error_class) == (
+        f"s3://{bucket}/a.jpg",
+        Outcome.ERROR,
+        "ConfigurationError",
+    )

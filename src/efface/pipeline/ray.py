@@ -6,7 +6,7 @@ itself, in plan order, through the same ``run_plan`` and ``AuditedRun`` as a loc
 hash chain) are the same whether the database is SQLite beside the driver or a team's PostgreSQL. Paths are
 passed, not pixels: every node must see the files at the same paths (a shared file system). Objects in a store
 are read into the driver's local work folder and written back from it, so they run on a cluster of one machine
-only (a larger one is refused aloud at the first object).
+only (on a larger one, each object fails aloud with its own row and is left as it was).
 
 A worker that dies mid-file loses nothing: the actor is restarted and Ray runs the file again; the atomic
 replace means the file was either still the original or already complete.
@@ -28,9 +28,11 @@ from typing import Any
 from efface.detection.models import DetectionModels
 from efface.errors import ConfigurationError, OutputError
 from efface.media.atomic import hold, release
+from efface.pipeline import results
 from efface.pipeline.core import Policy, StagedResult, stage_file
 from efface.pipeline.objects import ObjectJob
 from efface.pipeline.pool import Job, ModelsFactory, crashed_result, remove_leftovers
+from efface.records import AnonymizationResult
 
 __all__ = ["RayPool"]
 
@@ -59,6 +61,17 @@ def _check_reachable(address: str) -> None:
         socket.create_connection((host, int(port)), timeout=_CONNECT_TIMEOUT_S).close()
     except OSError as exc:
         raise ConfigurationError(f"cannot reach the Ray cluster at {address!r}: {exc.strerror or exc}") from exc
+
+
+def _refused_object(job: ObjectJob, *, nodes: int) -> AnonymizationResult:
+    """Objects are read into, and written back from, the driver's local work folder: every actor must see it,
+    which only a cluster of one machine guarantees."""
+    error = ConfigurationError(
+        f"objects on a Ray cluster of {nodes} machines are not supported yet: run them in process, or on a cluster "
+        "of one machine (--ray local); the object was left as it was",
+        path=job.source,
+    )
+    return results.failed(job.source, error, mode=job.mode)
 
 
 class _FileWorker:
@@ -120,11 +133,17 @@ class RayPool:
     def results(self, jobs: Iterable[Job]) -> Iterator[StagedResult]:
         window = 2 * len(self.actors)
         folders: dict[Path, Job] = {}
-        is_checked = False
+        nodes: int | None = None
         for job in jobs:
-            if isinstance(job, ObjectJob) and not is_checked:
-                self._check_one_node(job)
-                is_checked = True
+            if isinstance(job, ObjectJob):
+                if nodes is None:
+                    nodes = sum(1 for node in self._ray.nodes() if node.get("Alive"))
+                if nodes > 1:
+                    # Refused one by one, in plan order, each with its row: the files of the run go on.
+                    while self._in_flight:
+                        yield self._next()
+                    yield StagedResult(_refused_object(job, nodes=nodes))
+                    continue
             self._pool.submit(lambda actor, job: actor.anonymize.remote(job), job)
             self._in_flight.append(job)
             if isinstance(job.destination, Path):
@@ -138,16 +157,6 @@ class RayPool:
         # temporary name does not say whose it is, and an actor releases its lock before this driver holds it.
         for job in folders.values():
             remove_leftovers(job)
-
-    def _check_one_node(self, job: ObjectJob) -> None:
-        """Objects are read into, and written back from, the driver's local work folder: every actor must see it,
-        which only a cluster of one machine guarantees."""
-        nodes = sum(1 for node in self._ray.nodes() if node.get("Alive"))
-        if nodes > 1:
-            raise ConfigurationError(
-                f"objects on a Ray cluster of {nodes} machines are not supported yet ({job.source}): run them in "
-                "process, or on a cluster of one machine (--ray local)"
-            )
 
     def _next(self) -> StagedResult:
         job = self._in_flight.popleft()
