@@ -22,8 +22,6 @@ import gzip
 import hashlib
 import io
 import logging
-import os
-import shutil
 import tarfile
 import time
 import zlib
@@ -35,7 +33,7 @@ from typing import IO, BinaryIO, Self, cast
 
 from efface.detection.models import DetectionModels
 from efface.errors import CorruptImageError, EffaceError, InputError, OutputError, UnsupportedFormatError
-from efface.media.atomic import StagedFile, Stager, discard, original_of, stage_bytes, stage_with
+from efface.media.atomic import StagedFile, Stager, discard, stage_bytes
 from efface.media.sniff import SNIFF_BYTES, UNSUPPORTED_SHARD_SUFFIXES, MediaKind, claimed_kind, sniff
 from efface.pipeline import results
 from efface.pipeline.core import (
@@ -43,16 +41,15 @@ from efface.pipeline.core import (
     Policy,
     StagedResult,
     _error_result,
-    _file_sha256,
     _hard_link_details,
     _is_done,
-    _make_parent,
     _read_failure,
     _skipped,
     anonymize_part,
     video_detectors,
 )
-from efface.records import AnonymizationResult, Outcome, WriteMode
+from efface.pipeline.rewrite import rewrite
+from efface.records import AnonymizationResult, Outcome
 
 __all__ = ["member_path", "stage_shard"]
 
@@ -93,50 +90,49 @@ def stage_shard(job: FileJob, *, models: DetectionModels, policy: Policy) -> Sta
     """
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()
-    staged: StagedFile | None = None
+    is_gzip = False
+
+    def run_pass(handle: BinaryIO, sink: BinaryIO | None) -> _Walked:
+        nonlocal is_gzip
+        is_gzip = handle.read(2) == _GZIP_MAGIC
+        handle.seek(0)
+        source = _reader(handle, job.source, is_gzip=is_gzip)
+        if sink is None:
+            return _walk(source, None, job, models=models, policy=policy)
+        # No name and no time in the gzip header: the temporary's name is nobody's business.
+        stream: BinaryIO | gzip.GzipFile = (
+            gzip.GzipFile(filename="", mode="wb", fileobj=sink, mtime=0) if is_gzip else sink
+        )
+        try:
+            with tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT) as out:
+                return _walk(source, out, job, models=models, policy=policy)
+        finally:
+            if stream is not sink:
+                stream.close()
+
     try:
         if _is_done(job, None):
             return StagedResult(_skipped(job, started_at=started_at, t0=t0))
-        if job.destination is not None:
-            _make_parent(job.destination)
         if job.source.name.lower().endswith(UNSUPPORTED_SHARD_SUFFIXES):
             raise UnsupportedFormatError(
                 "a tar compressed other than with gzip: recompress it as .tar or .tar.gz to anonymize it",
                 path=job.source,
             )
-        with _open(job.source) as handle:
-            is_gzip = handle.read(2) == _GZIP_MAGIC
-            handle.seek(0)
-            if job.destination is None:
-                walked = _walk(_reader(handle, job.source, is_gzip=is_gzip), None, job, models=models, policy=policy)
-            else:
-                staged, walked = _stage_rebuilt(job, handle, is_gzip=is_gzip, models=models, policy=policy)
-        if staged is not None and not walked.is_changed:
-            discard(staged)
-            staged = None
-            if job.mode is WriteMode.OUTPUT_DIR and job.destination is not None:
-                staged = _stage_copy(job.source, job.destination)
-        output_sha256 = None
-        if job.destination is not None:
-            output_sha256 = _file_sha256(staged.temp_path if staged is not None else job.source)
-        source_sha256 = _file_sha256(job.source) if staged is not None else None
+        done = rewrite(job, run_pass)
     except Exception as exc:
         if not isinstance(exc, EffaceError):  # a bug must fail this shard, not the whole batch
             logger.exception("unexpected error on %s", job.source)
-        if staged is not None:
-            discard(staged)
         return StagedResult(_error_result(job, exc, started_at=started_at, t0=t0, processed=None))
     result = _shard_result(
-        job, walked, is_gzip=is_gzip, started_at=started_at, t0=t0, output_sha256=output_sha256, staged=staged
+        job,
+        done.found,
+        is_gzip=is_gzip,
+        started_at=started_at,
+        t0=t0,
+        output_sha256=done.output_sha256,
+        staged=done.staged,
     )
-    return StagedResult(result, staged, source_sha256, members=walked.members)
-
-
-def _open(path: Path) -> BinaryIO:
-    try:
-        return path.open("rb")
-    except OSError as exc:
-        raise _read_failure(path, exc) from exc
+    return StagedResult(result, done.staged, done.source_sha256, members=done.found.members)
 
 
 def _reader(handle: BinaryIO, shard: Path, *, is_gzip: bool) -> tarfile.TarFile:
@@ -159,57 +155,6 @@ def _recording_tarinfo() -> type[tarfile.TarInfo]:
             return super().frombuf(buf, encoding, errors)
 
     return Recording
-
-
-def _stage_rebuilt(
-    job: FileJob, handle: BinaryIO, *, is_gzip: bool, models: DetectionModels, policy: Policy
-) -> tuple[StagedFile, _Walked]:
-    destination = job.destination
-    if destination is None:  # pragma: no cover - a dry run stages nothing
-        raise ValueError("a dry run stages nothing")
-    source_tar = _reader(handle, job.source, is_gzip=is_gzip)
-
-    def write(tmp: Path) -> _Walked:
-        try:
-            with tmp.open("wb") as raw:
-                # No name and no time in the gzip header: the temporary's name is nobody's business.
-                stream: BinaryIO | gzip.GzipFile = (
-                    gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if is_gzip else raw
-                )
-                try:
-                    with tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT) as out:
-                        return _walk(source_tar, out, job, models=models, policy=policy)
-                finally:
-                    if stream is not raw:
-                        stream.close()
-        except OSError as exc:
-            raise OutputError(f"cannot write: {exc.strerror or exc}", path=destination) from exc
-
-    if job.mode is WriteMode.IN_PLACE:
-        status = _fstat(handle, job.source)
-        return stage_with(destination, write, replacing=original_of(status, other_names=job.hard_links))
-    return stage_with(destination, write, permissions_from=job.source)
-
-
-def _fstat(handle: BinaryIO, path: Path) -> os.stat_result:
-    try:
-        return os.fstat(handle.fileno())
-    except OSError as exc:
-        raise _read_failure(path, exc) from exc
-
-
-def _stage_copy(source: Path, destination: Path) -> StagedFile:
-    """The shard copied byte for byte (into an output folder, when no member changed)."""
-
-    def write(tmp: Path) -> None:
-        try:
-            with source.open("rb") as src, tmp.open("wb") as dst:
-                shutil.copyfileobj(src, dst, _COPY_BYTES)
-        except OSError as exc:
-            raise OutputError(f"cannot write: {exc.strerror or exc}", path=destination) from exc
-
-    staged, _ = stage_with(destination, write, permissions_from=source)
-    return staged
 
 
 def _walk(

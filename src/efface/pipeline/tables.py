@@ -36,23 +36,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 from efface.detection.models import DetectionModels
-from efface.errors import CorruptImageError, EffaceError, OutputError, UnsupportedFormatError
-from efface.media.atomic import StagedFile, discard, original_of, stage_with
+from efface.errors import CorruptImageError, EffaceError, UnsupportedFormatError
+from efface.media.atomic import StagedFile
 from efface.media.sniff import SNIFF_BYTES, MediaKind, sniff
 from efface.pipeline.core import (
     FileJob,
     Policy,
     StagedResult,
     _error_result,
-    _file_sha256,
     _hard_link_details,
     _is_done,
-    _make_parent,
     _skipped,
     anonymize_part,
 )
-from efface.pipeline.shards import _fstat, _open, _stage_copy
-from efface.records import AnonymizationResult, Outcome, WriteMode
+from efface.pipeline.rewrite import rewrite
+from efface.records import AnonymizationResult, Outcome
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -111,6 +109,20 @@ class _Counts:
     is_changed: bool = False
 
 
+@dataclass(slots=True)
+class _Pass:
+    """A pass over a table: the table, its looked-at columns, the picture cells' results and the counts."""
+
+    table: _Table
+    columns: tuple[_Column, ...]
+    cells: tuple[AnonymizationResult, ...] = ()
+    counts: _Counts = dataclasses.field(default_factory=_Counts)
+
+    @property
+    def is_changed(self) -> bool:
+        return self.counts.is_changed
+
+
 class _Writer(Protocol):
     def write(self, batch: Any) -> None: ...
 
@@ -136,74 +148,29 @@ def stage_table(job: FileJob, *, models: DetectionModels, policy: Policy) -> Sta
     """
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()
-    staged: StagedFile | None = None
+
+    def run_pass(handle: BinaryIO, sink: BinaryIO | None) -> _Pass:
+        table = _open_table(handle, job.source)
+        found = _Pass(table=table, columns=_picture_columns(table.schema, policy.image_columns, job.source))
+        if sink is None:
+            found.cells = _walk(table, None, found.columns, found.counts, job, models=models, policy=policy)
+        else:
+            with table.writer(sink) as out:
+                found.cells = _walk(table, out, found.columns, found.counts, job, models=models, policy=policy)
+        return found
+
     try:
         if _is_done(job, None):
             return StagedResult(_skipped(job, started_at=started_at, t0=t0))
-        if job.destination is not None:
-            _make_parent(job.destination)
-        with _open(job.source) as handle:
-            table = _open_table(handle, job.source)
-            columns = _picture_columns(table.schema, policy.image_columns, job.source)
-            counts = _Counts()
-            if job.destination is None:
-                cells = _walk(table, None, columns, counts, job, models=models, policy=policy)
-            else:
-                staged, cells = _stage_rewritten(job, handle, table, columns, counts, models=models, policy=policy)
-        if staged is not None and not counts.is_changed:
-            discard(staged)
-            staged = None
-            if job.mode is WriteMode.OUTPUT_DIR and job.destination is not None:
-                staged = _stage_copy(job.source, job.destination)
-        output_sha256 = None
-        if job.destination is not None:
-            output_sha256 = _file_sha256(staged.temp_path if staged is not None else job.source)
-        source_sha256 = _file_sha256(job.source) if staged is not None else None
+        done = rewrite(job, run_pass)
     except Exception as exc:
         if not isinstance(exc, EffaceError):  # a bug must fail this table, not the whole batch
             logger.exception("unexpected error on %s", job.source)
-        if staged is not None:
-            discard(staged)
         return StagedResult(_error_result(job, exc, started_at=started_at, t0=t0, processed=None))
     result = _table_result(
-        job,
-        cells,
-        counts,
-        table=table,
-        columns=columns,
-        started_at=started_at,
-        t0=t0,
-        output_sha256=output_sha256,
-        staged=staged,
+        job, done.found, started_at=started_at, t0=t0, output_sha256=done.output_sha256, staged=done.staged
     )
-    return StagedResult(result, staged, source_sha256, members=cells)
-
-
-def _stage_rewritten(
-    job: FileJob,
-    handle: BinaryIO,
-    table: _Table,
-    columns: tuple[_Column, ...],
-    counts: _Counts,
-    *,
-    models: DetectionModels,
-    policy: Policy,
-) -> tuple[StagedFile, tuple[AnonymizationResult, ...]]:
-    destination = job.destination
-    if destination is None:  # pragma: no cover - a dry run stages nothing
-        raise ValueError("a dry run stages nothing")
-
-    def write(tmp: Path) -> tuple[AnonymizationResult, ...]:
-        try:
-            with tmp.open("wb") as raw, table.writer(raw) as out:
-                return _walk(table, out, columns, counts, job, models=models, policy=policy)
-        except OSError as exc:
-            raise OutputError(f"cannot write: {exc.strerror or exc}", path=destination) from exc
-
-    if job.mode is WriteMode.IN_PLACE:
-        status = _fstat(handle, job.source)
-        return stage_with(destination, write, replacing=original_of(status, other_names=job.hard_links))
-    return stage_with(destination, write, permissions_from=job.source)
+    return StagedResult(result, done.staged, done.source_sha256, members=done.found.cells)
 
 
 def _io(handle: BinaryIO) -> io.IOBase:
@@ -603,16 +570,14 @@ def _cell(
 
 def _table_result(
     job: FileJob,
-    cells: tuple[AnonymizationResult, ...],
-    counts: _Counts,
+    found: _Pass,
     *,
-    table: _Table,
-    columns: tuple[_Column, ...],
     started_at: datetime,
     t0: float,
     output_sha256: str | None,
     staged: StagedFile | None,
 ) -> AnonymizationResult:
+    cells, counts, columns = found.cells, found.counts, found.columns
     faces_anonymized = sum(cell.faces_anonymized for cell in cells)
     return AnonymizationResult(
         path=job.source,
@@ -622,7 +587,7 @@ def _table_result(
         duration_s=time.perf_counter() - t0,
         output_path=job.destination,
         output_sha256=output_sha256,
-        image_format=table.format_name,
+        image_format=found.table.format_name,
         # The faces are on the cells' rows: the table's own row counts none, so a run's totals count each once.
         details={
             "rewritten": staged is not None and counts.is_changed,
