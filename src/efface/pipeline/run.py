@@ -146,7 +146,15 @@ class AuditedRun:
         Raises:
             AuditError: the rows cannot be read.
         """
-        rows = self.store.list_files(self.info.run_id)
+        self._tally(self.store.list_files(self.info.run_id))
+
+    def _count(self, results: list[AnonymizationResult]) -> None:
+        self._tally(results)
+        if self._on_result is not None:
+            for result in results:
+                self._on_result(result)
+
+    def _tally(self, rows: Iterable[AnonymizationResult | StoredFile]) -> None:
         with self._lock:
             for row in rows:
                 if row.outcome.is_counted:
@@ -154,18 +162,6 @@ class AuditedRun:
                 self.files_failed += row.outcome is Outcome.ERROR
                 self.faces_detected += row.faces_detected
                 self.faces_anonymized += row.faces_anonymized
-
-    def _count(self, results: list[AnonymizationResult]) -> None:
-        with self._lock:
-            for result in results:
-                if result.outcome.is_counted:
-                    self.files_total += 1
-                self.files_failed += result.outcome is Outcome.ERROR
-                self.faces_detected += result.faces_detected
-                self.faces_anonymized += result.faces_anonymized
-        if self._on_result is not None:
-            for result in results:
-                self._on_result(result)
 
     def commit(self, done: StagedResult) -> None:
         """Records a file's result; a staged output is swapped in only between a ``pending`` row and that record.
