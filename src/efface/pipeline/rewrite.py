@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Generic, Protocol, TypeVar
 
 from efface.errors import OutputError
 from efface.media.atomic import StagedFile, discard, original_of, stage_with
-from efface.pipeline.core import FileJob, _file_sha256, _make_parent, _read_failure
-from efface.records import WriteMode
+from efface.pipeline.core import FileJob, StagedResult, _file_sha256, _hard_link_details, _make_parent, _read_failure
+from efface.records import AnonymizationResult, Outcome, WriteMode
 
-__all__ = ["Pass", "Rewritten", "rewrite"]
+__all__ = ["Pass", "Rewritten", "rewrite", "staged_whole"]
 
 _COPY_BYTES = 1 << 20
 
@@ -97,6 +99,44 @@ def rewrite(job: FileJob, run_pass: Callable[[BinaryIO, BinaryIO | None], _P]) -
             discard(staged)
         raise
     return Rewritten(found, staged, output_sha256, source_sha256)
+
+
+def staged_whole(
+    job: FileJob,
+    done: Rewritten[_P],
+    parts: tuple[AnonymizationResult, ...],
+    *,
+    image_format: str,
+    started_at: datetime,
+    t0: float,
+    details: dict[str, object],
+) -> StagedResult:
+    """The file's own result beside its parts' (a shard's members, a table's cells), and what is staged.
+
+    The faces are on the parts' rows: the file's own row counts none, so a run's totals count each once; its
+    details sum them (``with_faces``, ``faces_detected``, ``faces_anonymized``) after ``details``, its own.
+    """
+    media = [part for part in parts if part.image_format is not None]
+    faces_anonymized = sum(part.faces_anonymized for part in media)
+    result = AnonymizationResult(
+        path=job.source,
+        outcome=Outcome.of_processing(job.mode, faces_anonymized=faces_anonymized),
+        mode=job.mode,
+        started_at=started_at,
+        duration_s=time.perf_counter() - t0,
+        output_path=job.destination,
+        output_sha256=done.output_sha256,
+        image_format=image_format,
+        details={
+            "rewritten": done.staged is not None and done.found.is_changed,
+            **details,
+            "with_faces": sum(1 for part in media if part.faces_detected),
+            "faces_detected": sum(part.faces_detected for part in media),
+            "faces_anonymized": faces_anonymized,
+            **_hard_link_details(job),
+        },
+    )
+    return StagedResult(result, done.staged, done.source_sha256, members=parts)
 
 
 def _open(path: Path) -> BinaryIO:

@@ -196,10 +196,7 @@ class AuditedRun:
             try:
                 claimed.commit()  # the changed-source check, then every name swapped
             except EffaceError as exc:
-                # After the pending rows: these rows settle them (a shard's members as not replaced, uncounted).
-                if done.members:
-                    self.store.record_files(self.info.run_id, [_not_replaced(m, exc) for m in done.members])
-                self.record(done.failed(exc))
+                self._record_not_replaced(done, exc)
                 return
         finally:
             claimed.discard()  # nothing left to delete once swapped in
@@ -208,6 +205,13 @@ class AuditedRun:
         except AuditError as exc:
             message = f"anonymized but not recorded: {path_text(staged.target)}; the next run records it"
             raise AuditError(message) from exc
+
+    def _record_not_replaced(self, done: StagedResult, exc: EffaceError) -> None:
+        """After the pending rows, the rows that settle them: the file failed, a shard's members (a table's cells)
+        not replaced, uncounted."""
+        if done.members:
+            self.store.record_files(self.info.run_id, [_not_replaced(m, exc) for m in done.members])
+        self.record(done.failed(exc))
 
     def _commit_upload(self, done: StagedResult) -> None:
         """``commit`` for an object: the pending rows, the conditional write and the clean-up of the versions that
@@ -228,9 +232,7 @@ class AuditedRun:
                 self.record_many([*done.members, done.failed(exc)])
                 return
             except EffaceError as exc:
-                if done.members:
-                    self.store.record_files(self.info.run_id, [_not_replaced(m, exc) for m in done.members])
-                self.record(done.failed(exc))
+                self._record_not_replaced(done, exc)
                 return
         finally:
             discard_upload(done)

@@ -41,14 +41,13 @@ from efface.pipeline.core import (
     Policy,
     StagedResult,
     _error_result,
-    _hard_link_details,
     _is_done,
     _read_failure,
     _skipped,
     anonymize_part,
     video_detectors,
 )
-from efface.pipeline.rewrite import rewrite
+from efface.pipeline.rewrite import rewrite, staged_whole
 from efface.records import AnonymizationResult, Outcome
 
 __all__ = ["member_path", "stage_shard"]
@@ -123,16 +122,18 @@ def stage_shard(job: FileJob, *, models: DetectionModels, policy: Policy) -> Sta
         if not isinstance(exc, EffaceError):  # a bug must fail this shard, not the whole batch
             logger.exception("unexpected error on %s", job.source)
         return StagedResult(_error_result(job, exc, started_at=started_at, t0=t0, processed=None))
-    result = _shard_result(
+    members = done.found.members
+    videos = sum(1 for row in members if row.video is not None)
+    pictures = sum(1 for row in members if row.image_format is not None) - videos
+    return staged_whole(
         job,
-        done.found,
-        is_gzip=is_gzip,
+        done,
+        members,
+        image_format="tar+gzip" if is_gzip else "tar",
         started_at=started_at,
         t0=t0,
-        output_sha256=done.output_sha256,
-        staged=done.staged,
+        details={"members": len(members), "pictures": pictures, "videos": videos},
     )
-    return StagedResult(result, done.staged, done.source_sha256, members=done.found.members)
 
 
 def _reader(handle: BinaryIO, shard: Path, *, is_gzip: bool) -> tarfile.TarFile:
@@ -380,39 +381,3 @@ def _entry_kind(info: tarfile.TarInfo) -> str:
     if info.issym() or info.islnk():
         return "a link"
     return "a special entry"
-
-
-def _shard_result(
-    job: FileJob,
-    walked: _Walked,
-    *,
-    is_gzip: bool,
-    started_at: datetime,
-    t0: float,
-    output_sha256: str | None,
-    staged: StagedFile | None,
-) -> AnonymizationResult:
-    media = [row for row in walked.members if row.image_format is not None]
-    videos = [row for row in media if row.video is not None]
-    faces_anonymized = sum(row.faces_anonymized for row in media)
-    return AnonymizationResult(
-        path=job.source,
-        outcome=Outcome.of_processing(job.mode, faces_anonymized=faces_anonymized),
-        mode=job.mode,
-        started_at=started_at,
-        duration_s=time.perf_counter() - t0,
-        output_path=job.destination,
-        output_sha256=output_sha256,
-        image_format="tar+gzip" if is_gzip else "tar",
-        # The faces are on the members' rows: the shard's own row counts none, so a run's totals count each once.
-        details={
-            "rewritten": staged is not None and walked.is_changed,
-            "members": len(walked.members),
-            "pictures": len(media) - len(videos),
-            "videos": len(videos),
-            "with_faces": sum(1 for row in media if row.faces_detected),
-            "faces_detected": sum(row.faces_detected for row in media),
-            "faces_anonymized": faces_anonymized,
-            **_hard_link_details(job),
-        },
-    )

@@ -37,20 +37,18 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 from efface.detection.models import DetectionModels
 from efface.errors import CorruptImageError, EffaceError, UnsupportedFormatError
-from efface.media.atomic import StagedFile
 from efface.media.sniff import SNIFF_BYTES, MediaKind, sniff
 from efface.pipeline.core import (
     FileJob,
     Policy,
     StagedResult,
     _error_result,
-    _hard_link_details,
     _is_done,
     _skipped,
     anonymize_part,
 )
-from efface.pipeline.rewrite import rewrite
-from efface.records import AnonymizationResult, Outcome
+from efface.pipeline.rewrite import rewrite, staged_whole
+from efface.records import AnonymizationResult
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -167,10 +165,18 @@ def stage_table(job: FileJob, *, models: DetectionModels, policy: Policy) -> Sta
         if not isinstance(exc, EffaceError):  # a bug must fail this table, not the whole batch
             logger.exception("unexpected error on %s", job.source)
         return StagedResult(_error_result(job, exc, started_at=started_at, t0=t0, processed=None))
-    result = _table_result(
-        job, done.found, started_at=started_at, t0=t0, output_sha256=done.output_sha256, staged=done.staged
+    found, counts = done.found, done.found.counts
+    details = {
+        "rows": counts.rows,
+        "batches": counts.batches,
+        "picture_columns": [column.name for column in found.columns if column.role in _ANONYMIZED],
+        "pictures": len(found.cells),
+        "null_cells": counts.null_cells,
+        "kept_binary_cells": counts.kept_cells,
+    }
+    return staged_whole(
+        job, done, found.cells, image_format=found.table.format_name, started_at=started_at, t0=t0, details=details
     )
-    return StagedResult(result, done.staged, done.source_sha256, members=done.found.cells)
 
 
 def _io(handle: BinaryIO) -> io.IOBase:
@@ -566,40 +572,3 @@ def _cell(
         raise UnsupportedFormatError(f"{label}: not a picture ({found}) in a column of pictures", path=job.source)
     counts.kept_cells += 1
     return content
-
-
-def _table_result(
-    job: FileJob,
-    found: _Pass,
-    *,
-    started_at: datetime,
-    t0: float,
-    output_sha256: str | None,
-    staged: StagedFile | None,
-) -> AnonymizationResult:
-    cells, counts, columns = found.cells, found.counts, found.columns
-    faces_anonymized = sum(cell.faces_anonymized for cell in cells)
-    return AnonymizationResult(
-        path=job.source,
-        outcome=Outcome.of_processing(job.mode, faces_anonymized=faces_anonymized),
-        mode=job.mode,
-        started_at=started_at,
-        duration_s=time.perf_counter() - t0,
-        output_path=job.destination,
-        output_sha256=output_sha256,
-        image_format=found.table.format_name,
-        # The faces are on the cells' rows: the table's own row counts none, so a run's totals count each once.
-        details={
-            "rewritten": staged is not None and counts.is_changed,
-            "rows": counts.rows,
-            "batches": counts.batches,
-            "picture_columns": [column.name for column in columns if column.role in _ANONYMIZED],
-            "pictures": len(cells),
-            "with_faces": sum(1 for cell in cells if cell.faces_detected),
-            "faces_detected": sum(cell.faces_detected for cell in cells),
-            "faces_anonymized": faces_anonymized,
-            "null_cells": counts.null_cells,
-            "kept_binary_cells": counts.kept_cells,
-            **_hard_link_details(job),
-        },
-    )
