@@ -180,38 +180,53 @@ def test_objects_shards_and_tables_run_on_ray(
 
 
 @pytest.mark.slow
-def test_objects_on_a_cluster_of_two_machines_are_refused_aloud(
+def test_objects_on_a_cluster_of_two_machines_are_read_and_written_by_each_machine(
     s3_env: Any, tmp_path: Path, astronaut: np.ndarray, sqlite_url: str
 ) -> None:
-    """A real two-node Ray cluster (two raylets on this machine): objects would be read into the driver's local
-    work folder, which another node cannot see, so each fails aloud with its row and the bucket stays as it was."""
+    """A real two-node Ray cluster (two raylets on this machine, each with a temporary folder of its own): each actor
+    reads its objects into a work folder on its machine and writes them back from there, so every object of a
+    versioned bucket is anonymized with no version left holding an original, and no local copy is left on either
+    machine; a work folder a killed run left on the second machine is swept by its actor, with its row."""
     import io
 
     from ray.cluster_utils import Cluster
 
-    jpeg = io.BytesIO()
-    Image.fromarray(astronaut).save(jpeg, "JPEG")
     client = s3_env.client()
     bucket = s3_env.bucket(versioned=True)
-    client.put_object(Bucket=bucket, Key="a.jpg", Body=jpeg.getvalue())
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    originals = {}
+    for index in range(4):
+        jpeg = io.BytesIO()
+        Image.fromarray(np.roll(astronaut, index * 7, axis=1)).save(jpeg, "JPEG")
+        originals[f"p{index}.jpg"] = jpeg.getvalue()
+        client.put_object(Bucket=bucket, Key=f"p{index}.jpg", Body=jpeg.getvalue())
+    head_tmp, node_tmp = tmp_path / "head-tmp", tmp_path / "node-tmp"
+    head_tmp.mkdir()
+    node_tmp.mkdir()
+    # A killed run's work folder on the second machine, holding a local copy of an original (its lock is free).
+    left = node_tmp / f"efface-objects-{os.getuid()}" / "run-killed"
+    left.mkdir(parents=True)
+    (left / ".lock").touch()
+    (left / "object-x.jpg").write_bytes(originals["p0.jpg"])
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "env_vars": {"TMPDIR": str(head_tmp)}})
     try:
-        cluster.add_node(num_cpus=1)
+        cluster.add_node(num_cpus=1, env_vars={"TMPDIR": str(node_tmp)})
         cluster.wait_for_nodes()
         result = CliRunner().invoke(app, ["anonymize", f"s3://{bucket}/", "--ray", cluster.address, "--db", sqlite_url])
     finally:
         ray.shutdown()
         cluster.shutdown()
-    assert result.exit_code == 1
-    assert "a Ray cluster of 2 machines are not supported yet" in result.output
-    assert client.get_object(Bucket=bucket, Key="a.jpg")["Body"].read() == jpeg.getvalue()
-    assert len(client.list_object_versions(Bucket=bucket, Prefix="a.jpg")["Versions"]) == 1
+    assert result.exit_code == 0, result.output
+    for key, body in originals.items():
+        assert client.get_object(Bucket=bucket, Key=key)["Body"].read() != body
+        assert len(client.list_object_versions(Bucket=bucket, Prefix=key)["Versions"]) == 1
+    for machine in (head_tmp, node_tmp):  # each machine's actor had a work folder there, deleted at the end
+        assert [path.name for path in machine.iterdir()] == [f"efface-objects-{os.getuid()}"]
+        assert list((machine / f"efface-objects-{os.getuid()}").iterdir()) == []
     with AuditStore(sqlite_url) as store:
         (run,) = store.list_runs()
-        (row,) = store.list_files(run.run_id)
-    assert run.status is RunStatus.FAILED
-    assert (str(row.path), row.outcome, row.error_class) == (
-        f"s3://{bucket}/a.jpg",
-        Outcome.ERROR,
-        "ConfigurationError",
-    )
+        rows = {str(row.path): row.outcome for row in store.list_files(run.run_id)}
+    assert run.status is RunStatus.COMPLETED
+    assert rows == {
+        **{f"s3://{bucket}/{key}": Outcome.ANONYMIZED for key in originals},
+        str(left / "object-x.jpg"): Outcome.LEFTOVER_REMOVED,
+    }

@@ -12,7 +12,9 @@ The write back (``push``) is what a file's atomic replace is on a local disk:
 
 The local copies are originals too. They live in a work folder of the run (``WorkFolder``: mode 0700 under the
 temporary folder, locked by the run that owns it), deleted as each object is done and with the folder at the end;
-a folder whose run was killed is deleted, and audited, by the next run that starts (``sweep_work_folders``).
+a folder whose run was killed is deleted, and audited, by the next run that starts (``sweep_work_folders``). On a
+Ray cluster every actor has a work folder of its own on its machine: the object is read, anonymized and written back
+there, the driver only recording it (``PendingUpload.host``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Protocol, Self
 
 from efface.errors import (
     EffaceError,
@@ -54,6 +56,7 @@ __all__ = [
     "ObjectJob",
     "ObjectPlan",
     "PendingUpload",
+    "UploadHost",
     "WorkFolder",
     "discard_upload",
     "plan_objects",
@@ -116,6 +119,8 @@ class PendingUpload:
         if_match: in place, the ETag of the object as read (the write is conditional on it); None for a new object.
         version_read: in place, the version read (None where the bucket keeps no versions).
         source_copy: the source's local copy, deleted once the object is done (None when already deleted).
+        host: the process whose machine holds these local files, where it is not this one (a Ray actor's work
+            folder on another node): ``push`` and ``discard_upload`` run there; None: here.
     """
 
     store: S3Store
@@ -124,6 +129,19 @@ class PendingUpload:
     if_match: str | None
     version_read: str | None
     source_copy: Path | None = None
+    host: UploadHost | None = None
+
+
+class UploadHost(Protocol):
+    """A process that holds an object's local files on its own machine, and writes or deletes them there."""
+
+    def push(self, upload: PendingUpload) -> dict[str, object]:
+        """``push`` there (``upload.host`` None); raises as ``push`` does."""
+        ...
+
+    def discard(self, done: StagedResult) -> None:
+        """``discard_upload`` there."""
+        ...
 
 
 class WorkFolder:
@@ -176,8 +194,15 @@ def sweep_work_folders(*, mode: WriteMode, parent: Path | None = None) -> list[A
                 except BlockingIOError:
                     continue  # a live run's
             started_at = datetime.now(UTC)
-            for leftover in sorted(path for path in folder.iterdir() if path.name != _LOCK_NAME):
-                leftover.unlink(missing_ok=True) if not leftover.is_dir() else shutil.rmtree(leftover)
+            try:
+                leftovers = sorted(path for path in folder.iterdir() if path.name != _LOCK_NAME)
+            except FileNotFoundError:
+                continue  # deleted meanwhile by another sweep (another process of this machine)
+            for leftover in leftovers:
+                try:
+                    leftover.unlink() if not leftover.is_dir() else shutil.rmtree(leftover)
+                except FileNotFoundError:
+                    continue
                 swept.append(results.leftover_removed(leftover, mode=mode, started_at=started_at))
             shutil.rmtree(folder, ignore_errors=True)
         finally:
@@ -418,6 +443,9 @@ def _upload_for(
 
 def discard_upload(done: StagedResult) -> None:
     """Deletes what an object's result holds in the work folder (its staged output, its source's copy)."""
+    if done.upload is not None and done.upload.host is not None:
+        done.upload.host.discard(dataclasses.replace(done, upload=dataclasses.replace(done.upload, host=None)))
+        return
     if done.staged is not None:
         discard(done.staged)
     if done.upload is not None:
@@ -437,6 +465,8 @@ def push(upload: PendingUpload) -> dict[str, object]:
         OutputError: the write failed; nothing written.
         VersionsLeftError: written, but versions holding the original could not be deleted (they are named).
     """
+    if upload.host is not None:
+        return upload.host.push(dataclasses.replace(upload, host=None))
     written = upload.store.upload(upload.target, upload.local_path, if_match=upload.if_match)
     facts: dict[str, object] = {"version_written": written.version_id, "upload_parts": written.parts}
     if upload.if_match is None:
