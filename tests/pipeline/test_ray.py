@@ -230,3 +230,49 @@ def test_objects_on_a_cluster_of_two_machines_are_read_and_written_by_each_machi
         **{f"s3://{bucket}/{key}": Outcome.ANONYMIZED for key in originals},
         str(left / "object-x.jpg"): Outcome.LEFTOVER_REMOVED,
     }
+
+
+@pytest.mark.slow
+def test_a_parquet_table_is_spread_over_the_actors_by_row_groups(
+    tmp_path: Path, astronaut: np.ndarray, sqlite_url: str
+) -> None:
+    """Six row groups on a local cluster of two actors: four slices, anonymized apart and put together in order;
+    the same rows and the same row groups as a run in process, with every face anonymized."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cells = []
+    for index in range(6):
+        jpeg = io.BytesIO()
+        Image.fromarray(np.roll(astronaut[::2, ::2], index * 5, axis=1)).save(jpeg, "JPEG")
+        cells.append(jpeg.getvalue())
+    tables = {}
+    for name in ("ray", "local"):
+        tables[name] = tmp_path / name / "rows.parquet"
+        tables[name].parent.mkdir()
+        pq.write_table(pa.table({"image": cells, "n": list(range(6))}), tables[name], row_group_size=1)
+
+    found = {}
+    for name, extra in (("ray", ["--ray", "local"]), ("local", ["--jobs", "1"])):
+        url = f"sqlite:///{tmp_path / name}.db"
+        result = CliRunner().invoke(app, ["anonymize", str(tables[name]), *extra, "--db", url])
+        assert result.exit_code == 0, result.output
+        with AuditStore(url) as store:
+            (run,) = store.list_runs()
+            found[name] = store.list_files(run.run_id)
+
+    ray_rows, local_rows = found["ray"], found["local"]
+    assert [str(row.path).replace("/ray/", "/local/") for row in ray_rows] == [str(row.path) for row in local_rows]
+    assert [(row.outcome, row.faces_anonymized) for row in ray_rows] == [
+        (row.outcome, row.faces_anonymized) for row in local_rows
+    ]
+    assert [row.faces_anonymized for row in ray_rows[:-1]] == [1] * 6
+    own = ray_rows[-1]
+    assert (own.details["slices"], own.details["rows"], own.details["batches"]) == (4, 6, 6)
+    assert "slices" not in local_rows[-1].details
+    written = pq.ParquetFile(tables["ray"])
+    assert written.num_row_groups == 6 and written.read().column("n").to_pylist() == list(range(6))
+    assert tables["ray"].read_bytes() == tables["local"].read_bytes()
+    assert not [path for path in tmp_path.rglob("*") if ".efface-tmp-" in path.name]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,13 @@ import pytest
 from PIL import Image
 
 from efface.audit import StoredFile
+from efface.media.atomic import discard
 from efface.media.sniff import MediaKind, sniff_file
+from efface.pipeline.core import FileJob, Policy, StagedResult
+from efface.pipeline.tables import assemble_table, slice_table, stage_table, stage_table_slice
 from efface.records import Outcome
 
-from .test_shards import FACE_BOX, _run, _temporaries
+from .test_shards import FACE_BOX, _run, _static_models, _temporaries
 
 datasets.disable_progress_bars()
 
@@ -352,3 +356,67 @@ def test_nested_binary_without_pictures_is_kept(tmp_path: Path, sqlite_url: str)
     rows = _run([table], sqlite_url)
     assert [(row.path, row.outcome) for row in rows] == [(table, Outcome.NO_FACES)]
     assert table.read_bytes() == original
+
+
+def _sliced(job: FileJob, *, parts: int, between: Any = None) -> StagedResult:
+    """The table staged from slices (as a Ray cluster stages it, in this process); ``between`` runs after the slices
+    were read and before they are put together."""
+    pieces = slice_table(job, parts=parts)
+    assert isinstance(pieces, tuple) and len(pieces) == parts
+    staged = [stage_table_slice(job, piece, models=_static_models(), policy=Policy()) for piece in pieces]
+    if between is not None:
+        between()
+    return assemble_table(
+        job, [found for _, found in staged], lambda index: staged[index][0], started_at=datetime.now(UTC), t0=0.0
+    )
+
+
+def test_a_table_staged_in_slices_is_the_table_staged_whole(tmp_path: Path, astronaut: np.ndarray) -> None:
+    """Row groups anonymized apart and put together give the same new table, byte for byte, and the same rows."""
+    whole, sliced = tmp_path / "whole.parquet", tmp_path / "sliced.parquet"
+    _dataset(astronaut).to_parquet(str(whole), batch_size=2)
+    sliced.write_bytes(whole.read_bytes())
+    one = stage_table(FileJob(whole, whole, kind=MediaKind.TABLE), models=_static_models(), policy=Policy())
+    two = _sliced(FileJob(sliced, sliced, kind=MediaKind.TABLE), parts=2)
+    assert one.staged is not None and two.staged is not None
+    assert two.staged.temp_path.read_bytes() == one.staged.temp_path.read_bytes()
+    assert two.result.output_sha256 == one.result.output_sha256
+    assert [str(m.path).replace("sliced", "whole") for m in two.members] == [str(m.path) for m in one.members]
+    assert [(m.outcome, m.faces_anonymized, m.output_sha256) for m in two.members] == [
+        (m.outcome, m.faces_anonymized, m.output_sha256) for m in one.members
+    ]
+    assert {k: v for k, v in two.result.details.items() if k != "slices"} == one.result.details
+    assert two.result.details["slices"] == 2
+    for done in (one, two):
+        discard(done.staged)
+
+
+def test_a_table_changed_while_its_slices_were_read_fails_aloud(tmp_path: Path, astronaut: np.ndarray) -> None:
+    table = tmp_path / "t.parquet"
+    _dataset(astronaut).to_parquet(str(table), batch_size=2)
+    changed = _dataset(astronaut).select([4, 3, 2, 1, 0])
+
+    now: list[bytes] = []
+
+    def rewrite() -> None:
+        changed.to_parquet(str(table), batch_size=2)
+        now.append(table.read_bytes())
+
+    done = _sliced(FileJob(table, table, kind=MediaKind.TABLE), parts=3, between=rewrite)
+    assert done.staged is None and not done.members
+    assert (done.result.outcome, done.result.error_class) == (Outcome.ERROR, "SourceChangedError")
+    assert table.read_bytes() == now[0]  # left as it now is
+    assert not _temporaries(tmp_path)
+
+
+def test_a_slice_that_fails_fails_the_table_naming_its_row(tmp_path: Path, astronaut: np.ndarray) -> None:
+    table = _image_table(
+        tmp_path / "t.parquet",
+        [{"bytes": _encoded(astronaut), "path": None}] * 4 + [{"bytes": b"not a picture", "path": None}],
+    )
+    pq.write_table(pq.read_table(table), table, row_group_size=1)
+    before = table.read_bytes()
+    done = _sliced(FileJob(table, table, kind=MediaKind.TABLE), parts=2)
+    assert (done.result.outcome, done.result.error_class) == (Outcome.ERROR, "UnsupportedFormatError")
+    assert "row 4, column image: not a picture" in (done.result.error_message or "")
+    assert table.read_bytes() == before and not _temporaries(tmp_path)

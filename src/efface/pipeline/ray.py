@@ -22,18 +22,21 @@ import dataclasses
 import logging
 import os
 import socket
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
 from efface.detection.models import DetectionModels
 from efface.errors import ConfigurationError, EffaceError, OutputError
 from efface.media.atomic import hold, release
-from efface.pipeline.core import Policy, StagedResult, stage_file
+from efface.pipeline.core import FileJob, Policy, StagedResult, stage_file
 from efface.pipeline.objects import ObjectJob, PendingUpload, WorkFolder, discard_upload, push, sweep_work_folders
 from efface.pipeline.pool import Job, ModelsFactory, crashed_result, remove_leftovers
+from efface.pipeline.tables import SliceResult, TableSlice, assemble_table, slice_table, stage_table_slice
 from efface.records import AnonymizationResult, WriteMode
 
 __all__ = ["RayPool"]
@@ -50,6 +53,8 @@ _DEPTH = 2
 _WINDOW_PER_ACTOR = 3
 # The actors' concurrency group for writing objects back while they anonymize the next.
 _IO = "io"
+# Slices of a table per actor (at least; a slice holds 8 row groups at most).
+_SLICES_PER_ACTOR = 2
 # How long the actors get to delete their work folders at the end.
 _CLOSE_TIMEOUT_S = 30.0
 
@@ -75,10 +80,11 @@ def _check_reachable(address: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Call:
-    """A job handed to an actor: ``ref`` is what its ``anonymize`` returns."""
+    """A job handed to an actor (``actor`` its index) or to a task that spreads a table over the actors (None):
+    ``ref`` is the ``StagedResult`` it returns."""
 
     job: Job
-    actor: int
+    actor: int | None
     ref: Any
 
 
@@ -101,6 +107,11 @@ class _FileWorker:
             # The driver may be on another machine: it takes the lock again by the file's name (``_next``).
             release(done.staged)
         return done
+
+    def anonymize_slice(self, job: FileJob, piece: TableSlice) -> tuple[list[Any], SliceResult]:
+        """A slice of a table (``tables.stage_table_slice``): its row groups, then what it found (two objects in
+        Ray's store, so that the row groups go to the table's assembler, never to the driver)."""
+        return stage_table_slice(job, piece, models=self._models, policy=self._policy)
 
     def sweep(self, mode: WriteMode) -> list[AnonymizationResult]:
         """Deletes the work folders of dead runs and actors on this machine (a live one's stays locked)."""
@@ -126,6 +137,31 @@ class _FileWorker:
 
     def pid(self) -> int:
         return os.getpid()
+
+
+def _stage_sliced_table(job: FileJob, actors: list[Any]) -> StagedResult:
+    """A Ray task (no CPU of its own: it waits, the actors work) that stages a Parquet table spread over the actors
+    a slice of row groups each, and writes the new table beside it from their row groups, one slice in memory at
+    a time. A table not worth slicing goes to one actor whole."""
+    import ray  # in a Ray worker
+
+    started_at = datetime.now(UTC)
+    t0 = time.perf_counter()
+    sliced = slice_table(job, parts=_SLICES_PER_ACTOR * len(actors))
+    if isinstance(sliced, StagedResult):
+        return sliced
+    if not sliced:
+        done: StagedResult = ray.get(actors[hash(job.source) % len(actors)].anonymize.remote(job))
+        return done
+    calls = [
+        actors[index % len(actors)].anonymize_slice.options(num_returns=2).remote(job, piece)
+        for index, piece in enumerate(sliced)
+    ]
+    found: list[SliceResult] = ray.get([call[1] for call in calls])
+    done = assemble_table(job, found, lambda index: ray.get(calls[index][0]), started_at=started_at, t0=t0)
+    if done.staged is not None:
+        release(done.staged)  # the driver takes the lock again by the file's name (``_next``)
+    return done
 
 
 class _ActorHost:
@@ -192,9 +228,10 @@ class RayPool:
             concurrency_groups={_IO: 1},
         )(_FileWorker)
         self.actors = [remote.remote(make_models, policy) for _ in range(count)]
+        self._stage_sliced = ray.remote(num_cpus=0)(_stage_sliced_table)
         self._waiting: deque[Job] = deque()
         self._in_flight: deque[_Call] = deque()
-        self._running: dict[Any, int] = {}  # the refs of calls not finished yet, and their actors
+        self._running: dict[Any, int | None] = {}  # the refs of calls not finished yet, and their actors
         self._sweep_mode: WriteMode | None = None
         logger.info("Ray: %d actors on %s", count, address)
 
@@ -225,12 +262,23 @@ class RayPool:
         """Hands waiting jobs, in order, to the least busy actors, up to ``_DEPTH`` unfinished calls each."""
         busy = [0] * len(self.actors)
         for actor in self._running.values():
-            busy[actor] += 1
+            if actor is not None:
+                busy[actor] += 1
         while self._waiting:
+            job = self._waiting[0]
+            if isinstance(job, FileJob) and job.is_table and len(self.actors) > 1:
+                # Its slices queue on every actor: it waits for a turn as a job does, then spreads at once.
+                if sum(busy) >= _DEPTH * len(self.actors):
+                    return
+                self._waiting.popleft()
+                ref = self._stage_sliced.remote(job, self.actors)
+                self._in_flight.append(_Call(job, None, ref))
+                self._running[ref] = None
+                continue
             actor = min(range(len(self.actors)), key=busy.__getitem__)
             if busy[actor] >= _DEPTH:
                 return
-            job = self._waiting.popleft()
+            self._waiting.popleft()
             ref = self.actors[actor].anonymize.remote(job)
             self._in_flight.append(_Call(job, actor, ref))
             self._running[ref] = actor
@@ -253,7 +301,7 @@ class RayPool:
             # Out of retries (the file keeps killing its actor): the file fails alone, as it was.
             logger.error("Ray could not anonymize %s: %s", call.job.source, exc)
             return StagedResult(crashed_result(call.job, reason=f"the Ray worker failed: {type(exc).__name__}"))
-        if result.upload is not None:
+        if result.upload is not None and call.actor is not None:
             # An object: its files are in that actor's work folder, which writes it back or deletes them.
             upload = dataclasses.replace(result.upload, host=_ActorHost(self._ray, self.actors[call.actor]))
             return dataclasses.replace(result, upload=upload)

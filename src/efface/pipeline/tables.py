@@ -18,6 +18,11 @@ file), and the table's own with its output hash. The new table is staged beside 
 (``media.atomic``) and swapped in by the audited run, as a shard is; a table none of whose cells changed is not
 rewritten in place. A damaged table, a cell that is not a picture in a picture column, and a picture that cannot
 be anonymized fail the table aloud and leave it byte for byte.
+
+A large Parquet table can be spread over workers (a Ray cluster): ``slice_table`` cuts it into runs of row groups,
+``stage_table_slice`` anonymizes one (its new row groups handed on apart from its cells' results), and
+``assemble_table`` writes them, in order, into the staged table with the same guarantees as ``stage_table``: the
+same rows, the same output, and a table changed on disk between the slices' reads fails aloud.
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ import dataclasses
 import hashlib
 import io
 import logging
+import math
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 from efface.detection.models import DetectionModels
-from efface.errors import CorruptImageError, EffaceError, UnsupportedFormatError
+from efface.errors import CorruptImageError, EffaceError, SourceChangedError, UnsupportedFormatError
 from efface.media.sniff import SNIFF_BYTES, MediaKind, sniff
 from efface.pipeline.core import (
     FileJob,
@@ -44,22 +51,33 @@ from efface.pipeline.core import (
     StagedResult,
     _error_result,
     _is_done,
+    _read_failure,
     _skipped,
     anonymize_part,
 )
-from efface.pipeline.rewrite import rewrite, staged_whole
+from efface.pipeline.rewrite import Rewritten, rewrite, staged_whole
 from efface.records import AnonymizationResult
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["cell_path", "stage_table"]
+__all__ = [
+    "SliceResult",
+    "TableSlice",
+    "assemble_table",
+    "cell_path",
+    "slice_table",
+    "stage_table",
+    "stage_table_slice",
+]
 
 logger = logging.getLogger(__name__)
 
 _IMAGE_FIELDS = frozenset({"bytes", "path"})
 # Parquet's codec names as the metadata gives them, where the writer calls them otherwise.
 _CODEC_NAMES = {"uncompressed": "none", "lz4_raw": "lz4"}
+# Row groups a slice holds at most (what a worker keeps in memory at once is a slice).
+_SLICE_GROUPS = 8
 
 
 def cell_path(table: Path, *, row: int, column: str) -> Path:
@@ -98,13 +116,26 @@ class _Column:
 
 @dataclass(slots=True)
 class _Counts:
-    """What a pass over a table found, for its own row."""
+    """What a pass over a table (or a slice of it, from row ``first_row``) found, for its own row."""
 
     rows: int = 0
     batches: int = 0
     null_cells: int = 0
     kept_cells: int = 0
     is_changed: bool = False
+    first_row: int = 0
+
+    @property
+    def next_row(self) -> int:
+        """The row number, in the whole table, of the next row the pass meets."""
+        return self.first_row + self.rows
+
+    def add(self, other: _Counts) -> None:
+        self.rows += other.rows
+        self.batches += other.batches
+        self.null_cells += other.null_cells
+        self.kept_cells += other.kept_cells
+        self.is_changed = self.is_changed or other.is_changed
 
 
 @dataclass(slots=True)
@@ -165,8 +196,15 @@ def stage_table(job: FileJob, *, models: DetectionModels, policy: Policy) -> Sta
         if not isinstance(exc, EffaceError):  # a bug must fail this table, not the whole batch
             logger.exception("unexpected error on %s", job.source)
         return StagedResult(_error_result(job, exc, started_at=started_at, t0=t0, processed=None))
+    return _staged(job, done, started_at=started_at, t0=t0)
+
+
+def _staged(
+    job: FileJob, done: Rewritten[_Pass], *, started_at: datetime, t0: float, slices: int | None = None
+) -> StagedResult:
     found, counts = done.found, done.found.counts
-    details = {
+    details: dict[str, object] = {} if slices is None else {"slices": slices}
+    details |= {
         "rows": counts.rows,
         "batches": counts.batches,
         "picture_columns": [column.name for column in found.columns if column.role in _ANONYMIZED],
@@ -177,6 +215,155 @@ def stage_table(job: FileJob, *, models: DetectionModels, policy: Policy) -> Sta
     return staged_whole(
         job, done, found.cells, image_format=found.table.format_name, started_at=started_at, t0=t0, details=details
     )
+
+
+@dataclass(frozen=True, slots=True)
+class TableSlice:
+    """Consecutive row groups of a Parquet table.
+
+    Attributes:
+        groups: their indexes.
+        first_row: the row number, in the whole table, of the first row of the first.
+    """
+
+    groups: range
+    first_row: int
+
+
+@dataclass(frozen=True, slots=True)
+class SliceResult:
+    """What ``stage_table_slice`` found in a slice (its new row groups are handed on apart).
+
+    Attributes:
+        piece: the slice.
+        cells: its picture cells' results, rows numbered in the whole table.
+        counts: its counts.
+        columns: the table's looked-at columns.
+        source: the table file as the slice read it (inode, size, modification time).
+        error: why the slice failed (the table fails with it); None when it did not.
+    """
+
+    piece: TableSlice
+    cells: tuple[AnonymizationResult, ...] = ()
+    counts: _Counts = dataclasses.field(default_factory=_Counts)
+    columns: tuple[_Column, ...] = ()
+    source: tuple[int, int, int] | None = None
+    error: Exception | None = None
+
+
+def slice_table(job: FileJob, *, parts: int) -> tuple[TableSlice, ...] | StagedResult:
+    """Cuts a Parquet table into at least ``parts`` slices (where it has the row groups; ``_SLICE_GROUPS`` row groups
+    at most each) from its footer alone.
+
+    Returns:
+        The slices; none when the table is not worth cutting (it is staged whole by ``stage_table``: one row group,
+        an Arrow table, a file whose footer cannot be read, which ``stage_table`` then fails); the table's result
+        when an earlier run already wrote its output (skipped).
+    """
+    started_at = datetime.now(UTC)
+    t0 = time.perf_counter()
+    if _is_done(job, None):
+        return StagedResult(_skipped(job, started_at=started_at, t0=t0))
+    pa = _pyarrow()
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.ParquetFile(job.source).metadata
+    except (pa.ArrowException, OSError):  # damaged, not Parquet, unreadable: the whole table's pass says which
+        return ()
+    rows = [metadata.row_group(index).num_rows for index in range(metadata.num_row_groups)]
+    if len(rows) < 2:
+        return ()
+    count = min(len(rows), max(parts, math.ceil(len(rows) / _SLICE_GROUPS)))
+    slices, first_row = [], 0
+    for index in range(count):
+        groups = range(index * len(rows) // count, (index + 1) * len(rows) // count)
+        slices.append(TableSlice(groups, first_row))
+        first_row += sum(rows[group] for group in groups)
+    return tuple(slices)
+
+
+def stage_table_slice(
+    job: FileJob, piece: TableSlice, *, models: DetectionModels, policy: Policy
+) -> tuple[list[Any], SliceResult]:
+    """Anonymizes a slice's picture cells. Never raises for a problem with the table.
+
+    Returns:
+        The slice's row groups rewritten (none in a dry run or on a failure), and what it found.
+    """
+    try:
+        handle = job.source.open("rb")
+    except OSError as exc:
+        return [], SliceResult(piece, error=_read_failure(job.source, exc))
+    try:
+        with handle:
+            status = os.fstat(handle.fileno())
+            table = _open_table(handle, job.source, groups=piece.groups)
+            columns = _picture_columns(table.schema, policy.image_columns, job.source)
+            counts = _Counts(first_row=piece.first_row)
+            out = _Collected() if job.destination is not None else None
+            cells = _walk(table, out, columns, counts, job, models=models, policy=policy)
+    except Exception as exc:
+        if not isinstance(exc, EffaceError):  # a bug must fail this table, not the whole batch
+            logger.exception("unexpected error on %s", job.source)
+        return [], SliceResult(piece, error=exc)
+    source = (status.st_ino, status.st_size, status.st_mtime_ns)
+    return (out.batches if out is not None else []), SliceResult(piece, cells, counts, columns, source)
+
+
+def assemble_table(
+    job: FileJob,
+    slices: Sequence[SliceResult],
+    batches: Callable[[int], Sequence[Any]],
+    *,
+    started_at: datetime,
+    t0: float,
+) -> StagedResult:
+    """The table staged from its slices, in order (``batches(i)``: the i-th slice's row groups), as ``stage_table``
+    stages it. Never raises for a problem with the table.
+
+    A slice that failed fails the table (the first, by row); so does a table file that is not the one every slice
+    read (rewritten, replaced meanwhile): it is left as it now is.
+    """
+    failed = next((piece for piece in slices if piece.error is not None), None)
+    if failed is not None and failed.error is not None:
+        return StagedResult(_error_result(job, failed.error, started_at=started_at, t0=t0, processed=None))
+
+    def run_pass(handle: BinaryIO, sink: BinaryIO | None) -> _Pass:
+        status = os.fstat(handle.fileno())
+        if any(piece.source != (status.st_ino, status.st_size, status.st_mtime_ns) for piece in slices):
+            raise SourceChangedError(
+                "the table changed on disk while its slices were read: left as it is", path=job.source
+            )
+        table = _open_table(handle, job.source)
+        found = _Pass(table=table, columns=slices[0].columns)
+        found.cells = tuple(cell for piece in slices for cell in piece.cells)
+        for piece in slices:
+            found.counts.add(piece.counts)
+        if sink is not None:
+            with table.writer(sink) as out:
+                for index in range(len(slices)):
+                    for batch in batches(index):
+                        out.write(batch)
+        return found
+
+    try:
+        done = rewrite(job, run_pass)
+    except Exception as exc:
+        if not isinstance(exc, EffaceError):  # a bug must fail this table, not the whole batch
+            logger.exception("unexpected error on %s", job.source)
+        return StagedResult(_error_result(job, exc, started_at=started_at, t0=t0, processed=None))
+    return _staged(job, done, started_at=started_at, t0=t0, slices=len(slices))
+
+
+class _Collected:
+    """A writer that keeps the batches (a slice's, handed on to the table's assembler)."""
+
+    def __init__(self) -> None:
+        self.batches: list[Any] = []
+
+    def write(self, batch: Any) -> None:
+        self.batches.append(batch)
 
 
 def _io(handle: BinaryIO) -> io.IOBase:
@@ -192,8 +379,9 @@ def _pyarrow() -> Any:
     return pa
 
 
-def _open_table(handle: BinaryIO, path: Path) -> _Table:
-    """The table in ``handle``, by its first bytes: Parquet, an Arrow IPC file or an Arrow IPC stream."""
+def _open_table(handle: BinaryIO, path: Path, *, groups: range | None = None) -> _Table:
+    """The table in ``handle``, by its first bytes: Parquet (only the row groups ``groups``, when given), an Arrow
+    IPC file or an Arrow IPC stream."""
     pa = _pyarrow()
     head = handle.read(SNIFF_BYTES)
     handle.seek(0)
@@ -203,7 +391,11 @@ def _open_table(handle: BinaryIO, path: Path) -> _Table:
         raise CorruptImageError(f"named as a table, but not Parquet or Arrow ({found})", path=path)
     try:
         if sniffed.format_name == "Parquet":
-            return _Parquet(handle, path)
+            return _Parquet(handle, path, groups=groups)
+        if groups is not None:
+            raise UnsupportedFormatError(
+                f"only a Parquet table is read in slices, not {sniffed.format_name}", path=path
+            )
         return _Arrow(handle, path, is_stream=sniffed.format_name == "Arrow IPC stream")
     except (pa.ArrowException, OSError) as exc:
         raise CorruptImageError(f"not a valid {sniffed.format_name} table: {exc}", path=path) from exc
@@ -214,11 +406,12 @@ class _Parquet:
 
     format_name = "parquet"
 
-    def __init__(self, handle: BinaryIO, path: Path) -> None:
+    def __init__(self, handle: BinaryIO, path: Path, *, groups: range | None = None) -> None:
         import pyarrow.parquet as pq
 
         self._path = path
         self._file = pq.ParquetFile(handle)
+        self._groups = groups if groups is not None else range(self._file.num_row_groups)
         self.schema = self._file.schema_arrow
         metadata = self._file.metadata
         self._version = metadata.format_version
@@ -235,7 +428,7 @@ class _Parquet:
     def batches(self) -> Iterator[Any]:
         import pyarrow as pa
 
-        for index in range(self._file.num_row_groups):
+        for index in self._groups:
             try:
                 group = self._file.read_row_group(index)
             except (pa.ArrowException, OSError) as exc:
@@ -448,7 +641,7 @@ def _walk(
         found: list[tuple[int, AnonymizationResult]] = []
         for column in columns:
             if column.role is _Role.NESTED:
-                _check_nested(arrays[column.index], column, counts.rows, job)
+                _check_nested(arrays[column.index], column, counts.next_row, job)
                 continue
             replaced = _column(
                 arrays[column.index], column, counts, found, job, models=models, policy=policy, write=out is not None
@@ -489,7 +682,7 @@ def _column(
     outputs: list[bytes | None] = []
     is_changed = False
     for offset, (content, name, null) in enumerate(zip(contents, names, is_null, strict=True)):
-        row = counts.rows + offset
+        row = counts.next_row + offset
         label = f"row {row}, column {column.name}"
         if null or content is None:
             if not null and name is not None:
