@@ -11,8 +11,9 @@ Every figure is the median of ``--runs`` runs of a command line, start-up (and R
 inputs: the files copied again, the bucket filled again. The bucket is on moto's S3 server on loopback (a fresh
 server for each measurement; versioning on, so every write also lists the key's versions and deletes the one
 read); shards hold 50 photos each, Parquet files 50 rows each in row groups of 10 (a ``datasets``-style image
-struct column). The Ray Data stage reads the loose files with ``read_binary_files`` and writes Parquet to a
-scratch folder.
+struct column), and "one Parquet file" is every photo in a single file in row groups of 10 (which Ray spreads
+over its actors by row groups). The Ray Data stage reads the loose files with ``read_binary_files`` and writes
+Parquet to a scratch folder.
 """
 
 from __future__ import annotations
@@ -120,17 +121,17 @@ def _write_shards(images: list[Path], folder: Path) -> Path:
     return folder
 
 
-def _write_tables(images: list[Path], folder: Path) -> Path:
+def _write_tables(images: list[Path], folder: Path, *, per_file: int = PER_CONTAINER) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     folder.mkdir(parents=True)
     image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    for start in range(0, len(images), PER_CONTAINER):
-        chunk = images[start : start + PER_CONTAINER]
+    for start in range(0, len(images), per_file):
+        chunk = images[start : start + per_file]
         cells = [{"bytes": path.read_bytes(), "path": path.name} for path in chunk]
         table = pa.table({"image": pa.array(cells, image), "index": list(range(start, start + len(chunk)))})
-        pq.write_table(table, folder / f"part-{start // PER_CONTAINER:05d}.parquet", row_group_size=ROW_GROUP)
+        pq.write_table(table, folder / f"part-{start // per_file:05d}.parquet", row_group_size=ROW_GROUP)
     return folder
 
 
@@ -174,11 +175,12 @@ def main() -> None:
                 "S3 bucket": fill_bucket,
                 "WebDataset shards": lambda tag: str(_write_shards(images, work / tag)),
                 "Parquet": lambda tag: str(_write_tables(images, work / tag)),
+                "one Parquet file": lambda tag: str(_write_tables(images, work / tag, per_file=len(images))),
             }
             for run in range(args.runs):
                 for source, prepare in sources.items():
                     for mode, options in (("in process", ["--jobs", "1"]), ("Ray, 2 actors", ["--ray", "local"])):
-                        tag = f"r{run}-{source.split()[0]}-{mode.split()[0].strip(',')}"
+                        tag = f"r{run}-{source.replace(' ', '_')}-{mode.split()[0].strip(',')}"
                         target = prepare(tag)
                         db = f"sqlite:///{work / (tag + '.sqlite3')}"
                         took = _timed([efface, "anonymize", target, "--db", db, *options], env)
@@ -199,7 +201,7 @@ def main() -> None:
     rates = {key: len(images) / statistics.median(values) for key, values in seconds.items()}
     print(f"\n{len(images)} photos from {args.images}; images/s, median of {args.runs} runs, start-up included")
     print("source | in process | on Ray (2 actors) | Ray / in process")
-    for source in ("loose files", "S3 bucket", "WebDataset shards", "Parquet"):
+    for source in ("loose files", "S3 bucket", "WebDataset shards", "Parquet", "one Parquet file"):
         local, ray = rates[(source, "in process")], rates[(source, "Ray, 2 actors")]
         print(f"{source} | {local:.2f} | {ray:.2f} | {ray / local:.2f}")
     stage = rates[("loose files", "Ray Data stage, 2 actors")]
