@@ -29,6 +29,7 @@ __all__ = [
     "RunStatus",
     "RunSummary",
     "TransformSpec",
+    "Uncertainty",
     "ValidationKind",
     "ValidationRecord",
     "VideoStats",
@@ -437,6 +438,61 @@ class VideoStats:
         }
 
 
+# Box heights in pixels that a file's faint candidates are counted by (as coverage counts faces).
+FAINT_SIZES = ("<20", "20-50", ">=50")
+
+
+def faint_size(height_px: float) -> str:
+    """The size a faint candidate of this box height is counted under (``FAINT_SIZES``)."""
+    return FAINT_SIZES[0] if height_px < 20 else FAINT_SIZES[1] if height_px < 50 else FAINT_SIZES[2]
+
+
+@dataclass(frozen=True, slots=True)
+class Uncertainty:
+    """What the detector was unsure of in one file, for a person to look at (boxes and counts, never pixels).
+
+    Attributes:
+        faint: a picture's faint candidates, which were not anonymized: fused detections scoring from the
+            candidate floor up to (not including) the operating threshold, best first; a video's are counted only.
+        faint_candidates: how many faint candidates (a video's summed over the frames of its full detection).
+        faint_by_size: the faint candidates by box height (``FAINT_SIZES``).
+        frames_with_faint: a video's frames with at least one faint candidate.
+        bridged_frames: a video's frames anonymized with boxes the tracker carried only (no detection on them).
+        interpolated_boxes: boxes a video's tracker put between two detections of a track.
+    """
+
+    faint: tuple[Face, ...] = ()
+    faint_candidates: int = 0
+    faint_by_size: dict[str, int] = field(default_factory=dict)
+    frames_with_faint: int = 0
+    bridged_frames: int = 0
+    interpolated_boxes: int = 0
+
+    @classmethod
+    def of_faces(cls, faint: tuple[Face, ...]) -> Uncertainty:
+        """A picture's, from its faint candidates."""
+        by_size = dict.fromkeys(FAINT_SIZES, 0)
+        for face in faint:
+            by_size[faint_size(face.box.height)] += 1
+        return cls(faint=faint, faint_candidates=len(faint), faint_by_size=by_size)
+
+    @property
+    def count(self) -> int:
+        """What is worth a look: the faint candidates, and a video's bridged frames (0: nothing)."""
+        return self.faint_candidates + self.bridged_frames
+
+    def as_dict(self) -> dict[str, object]:
+        """As the audit log stores it (boxes rounded as ``Face.as_dict`` rounds them)."""
+        return {
+            "faint": [face.as_dict() for face in self.faint],
+            "faint_candidates": self.faint_candidates,
+            "faint_by_size": dict(self.faint_by_size),
+            "frames_with_faint": self.frames_with_faint,
+            "bridged_frames": self.bridged_frames,
+            "interpolated_boxes": self.interpolated_boxes,
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class AnonymizationResult:
     """What the pipeline returns for one file, the audit log stores and the API serializes.
@@ -463,6 +519,8 @@ class AnonymizationResult:
     video: VideoStats | None = None
     # A request to the HTTP service has a request id and no path; a file has a path. Exactly one is set.
     request_id: str | None = None
+    # What the detector was unsure of (None where no detector ran on it: a failure, a skipped file, a container).
+    uncertainty: Uncertainty | None = None
 
     def __post_init__(self) -> None:
         if (self.path is None) == (self.request_id is None):

@@ -19,6 +19,7 @@ from efface.records import (
     RunInfo,
     RunStatus,
     RunSummary,
+    Uncertainty,
     ValidationKind,
     ValidationRecord,
     WriteMode,
@@ -159,6 +160,8 @@ def record_history(store: AuditStore, *, days: int = 5, files_per_run: int = 18)
                 continue
             faces_count = _FACES_CYCLE[index % len(_FACES_CYCLE)]
             faces = tuple(Face(BBox(10.0 * j, 10.0, 10.0 * j + 30.0, 50.0), 0.9) for j in range(faces_count))
+            # Every sixth file from the second has a faint candidate left (3 files a run).
+            faint = (Face(BBox(200.0, 20.0, 212.0, 36.0), 0.2),) if index % 6 == 1 else ()
             results.append(
                 AnonymizationResult(
                     path,
@@ -171,6 +174,7 @@ def record_history(store: AuditStore, *, days: int = 5, files_per_run: int = 18)
                     faces_anonymized=faces_count,
                     image_format="JPEG",
                     resolution_wh=(1024, 768),
+                    uncertainty=Uncertainty.of_faces(faint),
                 )
             )
         store.record_files(run.run_id, results)

@@ -105,10 +105,11 @@ def test_a_run_starts_as_migration_0004_expects_an_unfinished_run() -> None:
 
 
 # What each content version adds to the one before: 2 (migration 0006) files.request_id, 3 (migration 0007)
-# runs.settings_sha256 in a run's start.
+# runs.settings_sha256 in a run's start, 4 (migration 0008) files.uncertain and files.uncertainty.
 ADDED_BY_VERSION = {
     2: {EventKind.FILE: {"request_id": FieldType.STR}},
     3: {EventKind.RUN_STARTED: {"settings_sha256": FieldType.STR}},
+    4: {EventKind.FILE: {"uncertain": FieldType.INT, "uncertainty": FieldType.JSON}},
 }
 
 
@@ -415,24 +416,24 @@ def test_an_altered_row_hashed_with_version_1_is_found(
 
 TEST_MIGRATION = textwrap.dedent(
     '''
-    """A column added after 0007, by a test: the later history must leave the old rows verifying.
+    """A column added after 0008, by a test: the later history must leave the old rows verifying.
 
-    Revision ID: 0008
-    Revises: 0007
+    Revision ID: 0009
+    Revises: 0008
     """
 
     import sqlalchemy as sa
     from alembic import op
 
-    revision = "0008"
-    down_revision = "0007"
+    revision = "0009"
+    down_revision = "0008"
     branch_labels = None
     depends_on = None
 
 
     def upgrade() -> None:
         op.add_column("files", sa.Column("test_extra", sa.Text(), nullable=True))
-        op.execute("UPDATE files SET test_extra = 'filled in by 0008'")
+        op.execute("UPDATE files SET test_extra = 'filled in by 0009'")
 
 
     def downgrade() -> None:
@@ -446,8 +447,8 @@ def test_a_column_added_by_a_later_migration_leaves_old_rows_verifying(
 ) -> None:
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, migrations, ignore=shutil.ignore_patterns("__pycache__"))
-    (migrations / "versions" / "0008_test_extra.py").write_text(TEST_MIGRATION)
-    assert schema_head(migrations) == "0008"
+    (migrations / "versions" / "0009_test_extra.py").write_text(TEST_MIGRATION)
+    assert schema_head(migrations) == "0009"
     # Rows of content version 1 (before 0006), 2 (a store at 0006) and 3 (a store at 0007), then the upgrade.
     records = create_at(raw_engine, "0006", migrations=migrations)
     with AuditStore(db_url) as store:
@@ -464,7 +465,7 @@ def test_a_column_added_by_a_later_migration_leaves_old_rows_verifying(
     columns = {c["name"] for c in sa.inspect(raw_engine).get_columns("files")}
     assert {"request_id", "test_extra"} <= columns
     with raw_engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0008"
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0009"
 
 
 def test_a_settings_hash_planted_in_a_run_from_before_0007_is_found(db_url: str, raw_engine: sa.Engine) -> None:

@@ -91,13 +91,22 @@ def test_checklist_with_every_piece_of_evidence(sqlite_store: AuditStore) -> Non
         record_history(store)
         report = report_of(store)
     # Coverage and strength verified, originals replaced in place, chain intact; but some files failed.
-    assert statuses(report) == [CheckStatus.MET, CheckStatus.MET, CheckStatus.MET, CheckStatus.MET, CheckStatus.NOT_MET]
-    coverage, strength, originals, audit, errors = report.checklist
+    assert statuses(report) == [
+        CheckStatus.MET,
+        CheckStatus.MET,
+        CheckStatus.MET,
+        CheckStatus.MET,
+        CheckStatus.NOT_MET,
+        CheckStatus.REVIEW,
+    ]
+    coverage, strength, originals, audit, errors, uncertain = report.checklist
     assert "recall 0.891 on 198 images" in coverage.evidence
     assert "rank-1 0.008" in strength.evidence
     assert "90 files processed in place" in originals.evidence
     assert "hash chain verified" in audit.evidence and "not keyed" in audit.evidence
     assert "10 of 90 files failed" in errors.evidence
+    assert "15 files have faint candidates worth a look (of 80 files)" in uncertain.evidence
+    assert (report.activity.uncertain_files, report.activity.uncertainty_recorded) == (15, 80)
 
 
 def test_checklist_marks_what_is_missing_or_contradicted(sqlite_store: AuditStore) -> None:
@@ -108,6 +117,7 @@ def test_checklist_marks_what_is_missing_or_contradicted(sqlite_store: AuditStor
             CheckStatus.MISSING,
             CheckStatus.MISSING,
             CheckStatus.MET,
+            CheckStatus.MISSING,
             CheckStatus.MISSING,
         ]
         record_history(store)

@@ -119,6 +119,8 @@ class RecordFilter:
         outcomes: file outcomes to keep (files only).
         path_glob: a shell pattern the file path must match as a whole (``*``, ``?``, ``[...]``; ``*`` also
             matches ``/``); files only.
+        is_uncertain: only files with something the detector was unsure of (faint candidates, a video's bridged
+            frames: ``files.uncertain`` above 0); files only.
     """
 
     run_id: str | None = None
@@ -126,6 +128,7 @@ class RecordFilter:
     until: datetime | None = None
     outcomes: tuple[Outcome, ...] = ()
     path_glob: str | None = None
+    is_uncertain: bool = False
 
     def __post_init__(self) -> None:
         for name in ("since", "until"):
@@ -136,7 +139,7 @@ class RecordFilter:
 
     @property
     def has_file_filters(self) -> bool:
-        return bool(self.outcomes) or self.path_glob is not None
+        return bool(self.outcomes) or self.path_glob is not None or self.is_uncertain
 
 
 def _glob_to_like(pattern: str) -> str:
@@ -170,7 +173,7 @@ def select_records(table: AuditTable, record_filter: RecordFilter, *, newest_fir
     case; ``[...]`` becomes any one character): keep only rows for which ``matches_path`` holds.
 
     Raises:
-        ValueError: outcome or path filters on a table other than files.
+        ValueError: outcome, path or uncertainty filters on a table other than files.
     """
     sql_table = _TABLES[table]
     query = sa.select(sql_table)
@@ -185,11 +188,13 @@ def select_records(table: AuditTable, record_filter: RecordFilter, *, newest_fir
     if record_filter.until is not None:
         query = query.where(time_column < record_filter.until)
     if record_filter.has_file_filters and table is not AuditTable.FILES:
-        raise ValueError(f"--outcome and --path apply to files, not {table.value}")
+        raise ValueError(f"--outcome, --path and --uncertain apply to files, not {table.value}")
     if record_filter.outcomes:
         query = query.where(files.c.outcome.in_([o.value for o in record_filter.outcomes]))
     if record_filter.path_glob is not None:
         query = query.where(files.c.path.like(_glob_to_like(record_filter.path_glob), escape="\\"))
+    if record_filter.is_uncertain:  # a pending row is an intent, the file's own row follows it
+        query = query.where(files.c.uncertain > 0, files.c.outcome != Outcome.PENDING.value)
     order = _ORDER[table]
     return query.order_by(*(column.desc() for column in order) if newest_first else order)
 

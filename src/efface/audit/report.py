@@ -212,6 +212,28 @@ def _originals_item(activity: ActivitySummary) -> ChecklistItem:
     return ChecklistItem(title, CheckStatus.MET, evidence)
 
 
+def _uncertain_item(activity: ActivitySummary) -> ChecklistItem:
+    title = "Faces the detector was unsure of looked at"
+    if not activity.uncertainty_recorded:
+        return ChecklistItem(title, CheckStatus.MISSING, "no file in scope records what the detector was unsure of")
+    uncertain = activity.uncertain_files
+    if not uncertain:
+        return ChecklistItem(
+            title,
+            CheckStatus.MET,
+            f"none of {_plural(activity.uncertainty_recorded, 'file')} has a faint candidate left or a bridged "
+            "video frame",
+        )
+    files_have = "1 file has" if uncertain == 1 else f"{uncertain:,} files have"
+    return ChecklistItem(
+        title,
+        CheckStatus.REVIEW,
+        f"{files_have} faint candidates worth a look (of {_plural(activity.uncertainty_recorded, 'file')}): boxes "
+        "below the operating threshold that were not anonymized, or video frames the tracker bridged; list them "
+        "with efface audit list --uncertain",
+    )
+
+
 def _plural(n: int, noun: str) -> str:
     return f"{n:,} {noun if n == 1 else noun + 's'}"
 
@@ -310,6 +332,7 @@ def evaluate_checklist(
         _originals_item(activity),
         _audit_item(chain),
         _errors_item(activity),
+        _uncertain_item(activity),
     )
 
 
@@ -555,6 +578,8 @@ def render_html(report: ReportData) -> str:
         counted.append((_e(f"{requests.total:,}"), "requests"))
     if activity.dry_run_files.total:
         counted.append((_e(f"{activity.dry_run_files.total:,}"), "files in dry runs"))
+    if activity.uncertain_files:
+        counted.append((_e(f"{activity.uncertain_files:,}"), "files worth a look"))
     cards = "".join(
         f'<div class="card"><div class="value">{value}</div><div class="label">{_e(label)}</div></div>'
         for value, label in (*counted, (chain_state, "audit chain"))

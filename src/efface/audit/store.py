@@ -60,7 +60,7 @@ logger = logging.getLogger(__name__)
 _MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # The newest revision in ``migrations/versions``, which ``tables.py`` declares. Known here so that opening a
 # database already at it asks SQL alone, without loading Alembic and its scripts; a test checks it is Alembic's head.
-SCHEMA_HEAD = "0007"
+SCHEMA_HEAD = "0009"
 # Alembic's bookkeeping table, as Alembic creates it (``DefaultImpl.version_table_impl``): written here for a new
 # database created at the head, read here to see whether a database is at it.
 _alembic_version = sa.Table(
@@ -134,6 +134,9 @@ class StoredFile:
         request_id: the HTTP request, or None for a file.
         faces: ``{"xyxy": [x1, y1, x2, y2], "score": s}`` per detected face, pixels rounded to 0.01
             and scores to 1e-4.
+        uncertain: what is worth a reviewer's look (faint candidates, a video's bridged frames); 0: nothing; None:
+            not recorded (no detector ran on it, or a row from before efface recorded it).
+        uncertainty: the faint candidates' boxes and the counts (``records.Uncertainty.as_dict``), or None.
     """
 
     id: int
@@ -155,6 +158,8 @@ class StoredFile:
     error_class: str | None
     error_message: str | None
     details: dict[str, Any]
+    uncertain: int | None = None
+    uncertainty: dict[str, Any] | None = None
 
 
 def _unsettled_pending_query() -> sa.Select[Any]:
@@ -296,11 +301,21 @@ def _resolution(index: int) -> Callable[[AnonymizationResult], int | None]:
 
 
 # The files columns that are not the result's attribute of the same name.
+def _uncertain(result: AnonymizationResult) -> int | None:
+    return result.uncertainty.count if result.uncertainty is not None else None
+
+
+def _uncertainty_json(result: AnonymizationResult) -> dict[str, object] | None:
+    return result.uncertainty.as_dict() if result.uncertainty is not None else None
+
+
 _FILE_COLUMN_VALUES: dict[str, Callable[[AnonymizationResult], Any]] = {
     "faces": _faces_json,
     "details": _details_json,
     "width": _resolution(0),
     "height": _resolution(1),
+    "uncertain": _uncertain,
+    "uncertainty": _uncertainty_json,
 }
 
 

@@ -205,6 +205,9 @@ class ActivitySummary:
             holds files with ``FACES_HISTOGRAM_CAP`` faces or more.
         activity_unit: the bucket width of ``activity``.
         activity: ``(bucket start, {outcome: files})`` in time order.
+        uncertain_files: files (by path, their latest row) with something the detector was unsure of: faint
+            candidates it did not anonymize, video frames its tracker bridged.
+        uncertainty_recorded: files (by path, their latest row) for which that was recorded at all.
     """
 
     runs: tuple[dict[str, Any], ...]
@@ -225,6 +228,8 @@ class ActivitySummary:
     files: Tally = field(default_factory=Tally)
     dry_run_files: Tally = field(default_factory=Tally)
     requests: Tally = field(default_factory=Tally)
+    uncertain_files: int = 0
+    uncertainty_recorded: int = 0
 
     @property
     def files_total(self) -> int:
@@ -344,6 +349,13 @@ def summarize(connection: Connection, scope: ReportScope) -> ActivitySummary:
         )
     )
 
+    latest = files.c.id.in_(sa.select(sa.func.max(files.c.id)).where(scoped_files, is_file).group_by(files.c.path))
+    uncertain_files, uncertainty_recorded = connection.execute(
+        sa.select(
+            sa.func.count().filter(files.c.uncertain > 0), sa.func.count().filter(files.c.uncertain.is_not(None))
+        ).where(latest)
+    ).one()
+
     unit = _unit_for(first_at, last_at)
     bucket = _bucket(connection, unit).label("bucket")
     per_bucket: dict[datetime, dict[Outcome | str, int]] = {}
@@ -372,6 +384,8 @@ def summarize(connection: Connection, scope: ReportScope) -> ActivitySummary:
         files=_tally(connection, sa.and_(taken, is_file, ~is_dry_run), per_path=True, refusals=FILE_REFUSALS),
         dry_run_files=_tally(connection, sa.and_(taken, is_file, is_dry_run), per_path=True, refusals=FILE_REFUSALS),
         requests=_tally(connection, sa.and_(taken, ~is_file), per_path=False, refusals=REQUEST_REFUSALS),
+        uncertain_files=int(uncertain_files),
+        uncertainty_recorded=int(uncertainty_recorded),
     )
 
 

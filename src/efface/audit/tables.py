@@ -38,6 +38,7 @@ __all__ = [
     "files",
     "hashed",
     "metadata",
+    "reviews",
     "runs",
     "validations",
 ]
@@ -162,6 +163,9 @@ files = sa.Table(
     sa.Column("details", sa.JSON(), nullable=False, info=hashed(_FILE)),
     # Migration 0006.
     sa.Column("request_id", sa.String(32), nullable=True, index=True, info=hashed(_FILE, since=2)),
+    # Migration 0008: what the detector was unsure of (NULL: not recorded, as before it and where no detector ran).
+    sa.Column("uncertain", sa.Integer(), nullable=True, index=True, info=hashed(_FILE, since=4)),
+    sa.Column("uncertainty", sa.JSON(), nullable=True, info=hashed(_FILE, since=4)),
 )
 
 validations = sa.Table(
@@ -189,6 +193,18 @@ api_keys = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("revoked_at", UTCDateTime(), nullable=True),
     sa.Column("rate_limit_per_min", sa.Integer(), nullable=True),
+)
+
+# The state of a review of one file (migration 0009): working state, not hashed (``audit.reviews``).
+reviews = sa.Table(
+    "reviews",
+    metadata,
+    sa.Column("path", sa.Text(), primary_key=True),
+    sa.Column("source_sha256", sa.String(64), nullable=False),
+    sa.Column("reviewer", sa.String(255), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("state", sa.JSON(), nullable=False),
+    sa.Column("applied_run_id", sa.String(32), nullable=True),
 )
 
 # The hash chain (migration 0004): one row per appended audit record, in append order. See ``chain.py``.

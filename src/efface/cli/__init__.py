@@ -2,8 +2,8 @@
 progress and maps outcomes to exit codes: 0 all files succeeded, 1 any file failed, 2 usage or setup
 error (bad option, weak transform, unreachable audit database, missing model).
 
-One module per command group (``anonymize``, ``serve``, ``audit``, ``verify``, ``keys``, ``models``); ``_options`` holds
-the shared options and setup, ``_render`` what is printed.
+One module per command group (``anonymize``, ``serve``, ``review``, ``audit``, ``verify``, ``keys``, ``models``);
+``_options`` holds the shared options and setup, ``_render`` what is printed.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from efface.cli.anonymize import anonymize
 from efface.cli.audit import audit_app
 from efface.cli.keys import keys_app
 from efface.cli.models import models_app
+from efface.cli.review import review
 from efface.cli.serve import serve
 from efface.cli.verify import verify_app
 
@@ -28,6 +29,7 @@ app = typer.Typer(
 )
 app.command()(anonymize)
 app.command()(serve)
+app.command()(review)
 app.add_typer(audit_app, name="audit")
 app.add_typer(verify_app, name="verify")
 app.add_typer(keys_app, name="keys")

@@ -117,6 +117,7 @@ def result_json(result: AnonymizationResult) -> dict[str, object]:
         "faces": [face.as_dict() for face in result.faces],
         "output_sha256": result.output_sha256,
         "video": result.video.as_dict() if result.video is not None else None,
+        "uncertainty": result.uncertainty.as_dict() if result.uncertainty is not None else None,
         "duration_s": round(result.duration_s, 4),
         "error_class": result.error_class,
         "error_message": result.error_message,
@@ -138,8 +139,8 @@ def print_video(result: AnonymizationResult) -> None:
     )
 
 
-def print_summary(run_id: str, summary: RunSummary, counts: Counter[Outcome]) -> None:
-    """The totals of an ``anonymize`` run."""
+def print_summary(run_id: str, summary: RunSummary, counts: Counter[Outcome], *, uncertain: int = 0) -> None:
+    """The totals of an ``anonymize`` run, and how many files are worth a look."""
     table = Table(title=f"efface run {run_id}", show_header=True, header_style="bold")
     for column in ("files", "anonymized", "no faces", "errors", "faces found", "faces anonymized", "time"):
         table.add_column(column, justify="right")
@@ -165,6 +166,14 @@ def print_summary(run_id: str, summary: RunSummary, counts: Counter[Outcome]) ->
     if not_media:
         files_are = "1 file is" if not_media == 1 else f"{not_media} files are"
         stdout.print(f"{files_are} not pictures or videos: looked at, audited as not_media, left as they are")
+    if uncertain:
+        files_have = "1 file has" if uncertain == 1 else f"{uncertain} files have"
+        stdout.print(
+            f"{files_have} faint candidates worth a look (boxes the detector was unsure of and did not anonymize, "
+            f"or video frames its tracker bridged): efface audit list --run {run_id[:12]} --uncertain",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _share(value: float | None) -> str:
@@ -303,6 +312,7 @@ def print_files(files: Sequence[StoredFile], *, title: str) -> None:
         "outcome",
         "faces",
         "anonymized",
+        "unsure",
         "format",
         "size",
         "time (s)",
@@ -317,6 +327,7 @@ def print_files(files: Sequence[StoredFile], *, title: str) -> None:
             str(row.outcome),
             str(row.faces_detected),
             str(row.faces_anonymized),
+            str(row.uncertain) if row.uncertain is not None else "",
             shown(row.image_format or ""),
             f"{row.width}x{row.height}" if row.width else "",
             f"{row.duration_s:.3f}",

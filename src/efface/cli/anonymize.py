@@ -210,6 +210,7 @@ def anonymize(
         raise fail_setup(exc) from exc
     store = open_store(settings)
     outcomes: Counter[Outcome] = Counter()
+    uncertain = [0]  # files with something the detector was unsure of
     progress = progress_bar(is_quiet=json_output)
 
     frame_tasks: dict[Location, TaskID] = {}
@@ -221,6 +222,8 @@ def anonymize(
 
     def on_result(result: AnonymizationResult) -> None:
         outcomes[result.outcome] += 1
+        if result.uncertainty is not None and result.uncertainty.count and result.outcome is not Outcome.PENDING:
+            uncertain[0] += 1
         progress.advance(task)
         if result.path in frame_tasks:
             progress.remove_task(frame_tasks.pop(result.path))
@@ -278,5 +281,5 @@ def anonymize(
         print_error(exc)
         raise typer.Exit(EXIT_FILES_FAILED) from exc
     if not json_output:
-        print_summary(run.run_id, summary, outcomes)
+        print_summary(run.run_id, summary, outcomes, uncertain=uncertain[0])
     raise typer.Exit(EXIT_FILES_FAILED if summary.files_failed else EXIT_OK)

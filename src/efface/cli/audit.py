@@ -61,6 +61,14 @@ OutcomeOption = Annotated[
 PathGlobOption = Annotated[
     str | None, typer.Option("--path", metavar="GLOB", help="Only files whose whole path matches: * ? [...].")
 ]
+UncertainOption = Annotated[
+    bool,
+    typer.Option(
+        "--uncertain",
+        help="Only files the detector was unsure of (faint candidates it did not anonymize, video frames its "
+        "tracker bridged): the ones worth a look.",
+    ),
+]
 
 
 def _find_run(store: AuditStore, run_id: str) -> StoredRun:
@@ -80,9 +88,17 @@ def _record_filter(
     until: datetime | None,
     outcomes: list[Outcome] | None,
     path_glob: str | None,
+    is_uncertain: bool = False,
 ) -> RecordFilter:
     run_id = or_exit(lambda: _find_run(store, run).run_id) if run else None
-    return RecordFilter(run_id=run_id, since=since, until=until, outcomes=tuple(outcomes or ()), path_glob=path_glob)
+    return RecordFilter(
+        run_id=run_id,
+        since=since,
+        until=until,
+        outcomes=tuple(outcomes or ()),
+        path_glob=path_glob,
+        is_uncertain=is_uncertain,
+    )
 
 
 @audit_app.command("list")
@@ -95,14 +111,17 @@ def audit_list(
     until: UntilOption = None,
     outcome: OutcomeOption = None,
     path: PathGlobOption = None,
+    uncertain: UncertainOption = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """List recent runs; with --files, --run, --outcome or --path, the files they recorded."""
+    """List recent runs; with --files, --run, --outcome, --path or --uncertain, the files they recorded."""
     settings = load(config, db_url=db)
-    is_files = show_files or bool(run or outcome or path)
+    is_files = show_files or bool(run or outcome or path or uncertain)
     with open_store(settings) as store:
-        record_filter = _record_filter(store, run=run, since=since, until=until, outcomes=outcome, path_glob=path)
+        record_filter = _record_filter(
+            store, run=run, since=since, until=until, outcomes=outcome, path_glob=path, is_uncertain=uncertain
+        )
         files: list[StoredFile] = []
         runs: list[StoredRun] = []
         if is_files:
@@ -149,13 +168,16 @@ def audit_export(
     until: UntilOption = None,
     outcome: OutcomeOption = None,
     path: PathGlobOption = None,
+    uncertain: UncertainOption = False,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Export audit rows, streamed (memory stays constant for millions of rows), oldest first."""
     settings = load(config, db_url=db)
     with open_store(settings) as store:
-        record_filter = _record_filter(store, run=run, since=since, until=until, outcomes=outcome, path_glob=path)
+        record_filter = _record_filter(
+            store, run=run, since=since, until=until, outcomes=outcome, path_glob=path, is_uncertain=uncertain
+        )
         try:
             records = store.iter_records(table, record_filter)
             rows = export_records(records, column_types(table), export_format, out=out)

@@ -7,7 +7,7 @@ from typing import Protocol, runtime_checkable
 from efface.arrays import ImageArray
 from efface.records import Face
 
-__all__ = ["CandidateDetector", "FaceDetector"]
+__all__ = ["CandidateDetector", "FaceDetector", "detect_with_faint"]
 
 
 @runtime_checkable
@@ -52,3 +52,24 @@ class CandidateDetector(FaceDetector, Protocol):
             image: uint8 array of shape (H, W, 3), RGB.
         """
         ...
+
+
+def detect_with_faint(detector: FaceDetector, image: ImageArray) -> tuple[tuple[Face, ...], tuple[Face, ...]]:
+    """The faces ``detector.detect`` finds, and the faint candidates below its operating threshold (from the same
+    single detection; none for a detector that reports nothing below it).
+
+    Args:
+        detector: the detector.
+        image: uint8 array of shape (H, W, 3), RGB.
+
+    Returns:
+        The faces (what is anonymized) and the faint candidates (what a reviewer may want to see), best first.
+    """
+    if not isinstance(detector, CandidateDetector):
+        return detector.detect(image), ()
+    threshold = detector.score_threshold
+    found = detector.detect_all(image)
+    return (
+        tuple(face for face in found if face.score >= threshold),
+        tuple(face for face in found if face.score < threshold),
+    )

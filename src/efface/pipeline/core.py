@@ -9,6 +9,7 @@ at once.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from efface.detection.base import FaceDetector, detect_with_faint
 from efface.detection.models import DetectionModels
 from efface.detection.multiscale import MultiScaleSpec
 from efface.detection.presets import DEFAULT_PRESET, light_pass_spec, preset_spec
@@ -37,7 +39,18 @@ from efface.media.images import CodecOptions, DecodedImage, decode_image, encode
 from efface.media.sniff import SNIFF_BYTES, MediaKind, claimed_kind, refusal, sniff
 from efface.media.video import VideoOptions, is_video_path
 from efface.pipeline import results
-from efface.records import AnonymizationResult, Face, Location, Outcome, TransformSpec, VideoStats, WriteMode
+from efface.records import (
+    FAINT_SIZES,
+    AnonymizationResult,
+    Face,
+    Location,
+    Outcome,
+    TransformSpec,
+    Uncertainty,
+    VideoStats,
+    WriteMode,
+    faint_size,
+)
 from efface.transforms.core import Anonymizer
 
 if TYPE_CHECKING:
@@ -46,6 +59,7 @@ if TYPE_CHECKING:
     from efface.pipeline.video import Detect, FrameCallback
 
 __all__ = [
+    "FaintTally",
     "FileJob",
     "Policy",
     "Processed",
@@ -142,12 +156,14 @@ class Processed:
         faces_anonymized: how many face regions were changed.
         data: the encoded output, or None when the source needs no rewrite (no face, and the file holds nothing
             but the image efface checked and would write: ``DecodedImage.needs_rewrite``).
+        faint: the candidates below the operating threshold, not anonymized (``detect_with_faint``).
     """
 
     decoded: DecodedImage
     faces: tuple[Face, ...]
     faces_anonymized: int
     data: bytes | None
+    faint: tuple[Face, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,14 +227,14 @@ def anonymize_bytes(
         ModelError: the detector failed.
     """
     decoded = decode_image(content, path=name, options=policy.codec)
-    faces = models.detector(policy.detection).detect(decoded.pixels)
+    faces, faint = detect_with_faint(models.detector(policy.detection), decoded.pixels)
     pixels: np.ndarray = decoded.pixels
     anonymized = 0
     if faces and write:
         pixels, anonymized = policy.anonymizer.apply(decoded.pixels, faces)
     needs_rewrite = anonymized > 0 or decoded.needs_rewrite
     data = encode_image(decoded, pixels, options=policy.codec) if write and needs_rewrite else None
-    return Processed(decoded=decoded, faces=faces, faces_anonymized=anonymized, data=data)
+    return Processed(decoded=decoded, faces=faces, faces_anonymized=anonymized, data=data, faint=faint)
 
 
 def anonymize_part(
@@ -267,6 +283,7 @@ def anonymize_part(
         image_format=processed.decoded.image_format.value,
         resolution_wh=processed.decoded.resolution_wh,
         details={"rewritten": processed.data is not None, **processed.decoded.audit_details},
+        uncertainty=Uncertainty.of_faces(processed.faint),
     )
     return row, processed.data if processed.data is not None else content
 
@@ -389,6 +406,7 @@ def stage_file(
             **processed.decoded.audit_details,
             **_hard_link_details(job),
         },
+        uncertainty=Uncertainty.of_faces(processed.faint),
     )
     source_sha256 = hashlib.sha256(content).hexdigest() if staged is not None else None
     return StagedResult(result, staged, source_sha256)
@@ -454,14 +472,47 @@ def _anonymize_video_file(
             discard(stager.staged)
         return StagedResult(_error_result(job, exc, started_at=started_at, t0=t0, processed=None))
     result = _video_result(job, video.info, stats, started_at=started_at, t0=t0, output_sha256=output_sha256)
-    return StagedResult(result, staged, source_sha256)
+    return StagedResult(dataclasses.replace(result, uncertainty=detect.uncertainty(stats)), staged, source_sha256)
 
 
-def video_detectors(models: DetectionModels, policy: Policy) -> tuple[Detect, Detect | None]:
-    """The full detection a video runs on its detected frames, and the light passes between them (None: off)."""
-    detect = models.detector(policy.detection).detect
+def video_detectors(models: DetectionModels, policy: Policy) -> tuple[FaintTally, Detect | None]:
+    """The full detection a video runs on its detected frames (counting their faint candidates), and the light
+    passes between them (None: off)."""
+    detect = FaintTally(models.detector(policy.detection))
     detect_light = models.detector(light_pass_spec(policy.detection)).detect if policy.tracking.light_passes else None
     return detect, detect_light
+
+
+class FaintTally:
+    """A video's full detection (a ``Detect``) that counts, frame by frame, the faint candidates it leaves.
+
+    Called from one detection thread at a time (``pipeline.video``).
+    """
+
+    def __init__(self, detector: FaceDetector) -> None:
+        self._detector = detector
+        self._by_size = dict.fromkeys(FAINT_SIZES, 0)
+        self._frames = 0
+
+    def __call__(self, frame: np.ndarray) -> tuple[Face, ...]:
+        faces, faint = detect_with_faint(self._detector, frame)
+        if faint:
+            self._frames += 1
+            for face in faint:
+                self._by_size[faint_size(face.box.height)] += 1
+        return faces
+
+    def uncertainty(self, stats: VideoStats) -> Uncertainty:
+        """The video's: its faint candidates, and the frames and boxes its tracker carried (``stats.tracking``)."""
+        tracking = stats.tracking
+        bridged = tracking.get("frames_covered", 0) - tracking.get("frames_with_detections", 0)
+        return Uncertainty(
+            faint_candidates=sum(self._by_size.values()),
+            faint_by_size=dict(self._by_size),
+            frames_with_faint=self._frames,
+            bridged_frames=max(0, bridged),
+            interpolated_boxes=tracking.get("interpolated_boxes", 0),
+        )
 
 
 def _video_result(

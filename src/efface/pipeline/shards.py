@@ -325,6 +325,7 @@ def _video(
         resolution_wh=info.resolution_wh,
         details={"rewritten": is_written, "dropped_streams": list(stats.dropped_streams)},
         video=stats,
+        uncertainty=detect.uncertainty(stats),
     )
     return row, output
 
