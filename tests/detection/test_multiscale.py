@@ -88,6 +88,12 @@ def test_presets_differ_and_threshold_override_keeps_the_passes() -> None:
     assert preset_spec(Preset.BALANCED, score_threshold=0.1).large_face_score is None
 
 
+def test_the_recall_preset_takes_every_candidate_of_the_balanced_passes() -> None:
+    recall, balanced = preset_spec(Preset.RECALL), preset_spec(Preset.BALANCED)
+    assert (recall.scales, recall.flip_scales, recall.focus) == (balanced.scales, balanced.flip_scales, balanced.focus)
+    assert recall.score_threshold == CANDIDATE_SCORE and recall.large_face_score is None
+
+
 @pytest.fixture(scope="module")
 def base() -> CenterFaceDetector:
     return CenterFaceDetector(score_threshold=CANDIDATE_SCORE)

@@ -34,7 +34,15 @@ _SPECS = {
         is_noisy_or=True,
         large_face_score=0.15,
     ),
-    # Recall first: five scales over the whole image and a mirrored pass.
+    # Every candidate the balanced passes produce, down to the floor: for users who prefer over-redaction to any
+    # miss (street video for publication). Nothing is left as a faint candidate.
+    Preset.RECALL: MultiScaleSpec(
+        scales=(1.0, 0.5),
+        focus=FocusSpec(scale=2.0, cell_px=128, margin_px=16, candidate_score=0.15, candidate_max_height_px=48.0),
+        score_threshold=CANDIDATE_SCORE,
+        is_noisy_or=True,
+    ),
+    # Five scales over the whole image and a mirrored pass.
     Preset.THOROUGH: MultiScaleSpec(
         scales=(1.0, 0.25, 0.5, 1.5, 2.0),
         flip_scales=(1.0,),

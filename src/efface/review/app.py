@@ -20,10 +20,15 @@ from pydantic import BaseModel, Field
 from efface.errors import AuditError
 from efface.review.session import BoxOrigin, ReviewBox, ReviewFile, ReviewSession
 
-__all__ = ["TOKEN_COOKIE", "create_review_app"]
+__all__ = ["TOKEN_COOKIE", "box_editor_script", "create_review_app"]
 
 TOKEN_COOKIE = "efface_review_token"
 _TOKEN_HEADER = "x-efface-token"
+
+
+def box_editor_script() -> str:
+    """The pages' box editor (``boxes.js``, a JavaScript module)."""
+    return resources.files("efface.review").joinpath("boxes.js").read_text(encoding="utf-8")
 
 
 class BoxIn(BaseModel):
@@ -96,6 +101,10 @@ def create_review_app(session: ReviewSession, *, token: str, hosts: frozenset[st
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
         return resources.files("efface.review").joinpath("page.html").read_text(encoding="utf-8")
+
+    @app.get("/static/boxes.js")
+    def boxes_script() -> Response:
+        return Response(box_editor_script(), media_type="text/javascript")
 
     @app.get("/api/files")
     def files() -> dict[str, Any]:
