@@ -29,6 +29,56 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 PG_BASE_URL = os.environ.get("EFFACE_TEST_PG_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
 
 
+@dataclass(frozen=True)
+class Street:
+    """A picture for the review pages: the astronaut (a face the detector is sure of), a 20 px face it finds at about
+    0.7 (a faint candidate under --threshold 0.9) and a 12 px face it does not report at all.
+
+    Attributes:
+        pixels: RGB uint8, ``size_wh``.
+        faint_at / missed_at: x, y and side of the small faces.
+    """
+
+    pixels: np.ndarray
+    size_wh: tuple[int, int] = (900, 600)
+    faint_at: tuple[int, int, int] = (650, 250, 20)
+    missed_at: tuple[int, int, int] = (800, 250, 12)
+
+
+@pytest.fixture(scope="session")
+def street(astronaut: np.ndarray) -> Street:
+    import cv2
+
+    canvas = np.full((600, 900, 3), 180, np.uint8)
+    canvas[40:552, 20:532] = astronaut
+    face = astronaut[40:240, 130:330]
+    for x, y, side in (Street.faint_at, Street.missed_at):
+        canvas[y : y + side, x : x + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
+    return Street(canvas)
+
+
+@pytest.fixture(scope="session")
+def chromium_executable() -> str:
+    """Debian's Chromium (never a downloaded browser); under CI a missing one fails the test rather than skip it."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        reason = "Chromium is not installed (apt-get install chromium); .ci/run installs it"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return found
+
+
+@pytest.fixture
+def artifacts(request: pytest.FixtureRequest) -> Path:
+    """A folder for what a test keeps for people to look at (screenshots): ``test-artifacts/<its test folder>`` in
+    the repository, or under ``$EFFACE_TEST_ARTIFACTS``."""
+    root = Path(os.environ.get("EFFACE_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
+    folder = root / request.node.path.parent.name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def astronaut() -> np.ndarray:
     """A real face: scikit-image's public-domain portrait of Eileen Collins, RGB uint8 512x512."""

@@ -7,17 +7,15 @@ applied; the file's pixels changed there, and the audit row names the box drawn 
 from __future__ import annotations
 
 import io
-import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -27,44 +25,12 @@ from efface.records import Outcome
 
 playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
 
-ROOT = Path(__file__).resolve().parents[2]
-# The picture: the astronaut (a face the detector is sure of), a 20 px face it finds at about 0.7 (a faint candidate
-# under --threshold 0.9) and a 12 px face it does not report at all.
-SIZE_WH = (900, 600)
-FAINT_AT = (650, 250, 20)  # x, y, side
-MISSED_AT = (800, 250, 12)
-
-
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        reason = "Chromium is not installed (apt-get install chromium); .ci/run installs it"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return found
-
-
-def _artifacts() -> Path:
-    folder = Path(os.environ.get("EFFACE_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "review"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def _picture(path: Path, astronaut: np.ndarray) -> None:
-    canvas = np.full((SIZE_WH[1], SIZE_WH[0], 3), 180, np.uint8)
-    canvas[40:552, 20:532] = astronaut
-    face = astronaut[40:240, 130:330]
-    for x, y, side in (FAINT_AT, MISSED_AT):
-        canvas[y : y + side, x : x + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
-    Image.fromarray(canvas).save(path)
-
 
 @pytest.fixture
-def served(tmp_path: Path, astronaut: np.ndarray, sqlite_url: str) -> Iterator[tuple[str, Path, str]]:
+def served(tmp_path: Path, street: Any, sqlite_url: str) -> Iterator[tuple[str, Path, str]]:
     folder = tmp_path / "photos"
     folder.mkdir()
-    _picture(folder / "street.png", astronaut)
+    Image.fromarray(street.pixels).save(folder / "street.png")
     command = [sys.executable, "-m", "efface", "review", str(folder), "--threshold", "0.9"]
     command += ["--reviewer", "Dana DPO", "--db", sqlite_url]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -100,14 +66,14 @@ def _region(path: Path, x: int, y: int, side: int) -> np.ndarray:
 
 @pytest.mark.slow
 def test_a_reviewer_turns_on_a_faint_candidate_draws_a_missed_face_and_applies(
-    served: tuple[str, Path, str],
+    served: tuple[str, Path, str], street: Any, chromium_executable: str, artifacts: Path
 ) -> None:
     url, picture, db_url = served
-    before = {name: _region(picture, *at) for name, at in (("faint", FAINT_AT), ("missed", MISSED_AT))}
+    faint_at, missed_at = street.faint_at, street.missed_at
+    before = {name: _region(picture, *at) for name, at in (("faint", faint_at), ("missed", missed_at))}
     base = url.split("/?", 1)[0]
-    artifacts = _artifacts()
     with playwright.sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=_chromium(), args=["--no-sandbox", "--disable-gpu"])
+        browser = driver.chromium.launch(executable_path=chromium_executable, args=["--no-sandbox", "--disable-gpu"])
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 900})
             assert page.goto(base + "/").status == 403
@@ -129,8 +95,8 @@ def test_a_reviewer_turns_on_a_faint_candidate_draws_a_missed_face_and_applies(
             # Mouse: drag a box over the face the detector missed, in the picture's own pixels.
             frame = page.locator("#boxes").bounding_box()
             assert frame is not None
-            scale = frame["width"] / SIZE_WH[0]
-            x, y, side = MISSED_AT
+            scale = frame["width"] / street.size_wh[0]
+            x, y, side = missed_at
             page.mouse.move(frame["x"] + (x - 4) * scale, frame["y"] + (y - 4) * scale)
             page.mouse.down()
             page.mouse.move(frame["x"] + (x + side + 4) * scale, frame["y"] + (y + side + 4) * scale, steps=8)
@@ -157,9 +123,9 @@ def test_a_reviewer_turns_on_a_faint_candidate_draws_a_missed_face_and_applies(
             browser.close()
 
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and np.array_equal(_region(picture, *FAINT_AT), before["faint"]):
+    while time.monotonic() < deadline and np.array_equal(_region(picture, *faint_at), before["faint"]):
         time.sleep(0.2)
-    for name, at in (("faint", FAINT_AT), ("missed", MISSED_AT)):
+    for name, at in (("faint", faint_at), ("missed", missed_at)):
         assert np.abs(_region(picture, *at) - before[name]).mean() > 20, name
     with AuditStore(db_url) as store:
         (run,) = store.list_runs()
@@ -169,7 +135,7 @@ def test_a_reviewer_turns_on_a_faint_candidate_draws_a_missed_face_and_applies(
     assert review["reviewer"] == "Dana DPO"
     (drawn,) = review["added_by_hand"]
     x1, y1, x2, y2 = drawn["xyxy"]
-    x, y, side = MISSED_AT
+    x, y, side = missed_at
     assert x1 <= x and y1 <= y and x2 >= x + side and y2 >= y + side and x2 - x1 < side + 20
     (turned_on,) = review["faint_turned_on"]
     assert turned_on["score"] < 0.9

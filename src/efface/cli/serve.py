@@ -54,6 +54,10 @@ def serve(
     preset: PresetOption = None,
     threshold: ThresholdOption = None,
     device: DeviceOption = None,
+    ui: Annotated[
+        bool,
+        typer.Option("--ui", help="Also serve an upload page at /ui: drop a picture, adjust the boxes, download it."),
+    ] = False,
     db: DbOption = None,
     config: ConfigOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what is done.")] = False,
@@ -88,6 +92,6 @@ def serve(
     except EffaceError as exc:
         raise fail_setup(exc) from exc
     # The models loaded above are the service's one copy.
-    service_app = create_app(settings, limits=limits, load=lambda _settings, _threads: models)
+    service_app = create_app(settings, limits=limits, load=lambda _settings, _threads: models, ui=ui)
     if not run_server(service_app, host=host, port=port, max_requests=limits.max_requests):
         raise typer.Exit(EXIT_USAGE)

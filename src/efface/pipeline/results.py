@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from efface.errors import EffaceError
-from efface.records import AnonymizationResult, Face, Location, Outcome, WriteMode
+from efface.records import AnonymizationResult, Face, Location, Outcome, Uncertainty, WriteMode
 from efface.text import printable
 
 __all__ = ["answered", "error_message", "failed", "leftover_removed", "not_media", "skipped"]
@@ -81,6 +81,7 @@ def answered(
     image_format: str,
     resolution_wh: tuple[int, int],
     details: dict[str, object],
+    uncertainty: Uncertainty | None = None,
 ) -> AnonymizationResult:
     """Content processed in memory and handed back, not a file (a request to the service, ``anonymize_bytes``
     of a ``Session``): recorded by its request id, with no path.
@@ -96,10 +97,12 @@ def answered(
         image_format: the content's format.
         resolution_wh: its upright size.
         details: further audited facts.
+        uncertainty: what the detector was unsure of (None where it did not run: boxes given by the client).
     """
     return AnonymizationResult(
         path=None,
         request_id=request_id,
+        uncertainty=uncertainty,
         outcome=Outcome.of_processing(mode, faces_anonymized=faces_anonymized),
         mode=mode,
         started_at=started_at,

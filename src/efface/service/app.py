@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
+from importlib import resources
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request, Security
@@ -177,7 +178,8 @@ def _add_routes(app: FastAPI) -> None:
         async with service.call(request, Endpoint.ANONYMIZE, _api_key(credentials)) as call:
             upload = await service.receive(call, request)
             options = AnonymizeOptions.from_fields(upload.fields)
-            call.options = {"return_boxes": options.return_boxes}
+            boxes = options.reviewed_boxes()
+            call.options = {"return_boxes": options.return_boxes, "boxes_given": boxes is not None}
             key = resolve_options(
                 service.settings,
                 method=options.method,
@@ -185,7 +187,7 @@ def _add_routes(app: FastAPI) -> None:
                 threshold=options.threshold,
                 preset=options.preset,
             )
-            result = await service.process(call, upload, key, write=True)
+            result = await service.process(call, upload, key, write=True, boxes=boxes)
         assert result.image_base64 is not None  # written: write=True
         width, height = result.resolution_wh
         return AnonymizeResponse(
@@ -215,7 +217,12 @@ def _add_routes(app: FastAPI) -> None:
             result = await service.process(call, upload, key, write=False)
         width, height = result.resolution_wh
         return DetectResponse(
-            request_id=call.request_id, faces=len(result.faces), boxes=_boxes(result), width=width, height=height
+            request_id=call.request_id,
+            faces=len(result.faces),
+            boxes=_boxes(result),
+            faint=[FaceBox.of(face) for face in result.faint],
+            width=width,
+            height=height,
         )
 
     @app.get("/healthz", summary="The process answers", response_model=HealthResponse, tags=["operations"])
@@ -260,6 +267,7 @@ def create_app(
     *,
     limits: ServiceLimits | None = None,
     load: ModelLoader | None = None,
+    ui: bool = False,
 ) -> FastAPI:
     """The HTTP service. Starting it (the ASGI lifespan) opens the audit database, starts one audit run and
     loads the model; stopping it waits for the requests in flight and finishes the run.
@@ -270,6 +278,8 @@ def create_app(
             stricter of ``settings.max_image_pixels`` and ``limits.max_image_pixels`` applies.
         load: loads the models once, with the settings and an inference-thread count (``load_models`` unless a
             test fakes the detector).
+        ui: also serve the upload page at ``/ui`` (a person drops a picture, checks and adjusts the boxes,
+            downloads the result; the page calls the API with the key typed into it).
     """
     limits = limits or ServiceLimits(workers=os.cpu_count() or 1)
     settings = settings.model_copy(update={"max_image_pixels": min(settings.max_image_pixels, limits.max_image_pixels)})
@@ -291,4 +301,30 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _on_validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _on_unexpected_error)
     _add_routes(app)
+    if ui:
+        _add_ui(app)
     return app
+
+
+_UI_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' blob:; style-src 'self' 'unsafe-inline'; script-src 'self' "
+        "'unsafe-inline'; frame-ancestors 'none'"
+    ),
+}
+
+
+def _add_ui(app: FastAPI) -> None:
+    """The upload page: static, it holds no key and no picture; every call it makes is an audited API request."""
+    from efface.review.app import box_editor_script  # the box editor the review page uses
+
+    @app.get("/ui", include_in_schema=False)
+    async def upload_page() -> Response:
+        page = resources.files("efface.service").joinpath("ui.html").read_text(encoding="utf-8")
+        return Response(page, media_type="text/html", headers=_UI_HEADERS)
+
+    @app.get("/static/boxes.js", include_in_schema=False)
+    async def boxes_script() -> Response:
+        return Response(box_editor_script(), media_type="text/javascript", headers=_UI_HEADERS)

@@ -30,13 +30,14 @@ from efface.audit import AuditStore
 from efface.audit.keys import ApiKey, ApiKeyStore
 from efface.config import Settings
 from efface.detection.models import DetectionModels
+from efface.detection.static import StaticDetector, StaticModels
 from efface.errors import EffaceError
 from efface.media.images import ImageFormat
 from efface.pipeline import results
 from efface.pipeline.build import audited_settings, build_policy, inference_threads_for
 from efface.pipeline.core import Policy, anonymize_bytes
 from efface.pipeline.run import AuditedRun
-from efface.records import AnonymizationResult, Face, WriteMode
+from efface.records import AnonymizationResult, Face, Uncertainty, WriteMode
 from efface.service.admission import Gate, RateLimiter
 from efface.service.errors import (
     InvalidApiKeyError,
@@ -93,6 +94,8 @@ class JobResult:
         queue_s: time spent waiting for a worker.
         processing_s: time spent in the pipeline.
         media_details: what the answer's image leaves out of the upload and why (``DecodedImage.audit_details``).
+        faint: the candidates below the operating threshold, not anonymized (none when the client gave the boxes).
+        boxes_given: the client gave the boxes to anonymize (no detection ran).
     """
 
     faces: tuple[Face, ...]
@@ -104,6 +107,8 @@ class JobResult:
     queue_s: float
     processing_s: float
     media_details: dict[str, object] = field(default_factory=dict)
+    faint: tuple[Face, ...] = ()
+    boxes_given: bool = False
 
     @property
     def media_type(self) -> str:
@@ -291,7 +296,9 @@ class Service:
             raise UploadTooLargeError(f"the image of {size:,} bytes is over the limit of {limit:,} bytes")
         return upload
 
-    async def process(self, call: Call, upload: Upload, options: OptionKey, *, write: bool) -> JobResult:
+    async def process(
+        self, call: Call, upload: Upload, options: OptionKey, *, write: bool, boxes: tuple[Face, ...] | None = None
+    ) -> JobResult:
         """Runs ``anonymize_bytes`` on a worker thread with the models and the policy of ``options``.
 
         Args:
@@ -299,6 +306,7 @@ class Service:
             upload: the image.
             options: the settings the request changes (see ``resolve_options``).
             write: anonymize and encode the image; False to detect only.
+            boxes: the faces to anonymize, as a person reviewed them (no detection runs); None: detect them.
 
         Raises:
             ProcessingTimeoutError: no answer within the request timeout (waiting included).
@@ -307,7 +315,7 @@ class Service:
         """
         call.options = {**dict(options), **call.options}
         job = self._inference.submit(
-            self._process, upload.content, _upload_name(upload.filename), options, write, time.perf_counter()
+            self._process, upload.content, _upload_name(upload.filename), options, write, time.perf_counter(), boxes
         )
         call._job = job
         try:
@@ -333,10 +341,20 @@ class Service:
             return self.policy
         return build_policy(self.settings.model_copy(update=dict(options)))
 
-    def _process(self, content: bytes, name: Path, options: OptionKey, write: bool, submitted_s: float) -> JobResult:
+    def _process(
+        self,
+        content: bytes,
+        name: Path,
+        options: OptionKey,
+        write: bool,
+        submitted_s: float,
+        boxes: tuple[Face, ...] | None,
+    ) -> JobResult:
         started_s = time.perf_counter()
         policy = self.policy_for(options)
-        processed = anonymize_bytes(content, name=name, models=self.models, policy=policy, write=write)
+        # Boxes a person reviewed are anonymized as given, with the same policy (the same strength floor).
+        models = self.models if boxes is None else StaticModels(StaticDetector(boxes, name=self.models.name))
+        processed = anonymize_bytes(content, name=name, models=models, policy=policy, write=write)
         image_base64 = output_sha256 = None
         if write:
             image = processed.data if processed.data is not None else content
@@ -355,6 +373,8 @@ class Service:
             queue_s=started_s - submitted_s,
             processing_s=done_s - started_s,
             media_details=processed.decoded.audit_details,
+            faint=processed.faint,
+            boxes_given=boxes is not None,
         )
 
     async def _record(self, call: Call) -> None:
@@ -386,6 +406,8 @@ class Service:
         if processed is not None:
             details |= {"queue_s": round(processed.queue_s, 6), "processing_s": round(processed.processing_s, 6)}
             details |= processed.media_details
+            if processed.boxes_given:  # reviewed by a person on the upload page: no detection ran
+                details["boxes_given_by_client"] = len(processed.faces)
         mode = WriteMode.RESPONSE if call.endpoint is Endpoint.ANONYMIZE else WriteMode.DRY_RUN
         if call.error is not None or processed is None:
             error = call.error or RuntimeError("the request ended without a result")
@@ -409,4 +431,5 @@ class Service:
             image_format=processed.image_format.value,
             resolution_wh=processed.resolution_wh,
             details=details,
+            uncertainty=None if processed.boxes_given else Uncertainty.of_faces(processed.faint),
         )

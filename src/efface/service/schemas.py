@@ -7,12 +7,14 @@ needs nothing beyond a JSON parser and gets everything from one read.
 
 from __future__ import annotations
 
+import json
+import math
 from http import HTTPStatus
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from efface.records import MAX_PIXELATE_BLOCKS, MIN_BLUR_KERNEL_FRACTION, Face, Method, Preset
+from efface.records import MAX_PIXELATE_BLOCKS, MIN_BLUR_KERNEL_FRACTION, BBox, Face, Method, Preset
 from efface.service.errors import InvalidOptionError
 from efface.service.uploads import FILE_FIELD
 
@@ -52,6 +54,9 @@ class _Options(BaseModel):
             raise InvalidOptionError(f"option {where!r}: {message} (got {first.get('input')!r})") from exc
 
 
+_MAX_BOXES = 10_000
+
+
 class DetectOptions(_Options):
     """Detection options; each one left out takes the server's setting."""
 
@@ -73,6 +78,43 @@ class AnonymizeOptions(DetectOptions):
         ),
     )
     return_boxes: bool = Field(True, description="Include each face's box and score in the answer.")
+    boxes: str | None = Field(
+        None,
+        max_length=200_000,
+        description=(
+            "The faces to anonymize, as a person reviewed them: a JSON list of [x1, y1, x2, y2] in pixels of the "
+            "upright image (the boxes of /v1/detect, some removed, faint ones or new ones added). No detection runs; "
+            "the same transform and strength floor apply, and the audit row says the boxes came from the client."
+        ),
+    )
+
+    def reviewed_boxes(self) -> tuple[Face, ...] | None:
+        """The faces of ``boxes`` (None when not given).
+
+        Raises:
+            InvalidOptionError: not a JSON list of boxes, a box not ``x1 < x2, y1 < y2``, or over 10,000 boxes.
+        """
+        if self.boxes is None:
+            return None
+        try:
+            parsed = json.loads(self.boxes)
+        except json.JSONDecodeError as exc:
+            raise InvalidOptionError(f"option 'boxes': not JSON ({exc.msg})") from exc
+        if not isinstance(parsed, list) or len(parsed) > _MAX_BOXES:
+            raise InvalidOptionError(f"option 'boxes': expected a list of at most {_MAX_BOXES} boxes")
+        faces = []
+        for box in parsed:
+            if not (
+                isinstance(box, list)
+                and len(box) == 4
+                and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in box)
+            ):
+                raise InvalidOptionError(f"option 'boxes': each box is [x1, y1, x2, y2], got {box!r}")
+            x1, y1, x2, y2 = (float(v) for v in box)
+            if not (x1 < x2 and y1 < y2):
+                raise InvalidOptionError(f"option 'boxes': a box needs x1 < x2 and y1 < y2, got {box!r}")
+            faces.append(Face(BBox(x1, y1, x2, y2), 1.0))
+        return tuple(faces)
 
 
 class FaceBox(BaseModel):
@@ -99,6 +141,11 @@ class DetectResponse(BaseModel):
     request_id: str = Field(description="Names the request in the audit log and in X-Request-Id.")
     faces: int = Field(ge=0, description="Faces detected.")
     boxes: list[FaceBox]
+    faint: list[FaceBox] = Field(
+        default_factory=list,
+        description="Faint candidates: what scored below the threshold, which /v1/anonymize leaves unless given them "
+        "in boxes.",
+    )
     width: int = Field(ge=1, description="Width of the upright image in pixels.")
     height: int = Field(ge=1, description="Height of the upright image in pixels.")
 
@@ -165,6 +212,7 @@ _FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
     "method": {"type": "string", "enum": [method.value for method in Method]},
     "strength": {"type": "number", "exclusiveMinimum": 0},
     "return_boxes": {"type": "boolean", "default": True},
+    "boxes": {"type": "string", "maxLength": 200_000},
 }
 
 
