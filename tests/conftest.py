@@ -45,6 +45,24 @@ class Street:
     missed_at: tuple[int, int, int] = (800, 250, 12)
 
 
+def turn_on_and_draw(page: Any, street: Street) -> None:
+    """On a page with the box editor (``#boxes`` over ``street``): turns the faint candidate on from the keyboard
+    (focus, Space) and drags a box with the mouse over the face the detector missed, in the picture's pixels."""
+    faint = page.locator('rect[data-origin="faint"]')
+    faint.focus()
+    page.keyboard.press("Space")
+    page.wait_for_selector('rect[data-origin="faint"][data-applied="true"]')
+    frame = page.locator("#boxes").bounding_box()
+    assert frame is not None
+    scale = frame["width"] / street.size_wh[0]
+    x, y, side = street.missed_at
+    page.mouse.move(frame["x"] + (x - 4) * scale, frame["y"] + (y - 4) * scale)
+    page.mouse.down()
+    page.mouse.move(frame["x"] + (x + side + 4) * scale, frame["y"] + (y + side + 4) * scale, steps=8)
+    page.mouse.up()
+    page.wait_for_selector('rect[data-origin="manual"][data-applied="true"]')
+
+
 @pytest.fixture(scope="session")
 def street(astronaut: np.ndarray) -> Street:
     import cv2

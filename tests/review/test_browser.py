@@ -23,6 +23,8 @@ from PIL import Image
 from efface.audit import AuditStore
 from efface.records import Outcome
 
+from ..conftest import turn_on_and_draw
+
 playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
 
 
@@ -87,21 +89,8 @@ def test_a_reviewer_turns_on_a_faint_candidate_draws_a_missed_face_and_applies(
             assert "1 with faint candidates worth a look" in page.get_by_test_id("status").inner_text()
             page.screenshot(path=str(artifacts / "1-opened.png"))
 
-            # Keyboard: focus the faint candidate and turn it on with Space.
-            faint.focus()
-            page.keyboard.press("Space")
-            page.wait_for_selector('rect[data-origin="faint"][data-applied="true"]')
-
-            # Mouse: drag a box over the face the detector missed, in the picture's own pixels.
-            frame = page.locator("#boxes").bounding_box()
-            assert frame is not None
-            scale = frame["width"] / street.size_wh[0]
-            x, y, side = missed_at
-            page.mouse.move(frame["x"] + (x - 4) * scale, frame["y"] + (y - 4) * scale)
-            page.mouse.down()
-            page.mouse.move(frame["x"] + (x + side + 4) * scale, frame["y"] + (y + side + 4) * scale, steps=8)
-            page.mouse.up()
-            page.wait_for_selector('rect[data-origin="manual"][data-applied="true"]')
+            # Keyboard: the faint candidate turned on; mouse: a box drawn over the face the detector missed.
+            turn_on_and_draw(page, street)
             _wait_for_previews(page, 3)
             page.screenshot(path=str(artifacts / "2-reviewed.png"))
             for _ in range(4):  # zoomed in on the small faces (the pane scrolls)

@@ -18,6 +18,7 @@ from PIL import Image
 from efface.audit import AuditStore
 from efface.records import Outcome
 
+from ..conftest import turn_on_and_draw
 from .conftest import CLEAN_EXITS, jpeg, start_server, stop_server
 
 playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
@@ -91,18 +92,7 @@ def test_the_upload_page_shows_the_boxes_takes_changes_and_gives_the_result(
                 assert page.locator('rect[data-origin="detected"]').count() == 1
                 playwright.expect(page.get_by_test_id("status")).to_contain_text("1 faces, 1 faint candidates")
                 page.screenshot(path=str(artifacts / "ui-1-detected.png"))
-                faint.focus()
-                page.keyboard.press("Space")
-                page.wait_for_selector('rect[data-origin="faint"][data-applied="true"]')
-                frame = page.locator("#boxes").bounding_box()
-                assert frame is not None
-                scale = frame["width"] / street.size_wh[0]
-                x, y, side = street.missed_at
-                page.mouse.move(frame["x"] + (x - 4) * scale, frame["y"] + (y - 4) * scale)
-                page.mouse.down()
-                page.mouse.move(frame["x"] + (x + side + 4) * scale, frame["y"] + (y + side + 4) * scale, steps=8)
-                page.mouse.up()
-                page.wait_for_selector('rect[data-origin="manual"]')
+                turn_on_and_draw(page, street)
                 page.get_by_test_id("anonymize").click()
                 link = page.get_by_test_id("download")
                 playwright.expect(link).to_be_visible(timeout=60_000)
