@@ -217,6 +217,7 @@ class ReviewSession:
         self._settings = settings
         self._lock = threading.RLock()
         self._detect_lock = threading.Lock()  # one detection at a time on the process's models
+        self._apply_lock = threading.Lock()  # one Apply at a time: a file is never applied twice
         self.files: list[ReviewFile] = []
         self.refused: list[dict[str, str]] = []
         self._plan(paths)
@@ -381,6 +382,10 @@ class ReviewSession:
         Raises:
             AuditError: the audit log failed (nothing more is replaced).
         """
+        with self._apply_lock:
+            return self._apply(on_result)
+
+    def _apply(self, on_result: Callable[[AnonymizationResult], None] | None) -> list[AnonymizationResult]:
         with self._lock:
             accepted = [review for review in self.files if review.state is FileState.ACCEPTED]
         if not accepted:
