@@ -431,3 +431,31 @@ def test_degenerate_and_outside_detections_pass_through_without_carried_slivers(
             assert 0 <= face.box.x1 <= face.box.x2 <= WIDTH
             assert 0 <= face.box.y1 <= face.box.y2 <= HEIGHT
             assert face.box.width >= 1 and face.box.height >= 1
+
+
+def test_every_face_of_a_final_frame_names_its_track() -> None:
+    """Two faces moving apart: each keeps its track id on every frame, detected or carried over a missed frame."""
+    spec = TrackingSpec(lookback_frames=2, hold_frames=2, detect_every=1, light_passes=False)
+    cover = TemporalCover(spec, width=400, height=200)
+    left = [Face(BBox(10.0 + 4 * i, 50.0, 50.0 + 4 * i, 100.0), 0.9) for i in range(6)]
+    right = [Face(BBox(300.0 - 4 * i, 50.0, 340.0 - 4 * i, 100.0), 0.8) for i in range(6)]
+    frames = []
+    for i in range(6):
+        faces = (left[i],) if i == 3 else (left[i], right[i])  # the right face is missed on frame 3
+        frames.extend(cover.push_tracked(faces))
+    frames.extend(cover.flush_tracked())
+    assert [frame.index for frame in frames] == list(range(6))
+    for frame in frames:
+        assert len(frame.track_ids) == len(frame.faces) == len(frame.is_detected)
+        assert sorted(frame.track_ids) == [0, 1]
+    missed = frames[3]
+    assert missed.is_detected == (True, False)  # the right face carried by its track (interpolated)
+    by_track = {track: face for track, face in zip(missed.track_ids, missed.faces, strict=True)}
+    assert by_track[1].box.x1 > 200 and by_track[0].box.x1 < 100
+    # ``push`` gives the same frames and faces, without the tracks.
+    plain = TemporalCover(spec, width=400, height=200)
+    untracked = []
+    for i in range(6):
+        untracked.extend(plain.push((left[i],) if i == 3 else (left[i], right[i])))
+    untracked.extend(plain.flush())
+    assert untracked == [(frame.index, frame.faces) for frame in frames]

@@ -41,6 +41,7 @@ from efface.records import BBox, Face
 __all__ = [
     "DetectionPass",
     "TemporalCover",
+    "TrackedFrame",
     "TrackingSpec",
     "TrackingStats",
     "center_distances",
@@ -247,9 +248,20 @@ class _Kind(StrEnum):
 class _Track:
     """One face being followed: its last detection, its first, and the velocity of its box centre."""
 
-    __slots__ = ("box", "detections", "first_box", "first_frame", "first_score", "last_frame", "score", "velocity_xy")
+    __slots__ = (
+        "box",
+        "detections",
+        "first_box",
+        "first_frame",
+        "first_score",
+        "last_frame",
+        "score",
+        "track_id",
+        "velocity_xy",
+    )
 
-    def __init__(self, box: BBox, score: float, frame_index: int) -> None:
+    def __init__(self, box: BBox, score: float, frame_index: int, track_id: int) -> None:
+        self.track_id = track_id
         self.box = box
         self.score = score
         self.last_frame = frame_index
@@ -261,17 +273,36 @@ class _Track:
 
 
 class _Frame:
-    """A pushed frame not yet returned: its detections and the boxes carried onto it so far."""
+    """A pushed frame not yet returned: its detections (and the track each belongs to) and the boxes carried onto
+    it so far."""
 
-    __slots__ = ("carried", "detections", "index")
+    __slots__ = ("carried", "detection_tracks", "detections", "index")
 
     def __init__(self, index: int, detections: tuple[Face, ...]) -> None:
         self.index = index
         self.detections = detections
-        self.carried: list[tuple[Face, _Kind]] = []
+        self.detection_tracks: list[int] = [-1] * len(detections)
+        self.carried: list[tuple[Face, _Kind, int]] = []
 
     def boxes(self) -> list[BBox]:
-        return [f.box for f in self.detections] + [f.box for f, _ in self.carried]
+        return [f.box for f in self.detections] + [f.box for f, _, _ in self.carried]
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedFrame:
+    """A final frame with the track of each of its faces (``TemporalCover.push_tracked``).
+
+    Attributes:
+        index: the frame's number, from 0.
+        faces: the faces to cover, as ``push`` returns them: the detections, then the carried boxes.
+        track_ids: the track of each face (a track is one face followed over frames, numbered from 0).
+        is_detected: for each face, whether it was detected on this frame (else carried by its track).
+    """
+
+    index: int
+    faces: tuple[Face, ...]
+    track_ids: tuple[int, ...]
+    is_detected: tuple[bool, ...]
 
 
 class TemporalCover:
@@ -310,6 +341,7 @@ class TemporalCover:
         self._next_index = 0
         self._is_flushed = False
         self._counts = {f.name: 0 for f in fields(TrackingStats)}
+        self._next_track_id = 0
 
     @property
     def stats(self) -> TrackingStats:
@@ -325,6 +357,11 @@ class TemporalCover:
         return DetectionPass.LIGHT if self.spec.light_passes else DetectionPass.NONE
 
     def push(self, faces: tuple[Face, ...] | None) -> list[tuple[int, tuple[Face, ...]]]:
+        """Takes the next frame's detections and returns the frames that are now final (``push_tracked``, without
+        the tracks)."""
+        return [(frame.index, frame.faces) for frame in self.push_tracked(faces)]
+
+    def push_tracked(self, faces: tuple[Face, ...] | None) -> list[TrackedFrame]:
         """Takes the next frame's detections and returns the frames that are now final.
 
         Args:
@@ -333,7 +370,7 @@ class TemporalCover:
                 ``detection_pass`` says.
 
         Returns:
-            ``(frame_index, faces to cover)`` for every frame that became final, oldest first: a frame is
+            Every frame that became final (its faces to cover, with their tracks), oldest first: a frame is
             final once ``lookback_frames`` later frames have been pushed.
 
         Raises:
@@ -353,6 +390,7 @@ class TemporalCover:
             pairs = self._associate(predicted, detected)
             for row, column in pairs:
                 self._update(self._tracks[row], frame.detections[column], index)
+                frame.detection_tracks[column] = self._tracks[row].track_id
                 matched_tracks.add(row)
             matched_detections = {column for _, column in pairs}
             unmatched = [c for c in unmatched if c not in matched_detections]
@@ -361,10 +399,12 @@ class TemporalCover:
             if row in matched_tracks:
                 survivors.append(track)
             elif index - track.last_frame <= self.spec.hold_span_frames:
-                self._carry(frame, self._predicted(track, index, is_grown=True), track.score, _Kind.HELD)
+                self._carry(frame, self._predicted(track, index, is_grown=True), track, _Kind.HELD)
                 survivors.append(track)
         for column in unmatched:
-            track = _Track(frame.detections[column].box, frame.detections[column].score, index)
+            track = _Track(frame.detections[column].box, frame.detections[column].score, index, self._next_track_id)
+            self._next_track_id += 1
+            frame.detection_tracks[column] = track.track_id
             self._backfill(track, velocity_xy=(0.0, 0.0))
             survivors.append(track)
             self._counts["tracks"] += 1
@@ -373,6 +413,10 @@ class TemporalCover:
 
     def flush(self) -> list[tuple[int, tuple[Face, ...]]]:
         """Returns every frame not yet returned, oldest first, and ends the stream."""
+        return [(frame.index, frame.faces) for frame in self.flush_tracked()]
+
+    def flush_tracked(self) -> list[TrackedFrame]:
+        """``flush``, with the tracks."""
         self._is_flushed = True
         return self._emit(keep=0)
 
@@ -421,7 +465,7 @@ class TemporalCover:
             t = (j - track.last_frame) / gap
             box = _interpolated(track.box, face.box, t)
             growth = self.spec.growth_per_frame * min(j - track.last_frame, frame_index - j)
-            self._carry(pending, _moved(box, 0.0, 0.0, growth=growth), score, _Kind.INTERPOLATED)
+            self._carry(pending, _moved(box, 0.0, 0.0, growth=growth), track, _Kind.INTERPOLATED, score=score)
         track.box = face.box
         track.score = face.score
         track.last_frame = frame_index
@@ -434,9 +478,9 @@ class TemporalCover:
             if pending is None:
                 break
             box = _moved(track.first_box, -vx * distance, -vy * distance, growth=self.spec.growth_per_frame * distance)
-            self._carry(pending, box, track.first_score, _Kind.BACKFILLED)
+            self._carry(pending, box, track, _Kind.BACKFILLED, score=track.first_score)
 
-    def _carry(self, frame: _Frame, box: BBox, score: float, kind: _Kind) -> None:
+    def _carry(self, frame: _Frame, box: BBox, track: _Track, kind: _Kind, *, score: float | None = None) -> None:
         clipped = box.clipped(self.width, self.height)
         if clipped.width < _MIN_SIDE_PX or clipped.height < _MIN_SIDE_PX:
             return
@@ -444,7 +488,7 @@ class TemporalCover:
         # overlap alone is not enough: the detection may be another face crossing this one.
         if any(clipped.intersection_area(b) >= _REDUNDANT_FRACTION * clipped.area for b in frame.boxes()):
             return
-        frame.carried.append((Face(clipped, score), kind))
+        frame.carried.append((Face(clipped, track.score if score is None else score), kind, track.track_id))
 
     def _pending_frame(self, frame_index: int) -> _Frame | None:
         if not self._pending or frame_index < self._pending[0].index:
@@ -452,18 +496,20 @@ class TemporalCover:
         offset = frame_index - self._pending[0].index
         return self._pending[offset] if offset < len(self._pending) else None
 
-    def _emit(self, *, keep: int) -> list[tuple[int, tuple[Face, ...]]]:
-        out: list[tuple[int, tuple[Face, ...]]] = []
+    def _emit(self, *, keep: int) -> list[TrackedFrame]:
+        out: list[TrackedFrame] = []
         while len(self._pending) > keep:
             frame = self._pending.popleft()
-            faces = frame.detections + tuple(face for face, _ in frame.carried)
+            faces = frame.detections + tuple(face for face, _, _ in frame.carried)
             counts = self._counts
             counts["frames"] += 1
             counts["frames_with_detections"] += bool(frame.detections)
             counts["frames_covered"] += bool(faces)
-            for _, kind in frame.carried:
+            for _, kind, _ in frame.carried:
                 counts[kind.value] += 1
-            out.append((frame.index, faces))
+            track_ids = (*frame.detection_tracks, *(track_id for _, _, track_id in frame.carried))
+            is_detected = (True,) * len(frame.detections) + (False,) * len(frame.carried)
+            out.append(TrackedFrame(frame.index, faces, track_ids, is_detected))
         return out
 
 

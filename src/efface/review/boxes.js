@@ -14,6 +14,7 @@ export class BoxEditor {
     this.boxes = [];
     this.size = null;
     this.dragging = null;
+    this.faintFrom = 0;  // faint candidates scoring below this are not drawn (unless turned on)
     svg.addEventListener("mousedown", (event) => this.startDrag(event));
     window.addEventListener("mousemove", (event) => this.moveDrag(event));
     window.addEventListener("mouseup", (event) => this.endDrag(event));
@@ -30,9 +31,15 @@ export class BoxEditor {
     this.draw();
   }
 
+  showFaintFrom(score) {
+    this.faintFrom = score;
+    this.draw();
+  }
+
   draw() {
     this.svg.replaceChildren();
     this.boxes.forEach((box, index) => {
+      if (box.origin === "faint" && !box.is_applied && (box.score ?? 1) < this.faintFrom) return;
       const rect = document.createElementNS(SVG, "rect");
       const [x1, y1, x2, y2] = box.xyxy;
       rect.setAttribute("x", x1); rect.setAttribute("y", y1);
@@ -54,8 +61,10 @@ export class BoxEditor {
 
   changed(focusIndex) {
     this.draw();
+    const boxId = this.boxes[focusIndex] ? this.boxes[focusIndex].box_id : null;
     Promise.resolve(this.onChange(this.boxes)).then(() => {
-      const rect = this.svg.children[focusIndex];
+      const rect = [...this.svg.children].find((child) => child.dataset.boxId === boxId)
+        || this.svg.children[Math.min(focusIndex, this.svg.children.length - 1)];
       if (rect) rect.focus();
     });
   }
