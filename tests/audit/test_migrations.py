@@ -416,24 +416,24 @@ def test_an_altered_row_hashed_with_version_1_is_found(
 
 TEST_MIGRATION = textwrap.dedent(
     '''
-    """A column added after 0008, by a test: the later history must leave the old rows verifying.
+    """A column added after 0009, by a test: the later history must leave the old rows verifying.
 
-    Revision ID: 0009
-    Revises: 0008
+    Revision ID: 0010
+    Revises: 0009
     """
 
     import sqlalchemy as sa
     from alembic import op
 
-    revision = "0009"
-    down_revision = "0008"
+    revision = "0010"
+    down_revision = "0009"
     branch_labels = None
     depends_on = None
 
 
     def upgrade() -> None:
         op.add_column("files", sa.Column("test_extra", sa.Text(), nullable=True))
-        op.execute("UPDATE files SET test_extra = 'filled in by 0009'")
+        op.execute("UPDATE files SET test_extra = 'filled in by 0010'")
 
 
     def downgrade() -> None:
@@ -447,8 +447,8 @@ def test_a_column_added_by_a_later_migration_leaves_old_rows_verifying(
 ) -> None:
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, migrations, ignore=shutil.ignore_patterns("__pycache__"))
-    (migrations / "versions" / "0009_test_extra.py").write_text(TEST_MIGRATION)
-    assert schema_head(migrations) == "0009"
+    (migrations / "versions" / "0010_test_extra.py").write_text(TEST_MIGRATION)
+    assert schema_head(migrations) == "0010"
     # Rows of content version 1 (before 0006), 2 (a store at 0006) and 3 (a store at 0007), then the upgrade.
     records = create_at(raw_engine, "0006", migrations=migrations)
     with AuditStore(db_url) as store:
@@ -465,7 +465,7 @@ def test_a_column_added_by_a_later_migration_leaves_old_rows_verifying(
     columns = {c["name"] for c in sa.inspect(raw_engine).get_columns("files")}
     assert {"request_id", "test_extra"} <= columns
     with raw_engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0009"
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0010"
 
 
 def test_a_settings_hash_planted_in_a_run_from_before_0007_is_found(db_url: str, raw_engine: sa.Engine) -> None:

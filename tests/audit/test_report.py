@@ -96,10 +96,10 @@ def test_checklist_with_every_piece_of_evidence(sqlite_store: AuditStore) -> Non
         CheckStatus.MET,
         CheckStatus.MET,
         CheckStatus.MET,
-        CheckStatus.NOT_MET,
         CheckStatus.REVIEW,
+        CheckStatus.NOT_MET,
     ]
-    coverage, strength, originals, audit, errors, uncertain = report.checklist
+    coverage, strength, originals, audit, uncertain, errors = report.checklist
     assert "recall 0.891 on 198 images" in coverage.evidence
     assert "rank-1 0.008" in strength.evidence
     assert "90 files processed in place" in originals.evidence

@@ -187,7 +187,7 @@ def test_a_picture_changed_since_its_review_fails_aloud(tmp_path: Path, sqlite_u
     assert (row.outcome, row.error_class) == (Outcome.ERROR, "SourceChangedError")
 
 
-@pytest.mark.parametrize("name", ["clip.mp4", "shard.tar"])
+@pytest.mark.parametrize("name", ["shard.tar", "rows.parquet"])
 def test_what_is_not_a_picture_is_listed_as_not_reviewable(tmp_path: Path, sqlite_url: str, name: str) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
@@ -196,3 +196,93 @@ def test_what_is_not_a_picture_is_listed_as_not_reviewable(tmp_path: Path, sqlit
         listed = _client(_session(folder, store)).get("/api/files").json()
     assert listed["files"] == []
     assert len(listed["refused"]) == 1 and listed["refused"][0]["path"].endswith(name)
+
+
+def test_a_video_that_does_not_decode_is_listed_as_failed(tmp_path: Path, sqlite_url: str) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "clip.mp4").write_bytes(b"\x00" * 64)
+    with AuditStore(sqlite_url) as store:
+        (listed,) = _client(_session(folder, store)).get("/api/files").json()["files"]
+    assert (listed["kind"], listed["state"]) == ("video", "failed") and listed["error"]
+
+
+def _noise_video(path: Path, frames: int = 12) -> list[np.ndarray]:
+    import av
+
+    rng = np.random.default_rng(11)
+    pictures = [rng.integers(40, 215, (260, 400, 3), dtype=np.uint8) for _ in range(frames)]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 400, 260, "yuv420p"
+        stream.codec_context.options = {"crf": "8"}
+        for picture in pictures:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
+        container.mux(stream.encode())
+    return pictures
+
+
+def _decoded(path: Path) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(path)) as container:
+        return [np.asarray(frame.to_ndarray(format="rgb24"), np.int16) for frame in container.decode(video=0)]
+
+
+def test_a_video_track_removed_and_a_face_added_on_two_keyframes(tmp_path: Path, sqlite_url: str) -> None:
+    """The tracker's track of the face is removed by hand, a face is added on frames 2 and 8: Apply anonymizes the
+    added face on every frame (between the keyframes where they say, carried before and after) and not the
+    removed one; the row names both."""
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    clip = folder / "street.mp4"
+    _noise_video(clip)
+    with AuditStore(sqlite_url) as store:
+        client = _client(_session(folder, store))
+        (video,) = client.get("/api/files").json()["files"]
+        # A faint candidate on each frame of the full detection (every third frame; light passes between).
+        assert (video["kind"], video["frames"], video["faint"]) == ("video", 12, 4)
+        (track,) = video["tracks"]
+        assert (track["track_id"], track["first"], track["last"], track["origin"]) == ("t0", 0, 11, "detected")
+        frame = client.get(f"/api/files/{video['file_id']}/frames/3")
+        assert frame.headers["content-type"] == "image/jpeg" and frame.headers["cache-control"] == "no-store"
+        assert Image.open(io.BytesIO(frame.content)).size == (400, 260)
+        (box,) = client.get(f"/api/files/{video['file_id']}/frames/3/boxes").json()
+        assert box["box_id"] == "t0" and box["xyxy"] == list(SURE.box.xyxy)
+        assert client.get(f"/api/files/{video['file_id']}/frames/40").status_code == 404
+        assert client.get(f"/api/files/{video['file_id']}/original").status_code == 409
+
+        left, right = [20.0, 60.0, 60.0, 120.0], [320.0, 60.0, 360.0, 120.0]
+        state = {
+            "applied": {"t0": False},
+            "manual": [{"track_id": "m1", "keyframes": [[2, left], [8, right]]}],
+            "is_accepted": True,
+        }
+        bad = {**state, "manual": [{"track_id": "m1", "keyframes": [[30, left]]}]}
+        assert client.put(f"/api/files/{video['file_id']}/tracks", json=bad).status_code == 422
+        saved = client.put(f"/api/files/{video['file_id']}/tracks", json=state).json()
+        assert saved["state"] == "accepted"
+        boxes = {b["box_id"]: b for b in client.get(f"/api/files/{video['file_id']}/frames/5/boxes").json()}
+        assert boxes["t0"]["is_applied"] is False
+        assert boxes["m1"]["xyxy"] == [170.0, 60.0, 210.0, 120.0] and not boxes["m1"]["is_keyframe"]
+        preview = _pixels(client.get(f"/api/files/{video['file_id']}/frames/5/preview").content)
+        shown = _pixels(client.get(f"/api/files/{video['file_id']}/frames/5").content)
+        assert np.abs(_region(preview, (175, 65, 205, 115)) - _region(shown, (175, 65, 205, 115))).mean() > 40
+        before = clip.read_bytes()
+
+        (applied,) = client.post("/api/apply").json()["applied"]
+        assert applied["outcome"] == "anonymized", applied
+        assert clip.read_bytes() != before
+        (run,) = store.list_runs()
+        (row,) = [r for r in store.list_files(run.run_id) if r.outcome is not Outcome.PENDING]
+    written = _decoded(clip)
+    assert len(written) == 12
+    for index, expected_x in ((0, 20), (2, 20), (5, 170), (8, 320), (11, 320)):
+        added = (expected_x + 8, 70, expected_x + 32, 110)
+        assert _region(written[index], added).mean() < 40, index  # filled (black) where the added face is
+    for index in (0, 5, 11):  # the removed track's face is left as it was (noise, about 127 on average), not filled
+        assert _region(written[index], (90, 60, 120, 130)).mean() > 90, index
+    review = row.details["review"]
+    assert [t["track_id"] for t in review["tracks_removed_by_hand"]] == ["t0"]
+    assert review["tracks_added_by_hand"] == [{"track_id": "m1", "keyframes": [[2, left], [8, right]]}]
+    assert (row.outcome, row.image_format) == (Outcome.ANONYMIZED, "video/h264")

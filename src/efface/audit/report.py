@@ -331,8 +331,8 @@ def evaluate_checklist(
         _strength_item(strength, activity),
         _originals_item(activity),
         _audit_item(chain),
-        _errors_item(activity),
         _uncertain_item(activity),
+        _errors_item(activity),
     )
 
 

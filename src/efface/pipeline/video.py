@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from efface.detection.tracking import DetectionPass, TemporalCover, TrackingSpec
+from efface.detection.tracking import DetectionPass, TemporalCover, TrackedFrame, TrackingSpec
 from efface.media.atomic import Original, Stager
 from efface.media.video import VideoOptions
 from efface.records import Face, VideoStats
@@ -26,7 +26,7 @@ from efface.records import Face, VideoStats
 if TYPE_CHECKING:  # the caller opened the video, so PyAV is loaded; a name for the type checker only
     from efface.media.video import VideoSource
 
-__all__ = ["FrameCallback", "anonymize_video", "scan_video"]
+__all__ = ["FrameCallback", "TrackedCallback", "anonymize_video", "scan_video", "upright"]
 
 # Frames decoded ahead of the one being tracked while the detector works on them.
 _DETECT_AHEAD = 2
@@ -36,6 +36,9 @@ FrameCallback = Callable[[int, int | None], None]
 
 Detect = Callable[[np.ndarray], tuple[Face, ...]]
 """Faces on an upright RGB uint8 (H, W, 3) frame."""
+
+TrackedCallback = Callable[[TrackedFrame], None]
+"""Called with each final frame's faces and their tracks, in order (a review's timeline)."""
 
 
 @dataclass(slots=True)
@@ -63,6 +66,11 @@ class _FaceCounts:
         self.regions_max = max(self.regions_max, regions)
 
 
+def upright(frame: np.ndarray, rotation_deg: int) -> np.ndarray:
+    """A frame as stored, turned upright (``VideoInfo.rotation_deg``): what detection and every box work on."""
+    return _upright(frame, rotation_deg)
+
+
 def _upright(frame: np.ndarray, rotation_deg: int) -> np.ndarray:
     return frame if rotation_deg == 0 else np.ascontiguousarray(np.rot90(frame, k=rotation_deg // 90))
 
@@ -74,12 +82,20 @@ def _stored(upright: np.ndarray, rotation_deg: int) -> np.ndarray:
 class _Coverer:
     """Turns decoded frames into upright frames with their final regions, counting as it goes."""
 
-    def __init__(self, *, detect: Detect, detect_light: Detect | None, tracking: TrackingSpec) -> None:
+    def __init__(
+        self,
+        *,
+        detect: Detect,
+        detect_light: Detect | None,
+        tracking: TrackingSpec,
+        on_tracked: TrackedCallback | None = None,
+    ) -> None:
         if tracking.light_passes and tracking.detect_every > 1 and detect_light is None:
             raise ValueError("tracking asks for light passes between detections, but no light detector was given")
         self._detectors = {DetectionPass.FULL: detect, DetectionPass.LIGHT: detect_light}
         self._tracking = tracking
         self._cover: TemporalCover | None = None
+        self._on_tracked = on_tracked
         self.counts = _FaceCounts()
 
     def frames(
@@ -104,9 +120,8 @@ class _Coverer:
             while detecting:
                 yield from self._track(*detecting.popleft(), waiting=waiting)
         if self._cover is not None:
-            for _index, regions in self._cover.flush():
-                self.counts.count_regions(len(regions))
-                yield waiting.popleft(), regions
+            for final in self._cover.flush_tracked():
+                yield waiting.popleft(), self._final(final)
 
     def _track(
         self, upright: np.ndarray, detection: Future[tuple[Face, ...]] | None, *, waiting: deque[np.ndarray]
@@ -115,9 +130,14 @@ class _Coverer:
         faces = detection.result() if detection is not None else None
         self.counts.count_detections(faces)
         waiting.append(upright)
-        for _index, regions in self._cover.push(faces):
-            self.counts.count_regions(len(regions))
-            yield waiting.popleft(), regions
+        for frame in self._cover.push_tracked(faces):
+            yield waiting.popleft(), self._final(frame)
+
+    def _final(self, frame: TrackedFrame) -> tuple[Face, ...]:
+        self.counts.count_regions(len(frame.faces))
+        if self._on_tracked is not None:
+            self._on_tracked(frame)
+        return frame.faces
 
     def counted(self, stats: VideoStats) -> VideoStats:
         """``stats`` with the face counts of the frames that went through, and the tracker's."""
@@ -204,17 +224,19 @@ def scan_video(
     detect_light: Detect | None = None,
     tracking: TrackingSpec,
     on_frame: FrameCallback | None = None,
+    on_tracked: TrackedCallback | None = None,
 ) -> VideoStats:
     """A dry run: decodes and detects every frame of ``video``, counts what would be anonymized, writes nothing.
 
-    ``detect`` and ``detect_light`` are as for ``anonymize_video``.
+    ``detect`` and ``detect_light`` are as for ``anonymize_video``; ``on_tracked`` gets every frame's faces with
+    their tracks.
 
     Raises:
         InputError: the video cannot be decoded completely.
         ValueError: ``tracking`` asks for light passes and no ``detect_light`` is given.
     """
     info = video.info
-    coverer = _Coverer(detect=detect, detect_light=detect_light, tracking=tracking)
+    coverer = _Coverer(detect=detect, detect_light=detect_light, tracking=tracking, on_tracked=on_tracked)
     for _frame in coverer.frames(video.frames(), rotation_deg=info.rotation_deg):
         if on_frame is not None:
             on_frame(coverer.counts.frames, info.declared_frames)

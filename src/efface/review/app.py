@@ -57,7 +57,23 @@ class FileUpdate(BoxesIn):
     is_accepted: bool = False
 
 
+class ManualTrack(BaseModel):
+    """A face added by hand to a video: its box on one or more frames."""
+
+    track_id: str = Field(min_length=2, max_length=64)
+    keyframes: list[tuple[int, list[float]]] = Field(max_length=100_000)
+
+
+class TracksUpdate(BaseModel):
+    """A video's tracks: the tracker's applied or not, the ones added by hand, and whether it is accepted."""
+
+    applied: dict[str, bool] = Field(default_factory=dict)
+    manual: list[ManualTrack] = Field(default_factory=list, max_length=1_000)
+    is_accepted: bool = False
+
+
 FileId = Annotated[int, Path(ge=0)]
+FrameIndex = Annotated[int, Path(ge=0)]
 
 
 def create_review_app(session: ReviewSession, *, token: str, hosts: frozenset[str]) -> FastAPI:
@@ -119,21 +135,67 @@ def create_review_app(session: ReviewSession, *, token: str, hosts: frozenset[st
     def one(file_id: FileId) -> dict[str, Any]:
         return found(file_id).as_dict()
 
+    def picture(file_id: int) -> ReviewFile:
+        review = found(file_id)
+        if review.is_video:
+            raise HTTPException(409, f"{review.path.name} is a video: its frames are /api/files/{file_id}/frames/N")
+        return review
+
     @app.get("/api/files/{file_id}/original")
     def original(file_id: FileId) -> Response:
-        found(file_id)
+        picture(file_id)
         return Response(session.original(file_id), media_type="image/jpeg")
 
     @app.post("/api/files/{file_id}/preview")
     def preview(file_id: FileId, body: BoxesIn) -> Response:
-        found(file_id)
+        picture(file_id)
         return Response(session.preview(file_id, [box.record() for box in body.boxes]), media_type="image/jpeg")
 
     @app.put("/api/files/{file_id}")
     def update(file_id: FileId, body: FileUpdate) -> dict[str, Any]:
-        found(file_id)
+        picture(file_id)
         try:
             review = session.update(file_id, [box.record() for box in body.boxes], is_accepted=body.is_accepted)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        except AuditError as exc:
+            raise HTTPException(503, f"the review cannot be saved: {exc.message}") from exc
+        return review.as_dict()
+
+    @app.get("/api/files/{file_id}/frames/{index}")
+    def frame(file_id: FileId, index: FrameIndex) -> Response:
+        found(file_id)
+        try:
+            return Response(session.frame(file_id, index), media_type="image/jpeg")
+        except IndexError:
+            raise HTTPException(404, f"no frame {index}") from None
+        except ValueError as exc:
+            raise HTTPException(409, str(exc)) from exc
+
+    @app.get("/api/files/{file_id}/frames/{index}/boxes")
+    def frame_boxes(file_id: FileId, index: FrameIndex) -> list[dict[str, Any]]:
+        found(file_id)
+        try:
+            return session.frame_boxes(file_id, index)
+        except ValueError as exc:
+            raise HTTPException(409, str(exc)) from exc
+
+    @app.get("/api/files/{file_id}/frames/{index}/preview")
+    def frame_preview(file_id: FileId, index: FrameIndex) -> Response:
+        found(file_id)
+        try:
+            return Response(session.frame_preview(file_id, index), media_type="image/jpeg")
+        except IndexError:
+            raise HTTPException(404, f"no frame {index}") from None
+        except ValueError as exc:
+            raise HTTPException(409, str(exc)) from exc
+
+    @app.put("/api/files/{file_id}/tracks")
+    def update_tracks(file_id: FileId, body: TracksUpdate) -> dict[str, Any]:
+        found(file_id)
+        state = {"applied": body.applied, "manual": [track.model_dump() for track in body.manual]}
+        try:
+            review = session.update_video(file_id, state, is_accepted=body.is_accepted)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
         except AuditError as exc:

@@ -40,6 +40,16 @@ from efface.pipeline.core import FileJob, Policy, StagedResult, stage_file
 from efface.pipeline.jobs import plan_jobs
 from efface.pipeline.run import AuditedRun
 from efface.records import AnonymizationResult, BBox, Face, Outcome, WriteMode
+from efface.review.video import (
+    FrameBoxesModels,
+    FrameReader,
+    VideoScan,
+    VideoTrack,
+    manual_boxes,
+    reviewed_policy,
+    reviewed_regions,
+    scan_tracks,
+)
 from efface.text import path_text
 
 __all__ = ["BoxOrigin", "FileState", "ReviewBox", "ReviewFile", "ReviewSession"]
@@ -114,7 +124,7 @@ class ReviewBox:
 
 @dataclass(slots=True)
 class ReviewFile:
-    """One picture of the review.
+    """One picture or video of the review.
 
     Attributes:
         file_id: its number on the page.
@@ -126,6 +136,8 @@ class ReviewFile:
         found: the boxes as the detector gave them (what the audit compares the review with).
         result: what Apply did, once it ran.
         error: why it cannot be reviewed or applied.
+        video: a video's frames and tracks as found (None for a picture).
+        tracks: a video's tracks as reviewed: the tracker's, each applied or not, and those added by hand.
     """
 
     file_id: int
@@ -138,9 +150,17 @@ class ReviewFile:
     result: AnonymizationResult | None = None
     error: str | None = None
     job: FileJob | None = field(default=None, repr=False)
+    video: VideoScan | None = field(default=None, repr=False)
+    tracks: tuple[VideoTrack, ...] = ()
+
+    @property
+    def is_video(self) -> bool:
+        return self.job is not None and self.job.is_video
 
     @property
     def faint(self) -> int:
+        if self.video is not None:
+            return self.video.uncertainty.count
         return sum(box.origin is BoxOrigin.FAINT for box in self.found)
 
     @property
@@ -156,8 +176,12 @@ class ReviewFile:
             "name": path_text(self.path.name),
             "state": self.state.value,
             "resolution_wh": list(self.resolution_wh) if self.resolution_wh else None,
-            "faces": sum(box.origin is BoxOrigin.DETECTED for box in self.found),
+            "kind": "video" if self.is_video else "picture",
+            "faces": len(self.video.tracks) if self.video else sum(b.origin is BoxOrigin.DETECTED for b in self.found),
             "faint": self.faint,
+            "frames": self.video.frames if self.video else None,
+            "fps": self.video.fps if self.video else None,
+            "tracks": [track.as_dict() for track in self.tracks],
             "applied_boxes": sum(box.is_applied for box in self.boxes),
             "boxes": [box.as_dict() for box in self.boxes],
             "outcome": self.result.outcome.value if self.result is not None else None,
@@ -165,10 +189,10 @@ class ReviewFile:
         }
 
 
-def _is_picture(job: FileJob) -> bool:
+def _is_reviewable(job: FileJob) -> bool:
     if job.kind is not None:
-        return job.kind is MediaKind.IMAGE
-    return not (job.is_video or job.is_shard or job.is_table)
+        return job.kind in (MediaKind.IMAGE, MediaKind.VIDEO)
+    return not (job.is_shard or job.is_table)
 
 
 def _sha256(content: bytes) -> str:
@@ -179,6 +203,21 @@ def _jpeg(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, "JPEG", quality=_PAGE_JPEG_QUALITY)
     return buffer.getvalue()
+
+
+def _xyxy(box: Sequence[Any]) -> tuple[float, float, float, float]:
+    values = [float(value) for value in box]
+    if len(values) != 4:
+        raise ValueError(f"a box needs 4 coordinates, got {len(values)}")
+    return (values[0], values[1], values[2], values[3])
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _face(box: ReviewBox) -> Face:
@@ -218,6 +257,8 @@ class ReviewSession:
         self._lock = threading.RLock()
         self._detect_lock = threading.Lock()  # one detection at a time on the process's models
         self._apply_lock = threading.Lock()  # one Apply at a time: a file is never applied twice
+        self._frame_lock = threading.Lock()  # one frame decoded at a time
+        self._frames: tuple[int, FrameReader] | None = None  # the video being shown, positioned at a frame
         self.files: list[ReviewFile] = []
         self.refused: list[dict[str, str]] = []
         self._plan(paths)
@@ -225,11 +266,11 @@ class ReviewSession:
 
     def _plan(self, paths: Sequence[Path]) -> None:
         for item in plan_jobs(list(paths)).items():
-            if isinstance(item, FileJob) and _is_picture(item):
+            if isinstance(item, FileJob) and _is_reviewable(item):
                 self.files.append(ReviewFile(file_id=len(self.files), path=item.source, job=item))
             elif isinstance(item, FileJob):
-                kind = "a video" if item.is_video else f"a {item.kind.value}" if item.kind else "not a picture"
-                reason = f"{kind}: only pictures are reviewed (videos and containers: efface anonymize)"
+                kind = f"a {item.kind.value}" if item.kind else "not a picture or a video"
+                reason = f"{kind}: only pictures and videos are reviewed (shards and tables: efface anonymize)"
                 self.refused.append({"path": path_text(item.source), "reason": reason})
             elif isinstance(item, AnonymizationResult) and item.path is not None:
                 reason = item.error_message or str(item.outcome)
@@ -261,6 +302,9 @@ class ReviewSession:
         return content, decode_image(content, path=review.path, options=self._policy.codec).pixels
 
     def _detect(self, review: ReviewFile) -> None:
+        if review.is_video:
+            self._detect_video(review)
+            return
         try:
             content, pixels = self._read(review)
         except (OSError, InputError) as exc:
@@ -290,6 +334,44 @@ class ReviewSession:
                     review.state = FileState.APPLIED
                 elif saved.state.get("is_accepted"):
                     review.state = FileState.ACCEPTED
+
+    def _detect_video(self, review: ReviewFile) -> None:
+        try:
+            sha256 = _file_sha256(review.path)
+            with self._detect_lock:
+                scan = scan_tracks(review.path, models=self._models, policy=self._policy)
+        except (OSError, InputError) as exc:
+            message = exc.message if isinstance(exc, EffaceError) else (exc.strerror or str(exc))
+            with self._lock:
+                review.state, review.error = FileState.FAILED, message
+            return
+        saved = self._reviews.get(path_text(review.path))
+        with self._lock:
+            review.source_sha256 = sha256
+            review.resolution_wh = scan.size_wh
+            review.video = scan
+            review.tracks = tuple(dataclasses.replace(track, boxes=dict(track.boxes)) for track in scan.tracks)
+            review.state = FileState.TO_REVIEW
+            if saved is not None and saved.source_sha256 == sha256:
+                review.tracks = self._tracks_from(review, saved.state)
+                if saved.applied_run_id is not None:
+                    review.state = FileState.APPLIED
+                elif saved.state.get("is_accepted"):
+                    review.state = FileState.ACCEPTED
+
+    def _tracks_from(self, review: ReviewFile, state: dict[str, Any]) -> tuple[VideoTrack, ...]:
+        """A video's tracks as a saved (or sent) state has them: the tracker's applied or not, and those by hand."""
+        assert review.video is not None
+        applied = state.get("applied", {})
+        tracks = [
+            dataclasses.replace(track, boxes=dict(track.boxes), is_applied=bool(applied.get(track.track_id, True)))
+            for track in review.video.tracks
+        ]
+        for manual in state.get("manual", []):
+            keyframes = {int(frame): _xyxy(box) for frame, box in manual["keyframes"]}
+            if keyframes:
+                tracks.append(VideoTrack(str(manual["track_id"]), is_manual=True, is_applied=True, boxes=keyframes))
+        return tuple(tracks)
 
     # --- the page -------------------------------------------------------------------------------------
 
@@ -324,6 +406,112 @@ class ReviewSession:
         if faces:
             pixels = self._policy.anonymizer.apply(pixels, faces)[0]
         return _jpeg(pixels)
+
+    def _reader(self, review: ReviewFile) -> FrameReader:
+        with self._lock:
+            if self._frames is None or self._frames[0] != review.file_id:
+                if self._frames is not None:
+                    self._frames[1].close()
+                self._frames = (review.file_id, FrameReader(review.path, policy=self._policy))
+            return self._frames[1]
+
+    def _video(self, file_id: int) -> ReviewFile:
+        review = self.get(file_id)
+        if review.video is None:
+            raise ValueError(f"{review.path.name} is not a video ready for review")
+        return review
+
+    def frame(self, file_id: int, index: int) -> bytes:
+        """Frame ``index`` of a video, upright, as the page shows it (JPEG, in memory).
+
+        Raises:
+            KeyError: no such file. ValueError: not a video ready for review. IndexError: no such frame.
+        """
+        review = self._video(file_id)
+        with self._frame_lock:
+            return _jpeg(self._reader(review).frame(index))
+
+    def frame_boxes(self, file_id: int, index: int) -> list[dict[str, Any]]:
+        """The boxes of a video's frame: each track's there (a hand-made one's carried as Apply carries it)."""
+        review = self._video(file_id)
+        assert review.video is not None
+        spec, frames, size_wh = self._policy.tracking, review.video.frames, review.video.size_wh
+        found = []
+        with self._lock:
+            tracks = review.tracks
+        for track in tracks:
+            boxes = manual_boxes(track, spec=spec, frames=frames, size_wh=size_wh) if track.is_manual else track.boxes
+            if index in boxes:
+                found.append(
+                    {
+                        "box_id": track.track_id,
+                        "xyxy": [round(value, 2) for value in boxes[index]],
+                        "origin": "manual" if track.is_manual else "detected",
+                        "is_applied": track.is_applied,
+                        "is_keyframe": track.is_manual and index in track.boxes,
+                        "score": None if track.score is None else round(track.score, 4),
+                    }
+                )
+        return found
+
+    def frame_preview(self, file_id: int, index: int) -> bytes:
+        """A video's frame anonymized with the boxes Apply would use there (JPEG, in memory)."""
+        review = self._video(file_id)
+        assert review.video is not None
+        with self._lock:
+            tracks = review.tracks
+        regions = reviewed_regions(
+            tracks, spec=self._policy.tracking, frames=review.video.frames, size_wh=review.video.size_wh
+        ).get(index, ())
+        with self._frame_lock:
+            pixels = self._reader(review).frame(index)
+        if regions:
+            pixels = self._policy.anonymizer.apply(pixels, regions)[0]
+        return _jpeg(pixels)
+
+    def update_video(self, file_id: int, state: dict[str, Any], *, is_accepted: bool) -> ReviewFile:
+        """Sets a video's tracks (``{"applied": {track_id: bool}, "manual": [{"track_id", "keyframes": [[frame,
+        xyxy], ...]}]}``) and whether it is accepted, and saves them.
+
+        Raises:
+            ValueError: not a video open for review, an unknown track, or a keyframe outside the video.
+            AuditError: the state cannot be saved.
+        """
+        review = self._video(file_id)
+        assert review.video is not None
+        known = {track.track_id for track in review.video.tracks}
+        unknown = set(state.get("applied", {})) - known
+        if unknown:
+            raise ValueError(f"no track {sorted(unknown)[0]} in {review.path.name}")
+        width, height = review.video.size_wh
+        manual = []
+        for track in state.get("manual", []):
+            track_id = str(track["track_id"])
+            if not track_id.startswith("m") or track_id in known:
+                raise ValueError(f"a track added by hand is named m..., got {track_id!r}")
+            keyframes = []
+            for frame, box in track["keyframes"]:
+                x1, y1, x2, y2 = _xyxy(box)
+                if not (0 <= int(frame) < review.video.frames):
+                    raise ValueError(f"track {track_id}: no frame {frame} (the video has {review.video.frames})")
+                if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height) or min(x2 - x1, y2 - y1) < _MIN_BOX_PX:
+                    raise ValueError(f"track {track_id}: box {list(box)} is not inside the {width}x{height} frame")
+                keyframes.append([int(frame), [x1, y1, x2, y2]])
+            manual.append({"track_id": track_id, "keyframes": keyframes})
+        checked = {"applied": {k: bool(v) for k, v in state.get("applied", {}).items()}, "manual": manual}
+        with self._lock:
+            if review.state not in (FileState.TO_REVIEW, FileState.ACCEPTED):
+                raise ValueError(f"{review.path.name} is {review.state.value}, not open for review")
+            assert review.source_sha256 is not None
+            self._reviews.save(
+                path_text(review.path),
+                source_sha256=review.source_sha256,
+                reviewer=self.reviewer,
+                state={**checked, "is_accepted": is_accepted},
+            )
+            review.tracks = self._tracks_from(review, checked)
+            review.state = FileState.ACCEPTED if is_accepted else FileState.TO_REVIEW
+            return review
 
     def update(self, file_id: int, boxes: Sequence[ReviewBox], *, is_accepted: bool) -> ReviewFile:
         """Sets a file's boxes and whether it is accepted, and saves them.
@@ -407,11 +595,27 @@ class ReviewSession:
 
     def _apply_one(self, review: ReviewFile, run: AuditedRun) -> AnonymizationResult:
         assert review.job is not None
-        faces = tuple(_face(box) for box in review.boxes if box.is_applied)
-        models = StaticModels(StaticDetector(faces, name=self._models.name))
-        staged = stage_file(review.job, models=models, policy=self._policy)
+        if review.video is not None:
+            regions = reviewed_regions(
+                review.tracks, spec=self._policy.tracking, frames=review.video.frames, size_wh=review.video.size_wh
+            )
+            frame_models = FrameBoxesModels(regions, name=self._models.name, weights_sha256=self._models.weights_sha256)
+            staged = stage_file(review.job, models=frame_models, policy=reviewed_policy(self._policy))
+            details = self._video_review(review)
+        else:
+            faces = tuple(_face(box) for box in review.boxes if box.is_applied)
+            models = StaticModels(StaticDetector(faces, name=self._models.name))
+            staged = stage_file(review.job, models=models, policy=self._policy)
+            details = self._picture_review(review)
         staged = self._checked_source(review, staged)
-        staged = dataclasses.replace(staged, result=self._with_review(staged.result, review))
+        review_details = {
+            "reviewer": self.reviewer,
+            "reviewed_at": datetime.now(UTC).isoformat(),
+            "source_sha256": review.source_sha256,
+            **details,
+        }
+        result = dataclasses.replace(staged.result, details={**staged.result.details, "review": review_details})
+        staged = dataclasses.replace(staged, result=result)
         run.commit(staged)
         result = staged.result
         with self._lock:
@@ -433,7 +637,24 @@ class ReviewSession:
             results.failed(review.path, error, mode=WriteMode.IN_PLACE, started_at=done.result.started_at)
         )
 
-    def _with_review(self, result: AnonymizationResult, review: ReviewFile) -> AnonymizationResult:
+    def _video_review(self, review: ReviewFile) -> dict[str, object]:
+        removed = [
+            {"track_id": t.track_id, "first": t.first, "last": t.last, "frames": len(t.boxes)}
+            for t in review.tracks
+            if not t.is_manual and not t.is_applied
+        ]
+        added = [
+            {"track_id": t.track_id, "keyframes": [[f, [round(v, 2) for v in b]] for f, b in sorted(t.boxes.items())]}
+            for t in review.tracks
+            if t.is_manual and t.is_applied
+        ]
+        return {
+            "tracks_removed_by_hand": removed,
+            "tracks_added_by_hand": added,
+            "tracks_applied": sum(track.is_applied for track in review.tracks),
+        }
+
+    def _picture_review(self, review: ReviewFile) -> dict[str, object]:
         found = {box.box_id: box for box in review.found}
         added = [box.as_dict() for box in review.boxes if box.origin is BoxOrigin.MANUAL and box.is_applied]
         turned_on = [box.as_dict() for box in review.boxes if box.origin is BoxOrigin.FAINT and box.is_applied]
@@ -442,16 +663,9 @@ class ReviewSession:
             for box in review.boxes
             if box.origin is BoxOrigin.DETECTED and not box.is_applied and box.box_id in found
         ]
-        details = {
-            **result.details,
-            "review": {
-                "reviewer": self.reviewer,
-                "reviewed_at": datetime.now(UTC).isoformat(),
-                "added_by_hand": added,
-                "faint_turned_on": turned_on,
-                "removed_by_hand": removed,
-                "boxes_applied": sum(box.is_applied for box in review.boxes),
-                "source_sha256": review.source_sha256,
-            },
+        return {
+            "added_by_hand": added,
+            "faint_turned_on": turned_on,
+            "removed_by_hand": removed,
+            "boxes_applied": sum(box.is_applied for box in review.boxes),
         }
-        return dataclasses.replace(result, details=details)
