@@ -128,3 +128,116 @@ def test_a_reviewer_turns_on_a_faint_candidate_draws_a_missed_face_and_applies(
     assert x1 <= x and y1 <= y and x2 >= x + side and y2 >= y + side and x2 - x1 < side + 20
     (turned_on,) = review["faint_turned_on"]
     assert turned_on["score"] < 0.9
+
+
+def _street_video(path: Path, pixels: np.ndarray, frames: int = 12) -> None:
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.height, stream.width = pixels.shape[:2]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.options = {"crf": "10"}
+        for _ in range(frames):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def _video_frames(path: Path) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(path)) as container:
+        return [np.asarray(frame.to_ndarray(format="rgb24"), np.int16) for frame in container.decode(video=0)]
+
+
+@pytest.mark.slow
+def test_a_reviewer_removes_a_track_and_adds_a_missed_face_on_two_frames_of_a_video(
+    tmp_path: Path, street: Any, chromium_executable: str, artifacts: Path, sqlite_url: str
+) -> None:
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    clip = folder / "street.mp4"
+    _street_video(clip, street.pixels)
+    source = _video_frames(clip)
+    command = [sys.executable, "-m", "efface", "review", str(folder), "--reviewer", "Dana DPO", "--db", sqlite_url]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.search(r"open (http://127\.0\.0\.1:\d+/\?token=[\w-]+)", line)
+        assert match, line
+        with playwright.sync_playwright() as driver:
+            browser = driver.chromium.launch(
+                executable_path=chromium_executable, args=["--no-sandbox", "--disable-gpu"]
+            )
+            try:
+                page = browser.new_page(viewport={"width": 1500, "height": 950})
+                page.goto(match.group(1))
+                page.get_by_test_id("video-bar").wait_for(timeout=120_000)
+                detected = page.locator('#boxes rect[data-origin="detected"]')
+                detected.first.wait_for()
+                # The small face at about (650, 250) has a track of its own: remove it on the timeline (keyboard).
+                small = next(
+                    rect.get_attribute("data-box-id")
+                    for rect in detected.all()
+                    if float(rect.get_attribute("x") or 0) > street.faint_at[0] - 20
+                )
+                bar = page.locator(f'#timeline rect[data-track-id="{small}"]')
+                bar.focus()
+                page.keyboard.press("Space")
+                page.wait_for_selector(f'#timeline rect[data-track-id="{small}"][data-applied="false"]')
+                # The missed face, boxed on frames 2 and 8 (keys . and , step through the frames).
+                for frame in (2, 8):
+                    page.locator("body").focus()
+                    while page.get_by_test_id("frame-label").inner_text().split()[1] != str(frame):
+                        page.keyboard.press(".")
+                        time.sleep(0.05)
+                    playwright.expect(page.get_by_test_id("frame-label")).to_have_text(f"frame {frame} of 12")
+                    _draw_missed(page, street, margin=4 if frame == 2 else 10)  # outside the box carried to 8
+                    page.wait_for_selector('#boxes rect[data-origin="manual"][data-keyframe="true"]')
+                page.wait_for_selector("#timeline rect.manual")
+                page.screenshot(path=str(artifacts / "5-video.png"))
+                page.locator("body").focus()
+                page.keyboard.press("a")
+                page.wait_for_selector("button.state-accepted")
+                page.get_by_test_id("apply").click()
+                playwright.expect(page.get_by_test_id("apply-result")).to_contain_text(
+                    "applied 1 file", timeout=120_000
+                )
+            finally:
+                browser.close()
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=20)
+        if process.stdout is not None:
+            process.stdout.close()
+    written = _video_frames(clip)
+    assert len(written) == len(source) == 12
+    mx, my, mside = street.missed_at
+    fx, fy, fside = street.faint_at
+    for index in range(12):
+        missed = np.abs(
+            written[index][my : my + mside, mx : mx + mside] - source[index][my : my + mside, mx : mx + mside]
+        )
+        assert missed.mean() > 20, index  # the face added by hand: on every frame (carried before 2 and after 8)
+        kept = np.abs(
+            written[index][fy : fy + fside, fx : fx + fside] - source[index][fy : fy + fside, fx : fx + fside]
+        )
+        assert kept.mean() < 12, index  # the removed track's face is left
+    with AuditStore(sqlite_url) as store:
+        (run,) = store.list_runs()
+        (row,) = [row for row in store.list_files(run.run_id) if row.outcome is not Outcome.PENDING]
+    review = row.details["review"]
+    assert [track["track_id"] for track in review["tracks_removed_by_hand"]] == [small]
+    (added,) = review["tracks_added_by_hand"]
+    assert [frame for frame, _ in added["keyframes"]] == [2, 8]
+
+
+def _draw_missed(page: Any, street: Any, *, margin: int) -> None:
+    frame = page.locator("#boxes").bounding_box()
+    scale = frame["width"] / street.size_wh[0]
+    x, y, side = street.missed_at
+    page.mouse.move(frame["x"] + (x - margin) * scale, frame["y"] + (y - margin) * scale)
+    page.mouse.down()
+    page.mouse.move(frame["x"] + (x + side + 4) * scale, frame["y"] + (y + side + 4) * scale, steps=8)
+    page.mouse.up()

@@ -52,6 +52,7 @@ export class BoxEditor {
       rect.dataset.boxId = box.box_id;
       rect.dataset.origin = box.origin;
       rect.dataset.applied = String(box.is_applied);
+      if (box.is_keyframe !== undefined) rect.dataset.keyframe = String(box.is_keyframe);
       rect.addEventListener("mousedown", (event) => event.stopPropagation());
       rect.addEventListener("click", (event) => { event.stopPropagation(); this.toggle(index); });
       rect.addEventListener("keydown", (event) => this.boxKey(event, index));
