@@ -179,7 +179,9 @@ def _add_routes(app: FastAPI) -> None:
             upload = await service.receive(call, request)
             options = AnonymizeOptions.from_fields(upload.fields)
             boxes = options.reviewed_boxes()
-            call.options = {"return_boxes": options.return_boxes, "boxes_given": boxes is not None}
+            call.options = {"return_boxes": options.return_boxes}
+            if boxes is not None:  # reviewed by a person: no detection runs
+                call.options["boxes_given"] = True
             key = resolve_options(
                 service.settings,
                 method=options.method,
