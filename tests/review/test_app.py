@@ -269,6 +269,14 @@ def test_a_video_track_removed_and_a_face_added_on_two_keyframes(tmp_path: Path,
         shown = _pixels(client.get(f"/api/files/{video['file_id']}/frames/5").content)
         assert np.abs(_region(preview, (175, 65, 205, 115)) - _region(shown, (175, 65, 205, 115))).mean() > 40
         before = clip.read_bytes()
+        # Closed and opened again: the tracks as reviewed.
+        client = _client(_session(folder, store))
+        resumed = client.get(f"/api/files/{video['file_id']}").json()
+        assert resumed["state"] == "accepted"
+        assert {t["track_id"]: (t["origin"], t["is_applied"]) for t in resumed["tracks"]} == {
+            "t0": ("detected", False),
+            "m1": ("manual", True),
+        }
 
         (applied,) = client.post("/api/apply").json()["applied"]
         assert applied["outcome"] == "anonymized", applied
