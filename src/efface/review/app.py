@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, HTTPException, Path, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -23,6 +23,7 @@ from efface.review.session import BoxOrigin, ReviewBox, ReviewFile, ReviewSessio
 __all__ = ["TOKEN_COOKIE", "box_editor_script", "create_review_app"]
 
 TOKEN_COOKIE = "efface_review_token"
+_T = TypeVar("_T")
 _TOKEN_HEADER = "x-efface-token"
 
 
@@ -162,33 +163,27 @@ def create_review_app(session: ReviewSession, *, token: str, hosts: frozenset[st
             raise HTTPException(503, f"the review cannot be saved: {exc.message}") from exc
         return review.as_dict()
 
-    @app.get("/api/files/{file_id}/frames/{index}")
-    def frame(file_id: FileId, index: FrameIndex) -> Response:
+    def of_frame(file_id: int, index: int, make: Callable[[int, int], _T]) -> _T:
+        """What ``make`` gives for a video's frame; no such frame is a 404, a file that is no video ready a 409."""
         found(file_id)
         try:
-            return Response(session.frame(file_id, index), media_type="image/jpeg")
+            return make(file_id, index)
         except IndexError:
             raise HTTPException(404, f"no frame {index}") from None
         except ValueError as exc:
             raise HTTPException(409, str(exc)) from exc
+
+    @app.get("/api/files/{file_id}/frames/{index}")
+    def frame(file_id: FileId, index: FrameIndex) -> Response:
+        return Response(of_frame(file_id, index, session.frame), media_type="image/jpeg")
 
     @app.get("/api/files/{file_id}/frames/{index}/boxes")
     def frame_boxes(file_id: FileId, index: FrameIndex) -> list[dict[str, Any]]:
-        found(file_id)
-        try:
-            return session.frame_boxes(file_id, index)
-        except ValueError as exc:
-            raise HTTPException(409, str(exc)) from exc
+        return of_frame(file_id, index, session.frame_boxes)
 
     @app.get("/api/files/{file_id}/frames/{index}/preview")
     def frame_preview(file_id: FileId, index: FrameIndex) -> Response:
-        found(file_id)
-        try:
-            return Response(session.frame_preview(file_id, index), media_type="image/jpeg")
-        except IndexError:
-            raise HTTPException(404, f"no frame {index}") from None
-        except ValueError as exc:
-            raise HTTPException(409, str(exc)) from exc
+        return Response(of_frame(file_id, index, session.frame_preview), media_type="image/jpeg")
 
     @app.put("/api/files/{file_id}/tracks")
     def update_tracks(file_id: FileId, body: TracksUpdate) -> dict[str, Any]:
