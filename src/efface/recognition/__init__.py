@@ -1,0 +1,1 @@
+"""Face recognition for selective anonymization: telling a data subject's faces from everyone else's."""
