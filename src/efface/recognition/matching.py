@@ -181,9 +181,11 @@ def choose_thresholds(
     *,
     leak_rate: float,
 ) -> Thresholds:
-    """Thresholds from labelled faces: each recognizer's keep threshold at the ``1 - leak_rate`` quantile of its
-    third-party similarities (the references: each person's first face), its close threshold at the median of
-    its own people's similarities, and its other threshold at the 1st percentile of those.
+    """Thresholds from labelled faces (the references: each person's first face): each recognizer's keep
+    threshold at the ``1 - leak_rate`` quantile of its third-party similarities; its close threshold at the 1st
+    percentile of the people's own similarities (so that ``only`` misses few of them: a subject left visible is
+    the leak there); its other threshold at the median third-party similarity (half of all strangers score
+    below it, almost none of the subject's faces).
 
     Args:
         embeddings: per recognizer, float (N, D) for the N faces.
@@ -198,8 +200,8 @@ def choose_thresholds(
     for name, vectors in embeddings.items():
         own, third = _cosines(np.asarray(vectors), subject_pairs), _cosines(np.asarray(vectors), third_pairs)
         keep[name] = float(np.quantile(third, 1.0 - leak_rate))
-        close[name] = min(keep[name], float(np.quantile(own, 0.5)))
-        other[name] = min(close[name], float(np.quantile(own, 0.01)))
+        close[name] = min(keep[name], float(np.quantile(own, 0.01)))
+        other[name] = min(close[name], float(np.quantile(third, 0.5)))
     return Thresholds(keep, close, other)
 
 
