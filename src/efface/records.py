@@ -604,6 +604,7 @@ class ValidationKind(StrEnum):
 
     COVERAGE = "coverage"
     STRENGTH = "strength"
+    IDENTITY = "identity"  # the matcher of selective anonymization (efface verify identity)
 
 
 @dataclass(frozen=True, slots=True)

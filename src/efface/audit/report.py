@@ -61,7 +61,7 @@ class ReportData:
         database: the audit database URL, password hidden.
         scope: which runs.
         activity: totals and aggregates of the runs in scope.
-        coverage / strength: the latest validation of each kind in the whole log, or None.
+        coverage / strength / identity: the latest validation of each kind in the whole log, or None.
         chain: the verification of the whole chain, made for this report.
         checklist: the judged checklist.
     """
@@ -75,6 +75,7 @@ class ReportData:
     strength: ValidationRecord | None
     chain: ChainReport
     checklist: tuple[ChecklistItem, ...]
+    identity: ValidationRecord | None = None
 
 
 def _date(value: datetime | None) -> str:
@@ -122,6 +123,21 @@ def strength_figures(record: ValidationRecord) -> str:
     chance = f"chance {_share(figures.get('chance'))}"
     people = f"{figures.get('identities', '?')} people, {figures.get('probes', '?')} probes"
     return f"{'; '.join(parts) or 'no configured row'} ({chance}; {people})"
+
+
+def identity_figures(record: ValidationRecord) -> str:
+    """One line of a matcher validation's key figures: the leak rate and the subject-kept rate."""
+    figures = record.figures
+    keep = _dig(figures, "thresholds", "keep")
+    thresholds = ", ".join(f"{name} {value:.4f}" for name, value in keep.items()) if isinstance(keep, dict) else "?"
+    return (
+        f"third parties kept (leak rate) {_dig(figures, 'rates', 'leak_rate')} of "
+        f"{_dig(figures, 'rates', 'third_party_faces')} faces (target {figures.get('target_leak_rate', '?')}); "
+        f"data subject kept {_share(_dig(figures, 'rates', 'subject_kept_rate'))} of "
+        f"{_dig(figures, 'rates', 'subject_faces')}; missed under --only-person "
+        f"{_share(_dig(figures, 'rates', 'only_missed_rate'))}; {figures.get('people', '?')} people; keep "
+        f"thresholds (cosine) {thresholds}"
+    )
 
 
 def _settings_disagree(record: ValidationRecord, activity: ActivitySummary, names: Iterable[str]) -> list[str]:
@@ -345,6 +361,7 @@ def build_report(store: AuditStore, scope: ReportScope, *, efface_version: str) 
     activity = store.summarize(scope)
     coverage = next(iter(store.list_validations(limit=1, kind=ValidationKind.COVERAGE)), None)
     strength = next(iter(store.list_validations(limit=1, kind=ValidationKind.STRENGTH)), None)
+    identity = next(iter(store.list_validations(limit=1, kind=ValidationKind.IDENTITY)), None)
     chain = store.verify()
     return ReportData(
         generated_at=datetime.now(UTC),
@@ -356,6 +373,7 @@ def build_report(store: AuditStore, scope: ReportScope, *, efface_version: str) 
         strength=strength,
         chain=chain,
         checklist=evaluate_checklist(activity, coverage=coverage, strength=strength, chain=chain),
+        identity=identity,
     )
 
 
@@ -695,6 +713,14 @@ files from {_e(_date(activity.first_file_at))} to {_e(_date(activity.last_file_a
             report.strength,
             strength_figures(report.strength) if report.strength else "",
             "efface verify strength",
+        )
+    }
+{
+        _validation_section(
+            "Selective anonymization: telling the data subject apart (latest efface verify identity)",
+            report.identity,
+            identity_figures(report.identity) if report.identity else "",
+            "efface verify identity",
         )
     }
 

@@ -33,6 +33,7 @@ from efface.cli._render import (
     progress_bar,
     shown,
     stderr,
+    stdout,
 )
 from efface.errors import EffaceError
 from efface.records import ValidationKind
@@ -241,4 +242,94 @@ def verify_strength(
         stderr.print("[bold red]NOT VERIFIED:[/bold red] the configured setting did not pass; it is recorded so")
         for reason in reasons:
             stderr.print(f"  - {shown(reason)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FILES_FAILED)
+
+
+@verify_app.command("identity")
+def verify_identity(
+    people: Annotated[Path, typer.Argument(help="Identities: PERSON/*.jpg, two or more images each.")],
+    distractors: Annotated[
+        Path | None, typer.Option(help="Images of further people (one face each), counted as strangers only.")
+    ] = None,
+    leak_rate: Annotated[
+        float,
+        typer.Option(
+            min=0.00001,
+            max=0.5,
+            help="The share of third-party faces each recognizer alone may take for the subject.",
+        ),
+    ] = 0.001,
+    recognizer: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--recognizer", help=with_default(" and/or ".join(RECOGNIZER_NAMES) + ".", ", ".join(RECOGNIZER_NAMES))
+        ),
+    ] = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """Measure the matcher of selective anonymization: how often a third party would be kept visible (the leak
+    rate) and the data subject would be, at thresholds chosen on half the people and measured on the others."""
+    from efface.pipeline.build import build_policy, inference_threads_for, load_models
+    from efface.verify.identity import measure_identity
+    from efface.verify.recognizers import load_recognizers
+    from efface.verify.validation import new_validation_record
+
+    configure_logging(False)
+    settings = load(config, db_url=db)
+    try:
+        policy = build_policy(settings)
+        face_detector = load_models(settings, inference_threads=inference_threads_for(1)).detector(policy.detection)
+        recognizers = load_recognizers(tuple(recognizer) if recognizer else RECOGNIZER_NAMES)
+    except EffaceError as exc:
+        raise fail_setup(exc) from exc
+    store = open_store(settings)
+    try:
+        with store, stderr.status("measuring the matcher") as status:
+            report = measure_identity(
+                people,
+                detector=face_detector,
+                codec=policy.codec,
+                recognizers=recognizers,
+                distractors_dir=distractors,
+                leak_rate=leak_rate,
+                on_step=lambda text: status.update(f"measuring the matcher: {shown(text)}"),
+            )
+            record = new_validation_record(
+                ValidationKind.IDENTITY,
+                detector=face_detector,
+                settings=settings,
+                extra_settings={"recognizers": list(report.recognizers), "target_leak_rate": leak_rate},
+                dataset={
+                    "people_dir": str(people.resolve()),
+                    "distractors": str(distractors.resolve()) if distractors else None,
+                    "people": report.people,
+                    "faces": report.faces,
+                    "skipped": report.skipped,
+                },
+                figures=report.as_dict(),
+                passed=report.passed,
+            )
+            store.record_validation(record)
+    except (EffaceError, ValueError) as exc:
+        print_error(exc)
+        raise typer.Exit(EXIT_FILES_FAILED) from exc
+    rates = report.rates
+    if json_output:
+        typer.echo(json.dumps({"validation_id": record.validation_id, **report.as_dict()}, indent=2))
+    else:
+        thresholds = ", ".join(f"{name} {value:.4f}" for name, value in report.thresholds.keep.items())
+        stdout.print(
+            f"validation {record.validation_id}: {report.people} people, {report.faces} faces "
+            f"({report.skipped} skipped)\n"
+            f"third parties kept (leak rate): {rates.leak_rate:.5f} of {rates.third_party_faces:,} "
+            f"(target {leak_rate:g})\n"
+            f"data subject kept: {rates.subject_kept_rate:.3f} of {rates.subject_faces:,}; "
+            f"missed under --only-person: {rates.only_missed_rate:.3f}\n"
+            f"thresholds chosen on every person (keep, cosine): {thresholds}",
+            highlight=False,
+        )
+    if not report.passed:
+        stderr.print(f"[bold red]NOT VERIFIED:[/bold red] the leak rate is above {leak_rate:g}")
         raise typer.Exit(EXIT_FILES_FAILED)

@@ -39,6 +39,7 @@ __all__ = [
     "StrengthRow",
     "Treatment",
     "load_identities",
+    "main_face",
     "measure_strength",
     "standard_treatments",
     "verdict",
@@ -214,7 +215,7 @@ def load_identities(people_dir: Path) -> dict[str, list[Path]]:
     return people
 
 
-def _main_face(faces: tuple[Face, ...], width: int, height: int) -> Face | None:
+def main_face(faces: tuple[Face, ...], width: int, height: int) -> Face | None:
     """The face the picture is about: the largest, ties broken by closeness to the centre."""
     if not faces:
         return None
@@ -261,7 +262,7 @@ def measure_strength(
     def load(path: Path, label: str) -> _Loaded | None:
         pixels = decode_image(path.read_bytes(), path=path, options=codec).pixels
         faces = detector.detect(pixels)
-        face = _main_face(faces, pixels.shape[1], pixels.shape[0])
+        face = main_face(faces, pixels.shape[1], pixels.shape[0])
         if face is None:
             skipped.append(str(path))
             return None
