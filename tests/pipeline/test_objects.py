@@ -305,3 +305,37 @@ def test_a_missing_bucket_or_prefix_fails_aloud(s3_env: Any, sqlite_url: str) ->
     rows, run = _run([f"s3://{bucket}/nothing-here/", "s3://no-such-bucket-efface/"], sqlite_url)
     assert [row.outcome for row in rows] == [Outcome.ERROR, Outcome.ERROR]
     assert run.summary is not None and run.summary.status is RunStatus.FAILED
+
+
+class _SameSecondStore:
+    """A store listing versions as moto may when they were written within the same second: oldest first."""
+
+    def __init__(self) -> None:
+        from datetime import UTC, datetime
+
+        second = datetime(2026, 12, 4, 12, 0, 0, tzinfo=UTC)
+        from efface.storage.s3 import StoredVersion
+
+        self.listed = [
+            StoredVersion("v-older", False, second),
+            StoredVersion("v-read", False, second),
+            StoredVersion("v-written", True, second),
+        ]
+        self.deleted: list[str] = []
+
+    def versions(self, url: ObjectURL) -> list[Any]:
+        return [v for v in self.listed if v.version_id not in self.deleted]
+
+    def delete_version(self, url: ObjectURL, version_id: str) -> None:
+        self.deleted.append(version_id)
+
+
+def test_the_versions_holding_the_original_are_found_whatever_the_listing_order() -> None:
+    """Written within the same second, the version read and an older one may be listed before the one written:
+    both are deleted (by the version read and its time), the one written never."""
+    from efface.pipeline.objects import delete_earlier_versions
+
+    store = _SameSecondStore()
+    url = ObjectURL("s3", "b", "face.jpg")
+    deleted = delete_earlier_versions(store, url, written="v-written", read="v-read")  # type: ignore[arg-type]
+    assert sorted(deleted) == ["v-older", "v-read"] and store.deleted == deleted

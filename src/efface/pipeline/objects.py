@@ -471,14 +471,18 @@ def push(upload: PendingUpload) -> dict[str, object]:
     facts: dict[str, object] = {"version_written": written.version_id, "upload_parts": written.parts}
     if upload.if_match is None:
         return facts  # a new object in an output location: no original under it
-    deleted = delete_earlier_versions(upload.store, upload.target, written=written.version_id)
+    deleted = delete_earlier_versions(upload.store, upload.target, written=written.version_id, read=upload.version_read)
     facts["deleted_versions"] = deleted
     return facts
 
 
-def delete_earlier_versions(store: S3Store, url: ObjectURL, *, written: str | None) -> list[str]:
+def delete_earlier_versions(
+    store: S3Store, url: ObjectURL, *, written: str | None, read: str | None = None
+) -> list[str]:
     """Deletes every version of ``url`` older than the one written (``written``; None: the latest), each holding an
-    image efface did not anonymize, and returns their ids.
+    image efface did not anonymize, and returns their ids. Given the version ``read``, it is that one and every
+    version listed after it or last modified no later than it, whatever the listing's order of versions written
+    within the same second (never the one written).
 
     Raises:
         VersionsLeftError: some could not be deleted, or the versions could not be listed; the message names them.
@@ -491,7 +495,7 @@ def delete_earlier_versions(store: S3Store, url: ObjectURL, *, written: str | No
             "original; give the credentials s3:ListBucketVersions and s3:DeleteObjectVersion, or check by hand",
             path=url,
         ) from exc
-    earlier = _older_than(versions, written)
+    earlier = _holding_original(versions, written=written, read=read)
     deleted: list[str] = []
     left: list[str] = []
     reason = ""
@@ -511,6 +515,24 @@ def delete_earlier_versions(store: S3Store, url: ObjectURL, *, written: str | No
             path=url,
         )
     return deleted
+
+
+def _holding_original(versions: list[StoredVersion], *, written: str | None, read: str | None) -> list[StoredVersion]:
+    """The versions that hold the original: the one read and those older than it (see ``delete_earlier_versions``);
+    without a version read (or once it is gone), those listed after the one written."""
+    index = next((i for i, v in enumerate(versions) if read is not None and v.version_id == read), None)
+    if index is None or read in (None, "null"):
+        return _older_than(versions, written)
+    read_at = versions[index].last_modified
+    return [
+        version
+        for position, version in enumerate(versions)
+        if version.version_id != written
+        and (
+            position >= index
+            or (read_at is not None and version.last_modified is not None and version.last_modified <= read_at)
+        )
+    ]
 
 
 def _older_than(versions: list[StoredVersion], written: str | None) -> list[StoredVersion]:
