@@ -13,13 +13,11 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import cast
 
 import av
 import numpy as np
 from av.container import InputContainer
 from av.packet import Packet
-from av.sidedata.sidedata import SideDataContainer
 from av.sidedata.sidedata import Type as SideDataType
 from av.stream import Disposition, Stream
 from av.video.frame import VideoFrame
@@ -354,11 +352,11 @@ def _declared_duration_s(container: InputContainer, video: VideoStream) -> float
 
 
 def _display_matrix(frame: VideoFrame) -> tuple[int, ...] | None:
-    # PyAV's stubs declare Frame.side_data as one SideData; at run time it is the container of them.
-    for side_data in cast(SideDataContainer, frame.side_data):
-        if side_data.type is SideDataType.DISPLAYMATRIX:
-            return tuple(int(v) for v in np.frombuffer(bytes(side_data), dtype=np.int32))
-    return None
+    # PyAV 18 made Frame.side_data a mapping from side-data type to side data.
+    side_data = frame.side_data.get(SideDataType.DISPLAYMATRIX)
+    if side_data is None:
+        return None
+    return tuple(int(v) for v in np.frombuffer(bytes(side_data), dtype=np.int32))
 
 
 def _declared_duration_tag(stream: Stream) -> Fraction | None:
