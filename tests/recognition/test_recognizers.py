@@ -14,8 +14,7 @@ import pytest
 from PIL import Image
 
 from efface.errors import ConfigurationError
-from efface.records import BBox
-from efface.verify.recognizers import (
+from efface.recognition.recognizers import (
     DlibRecognizer,
     FaceNetRecognizer,
     FaceRecognizer,
@@ -23,6 +22,7 @@ from efface.verify.recognizers import (
     locate_model_file,
     rank1_identification,
 )
+from efface.records import BBox
 
 FACES_IDENTITY = Path(__file__).resolve().parents[3] / "shared" / "data" / "faces-identity"
 PEOPLE_COUNT = 8

@@ -98,7 +98,7 @@ def people(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_real_recognizers_identify_clean_faces_and_not_the_default(people: Path) -> None:
-    from efface.verify.recognizers import load_recognizers
+    from efface.recognition.recognizers import load_recognizers
 
     settings = load_settings(db_url="sqlite://")
     policy = build_policy(settings)

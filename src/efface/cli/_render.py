@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from efface.audit.keys import ApiKey
     from efface.audit.verifier import ChainReport
     from efface.config import Settings
+    from efface.recognition.recognizers import FaceRecognizer
     from efface.verify.coverage import CoverageRun
-    from efface.verify.recognizers import FaceRecognizer
     from efface.verify.strength import StrengthReport
 
 __all__ = [
@@ -118,6 +118,7 @@ def result_json(result: AnonymizationResult) -> dict[str, object]:
         "output_sha256": result.output_sha256,
         "video": result.video.as_dict() if result.video is not None else None,
         "uncertainty": result.uncertainty.as_dict() if result.uncertainty is not None else None,
+        "identity": result.details.get("identity"),  # under --keep-person / --only-person: faces (tracks) decided
         "duration_s": round(result.duration_s, 4),
         "error_class": result.error_class,
         "error_message": result.error_message,

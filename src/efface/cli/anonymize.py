@@ -6,6 +6,7 @@ import contextlib
 import json
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -43,6 +44,7 @@ from efface.cli._render import (
     result_json,
     shown,
     stderr,
+    stdout,
 )
 from efface.errors import EffaceError
 from efface.records import AnonymizationResult, Location, Outcome
@@ -92,6 +94,26 @@ def anonymize(
             metavar="NAME",
             help="In Parquet and Arrow tables, a column of pictures (repeatable); every cell of it must be one. "
             "Default: the columns typed as datasets images, and binary columns whose cells are pictures.",
+        ),
+    ] = None,
+    keep_person: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--keep-person",
+            metavar="REF",
+            help="Leave this person's faces visible and anonymize everyone else's (a subject access request): a "
+            "photo of them, or a folder of photos of them alone; repeat for each person. A face is kept only when "
+            "both face recognizers are sure (needs the verify extra).",
+        ),
+    ] = None,
+    only_person: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--only-person",
+            metavar="REF",
+            help="Anonymize only this person's faces (an erasure request), with the same references as "
+            "--keep-person; a face either recognizer finds close, and every face too small or turned to tell, "
+            "is anonymized.",
         ),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Detect and audit only; write nothing.")] = False,
@@ -164,7 +186,14 @@ def anonymize(
     """Find every face in PATHS and anonymize it; each file is replaced atomically and audited."""
     # The pipeline (onnxruntime, OpenCV, Pillow, the audit store) is imported when the command runs, not when
     # the command line is built: ``efface --help`` and the other commands do not pay for it.
-    from efface.pipeline.build import audited_settings, build_policy, inference_threads_for, load_models
+    from efface.pipeline.build import (
+        audited_settings,
+        build_policy,
+        build_selection,
+        inference_threads_for,
+        load_models,
+        with_selection,
+    )
     from efface.pipeline.executors import fit_processes, open_executor
     from efface.pipeline.objects import WorkFolder
     from efface.pipeline.run import AuditedRun, run_plan
@@ -204,12 +233,15 @@ def anonymize(
         processes, items = fit_processes(settings.jobs, plan.items())
         policy = build_policy(settings)
         models = load_models(settings, inference_threads=inference_threads_for(processes))
+        selection = build_selection(keep=keep_person or (), only=only_person or (), models=models, policy=policy)
+        policy = with_selection(policy, selection)
     except EffaceError as exc:
         if work is not None:
             work.close()
         raise fail_setup(exc) from exc
     store = open_store(settings)
     outcomes: Counter[Outcome] = Counter()
+    by_identity: Counter[str] = Counter()  # faces (tracks) kept, anonymized and unrecognized by identity
     uncertain = [0]  # files with something the detector was unsure of
     progress = progress_bar(is_quiet=json_output)
 
@@ -222,6 +254,9 @@ def anonymize(
 
     def on_result(result: AnonymizationResult) -> None:
         outcomes[result.outcome] += 1
+        identity = result.details.get("identity")
+        if isinstance(identity, dict):
+            by_identity.update({key: int(value) for key, value in identity.items() if key != "boxes_kept"})
         if result.uncertainty is not None and result.uncertainty.count and result.outcome is not Outcome.PENDING:
             uncertain[0] += 1
         progress.advance(task)
@@ -262,7 +297,7 @@ def anonymize(
                     command="anonymize",
                     mode=plan.mode,
                     models=models,
-                    settings=audited_settings(settings),
+                    settings=audited_settings(settings, identity=selection),
                     on_result=on_result,
                 )
                 with run:
@@ -282,4 +317,11 @@ def anonymize(
         raise typer.Exit(EXIT_FILES_FAILED) from exc
     if not json_output:
         print_summary(run.run_id, summary, outcomes, uncertain=uncertain[0])
+        if selection is not None:
+            stdout.print(
+                f"by identity ({selection.mode.value} person): {by_identity['kept']} kept visible, "
+                f"{by_identity['anonymized']} anonymized, {by_identity['unrecognized']} too small or turned to "
+                "tell (anonymized); a video counts tracks",
+                highlight=False,
+            )
     raise typer.Exit(EXIT_FILES_FAILED if summary.files_failed else EXIT_OK)

@@ -36,12 +36,12 @@ from efface.cli._render import (
     stdout,
 )
 from efface.errors import EffaceError
+from efface.recognition.recognizers import RECOGNIZER_NAMES
 from efface.records import ValidationKind
 
 # The options need these enums and names; the measuring code (and the pipeline under it) is imported by the
 # command that runs, so that the commands of other groups do not load it.
 from efface.verify.annotations import AnnotationFormat, WiderSubset
-from efface.verify.recognizers import RECOGNIZER_NAMES
 
 __all__ = ["verify_app"]
 
@@ -172,7 +172,7 @@ def verify_strength(
 ) -> None:
     """Measure whether face recognition still identifies anonymized faces (rank-1, two attackers)."""
     from efface.pipeline.build import build_policy, inference_threads_for, load_models
-    from efface.verify.recognizers import load_recognizers
+    from efface.recognition.recognizers import load_recognizers
     from efface.verify.strength import measure_strength, standard_treatments, verdict
     from efface.verify.validation import new_validation_record
 
@@ -272,8 +272,8 @@ def verify_identity(
     """Measure the matcher of selective anonymization: how often a third party would be kept visible (the leak
     rate) and the data subject would be, at thresholds chosen on half the people and measured on the others."""
     from efface.pipeline.build import build_policy, inference_threads_for, load_models
+    from efface.recognition.recognizers import load_recognizers
     from efface.verify.identity import measure_identity
-    from efface.verify.recognizers import load_recognizers
     from efface.verify.validation import new_validation_record
 
     configure_logging(False)

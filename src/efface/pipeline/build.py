@@ -6,17 +6,20 @@ processes, the library) does it.
   tracking options), per option set or per request.
 - ``audited_settings``: what the audit log records about the settings of a run.
 - ``settings_sha256``: the part of them a resumed run must share with the run that did a file.
+- ``build_selection``: selective anonymization from reference photos (``--keep-person``, ``--only-person``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from efface.config import Settings
-from efface.detection.models import Models
+from efface.detection.models import DetectionModels, Models
 from efface.detection.models import load_models as load_detection_models
 from efface.detection.presets import preset_spec
 from efface.detection.providers import providers_for
@@ -25,9 +28,19 @@ from efface.errors import ConfigurationError
 from efface.media.images import CodecOptions
 from efface.media.video import VideoOptions
 from efface.pipeline.core import Policy
+from efface.recognition.matching import MatchMode
+from efface.recognition.selection import Selection, load_person
 from efface.transforms.core import Anonymizer
 
-__all__ = ["audited_settings", "build_policy", "inference_threads_for", "load_models", "settings_sha256"]
+__all__ = [
+    "audited_settings",
+    "build_policy",
+    "build_selection",
+    "inference_threads_for",
+    "load_models",
+    "settings_sha256",
+    "with_selection",
+]
 
 # The audited settings that decide which faces are found and how they are made unrecognisable (for a video
 # also whether identifying metadata stays). Encoder quality, providers and limits are left out: changing them
@@ -101,13 +114,42 @@ def build_policy(settings: Settings) -> Policy:
     )
 
 
-def audited_settings(settings: Settings) -> dict[str, object]:
+def build_selection(
+    *, keep: Sequence[Path] = (), only: Sequence[Path] = (), models: DetectionModels, policy: Policy
+) -> Selection | None:
+    """Selective anonymization from reference photos, one image or folder of images per person: everyone but
+    ``keep``'s people anonymized, or only ``only``'s (None when neither is given). The reference faces are found
+    with the policy's detector and embedded in memory; nothing is written.
+
+    Raises:
+        ConfigurationError: both given, or the recognizers are not installed.
+        InputError: a reference photo that cannot be used (no face, several, too small, unreadable).
+        ModelError: a recognizer cannot be loaded.
+    """
+    if keep and only:
+        raise ConfigurationError("give --keep-person or --only-person, not both")
+    if not keep and not only:
+        return None
+    detector = models.detector(policy.detection)
+    people = tuple(load_person(Path(path), detector=detector, codec=policy.codec) for path in (keep or only))
+    return Selection(MatchMode.KEEP if keep else MatchMode.ONLY, people)
+
+
+def with_selection(policy: Policy, selection: Selection | None) -> Policy:
+    """``policy`` with ``selection`` (unchanged for None)."""
+    return policy if selection is None else dataclasses.replace(policy, identity=selection)
+
+
+def audited_settings(settings: Settings, *, identity: Selection | None = None) -> dict[str, object]:
     """Every setting that affects the output, for the audit log (the database URL is left out), with the
-    execution providers the detector runs on and the detection passes the preset stands for."""
+    execution providers the detector runs on, the detection passes the preset stands for and, under selective
+    anonymization, its settings and the references' sha256 (never an embedding)."""
     audited = settings.model_dump(mode="json", exclude={"db_url", "jobs"})
     audited["providers"] = list(_providers(settings))
     audited["detection"] = preset_spec(settings.preset, score_threshold=settings.score_threshold).as_dict()
     audited["tracking"] = _tracking_spec(settings).as_dict()
+    if identity is not None:
+        audited["identity"] = identity.audited()
     return audited
 
 
@@ -119,6 +161,8 @@ def settings_sha256(audited: Mapping[str, object], *, model_sha256: str) -> str:
     a lower threshold, another method or other weights anonymizes the file again.
     """
     canonical = {"model_sha256": model_sha256, **{name: audited.get(name) for name in _RESUME_SETTINGS}}
+    if audited.get("identity") is not None:  # whose faces were kept: a run without it anonymizes them too
+        canonical["identity"] = audited["identity"]
     text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -27,6 +27,7 @@ from efface.detection.multiscale import MultiScaleSpec
 from efface.detection.presets import DEFAULT_PRESET, light_pass_spec, preset_spec
 from efface.detection.tracking import TrackingSpec
 from efface.errors import (
+    CorruptImageError,
     EffaceError,
     InputError,
     InputNotFoundError,
@@ -39,6 +40,7 @@ from efface.media.images import CodecOptions, DecodedImage, decode_image, encode
 from efface.media.sniff import SNIFF_BYTES, MediaKind, claimed_kind, refusal, sniff
 from efface.media.video import VideoOptions, is_video_path
 from efface.pipeline import results
+from efface.recognition.selection import IdentityCounts, Selection, TrackVotes, choose_faces
 from efface.records import (
     FAINT_SIZES,
     AnonymizationResult,
@@ -54,6 +56,7 @@ from efface.records import (
 from efface.transforms.core import Anonymizer
 
 if TYPE_CHECKING:
+    from efface.detection.tracking import TrackedFrame
     from efface.media.video import VideoInfo
     from efface.pipeline.objects import ObjectJob, PendingUpload
     from efface.pipeline.video import Detect, FrameCallback
@@ -136,6 +139,8 @@ class Policy:
         tracking: how faces are carried between video frames.
         image_columns: in a table, the columns that hold pictures (every cell of theirs must be one); empty: those
             typed as ``datasets`` images, and binary columns by their cells' content (``pipeline.tables``).
+        identity: selective anonymization (``--keep-person``, ``--only-person``): whose faces are left visible;
+            None: every face is anonymized.
     """
 
     detection: MultiScaleSpec = field(default_factory=lambda: preset_spec(DEFAULT_PRESET))
@@ -144,6 +149,7 @@ class Policy:
     video: VideoOptions = field(default_factory=VideoOptions)
     tracking: TrackingSpec = field(default_factory=TrackingSpec)
     image_columns: tuple[str, ...] = ()
+    identity: Selection | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +163,7 @@ class Processed:
         data: the encoded output, or None when the source needs no rewrite (no face, and the file holds nothing
             but the image efface checked and would write: ``DecodedImage.needs_rewrite``).
         faint: the candidates below the operating threshold, not anonymized (``detect_with_faint``).
+        identity: under selective anonymization, how its faces were decided (None: every face anonymized).
     """
 
     decoded: DecodedImage
@@ -164,6 +171,13 @@ class Processed:
     faces_anonymized: int
     data: bytes | None
     faint: tuple[Face, ...] = ()
+    identity: IdentityCounts | None = None
+
+    @property
+    def details(self) -> dict[str, object]:
+        """What the audit row's details say of it: whether it was rewritten, the decoder's notes, the identities."""
+        identity = {"identity": self.identity.as_dict()} if self.identity is not None else {}
+        return {"rewritten": self.data is not None, **self.decoded.audit_details, **identity}
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,13 +242,19 @@ def anonymize_bytes(
     """
     decoded = decode_image(content, path=name, options=policy.codec)
     faces, faint = detect_with_faint(models.detector(policy.detection), decoded.pixels)
+    chosen, identity = faces, None
+    if policy.identity is not None:
+        selected = choose_faces(decoded.pixels, faces, selection=policy.identity)
+        chosen, identity = selected.anonymized, selected.counts
     pixels: np.ndarray = decoded.pixels
     anonymized = 0
-    if faces and write:
-        pixels, anonymized = policy.anonymizer.apply(decoded.pixels, faces)
+    if chosen and write:
+        pixels, anonymized = policy.anonymizer.apply(decoded.pixels, chosen)
     needs_rewrite = anonymized > 0 or decoded.needs_rewrite
     data = encode_image(decoded, pixels, options=policy.codec) if write and needs_rewrite else None
-    return Processed(decoded=decoded, faces=faces, faces_anonymized=anonymized, data=data, faint=faint)
+    return Processed(
+        decoded=decoded, faces=faces, faces_anonymized=anonymized, data=data, faint=faint, identity=identity
+    )
 
 
 def anonymize_part(
@@ -282,7 +302,7 @@ def anonymize_part(
         faces_anonymized=processed.faces_anonymized,
         image_format=processed.decoded.image_format.value,
         resolution_wh=processed.decoded.resolution_wh,
-        details={"rewritten": processed.data is not None, **processed.decoded.audit_details},
+        details=processed.details,
         uncertainty=Uncertainty.of_faces(processed.faint),
     )
     return row, processed.data if processed.data is not None else content
@@ -401,11 +421,7 @@ def stage_file(
         output_sha256=output_sha256,
         image_format=processed.decoded.image_format.value,
         resolution_wh=processed.decoded.resolution_wh,
-        details={
-            "rewritten": processed.data is not None,
-            **processed.decoded.audit_details,
-            **_hard_link_details(job),
-        },
+        details={**processed.details, **_hard_link_details(job)},
         uncertainty=Uncertainty.of_faces(processed.faint),
     )
     source_sha256 = hashlib.sha256(content).hexdigest() if staged is not None else None
@@ -440,25 +456,40 @@ def _anonymize_video_file(
             return StagedResult(_skipped(job, started_at=started_at, t0=t0))
         if job.destination is not None:
             _make_parent(job.destination)
-        with open_video(job.source, options=policy.video) as video:
-            if job.destination is None:
-                stats = scan_video(
-                    video, detect=detect, detect_light=detect_light, tracking=policy.tracking, on_frame=on_frame
-                )
-            else:
-                stats = anonymize_video(
-                    video,
-                    job.destination,
-                    detect=detect,
-                    detect_light=detect_light,
-                    anonymize=policy.anonymizer.apply,
-                    tracking=policy.tracking,
-                    options=policy.video,
-                    on_frame=on_frame,
-                    permissions_from=job.source if job.mode is WriteMode.OUTPUT_DIR else None,
-                    replacing=_original(job, status) if job.mode is WriteMode.IN_PLACE else None,
-                    stager=stager,
-                )
+        identity: _SelectiveVideo | None = None
+        if policy.identity is not None:
+            identity = _anonymize_video_selectively(
+                job,
+                status,
+                policy=policy,
+                selection=policy.identity,
+                detect=detect,
+                detect_light=detect_light,
+                on_frame=on_frame,
+                stager=stager,
+            )
+            stats, info = identity.stats, identity.info
+        else:
+            with open_video(job.source, options=policy.video) as video:
+                if job.destination is None:
+                    stats = scan_video(
+                        video, detect=detect, detect_light=detect_light, tracking=policy.tracking, on_frame=on_frame
+                    )
+                else:
+                    stats = anonymize_video(
+                        video,
+                        job.destination,
+                        detect=detect,
+                        detect_light=detect_light,
+                        anonymize=policy.anonymizer.apply,
+                        tracking=policy.tracking,
+                        options=policy.video,
+                        on_frame=on_frame,
+                        permissions_from=job.source if job.mode is WriteMode.OUTPUT_DIR else None,
+                        replacing=_original(job, status) if job.mode is WriteMode.IN_PLACE else None,
+                        stager=stager,
+                    )
+            info = video.info
         staged = stager.staged
         output_sha256 = _file_sha256(staged.temp_path) if staged is not None else None
         source_sha256 = _file_sha256(job.source) if staged is not None else None
@@ -471,8 +502,120 @@ def _anonymize_video_file(
         if stager.staged is not None:
             discard(stager.staged)
         return StagedResult(_error_result(job, exc, started_at=started_at, t0=t0, processed=None))
-    result = _video_result(job, video.info, stats, started_at=started_at, t0=t0, output_sha256=output_sha256)
+    result = _video_result(job, info, stats, started_at=started_at, t0=t0, output_sha256=output_sha256)
+    if identity is not None:
+        result = dataclasses.replace(
+            result,
+            faces_anonymized=identity.detections_anonymized if job.mode is not WriteMode.DRY_RUN else 0,
+            details={**result.details, "identity": identity.counts.as_dict()},
+        )
     return StagedResult(dataclasses.replace(result, uncertainty=detect.uncertainty(stats)), staged, source_sha256)
+
+
+def _anonymize_video_selectively(
+    job: FileJob,
+    status: os.stat_result,
+    *,
+    policy: Policy,
+    selection: Selection,
+    detect: Detect,
+    detect_light: Detect | None,
+    on_frame: FrameCallback | None,
+    stager: Stager,
+) -> _SelectiveVideo:
+    """A video under selective anonymization, in two passes: the first detects, tracks and embeds, and decides
+    each track whole (``TrackVotes``); the second anonymizes exactly the boxes of the tracks to anonymize on
+    every frame (a track is kept on all its frames or on none). The second pass must decode as many frames as
+    the first, or the video fails; in place, the source must be unchanged since it was opened, as always.
+    """
+    from efface.media.video import open_video
+    from efface.pipeline.video import EXACT_TRACKING, FrameRegions, anonymize_video, scan_video
+
+    votes = TrackVotes(selection)
+    frames: list[TrackedFrame] = []
+
+    def on_pixels(pixels: np.ndarray, frame: TrackedFrame) -> None:
+        votes.add(frame.index, pixels, frame.faces, frame.track_ids, frame.is_detected)
+        frames.append(frame)
+
+    with open_video(job.source, options=policy.video) as video:
+        scanned = scan_video(
+            video,
+            detect=detect,
+            detect_light=detect_light,
+            tracking=policy.tracking,
+            on_frame=None if job.destination is not None else on_frame,
+            on_pixels=on_pixels,
+        )
+    hidden = votes.anonymized()
+    regions = {
+        frame.index: tuple(
+            face for face, track in zip(frame.faces, frame.track_ids, strict=True) if track < 0 or track in hidden
+        )
+        for frame in frames
+    }
+    kept = sum(len(frame.faces) for frame in frames) - sum(len(faces) for faces in regions.values())
+    counts = votes.counts(boxes_kept=kept)
+    detections = sum(
+        detected and (track < 0 or track in hidden)
+        for frame in frames
+        for track, detected in zip(frame.track_ids, frame.is_detected, strict=True)
+    )
+    chosen = _chosen_counts(scanned, regions)
+    if job.destination is None:
+        return _SelectiveVideo(chosen, counts, video.info, detections)
+    given = FrameRegions(regions)
+    with open_video(job.source, options=policy.video) as video:
+        written = anonymize_video(
+            video,
+            job.destination,
+            detect=given,
+            anonymize=policy.anonymizer.apply,
+            tracking=EXACT_TRACKING,
+            options=policy.video,
+            on_frame=on_frame,
+            permissions_from=job.source if job.mode is WriteMode.OUTPUT_DIR else None,
+            replacing=_original(job, status) if job.mode is WriteMode.IN_PLACE else None,
+            stager=stager,
+        )
+    if given.frames != scanned.frames or written.frames != scanned.frames:
+        raise CorruptImageError(
+            f"decoded {scanned.frames} frames to decide whose faces to keep, then {written.frames} to anonymize",
+            path=job.source,
+        )
+    stats = dataclasses.replace(
+        written,
+        frames_detected=scanned.frames_detected,
+        detections=scanned.detections,
+        regions=chosen.regions,
+        frames_with_faces=chosen.frames_with_faces,
+        regions_per_frame_min=chosen.regions_per_frame_min,
+        regions_per_frame_max=chosen.regions_per_frame_max,
+        tracking=scanned.tracking,
+    )
+    return _SelectiveVideo(stats, counts, video.info, detections)
+
+
+@dataclass(frozen=True, slots=True)
+class _SelectiveVideo:
+    """A video anonymized selectively: its stats, how its tracks were decided, what it is, the detections hidden."""
+
+    stats: VideoStats
+    counts: IdentityCounts
+    info: VideoInfo
+    detections_anonymized: int
+
+
+def _chosen_counts(scanned: VideoStats, regions: dict[int, tuple[Face, ...]]) -> VideoStats:
+    """The scan's stats with the region counts of the boxes chosen to be anonymized."""
+    per_frame = [len(regions.get(index, ())) for index in range(scanned.frames)]
+    return dataclasses.replace(
+        scanned,
+        regions=sum(per_frame),
+        frames_with_faces=sum(count > 0 for count in per_frame),
+        regions_per_frame_min=min(per_frame, default=0),
+        regions_per_frame_max=max(per_frame, default=0),
+    )
 
 
 def video_detectors(models: DetectionModels, policy: Policy) -> tuple[FaintTally, Detect | None]:

@@ -26,7 +26,16 @@ from efface.records import Face, VideoStats
 if TYPE_CHECKING:  # the caller opened the video, so PyAV is loaded; a name for the type checker only
     from efface.media.video import VideoSource
 
-__all__ = ["FrameCallback", "TrackedCallback", "anonymize_video", "scan_video", "upright"]
+__all__ = [
+    "EXACT_TRACKING",
+    "FrameCallback",
+    "FrameRegions",
+    "PixelsCallback",
+    "TrackedCallback",
+    "anonymize_video",
+    "scan_video",
+    "upright",
+]
 
 # Frames decoded ahead of the one being tracked while the detector works on them.
 _DETECT_AHEAD = 2
@@ -39,6 +48,29 @@ Detect = Callable[[np.ndarray], tuple[Face, ...]]
 
 TrackedCallback = Callable[[TrackedFrame], None]
 """Called with each final frame's faces and their tracks, in order (a review's timeline)."""
+
+PixelsCallback = Callable[[np.ndarray, TrackedFrame], None]
+"""Called with each final upright frame and its faces with their tracks, in order (selective anonymization)."""
+
+EXACT_TRACKING = TrackingSpec(hold_frames=0, lookback_frames=0, detect_every=1, light_passes=False)
+"""A tracker that carries nothing: with ``FrameRegions`` as the detector, exactly the given boxes are anonymized."""
+
+
+class FrameRegions:
+    """A ``Detect`` that gives boxes decided beforehand, frame by frame, frames asked for in order (from 0).
+
+    Run under ``EXACT_TRACKING``, on one detection thread, as ``anonymize_video`` runs its detector. ``frames``
+    counts the frames asked for, so that a caller can tell that the video had as many as when it was decided.
+    """
+
+    def __init__(self, regions: dict[int, tuple[Face, ...]]) -> None:
+        self._regions = regions
+        self.frames = 0
+
+    def __call__(self, image: np.ndarray) -> tuple[Face, ...]:
+        faces = self._regions.get(self.frames, ())
+        self.frames += 1
+        return faces
 
 
 @dataclass(slots=True)
@@ -89,6 +121,7 @@ class _Coverer:
         detect_light: Detect | None,
         tracking: TrackingSpec,
         on_tracked: TrackedCallback | None = None,
+        on_pixels: PixelsCallback | None = None,
     ) -> None:
         if tracking.light_passes and tracking.detect_every > 1 and detect_light is None:
             raise ValueError("tracking asks for light passes between detections, but no light detector was given")
@@ -96,6 +129,7 @@ class _Coverer:
         self._tracking = tracking
         self._cover: TemporalCover | None = None
         self._on_tracked = on_tracked
+        self._on_pixels = on_pixels
         self.counts = _FaceCounts()
 
     def frames(
@@ -121,7 +155,8 @@ class _Coverer:
                 yield from self._track(*detecting.popleft(), waiting=waiting)
         if self._cover is not None:
             for final in self._cover.flush_tracked():
-                yield waiting.popleft(), self._final(final)
+                upright = waiting.popleft()
+                yield upright, self._final(final, upright)
 
     def _track(
         self, upright: np.ndarray, detection: Future[tuple[Face, ...]] | None, *, waiting: deque[np.ndarray]
@@ -131,12 +166,15 @@ class _Coverer:
         self.counts.count_detections(faces)
         waiting.append(upright)
         for frame in self._cover.push_tracked(faces):
-            yield waiting.popleft(), self._final(frame)
+            upright = waiting.popleft()
+            yield upright, self._final(frame, upright)
 
-    def _final(self, frame: TrackedFrame) -> tuple[Face, ...]:
+    def _final(self, frame: TrackedFrame, upright: np.ndarray) -> tuple[Face, ...]:
         self.counts.count_regions(len(frame.faces))
         if self._on_tracked is not None:
             self._on_tracked(frame)
+        if self._on_pixels is not None:
+            self._on_pixels(upright, frame)
         return frame.faces
 
     def counted(self, stats: VideoStats) -> VideoStats:
@@ -225,18 +263,21 @@ def scan_video(
     tracking: TrackingSpec,
     on_frame: FrameCallback | None = None,
     on_tracked: TrackedCallback | None = None,
+    on_pixels: PixelsCallback | None = None,
 ) -> VideoStats:
     """A dry run: decodes and detects every frame of ``video``, counts what would be anonymized, writes nothing.
 
     ``detect`` and ``detect_light`` are as for ``anonymize_video``; ``on_tracked`` gets every frame's faces with
-    their tracks.
+    their tracks, ``on_pixels`` the upright frame with them.
 
     Raises:
         InputError: the video cannot be decoded completely.
         ValueError: ``tracking`` asks for light passes and no ``detect_light`` is given.
     """
     info = video.info
-    coverer = _Coverer(detect=detect, detect_light=detect_light, tracking=tracking, on_tracked=on_tracked)
+    coverer = _Coverer(
+        detect=detect, detect_light=detect_light, tracking=tracking, on_tracked=on_tracked, on_pixels=on_pixels
+    )
     for _frame in coverer.frames(video.frames(), rotation_deg=info.rotation_deg):
         if on_frame is not None:
             on_frame(coverer.counts.frames, info.declared_frames)

@@ -11,7 +11,7 @@ someone else, so nobody is kept on some frames and anonymized on others.
 
 Thresholds are chosen on labelled people (``choose_thresholds``): each recognizer's at the quantile of its
 third-party similarities that the wanted leak rate leaves, measured apart on people not used to choose them
-(``measure_matching``). Pure numpy; the recognizers themselves live in ``verify.recognizers``.
+(``measure_matching``). Pure numpy; the recognizers themselves live in ``recognition.recognizers``.
 """
 
 from __future__ import annotations

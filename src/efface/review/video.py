@@ -25,7 +25,7 @@ from efface.detection.multiscale import MultiScaleSpec
 from efface.detection.tracking import TrackedFrame, TrackingSpec
 from efface.media.video import VideoSource, open_video
 from efface.pipeline.core import Policy, video_detectors
-from efface.pipeline.video import scan_video, upright
+from efface.pipeline.video import EXACT_TRACKING, scan_video, upright
 from efface.records import BBox, Face, Uncertainty
 
 __all__ = [
@@ -186,8 +186,7 @@ def reviewed_regions(
 def reviewed_policy(policy: Policy) -> Policy:
     """The policy with a tracker that carries nothing: every frame is 'detected' (the reviewed boxes), nothing
     held, back-filled or interpolated beyond them; the transform, its floor and the codecs are the policy's."""
-    exact = TrackingSpec(hold_frames=0, lookback_frames=0, detect_every=1, light_passes=False)
-    return dataclasses.replace(policy, tracking=exact)
+    return dataclasses.replace(policy, tracking=EXACT_TRACKING)
 
 
 class _FrameBoxes:

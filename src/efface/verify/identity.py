@@ -21,7 +21,7 @@ from efface.detection.base import FaceDetector
 from efface.errors import InputError, UnreadableFileError
 from efface.media.images import CodecOptions, decode_image
 from efface.recognition.matching import MatchRates, Thresholds, choose_thresholds, measure_matching
-from efface.verify.recognizers import FaceRecognizer
+from efface.recognition.recognizers import FaceRecognizer
 from efface.verify.strength import load_identities, main_face
 
 __all__ = ["IdentityReport", "measure_identity"]

@@ -28,9 +28,9 @@ from efface.arrays import ImageArray
 from efface.detection.base import FaceDetector
 from efface.errors import InputNotFoundError, WeakTransformError
 from efface.media.images import IMAGE_SUFFIXES, CodecOptions, decode_image
+from efface.recognition.recognizers import FaceRecognizer, rank1_identification
 from efface.records import BBox, Face, Method, TransformSpec
 from efface.transforms.core import Anonymizer, check_strength
-from efface.verify.recognizers import FaceRecognizer, rank1_identification
 
 __all__ = [
     "Attacker",
