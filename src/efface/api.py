@@ -26,7 +26,7 @@ from efface.config import Settings, load_settings
 from efface.detection.models import DetectionModels
 from efface.errors import ConfigurationError, EffaceError
 from efface.pipeline import results
-from efface.pipeline.build import audited_settings, build_policy, inference_threads_for
+from efface.pipeline.build import audited_settings, build_policy, build_selection, inference_threads_for, with_selection
 from efface.pipeline.build import load_models as _load_models
 from efface.pipeline.core import anonymize_bytes
 from efface.pipeline.jobs import plan_jobs
@@ -82,22 +82,41 @@ class Session:
         settings: the settings to use; default: built from ``overrides``, the environment (``EFFACE_*``) and the
             config file, as the command line does.
         models: models from ``load_models`` to share; default: loaded here with every core for inference.
+        keep_person: selective anonymization (a subject access request): these people's faces are left visible
+            and everyone else's anonymized; one photo, or folder of photos, per person (``--keep-person``).
+        only_person: selective anonymization (an erasure request): only these people's faces are anonymized
+            (``--only-person``); not with ``keep_person``.
         **overrides: settings by name (``method="blur"``, ``db_url=...``), when ``settings`` is not given.
 
     Raises:
-        ConfigurationError: a setting cannot work (``WeakTransformError`` below the strength floor).
+        ConfigurationError: a setting cannot work (``WeakTransformError`` below the strength floor), both
+            ``keep_person`` and ``only_person``, or the face recognizers are not installed.
+        InputError: a reference photo that cannot be used (no face, several of like size, too small).
         ModelError: the models cannot be loaded.
         AuditError: the audit database cannot be opened.
     """
 
     def __init__(
-        self, settings: Settings | None = None, *, models: DetectionModels | None = None, **overrides: Any
+        self,
+        settings: Settings | None = None,
+        *,
+        models: DetectionModels | None = None,
+        keep_person: Iterable[str | PathLike[str]] = (),
+        only_person: Iterable[str | PathLike[str]] = (),
+        **overrides: Any,
     ) -> None:
         if settings is not None and overrides:
             raise ConfigurationError("give either settings or setting overrides, not both")
         self.settings = settings if settings is not None else load_settings(**overrides)
-        self.policy = build_policy(self.settings)
+        policy = build_policy(self.settings)
         self.models = models if models is not None else load_models(self.settings)
+        self.selection = build_selection(
+            keep=[Path(path) for path in keep_person],
+            only=[Path(path) for path in only_person],
+            models=self.models,
+            policy=policy,
+        )
+        self.policy = with_selection(policy, self.selection)
         self.store = AuditStore(self.settings.db_url)
         self._content_run: AuditedRun | None = None
 
@@ -134,7 +153,7 @@ class Session:
             command="library",
             mode=plan.mode,
             models=self.models,
-            settings=audited_settings(self.settings),
+            settings=audited_settings(self.settings, identity=self.selection),
             on_result=recorded.append,
         )
         with run:
@@ -173,6 +192,8 @@ class Session:
             raise
         data = processed.data if processed.data is not None else content
         details |= processed.decoded.audit_details
+        if processed.identity is not None:
+            details["identity"] = processed.identity.as_dict()
         result = results.answered(
             request_id,
             mode=WriteMode.RESPONSE,
@@ -195,7 +216,7 @@ class Session:
                 command="library",
                 mode=WriteMode.RESPONSE,
                 models=self.models,
-                settings=audited_settings(self.settings),
+                settings=audited_settings(self.settings, identity=self.selection),
             )
         return self._content_run
 

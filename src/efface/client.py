@@ -24,7 +24,7 @@ import binascii
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -134,6 +134,7 @@ class AnonymizedImage:
         boxes: each face's box (pixels of the upright image) and score; empty when ``return_boxes`` was False.
         resolution_wh: the upright image's size.
         request_id: the audit log's name for the request.
+        faces_kept: faces left visible by identity (``keep_person`` or ``only_person`` given); None otherwise.
     """
 
     image: bytes = field(repr=False)
@@ -143,6 +144,7 @@ class AnonymizedImage:
     boxes: tuple[Face, ...]
     resolution_wh: tuple[int, int]
     request_id: str
+    faces_kept: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,23 +172,50 @@ class _Upload:
     filename: str
     content: bytes = field(repr=False)
     fields: dict[str, str]
+    references: tuple[tuple[str, str, bytes], ...] = field(default=(), repr=False)
 
-    def files(self) -> dict[str, tuple[str, bytes, str]]:
-        return {"file": (self.filename, self.content, "application/octet-stream")}
+    def files(self) -> list[tuple[str, tuple[str, bytes, str]]]:
+        parts = [("file", (self.filename, self.content, "application/octet-stream"))]
+        parts += [
+            (name, (filename, content, "application/octet-stream")) for name, filename, content in self.references
+        ]
+        return parts
 
 
-def _upload(path: str, image: ImageInput, *, filename: str | None, options: Mapping[str, object | None]) -> _Upload:
+def _read(image: ImageInput, *, default_name: str) -> tuple[bytes, str]:
+    """The bytes of an image given as a path or as bytes, and the name to send it under."""
     if isinstance(image, bytes | bytearray | memoryview):
-        content, default_name = bytes(image), "image"
-    else:
-        source = Path(image)
-        try:
-            content = source.read_bytes()
-        except FileNotFoundError as exc:
-            raise InputNotFoundError("no such file", path=source) from exc
-        except OSError as exc:
-            raise UnreadableFileError(f"cannot read: {exc.strerror or exc}", path=source) from exc
-        default_name = source.name
+        return bytes(image), default_name
+    source = Path(image)
+    try:
+        return source.read_bytes(), source.name
+    except FileNotFoundError as exc:
+        raise InputNotFoundError("no such file", path=source) from exc
+    except OSError as exc:
+        raise UnreadableFileError(f"cannot read: {exc.strerror or exc}", path=source) from exc
+
+
+def _references(
+    keep_person: Sequence[ImageInput], only_person: Sequence[ImageInput]
+) -> tuple[tuple[str, str, bytes], ...]:
+    """The reference photos as multipart parts: one part per person."""
+    parts = []
+    for name, photos in (("keep_person", keep_person), ("only_person", only_person)):
+        for number, photo in enumerate(photos, start=1):
+            content, filename = _read(photo, default_name=f"{name}-{number}")
+            parts.append((name, filename, content))
+    return tuple(parts)
+
+
+def _upload(
+    path: str,
+    image: ImageInput,
+    *,
+    filename: str | None,
+    options: Mapping[str, object | None],
+    references: tuple[tuple[str, str, bytes], ...] = (),
+) -> _Upload:
+    content, default_name = _read(image, default_name="image")
     fields: dict[str, str] = {}
     for name, value in options.items():
         if value is None:
@@ -197,7 +226,7 @@ def _upload(path: str, image: ImageInput, *, filename: str | None, options: Mapp
             fields[name] = value.value
         else:
             fields[name] = str(value)
-    return _Upload(path=path, filename=filename or default_name, content=content, fields=fields)
+    return _Upload(path=path, filename=filename or default_name, content=content, fields=fields, references=references)
 
 
 def _anonymize_options(
@@ -273,6 +302,7 @@ def _anonymized(response: httpx.Response) -> AnonymizedImage:
             boxes=_faces(body["boxes"]),
             resolution_wh=(int(body["width"]), int(body["height"])),
             request_id=body["request_id"],
+            faces_kept=int(body["faces_kept"]) if body.get("faces_kept") is not None else None,
         )
     except (KeyError, TypeError, ValueError, binascii.Error) as exc:
         raise ServiceError(f"unexpected answer from the service: {exc}", status_code=200) from exc
@@ -370,8 +400,10 @@ class Client:
         preset: Preset | str | None = None,
         return_boxes: bool = True,
         filename: str | None = None,
+        keep_person: Sequence[ImageInput] = (),
+        only_person: Sequence[ImageInput] = (),
     ) -> AnonymizedImage:
-        """Anonymizes every face in an image.
+        """Anonymizes every face in an image (or, with reference photos, every face but some people's, or theirs only).
 
         Args:
             image: a path, or the image file's bytes.
@@ -381,13 +413,19 @@ class Client:
             preset: fast, balanced or thorough. [default: the server's]
             return_boxes: include each face's box in the answer.
             filename: the name sent with the upload. [default: the path's name, or "image"]
+            keep_person: photos of people to leave visible (one photo per person, their face alone): every other
+                face is anonymized (a subject access request).
+            only_person: photos of the people whose faces alone are anonymized (an erasure request).
 
         Raises:
             ServiceError: see the module docstring for its subclasses.
-            InputNotFoundError, UnreadableFileError: ``image`` is a path that cannot be read (nothing is sent).
+            InputNotFoundError, UnreadableFileError: ``image`` or a photo is a path that cannot be read (nothing is
+                sent).
         """
         options = _anonymize_options(method, strength, threshold, preset, return_boxes)
-        return _anonymized(self._send(_upload("/v1/anonymize", image, filename=filename, options=options)))
+        references = _references(keep_person, only_person)
+        upload = _upload("/v1/anonymize", image, filename=filename, options=options, references=references)
+        return _anonymized(self._send(upload))
 
     def detect(
         self,
@@ -468,10 +506,14 @@ class AsyncClient:
         preset: Preset | str | None = None,
         return_boxes: bool = True,
         filename: str | None = None,
+        keep_person: Sequence[ImageInput] = (),
+        only_person: Sequence[ImageInput] = (),
     ) -> AnonymizedImage:
         """Anonymizes every face in an image; see ``Client.anonymize``."""
         options = _anonymize_options(method, strength, threshold, preset, return_boxes)
-        return _anonymized(await self._send(_upload("/v1/anonymize", image, filename=filename, options=options)))
+        references = _references(keep_person, only_person)
+        upload = _upload("/v1/anonymize", image, filename=filename, options=options, references=references)
+        return _anonymized(await self._send(upload))
 
     async def detect(
         self,

@@ -26,11 +26,12 @@ from efface.config import Settings
 from efface.detection.models import DetectionModels
 from efface.errors import EffaceError
 from efface.pipeline.build import load_models
-from efface.service.errors import http_status, retry_after_s
+from efface.recognition.matching import MatchMode
+from efface.service.errors import InvalidOptionError, http_status, retry_after_s
 from efface.service.limits import ServiceLimits
 from efface.service.metrics import CONTENT_TYPE
 from efface.service.options import resolve_options
-from efface.service.runtime import Endpoint, JobResult, ModelLoader, Service
+from efface.service.runtime import Endpoint, JobResult, ModelLoader, References, Service
 from efface.service.schemas import (
     ANONYMIZE_BODY,
     DETECT_BODY,
@@ -46,6 +47,7 @@ from efface.service.schemas import (
     HealthResponse,
     ReadyResponse,
 )
+from efface.service.uploads import KEEP_PERSON_FIELD, ONLY_PERSON_FIELD, Upload
 
 __all__ = ["create_app"]
 
@@ -154,6 +156,20 @@ async def _on_unexpected_error(request: Request, exc: Exception) -> JSONResponse
     )
 
 
+def _references(upload: Upload) -> References | None:
+    """The selective anonymization a request asks for with its reference photos (None: every face anonymized).
+
+    Raises:
+        InvalidOptionError: photos given for both modes.
+    """
+    keep, only = upload.references.get(KEEP_PERSON_FIELD, []), upload.references.get(ONLY_PERSON_FIELD, [])
+    if keep and only:
+        raise InvalidOptionError(f"give {KEEP_PERSON_FIELD} or {ONLY_PERSON_FIELD} photos, not both")
+    if not keep and not only:
+        return None
+    return (MatchMode.KEEP if keep else MatchMode.ONLY, tuple(keep or only))
+
+
 def _boxes(result: JobResult) -> list[FaceBox]:
     return [FaceBox.of(face) for face in result.faces]
 
@@ -182,6 +198,11 @@ def _add_routes(app: FastAPI) -> None:
             call.options = {"return_boxes": options.return_boxes}
             if boxes is not None:  # reviewed by a person: no detection runs
                 call.options["boxes_given"] = True
+            references = _references(upload)
+            if references is not None:
+                if boxes is not None:
+                    raise InvalidOptionError("reference photos choose among detected faces: not with 'boxes'")
+                call.options["identity"] = references[0].value
             key = resolve_options(
                 service.settings,
                 method=options.method,
@@ -189,13 +210,14 @@ def _add_routes(app: FastAPI) -> None:
                 threshold=options.threshold,
                 preset=options.preset,
             )
-            result = await service.process(call, upload, key, write=True, boxes=boxes)
+            result = await service.process(call, upload, key, write=True, boxes=boxes, references=references)
         assert result.image_base64 is not None  # written: write=True
         width, height = result.resolution_wh
         return AnonymizeResponse(
             request_id=call.request_id,
             faces=len(result.faces),
             faces_anonymized=result.faces_anonymized,
+            faces_kept=result.identity.kept if result.identity is not None else None,
             boxes=_boxes(result) if options.return_boxes else None,
             width=width,
             height=height,
@@ -215,6 +237,8 @@ def _add_routes(app: FastAPI) -> None:
         async with service.call(request, Endpoint.DETECT, _api_key(credentials)) as call:
             upload = await service.receive(call, request)
             options = DetectOptions.from_fields(upload.fields)
+            if upload.references:
+                raise InvalidOptionError("reference photos are for /v1/anonymize")
             key = resolve_options(service.settings, threshold=options.threshold, preset=options.preset)
             result = await service.process(call, upload, key, write=False)
         width, height = result.resolution_wh

@@ -37,6 +37,8 @@ from efface.pipeline import results
 from efface.pipeline.build import audited_settings, build_policy, inference_threads_for
 from efface.pipeline.core import Policy, anonymize_bytes
 from efface.pipeline.run import AuditedRun
+from efface.recognition.matching import MatchMode
+from efface.recognition.selection import IdentityCounts, Selection, load_person
 from efface.records import AnonymizationResult, Face, Uncertainty, WriteMode
 from efface.service.admission import Gate, RateLimiter
 from efface.service.errors import (
@@ -50,6 +52,9 @@ from efface.service.limits import ServiceLimits
 from efface.service.metrics import ServiceMetrics
 from efface.service.options import OptionKey
 from efface.service.uploads import Upload, parse_multipart, read_body
+
+References = tuple[MatchMode, tuple[tuple[str, bytes], ...]]
+"""Selective anonymization asked for by a request: the mode and one photo per person, as uploaded (in memory)."""
 
 __all__ = ["Call", "Endpoint", "JobResult", "ModelLoader", "Service"]
 
@@ -96,6 +101,8 @@ class JobResult:
         media_details: what the answer's image leaves out of the upload and why (``DecodedImage.audit_details``).
         faint: the candidates below the operating threshold, not anonymized (none when the client gave the boxes).
         boxes_given: the client gave the boxes to anonymize (no detection ran).
+        identity: under selective anonymization (reference photos uploaded with the request), how the faces were
+            decided, and the selection's audited settings (counts and hashes, never an embedding).
     """
 
     faces: tuple[Face, ...]
@@ -109,6 +116,8 @@ class JobResult:
     media_details: dict[str, object] = field(default_factory=dict)
     faint: tuple[Face, ...] = ()
     boxes_given: bool = False
+    identity: IdentityCounts | None = None
+    identity_settings: dict[str, object] | None = None
 
     @property
     def media_type(self) -> str:
@@ -297,7 +306,14 @@ class Service:
         return upload
 
     async def process(
-        self, call: Call, upload: Upload, options: OptionKey, *, write: bool, boxes: tuple[Face, ...] | None = None
+        self,
+        call: Call,
+        upload: Upload,
+        options: OptionKey,
+        *,
+        write: bool,
+        boxes: tuple[Face, ...] | None = None,
+        references: References | None = None,
     ) -> JobResult:
         """Runs ``anonymize_bytes`` on a worker thread with the models and the policy of ``options``.
 
@@ -307,15 +323,23 @@ class Service:
             options: the settings the request changes (see ``resolve_options``).
             write: anonymize and encode the image; False to detect only.
             boxes: the faces to anonymize, as a person reviewed them (no detection runs); None: detect them.
+            references: selective anonymization: the mode and each person's photo, from the upload (in memory).
 
         Raises:
             ProcessingTimeoutError: no answer within the request timeout (waiting included).
-            InputError: the upload is not an image efface can anonymize.
+            InputError: the upload is not an image efface can anonymize, or a reference photo cannot be used.
             WeakTransformError, ConfigurationError: the options cannot work.
         """
         call.options = {**dict(options), **call.options}
         job = self._inference.submit(
-            self._process, upload.content, _upload_name(upload.filename), options, write, time.perf_counter(), boxes
+            self._process,
+            upload.content,
+            _upload_name(upload.filename),
+            options,
+            write,
+            time.perf_counter(),
+            boxes,
+            references,
         )
         call._job = job
         try:
@@ -349,9 +373,17 @@ class Service:
         write: bool,
         submitted_s: float,
         boxes: tuple[Face, ...] | None,
+        references: References | None,
     ) -> JobResult:
         started_s = time.perf_counter()
         policy = self.policy_for(options)
+        selection = None
+        if references is not None:
+            mode, photos = references
+            detector = self.models.detector(policy.detection)
+            people = tuple(load_person([photo], detector=detector, codec=policy.codec) for photo in photos)
+            selection = Selection(mode, people)
+            policy = dataclasses.replace(policy, identity=selection)
         # Boxes a person reviewed are anonymized as given, with the same policy (the same strength floor).
         models = self.models if boxes is None else StaticModels(StaticDetector(boxes, name=self.models.name))
         processed = anonymize_bytes(content, name=name, models=models, policy=policy, write=write)
@@ -375,6 +407,8 @@ class Service:
             media_details=processed.decoded.audit_details,
             faint=processed.faint,
             boxes_given=boxes is not None,
+            identity=processed.identity,
+            identity_settings=selection.audited() if selection is not None else None,
         )
 
     async def _record(self, call: Call) -> None:
@@ -408,6 +442,9 @@ class Service:
             details |= processed.media_details
             if processed.boxes_given:  # reviewed by a person on the upload page: no detection ran
                 details["boxes_given_by_client"] = len(processed.faces)
+            if processed.identity is not None:
+                details["identity"] = processed.identity.as_dict()
+                details["identity_settings"] = processed.identity_settings
         mode = WriteMode.RESPONSE if call.endpoint is Endpoint.ANONYMIZE else WriteMode.DRY_RUN
         if call.error is not None or processed is None:
             error = call.error or RuntimeError("the request ended without a result")

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from efface.records import MAX_PIXELATE_BLOCKS, MIN_BLUR_KERNEL_FRACTION, BBox, Face, Method, Preset
 from efface.service.errors import InvalidOptionError
-from efface.service.uploads import FILE_FIELD
+from efface.service.uploads import FILE_FIELD, KEEP_PERSON_FIELD, ONLY_PERSON_FIELD
 
 __all__ = [
     "ANONYMIZE_BODY",
@@ -156,6 +156,9 @@ class AnonymizeResponse(BaseModel):
     request_id: str = Field(description="Names the request in the audit log and in X-Request-Id.")
     faces: int = Field(ge=0, description="Faces detected.")
     faces_anonymized: int = Field(ge=0, description="Face regions changed.")
+    faces_kept: int | None = Field(
+        None, ge=0, description="Faces left visible by identity (reference photos given); null otherwise."
+    )
     boxes: list[FaceBox] | None = Field(description="Each face's box and score; null when return_boxes is false.")
     width: int = Field(ge=1, description="Width of the upright image in pixels.")
     height: int = Field(ge=1, description="Height of the upright image in pixels.")
@@ -216,7 +219,24 @@ _FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
-def _multipart_body(options: type[_Options]) -> dict[str, Any]:
+_REFERENCE_SCHEMAS: dict[str, dict[str, Any]] = {
+    KEEP_PERSON_FIELD: {
+        "type": "array",
+        "items": {"type": "string", "format": "binary"},
+        "description": "Selective anonymization (a subject access request): photos of the people to leave visible, "
+        "one part per person, each showing their face alone; every other face is anonymized, and a face is kept "
+        "only when both face recognizers are sure. Held in memory only; the audit row keeps their sha256.",
+    },
+    ONLY_PERSON_FIELD: {
+        "type": "array",
+        "items": {"type": "string", "format": "binary"},
+        "description": "Selective anonymization (an erasure request): photos of the people whose faces alone are "
+        "anonymized (and every face too small or turned to tell); not with keep_person.",
+    },
+}
+
+
+def _multipart_body(options: type[_Options], *, references: bool = False) -> dict[str, Any]:
     properties: dict[str, Any] = {
         FILE_FIELD: {
             "type": "string",
@@ -226,9 +246,11 @@ def _multipart_body(options: type[_Options]) -> dict[str, Any]:
     }
     for name, info in options.model_fields.items():
         properties[name] = {**_FIELD_SCHEMAS[name], "description": info.description}
+    if references:
+        properties |= _REFERENCE_SCHEMAS
     schema = {"type": "object", "required": [FILE_FIELD], "properties": properties, "additionalProperties": False}
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
 
 
-ANONYMIZE_BODY = _multipart_body(AnonymizeOptions)
+ANONYMIZE_BODY = _multipart_body(AnonymizeOptions, references=True)
 DETECT_BODY = _multipart_body(DetectOptions)

@@ -18,9 +18,21 @@ from starlette.requests import ClientDisconnect, Request
 from efface.service.errors import MalformedRequestError, UploadTimeoutError, UploadTooLargeError
 from efface.service.limits import MULTIPART_OVERHEAD_BYTES
 
-__all__ = ["FILE_FIELD", "Upload", "parse_multipart", "read_body"]
+__all__ = [
+    "FILE_FIELD",
+    "KEEP_PERSON_FIELD",
+    "ONLY_PERSON_FIELD",
+    "REFERENCE_FIELDS",
+    "Upload",
+    "parse_multipart",
+    "read_body",
+]
 
 FILE_FIELD = "file"
+# Reference photos for selective anonymization: each part one photo of one person, repeatable.
+KEEP_PERSON_FIELD = "keep_person"
+ONLY_PERSON_FIELD = "only_person"
+REFERENCE_FIELDS = (KEEP_PERSON_FIELD, ONLY_PERSON_FIELD)
 _MAX_FIELDS = 16
 _MAX_FIELD_BYTES = 1024
 _MAX_FILENAME_CHARS = 255
@@ -34,11 +46,14 @@ class Upload:
         content: the bytes of the ``file`` part.
         filename: the file name the client gave, if any (at most 255 characters).
         fields: the other parts, as text.
+        references: per reference field (``keep_person``, ``only_person``), its parts as (file name, bytes): one
+            photo of one person each, held in memory like the image.
     """
 
     content: bytes = field(repr=False)
     filename: str | None
     fields: dict[str, str]
+    references: dict[str, list[tuple[str, bytes]]] = field(default_factory=dict, repr=False)
 
 
 async def read_body(request: Request, *, max_image_bytes: int, timeout_s: float) -> bytes:
@@ -128,7 +143,7 @@ class _Collector:
         if b"name" not in options:
             raise MalformedRequestError("a multipart part has no name in its Content-Disposition")
         self.current.name = _decode(options[b"name"])
-        self.current.is_file = self.current.name == FILE_FIELD
+        self.current.is_file = self.current.name == FILE_FIELD or self.current.name in REFERENCE_FIELDS
         if b"filename" in options:
             self.current.filename = _decode(options[b"filename"])[:_MAX_FILENAME_CHARS]
 
@@ -182,11 +197,15 @@ def parse_multipart(body: bytes, content_type: str | None) -> Upload:
         raise MalformedRequestError(f"malformed multipart body: {exc}") from exc
     if parser.state is not MultipartState.END:
         raise MalformedRequestError("the multipart body is truncated (no closing boundary)")
-    names = [part.name for part in collector.parts]
+    names = [part.name for part in collector.parts if part.name not in REFERENCE_FIELDS]
     if len(set(names)) != len(names):
         raise MalformedRequestError("a multipart part is given twice")
-    files = [part for part in collector.parts if part.is_file]
+    files = [part for part in collector.parts if part.name == FILE_FIELD]
     if not files:
         raise MalformedRequestError(f"no {FILE_FIELD!r} part: send the image as the multipart field {FILE_FIELD!r}")
     fields = {part.name: _decode(bytes(part.data)) for part in collector.parts if not part.is_file}
-    return Upload(content=bytes(files[0].data), filename=files[0].filename, fields=fields)
+    references: dict[str, list[tuple[str, bytes]]] = {}
+    for number, part in enumerate(part for part in collector.parts if part.name in REFERENCE_FIELDS):
+        name = part.filename or f"{part.name}-{number + 1}"
+        references.setdefault(part.name, []).append((name, bytes(part.data)))
+    return Upload(content=bytes(files[0].data), filename=files[0].filename, fields=fields, references=references)
