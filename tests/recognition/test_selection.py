@@ -15,6 +15,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from efface.audit import AuditStore
+from efface.audit.report import CheckStatus, build_report, render_html
+from efface.audit.summary import ReportScope
 from efface.cli import app
 from efface.errors import ConfigurationError, InputError
 from efface.recognition import selection as selection_module
@@ -199,6 +201,15 @@ def test_keep_person_leaves_the_subject_visible_and_anonymizes_the_other_with_an
     erased = np.asarray(Image.open(only / "both.png").convert("RGB"))
     assert _change(source, erased, LEFT) > 20.0
     assert _change(source, erased, RIGHT) < 5.0
+
+    # The DPO report counts the faces left visible on purpose and asks for the requests behind them.
+    with AuditStore(sqlite_url) as store:
+        report = build_report(store, ReportScope(), efface_version="9.9.9")
+    assert report.activity.selective_rows == 2 and report.activity.faces_kept_by_identity == 2
+    (item,) = [item for item in report.checklist if item.title == "Faces left visible by identity accounted for"]
+    assert item.status is CheckStatus.MISSING and "left 2 faces" in item.evidence
+    assert report.checklist[-1].title == "Every file in scope anonymized without error"
+    assert "faces kept visible by identity" in render_html(report)
 
 
 @pytest.mark.slow

@@ -340,16 +340,34 @@ def evaluate_checklist(
     coverage: ValidationRecord | None,
     strength: ValidationRecord | None,
     chain: ChainReport,
+    identity: ValidationRecord | None = None,
 ) -> tuple[ChecklistItem, ...]:
-    """Judges each checklist item from its evidence."""
+    """Judges each checklist item from its evidence (the item on faces kept by identity only where some were)."""
+    selective = (_identity_item(activity, identity),) if activity.selective_rows else ()
     return (
         _coverage_item(coverage, activity),
         _strength_item(strength, activity),
         _originals_item(activity),
         _audit_item(chain),
         _uncertain_item(activity),
+        *selective,
         _errors_item(activity),
     )
+
+
+def _identity_item(activity: ActivitySummary, identity: ValidationRecord | None) -> ChecklistItem:
+    title = "Faces left visible by identity accounted for"
+    evidence = (
+        f"{_plural(activity.selective_rows, 'file or request')} anonymized selectively (--keep-person or "
+        f"--only-person) left {_plural(activity.faces_kept_by_identity, 'face')} (a video: tracks) visible on "
+        "purpose; each run's settings hold the reference photos' sha256 and the thresholds: match them to the "
+        "access or erasure requests behind them"
+    )
+    if identity is None:
+        return ChecklistItem(
+            title, CheckStatus.MISSING, f"{evidence}; the matcher was never measured (efface verify identity)"
+        )
+    return ChecklistItem(title, CheckStatus.REVIEW, f"{evidence}; the matcher: {identity_figures(identity)}")
 
 
 def build_report(store: AuditStore, scope: ReportScope, *, efface_version: str) -> ReportData:
@@ -372,7 +390,7 @@ def build_report(store: AuditStore, scope: ReportScope, *, efface_version: str) 
         coverage=coverage,
         strength=strength,
         chain=chain,
-        checklist=evaluate_checklist(activity, coverage=coverage, strength=strength, chain=chain),
+        checklist=evaluate_checklist(activity, coverage=coverage, strength=strength, chain=chain, identity=identity),
         identity=identity,
     )
 
@@ -598,6 +616,8 @@ def render_html(report: ReportData) -> str:
         counted.append((_e(f"{activity.dry_run_files.total:,}"), "files in dry runs"))
     if activity.uncertain_files:
         counted.append((_e(f"{activity.uncertain_files:,}"), "files worth a look"))
+    if activity.selective_rows:
+        counted.append((_e(f"{activity.faces_kept_by_identity:,}"), "faces kept visible by identity"))
     cards = "".join(
         f'<div class="card"><div class="value">{value}</div><div class="label">{_e(label)}</div></div>'
         for value, label in (*counted, (chain_state, "audit chain"))

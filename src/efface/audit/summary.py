@@ -208,6 +208,8 @@ class ActivitySummary:
         uncertain_files: files (by path, their latest row) with something the detector was unsure of: faint
             candidates it did not anonymize, video frames its tracker bridged.
         uncertainty_recorded: files (by path, their latest row) for which that was recorded at all.
+        selective_rows: file and request rows anonymized selectively (``--keep-person``, ``--only-person``).
+        faces_kept_by_identity: faces (a video's tracks) those rows left visible on purpose, by identity.
     """
 
     runs: tuple[dict[str, Any], ...]
@@ -230,6 +232,8 @@ class ActivitySummary:
     requests: Tally = field(default_factory=Tally)
     uncertain_files: int = 0
     uncertainty_recorded: int = 0
+    selective_rows: int = 0
+    faces_kept_by_identity: int = 0
 
     @property
     def files_total(self) -> int:
@@ -356,6 +360,8 @@ def summarize(connection: Connection, scope: ReportScope) -> ActivitySummary:
         ).where(latest)
     ).one()
 
+    selective_rows, kept_by_identity = _kept_by_identity(connection, scoped_files)
+
     unit = _unit_for(first_at, last_at)
     bucket = _bucket(connection, unit).label("bucket")
     per_bucket: dict[datetime, dict[Outcome | str, int]] = {}
@@ -386,7 +392,25 @@ def summarize(connection: Connection, scope: ReportScope) -> ActivitySummary:
         requests=_tally(connection, sa.and_(taken, ~is_file), per_path=False, refusals=REQUEST_REFUSALS),
         uncertain_files=int(uncertain_files),
         uncertainty_recorded=int(uncertainty_recorded),
+        selective_rows=selective_rows,
+        faces_kept_by_identity=kept_by_identity,
     )
+
+
+def _kept_by_identity(connection: Connection, rows: sa.ColumnElement[bool]) -> tuple[int, int]:
+    """The rows anonymized selectively and the faces they kept by identity (their details' ``identity`` counts).
+
+    Details are JSON, which SQLite and PostgreSQL query differently: the rows whose text names ``identity`` are
+    picked out in the database, and only their details are read here.
+    """
+    named = sa.cast(files.c.details, sa.String()).like('%"identity"%')
+    selective = kept = 0
+    for (details,) in connection.execute(sa.select(files.c.details).where(rows, named)):
+        identity = details.get("identity") if isinstance(details, dict) else None
+        if isinstance(identity, dict):
+            selective += 1
+            kept += int(identity.get("kept", 0))
+    return selective, kept
 
 
 def _tally(connection: Connection, rows: sa.ColumnElement[bool], *, per_path: bool, refusals: frozenset[str]) -> Tally:

@@ -326,7 +326,8 @@ def verify_identity(
             f"third parties kept (leak rate): {rates.leak_rate:.5f} of {rates.third_party_faces:,} "
             f"(target {leak_rate:g})\n"
             f"data subject kept: {rates.subject_kept_rate:.3f} of {rates.subject_faces:,}; "
-            f"missed under --only-person: {rates.only_missed_rate:.3f}\n"
+            f"missed under --only-person: {rates.only_missed_rate:.3f}, others anonymized with them: "
+            f"{rates.only_others_rate:.3f}\n"
             f"thresholds chosen on every person (keep, cosine): {thresholds}",
             highlight=False,
         )

@@ -135,6 +135,7 @@ class MatchRates:
         leak_rate: third-party faces kept under ``keep`` (a leak), over third-party faces compared.
         subject_kept_rate: the subject's own faces kept under ``keep``, over theirs compared.
         only_missed_rate: the subject's own faces not anonymized under ``only``, over theirs compared.
+        only_others_rate: third-party faces anonymized too under ``only`` (found close), over those compared.
         third_party_faces / subject_faces: the comparisons counted.
     """
 
@@ -143,12 +144,14 @@ class MatchRates:
     only_missed_rate: float
     third_party_faces: int
     subject_faces: int
+    only_others_rate: float = 0.0
 
     def as_dict(self) -> dict[str, float | int]:
         return {
             "leak_rate": self.leak_rate,
             "subject_kept_rate": self.subject_kept_rate,
             "only_missed_rate": self.only_missed_rate,
+            "only_others_rate": self.only_others_rate,
             "third_party_faces": self.third_party_faces,
             "subject_faces": self.subject_faces,
         }
@@ -229,10 +232,12 @@ def measure_matching(
     leaks = decided(1, len(third_pairs), MatchMode.KEEP)
     kept = decided(0, len(subject_pairs), MatchMode.KEEP)
     found = decided(0, len(subject_pairs), MatchMode.ONLY)
+    others = decided(1, len(third_pairs), MatchMode.ONLY)
     return MatchRates(
         leak_rate=leaks / len(third_pairs) if third_pairs else 0.0,
         subject_kept_rate=kept / len(subject_pairs) if subject_pairs else 0.0,
         only_missed_rate=1.0 - found / len(subject_pairs) if subject_pairs else 0.0,
         third_party_faces=len(third_pairs),
         subject_faces=len(subject_pairs),
+        only_others_rate=others / len(third_pairs) if third_pairs else 0.0,
     )

@@ -156,4 +156,5 @@ def _pooled(folds: Sequence[MatchRates]) -> MatchRates:
         only_missed_rate=sum(r.only_missed_rate * r.subject_faces for r in folds) / own if own else 0.0,
         third_party_faces=third,
         subject_faces=own,
+        only_others_rate=sum(r.only_others_rate * r.third_party_faces for r in folds) / third if third else 0.0,
     )
