@@ -294,3 +294,26 @@ def test_in_a_video_of_two_people_one_is_kept_on_every_frame_and_the_other_anony
         face_right = (RIGHT[0], slice(RIGHT[1].start - shift, RIGHT[1].stop - shift))
         assert _change(before, after, face_left) > 40.0, f"frame {index}: the subject was left visible"
         assert _change(before, after, face_right) < 10.0, f"frame {index}: the other was anonymized"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", [["--jobs", "2"], ["--ray", "local"]], ids=["process-pool", "ray"])
+def test_the_selection_travels_to_every_executor(
+    lfw: Path, tmp_path: Path, sqlite_url: str, executor: list[str]
+) -> None:
+    subject, other = _photos(lfw, SUBJECT), _photos(lfw, OTHER)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sources = {}
+    for index in range(3):
+        sources[f"p{index}.png"] = _canvas(_rgb(subject[index % 2]), _rgb(other[0]))
+        (folder / f"p{index}.png").write_bytes(_png(sources[f"p{index}.png"]))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["anonymize", str(folder), "-o", str(out), "--keep-person", str(subject[2]), *executor, "--db", sqlite_url]
+    )
+    assert result.exit_code == 0, result.output
+    assert "3 kept visible" in result.output
+    for name, source in sources.items():
+        written = np.asarray(Image.open(out / "in" / name).convert("RGB"))
+        assert _change(source, written, LEFT) < 5.0 and _change(source, written, RIGHT) > 20.0, name
