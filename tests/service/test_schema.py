@@ -55,7 +55,18 @@ def test_the_schema_documents_the_multipart_upload_and_the_errors(served: Served
     anonymize = document["paths"]["/v1/anonymize"]["post"]
     body = anonymize["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert body["required"] == ["file"] and body["additionalProperties"] is False
-    assert set(body["properties"]) == {"file", "method", "strength", "threshold", "preset", "return_boxes", "boxes"}
+    assert set(body["properties"]) == {
+        "file",
+        "method",
+        "strength",
+        "threshold",
+        "preset",
+        "return_boxes",
+        "boxes",
+        "keep_person",
+        "only_person",
+    }
+    assert body["properties"]["keep_person"]["items"] == {"type": "string", "format": "binary"}
     assert body["properties"]["method"]["enum"] == ["blur", "pixelate", "fill"]
     assert {"200", "401", "413", "415", "422", "429", "503"} <= set(anonymize["responses"])
     assert "Retry-After" in anonymize["responses"]["503"]["headers"]
