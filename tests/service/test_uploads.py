@@ -74,6 +74,21 @@ def test_parse_multipart_refuses_a_part_given_twice() -> None:
         parse_multipart(body, content_type)
 
 
+def test_parse_multipart_keeps_each_reference_photo_part_apart_in_memory() -> None:
+    body, content_type = _multipart(
+        files=[
+            ("file", ("a.jpg", b"image")),
+            ("keep_person", ("alice.jpg", b"A" * 5000)),
+            ("keep_person", ("", b"bob")),
+            ("method", (None, b"blur")),
+        ]
+    )
+    upload = parse_multipart(body, content_type)
+    assert upload.content == b"image" and upload.fields == {"method": "blur"}
+    assert upload.references == {"keep_person": [("alice.jpg", b"A" * 5000), ("keep_person-2", b"bob")]}
+    assert "AAAA" not in repr(upload)
+
+
 def _request(chunks: Iterable[bytes], *, headers: dict[str, str], delay_s: float = 0.0) -> tuple[Request, list[int]]:
     """A request whose body arrives in ``chunks``; the list counts the receive() calls."""
     pending = list(chunks)
