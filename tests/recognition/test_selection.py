@@ -317,3 +317,22 @@ def test_the_selection_travels_to_every_executor(
     for name, source in sources.items():
         written = np.asarray(Image.open(out / "in" / name).convert("RGB"))
         assert _change(source, written, LEFT) < 5.0 and _change(source, written, RIGHT) > 20.0, name
+
+
+@pytest.mark.slow
+def test_a_python_session_keeps_the_subject_of_its_reference_photos(lfw: Path, sqlite_url: str) -> None:
+    import efface
+
+    subject, other = _photos(lfw, SUBJECT), _photos(lfw, OTHER)
+    source = _canvas(_rgb(subject[1]), _rgb(other[0]))
+    with efface.Session(db_url=sqlite_url, keep_person=[subject[2]]) as session:
+        anonymized = session.anonymize_bytes(_png(source), name="both.png")
+        run_id = session._run_for_content().run_id
+    written = np.asarray(Image.open(io.BytesIO(anonymized.data)).convert("RGB"))
+    assert _change(source, written, LEFT) < 5.0 and _change(source, written, RIGHT) > 20.0
+    assert anonymized.result.details["identity"]["kept"] == 1
+    with AuditStore(sqlite_url) as store:
+        run = store.get_run(run_id)
+    assert run.settings["identity"]["mode"] == "keep" and run.settings["identity"]["references"] == 1
+    with pytest.raises(ConfigurationError, match="not both"):
+        efface.Session(db_url=sqlite_url, keep_person=[subject[2]], only_person=[other[0]])
