@@ -83,3 +83,21 @@ def test_default_settings_give_the_default_video_policy() -> None:
     assert policy.tracking == TrackingSpec() == Policy().tracking
     assert policy.video == VideoOptions(max_pixels=load_settings(db_url="sqlite://").max_image_pixels)
     assert (policy.tracking.detect_every, policy.tracking.light_passes) == (3, True)
+
+
+def test_a_selection_changes_what_a_resumed_run_shares_and_nothing_else() -> None:
+    import numpy as np
+
+    from efface.pipeline.build import settings_sha256
+    from efface.recognition.matching import MatchMode
+    from efface.recognition.selection import Person, Selection
+
+    settings = load_settings()
+    person = Person({"dlib": np.ones((1, 128), np.float32), "facenet": np.ones((1, 512), np.float32)}, ("a" * 64,))
+    plain = audited_settings(settings)
+    keep = audited_settings(settings, identity=Selection(MatchMode.KEEP, (person,)))
+    only = audited_settings(settings, identity=Selection(MatchMode.ONLY, (person,)))
+    assert "identity" not in plain and keep["identity"]["mode"] == "keep"
+    assert {name: value for name, value in keep.items() if name != "identity"} == plain
+    hashes = {settings_sha256(audited, model_sha256="m") for audited in (plain, keep, only)}
+    assert len(hashes) == 3  # a run without the selection redoes the files a selective run kept faces in
