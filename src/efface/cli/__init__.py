@@ -8,8 +8,11 @@ One module per command group (``anonymize``, ``serve``, ``review``, ``audit``, `
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
+from efface.cli._help import ReadableGroup
 from efface.cli.anonymize import anonymize
 from efface.cli.audit import audit_app
 from efface.cli.keys import keys_app
@@ -22,11 +25,33 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="efface",
-    help="Anonymize every face in photos: detect, transform irreversibly, keep no original, audit everything.",
+    help="Anonymize every face in photos and video: detect, transform irreversibly, keep no original, audit "
+    "everything.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=ReadableGroup,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from efface import __version__
+
+        typer.echo(f"efface {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print efface's version and exit.", is_eager=True, callback=_print_version),
+    ] = False,
+) -> None:
+    """Anonymize every face in photos and video: detect, transform irreversibly, keep no original, audit everything."""
+
+
 app.command()(anonymize)
 app.command()(serve)
 app.command()(review)

@@ -80,7 +80,9 @@ def _preset_thresholds() -> str:
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", help="TOML config file (default: $EFFACE_CONFIG or the user config folder)."),
+    typer.Option(
+        "--config", metavar="FILE", help="TOML config file (default: $EFFACE_CONFIG or the user config folder)."
+    ),
 ]
 MethodOption = Annotated[
     Method | None, typer.Option(help=with_default("How faces are anonymized.", setting_default("method")))
@@ -99,7 +101,7 @@ PresetOption = Annotated[
 ]
 DetectorOption = Annotated[
     list[str] | None,
-    typer.Option("--detector", help="Fuse a further ONNX detector: yunet:PATH (repeatable)."),
+    typer.Option("--detector", metavar="yunet:PATH", help="Fuse a further ONNX detector: yunet:PATH (repeatable)."),
 ]
 MaskOption = Annotated[
     MaskShape | None, typer.Option(help=with_default("Shape of the region.", setting_default("mask_shape")))
@@ -147,6 +149,7 @@ DbOption = Annotated[
     str | None,
     typer.Option(
         "--db",
+        metavar="URL",
         help=with_default(
             f"Audit database URL: sqlite:///PATH or postgresql://USER@HOST/DB {escape('[env: EFFACE_DB_URL]')}",
             default_database_url(),

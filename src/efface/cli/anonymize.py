@@ -74,6 +74,7 @@ def anonymize(
         typer.Option(
             "--output",
             "-o",
+            metavar="PATH",
             help="Write a mirrored tree here (a folder, or an s3:// prefix for object inputs) and leave the sources "
             "untouched.",
         ),
@@ -173,6 +174,7 @@ def anonymize(
         str | None,
         typer.Option(
             "--ray",
+            metavar="ADDRESS",
             help="Run on a Ray cluster: 'auto', a head node's HOST:PORT, or 'local' (a cluster of this machine). "
             "Every node must see the paths.",
         ),

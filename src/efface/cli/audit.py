@@ -42,7 +42,8 @@ __all__ = ["audit_app"]
 audit_app = typer.Typer(help="Read, verify, export, report on and prune the audit log.", no_args_is_help=True)
 
 RunFilterOption = Annotated[
-    str | None, typer.Option("--run", help="Only this run: an id, a unique prefix of one, or 'latest'.")
+    str | None,
+    typer.Option("--run", metavar="RUN_ID", help="Only this run: an id, a unique prefix of one, or 'latest'."),
 ]
 SinceOption = Annotated[
     datetime | None,
@@ -265,7 +266,8 @@ def audit_prune(
 def audit_report(
     out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")],
     run: Annotated[
-        str | None, typer.Option("--run", help="Report on this run only (an id, a prefix, or 'latest').")
+        str | None,
+        typer.Option("--run", metavar="RUN_ID", help="Report on this run only (an id, a prefix, or 'latest')."),
     ] = None,
     since: SinceOption = None,
     db: DbOption = None,
