@@ -195,7 +195,7 @@ def test_keep_person_leaves_the_subject_visible_and_anonymizes_the_other_with_an
     # The erasure request: only the subject goes; resuming without it would redo the file, not skip it.
     only = tmp_path / "only"
     result = CliRunner().invoke(
-        app, ["anonymize", str(photo), "-o", str(only), "--only-person", str(subject[2]), "--db", sqlite_url]
+        app, ["anonymize", str(photo), "-o", f"{only}/", "--only-person", str(subject[2]), "--db", sqlite_url]
     )
     assert result.exit_code == 0, result.output
     erased = np.asarray(Image.open(only / "both.png").convert("RGB"))
@@ -267,7 +267,7 @@ def test_in_a_video_of_two_people_one_is_kept_on_every_frame_and_the_other_anony
     out = tmp_path / "out"
     result = CliRunner().invoke(
         app,
-        ["anonymize", str(clip), "-o", str(out), "--keep-person", str(subject[2]), "--db", sqlite_url, "--json"],
+        ["anonymize", str(clip), "-o", f"{out}/", "--keep-person", str(subject[2]), "--db", sqlite_url, "--json"],
     )
     assert result.exit_code == 0, result.output
     written = _read_clip(out / "two.mp4")
@@ -285,7 +285,7 @@ def test_in_a_video_of_two_people_one_is_kept_on_every_frame_and_the_other_anony
     # The same clip under --only-person: the subject anonymized on every frame, the other left visible.
     only = tmp_path / "only"
     result = CliRunner().invoke(
-        app, ["anonymize", str(clip), "-o", str(only), "--only-person", str(subject[2]), "--db", sqlite_url]
+        app, ["anonymize", str(clip), "-o", f"{only}/", "--only-person", str(subject[2]), "--db", sqlite_url]
     )
     assert result.exit_code == 0, result.output
     for index, (before, after) in enumerate(zip(source, _read_clip(only / "two.mp4"), strict=True)):

@@ -25,7 +25,7 @@ import errno
 import itertools
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,12 +119,14 @@ class Plan:
         roots: the given files and folders that exist, without those another folder root already holds.
         missing: given paths that do not exist or cannot be resolved (a symbolic link loop), as failures.
         output_dir: the resolved output folder of an ``OUTPUT_DIR`` run.
+        output_file: the resolved output file of an ``OUTPUT_DIR`` run of one input file (``-o out.jpg``).
     """
 
     mode: WriteMode
     roots: tuple[_Root, ...]
     missing: tuple[AnonymizationResult, ...]
     output_dir: Path | None
+    output_file: Path | None = None
 
     def items(self) -> Iterator[PlanItem]:
         """The run's work in a stable order: leftovers in the output folder, the given paths that do not
@@ -136,6 +138,8 @@ class Plan:
         if self.output_dir is not None and self.output_dir.is_dir():
             # Before any file is handed out: later, a temporary file there may belong to a file in flight.
             yield from (Leftover(path) for path in sorted(find_leftovers(self.output_dir)))
+        if self.output_file is not None and self.output_file.parent.is_dir():
+            yield from (Leftover(path) for path in sorted(leftovers_of(self.output_file)))
         yield from self.missing
         walk = _Walk(self)
         for root in self.roots:
@@ -281,7 +285,9 @@ class _Walk:
             if status.st_nlink > 1:
                 yield from self._hard_linked(real, status, kind)
                 return
-        if self._plan.output_dir is None:
+        if self._plan.output_file is not None:
+            target = self._plan.output_file
+        elif self._plan.output_dir is None:
             target = real  # in place replaces the file itself, not a symbolic link to it
         else:
             target = self._plan.output_dir / relative
@@ -329,7 +335,9 @@ def _is_walked(real: Path, folders: Iterable[Path], out_root: Path | None) -> bo
     )
 
 
-def plan_jobs(paths: list[Path], *, output_dir: Path | None = None, dry_run: bool = False) -> Plan:
+def plan_jobs(
+    paths: list[Path], *, output_dir: Path | None = None, dry_run: bool = False, output_file: Path | None = None
+) -> Plan:
     """Plans a run over files and folders (folders recursively, when the plan's ``items`` are walked).
 
     Args:
@@ -337,6 +345,7 @@ def plan_jobs(paths: list[Path], *, output_dir: Path | None = None, dry_run: boo
         output_dir: write a mirrored tree here instead of replacing files in place. A folder input
             ``photos/`` maps to ``output_dir/photos/...``; a file input to ``output_dir/<name>``.
         dry_run: detect only, write nothing.
+        output_file: for one input file, write its output here (``output_target`` decides).
 
     Returns:
         The plan. A path given twice, or inside a given folder, is planned once.
@@ -344,6 +353,8 @@ def plan_jobs(paths: list[Path], *, output_dir: Path | None = None, dry_run: boo
     Raises:
         ConfigurationError: the output folder is one of the input folders.
     """
+    if output_file is not None:
+        return _file_plan(paths, output_file, dry_run=dry_run)
     mode = WriteMode.DRY_RUN if dry_run else (WriteMode.OUTPUT_DIR if output_dir else WriteMode.IN_PLACE)
     out_root = output_dir.resolve() if output_dir is not None else None
     roots: list[_Root] = []
@@ -364,6 +375,61 @@ def plan_jobs(paths: list[Path], *, output_dir: Path | None = None, dry_run: boo
         else:
             missing.append(_failure(path, InputNotFoundError("no such file or folder", path=path), mode))
     return Plan(mode=mode, roots=_distinct(roots, out_root), missing=tuple(missing), output_dir=out_root)
+
+
+# Suffixes that name the same format: the output of a file is written in the input's format.
+_SAME_FORMAT = {".jpeg": ".jpg", ".jpe": ".jpg", ".tif": ".tiff"}
+
+
+def _format_suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    return _SAME_FORMAT.get(suffix, suffix)
+
+
+def output_target(paths: Sequence[Path], output: Path, *, text: str) -> tuple[Path | None, Path | None]:
+    """Whether ``-o OUTPUT`` is a folder (a mirrored tree) or, for one input file, the file to write:
+    ``(output_dir, output_file)``, one of them set.
+
+    A folder that exists, or a name ending in a separator, is a folder. For one input file, a name with a suffix
+    (or a file that exists) is the output file, which must name the input's format. A name without a suffix for
+    one file, or a file name for a folder or several inputs, would be ambiguous and is refused.
+
+    Raises:
+        ConfigurationError: an ambiguous name, a file name of another format, or the input itself.
+    """
+    is_folder = output.is_dir() or text.endswith(("/", os.sep))
+    single = len(paths) == 1 and paths[0].is_file()
+    if is_folder:
+        return output, None
+    if not single:
+        if output.suffix and claimed_kind(output) is not None:
+            raise ConfigurationError(
+                f"-o {text} names a file, but the input is a folder or several files: give a folder to write "
+                "a mirrored tree into"
+            )
+        return output, None
+    source = paths[0]
+    if not output.suffix and not output.exists():
+        raise ConfigurationError(
+            f"-o {text} could be a file or a folder: for one input file, give the file to write "
+            f"({text}{source.suffix}) or a folder ({text}/)"
+        )
+    if _format_suffix(output) != _format_suffix(source):
+        raise ConfigurationError(
+            f"-o {text}: the anonymized file keeps the input's format, so its name must end in {source.suffix}"
+        )
+    if output.resolve() == source.resolve():
+        raise ConfigurationError(f"-o {text} is the input itself: leave out -o to anonymize it in place")
+    return None, output
+
+
+def _file_plan(paths: list[Path], output_file: Path, *, dry_run: bool) -> Plan:
+    (given,) = paths
+    path = given.absolute()
+    real = _resolved(path)
+    mode = WriteMode.DRY_RUN if dry_run else WriteMode.OUTPUT_DIR
+    root = _Root(given=path, real=real, is_folder=False, prefix=Path(path.name))
+    return Plan(mode=mode, roots=(root,), missing=(), output_dir=None, output_file=output_file.absolute())
 
 
 def _distinct(roots: list[_Root], out_root: Path | None) -> tuple[_Root, ...]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from efface.errors import ConfigurationError
-from efface.pipeline.jobs import Plan, PlanItem, plan_jobs
+from efface.pipeline.jobs import Plan, PlanItem, output_target, plan_jobs
 from efface.pipeline.objects import ObjectPlan, plan_objects
 from efface.records import Location, ObjectURL, WriteMode
 
@@ -112,7 +112,12 @@ def plan_sources(
         raise ConfigurationError(
             "--output to an object store is for object inputs: write local files to a local folder"
         )
-    local = plan_jobs(paths, output_dir=out, dry_run=dry_run) if paths and not isinstance(out, ObjectURL) else None
+    local = None
+    if paths and not isinstance(out, ObjectURL):
+        output_dir, output_file = out, None
+        if out is not None and output is not None and not urls:
+            output_dir, output_file = output_target(paths, out, text=output)
+        local = plan_jobs(paths, output_dir=output_dir, output_file=output_file, dry_run=dry_run)
     objects = None
     if urls:
         from efface.storage import open_store_for
