@@ -4,11 +4,15 @@ that was seen, checked through the CLI runner or a real process."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from efface import __version__
+from efface.audit import AuditStore
 from efface.cli import app
 
 WIDE = {"COLUMNS": "200"}
@@ -59,3 +63,64 @@ def test_anonymize_help_gives_readable_names_and_the_defaults() -> None:
     for default in ("[default: fill]", "[default: balanced]", "[default: cores]", "balanced 0.35"):
         assert default in text, default
     assert re.search(r"--db URL", text) and re.search(r"--output -o PATH", text)
+
+
+@pytest.fixture
+def photo(tmp_path: Path, astronaut: np.ndarray) -> Path:
+    path = tmp_path / "in" / "single.jpg"
+    path.parent.mkdir()
+    Image.fromarray(astronaut).save(path, quality=95)
+    return path
+
+
+def test_output_names_the_file_for_one_input_and_a_folder_otherwise(
+    photo: Path, tmp_path: Path, sqlite_url: str
+) -> None:
+    before = photo.read_bytes()
+    written = tmp_path / "single_anonymized.jpg"
+    result = CliRunner().invoke(app, ["anonymize", str(photo), "-o", str(written), "--db", sqlite_url])
+    assert result.exit_code == 0, result.output
+    assert written.is_file() and written.read_bytes()[:2] == b"\xff\xd8" and photo.read_bytes() == before
+    folder = tmp_path / "copies"
+    result = CliRunner().invoke(app, ["anonymize", str(photo), "-o", f"{folder}/", "--db", sqlite_url])
+    assert result.exit_code == 0 and (folder / "single.jpg").is_file()
+    result = CliRunner().invoke(app, ["anonymize", str(photo.parent), "-o", str(tmp_path / "tree"), "--db", sqlite_url])
+    assert result.exit_code == 0 and (tmp_path / "tree" / "in" / "single.jpg").is_file()
+    refused = {
+        str(tmp_path / "ambiguous"): "could be a file or a folder",
+        str(tmp_path / "other.png"): "must end in .jpg",
+        str(photo): "is the input itself",
+    }
+    for output, message in refused.items():
+        result = CliRunner().invoke(app, ["anonymize", str(photo), "-o", output, "--db", sqlite_url])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+    result = CliRunner().invoke(
+        app, ["anonymize", str(photo.parent), "-o", str(tmp_path / "x.jpg"), "--db", sqlite_url]
+    )
+    assert result.exit_code == 2 and "give a folder" in result.output
+    assert not (tmp_path / "ambiguous").exists() and not (tmp_path / "x.jpg").exists()
+    assert photo.read_bytes() == before
+
+
+def test_mosaic_is_pixelate_and_the_fill_colour_is_an_option(photo: Path, tmp_path: Path, sqlite_url: str) -> None:
+    result = CliRunner().invoke(
+        app, ["anonymize", str(photo), "-o", f"{tmp_path}/m/", "--method", "mosaic", "--db", sqlite_url]
+    )
+    assert result.exit_code == 0, result.output
+    red = tmp_path / "red.jpg"
+    result = CliRunner().invoke(
+        app,
+        ["anonymize", str(photo), "-o", str(red), "--method", "fill", "--fill-color", "#ff0000", "--db", sqlite_url],
+    )
+    assert result.exit_code == 0, result.output
+    with AuditStore(sqlite_url) as store:
+        mosaic, fill = sorted(store.list_runs(), key=lambda run: run.started_at)
+        (row,) = store.list_files(fill.run_id)
+    assert mosaic.settings["method"] == "pixelate"
+    assert fill.settings["fill_rgb"] == [255, 0, 0]
+    x1, y1, x2, y2 = row.faces[0]["xyxy"]
+    centre = np.asarray(Image.open(red))[int((y1 + y2) / 2), int((x1 + x2) / 2)].astype(int)
+    assert centre[0] > 200 and centre[1] < 60 and centre[2] < 60
+    bad = CliRunner().invoke(app, ["anonymize", str(photo), "--fill-color", "red", "--db", sqlite_url])
+    assert bad.exit_code == 2 and "#RRGGBB" in bad.output

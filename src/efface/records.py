@@ -97,11 +97,16 @@ Location = Path | ObjectURL
 
 
 class Method(StrEnum):
-    """How a face region is made unrecognisable."""
+    """How a face region is made unrecognisable. ``mosaic``, the common name for pixelation, is taken as
+    ``pixelate`` (and recorded so)."""
 
     BLUR = "blur"
     PIXELATE = "pixelate"
     FILL = "fill"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Method | None:
+        return cls.PIXELATE if isinstance(value, str) and value.lower() == "mosaic" else None
 
 
 class Preset(StrEnum):

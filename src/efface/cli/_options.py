@@ -40,6 +40,7 @@ __all__ = [
     "DbOption",
     "DetectorOption",
     "DeviceOption",
+    "FillColorOption",
     "MaskOption",
     "MethodOption",
     "PixelateBlocksOption",
@@ -47,6 +48,7 @@ __all__ = [
     "PresetOption",
     "ThresholdOption",
     "fail_setup",
+    "fill_color",
     "load",
     "open_store",
     "or_exit",
@@ -84,8 +86,52 @@ ConfigOption = Annotated[
         "--config", metavar="FILE", help="TOML config file (default: $EFFACE_CONFIG or the user config folder)."
     ),
 ]
+
+
+def _method(text: str) -> Method:
+    try:
+        return Method(text.lower())
+    except ValueError:
+        raise typer.BadParameter(f"expected blur, pixelate (or mosaic) or fill, got {text!r}") from None
+
+
+def fill_color(text: str) -> tuple[int, int, int]:
+    """A colour as #RRGGBB, RRGGBB or R,G,B (0-255 each).
+
+    Raises:
+        typer.BadParameter: anything else (a usage error, exit 2).
+    """
+    value = text.strip()
+    try:
+        if "," in value:
+            parts = tuple(int(part) for part in value.split(","))
+        else:
+            digits = value.removeprefix("#")
+            if len(digits) != 6:
+                raise ValueError(value)
+            parts = tuple(int(digits[i : i + 2], 16) for i in (0, 2, 4))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or not all(0 <= part <= 255 for part in parts):
+        raise typer.BadParameter(f"expected a colour as #RRGGBB or R,G,B (0-255 each), got {text!r}")
+    return (parts[0], parts[1], parts[2])
+
+
 MethodOption = Annotated[
-    Method | None, typer.Option(help=with_default("How faces are anonymized.", setting_default("method")))
+    Method | None,
+    typer.Option(
+        parser=_method,
+        metavar="blur|pixelate|fill",
+        help=with_default("How faces are anonymized (mosaic: pixelate).", setting_default("method")),
+    ),
+]
+FillColorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--fill-color",
+        metavar="#RRGGBB|R,G,B",
+        help=with_default("The colour of --method fill.", "#000000"),
+    ),
 ]
 ThresholdOption = Annotated[
     float | None,
