@@ -458,3 +458,9 @@ def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     for name, value in s3_server.env().items():
         monkeypatch.setenv(name, value)
     return s3_server
+
+
+def json_files(output: str) -> list[dict[str, Any]]:
+    """The file lines of ``anonymize --json`` (the last line is the run's summary)."""
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("type") == "file"]

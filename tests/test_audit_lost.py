@@ -7,7 +7,6 @@ file stays byte-identical), or the file is named on stderr and the next run reco
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import signal
@@ -27,6 +26,8 @@ from PIL import Image
 
 from efface.audit import AuditStore
 from efface.records import Outcome, RunStatus
+
+from .conftest import json_files
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 PHOTOS = 6
@@ -183,7 +184,7 @@ def test_postgres_cut_between_replace_and_record_names_the_file_and_the_next_run
 
     assert proxy.is_cut
     assert lost.returncode == 1, lost.stderr
-    recorded = [json.loads(line) for line in lost.stdout.splitlines()]
+    recorded = json_files(lost.stdout)
     assert [Path(r["path"]).name for r in recorded] == ["photo_0.png", "photo_1.png"]
     error_lines = [line for line in lost.stderr.splitlines() if line.startswith("error:")]
     assert error_lines == [f"error: anonymized but not recorded: {third}; the next run records it"], lost.stderr

@@ -26,7 +26,7 @@ from efface.config import Settings
 from efface.detection.presets import preset_spec
 from efface.records import Outcome, Preset
 
-from .conftest import Carriers
+from .conftest import Carriers, json_files
 
 runner = CliRunner()
 
@@ -157,7 +157,7 @@ def test_output_mode_and_dry_run_leave_sources_untouched(
     assert result.exit_code == 0, result.output
     assert _snapshot(folder) == before
     assert (out / "src" / "a.png").is_file()
-    assert json.loads(result.stdout)["outcome"] == "anonymized"
+    assert json_files(result.stdout)[0]["outcome"] == "anonymized"
     (row,) = _files(sqlite_url)
     assert row.mode == "output_dir" and Path(row.output_path) == out / "src" / "a.png"
 
@@ -315,7 +315,7 @@ def test_every_preset_anonymizes_the_face_and_is_audited(
         app, ["anonymize", str(tmp_path / "a.png"), "--preset", preset, "--db", sqlite_url, "--json"]
     )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["faces_anonymized"] == 1
+    assert json_files(result.stdout)[0]["faces_anonymized"] == 1
     with AuditStore(sqlite_url) as store:
         (run,) = store.list_runs(limit=1)
     assert run.settings["preset"] == preset and run.settings["detection"]["scales"]
@@ -329,7 +329,7 @@ def test_a_user_supplied_yunet_is_fused_in(tmp_path: Path, astronaut: np.ndarray
     args = ["anonymize", str(tmp_path / "a.png"), "--detector", f"yunet:{YUNET}", "--db", sqlite_url, "--json"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["faces_anonymized"] == 1
+    assert json_files(result.stdout)[0]["faces_anonymized"] == 1
     with AuditStore(sqlite_url) as store:
         (run,) = store.list_runs(limit=1)
     assert run.model_name == "centerface+yunet"
@@ -608,7 +608,7 @@ def test_a_hard_linked_photo_is_refused_unless_every_name_is_given(
     done = runner.invoke(app, ["anonymize", str(tmp_path / "h"), "--db", sqlite_url, "--json"])
 
     assert done.exit_code == 0, done.output
-    summary = json.loads(done.stdout)
+    (summary,) = json_files(done.stdout)
     assert summary["faces_anonymized"] == 1
     assert first.read_bytes() == second.read_bytes() != original
     assert b"Jane Doe" not in first.read_bytes()

@@ -3,6 +3,7 @@ that was seen, checked through the CLI runner or a real process."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -124,3 +125,56 @@ def test_mosaic_is_pixelate_and_the_fill_colour_is_an_option(photo: Path, tmp_pa
     assert centre[0] > 200 and centre[1] < 60 and centre[2] < 60
     bad = CliRunner().invoke(app, ["anonymize", str(photo), "--fill-color", "red", "--db", sqlite_url])
     assert bad.exit_code == 2 and "#RRGGBB" in bad.output
+
+
+def test_verbose_prints_a_line_per_file_and_no_library_log_and_every_file_is_a_column(
+    photo: Path, tmp_path: Path, sqlite_url: str
+) -> None:
+    folder = photo.parent
+    Image.new("RGB", (64, 48), (20, 120, 20)).save(folder / "lawn.png")
+    (folder / "notes.txt").write_text("no picture here")
+    dry = CliRunner().invoke(app, ["anonymize", str(folder), "--dry-run", "-v", "--db", sqlite_url], env=WIDE)
+    assert dry.exit_code == 0, dry.output
+    assert f"{photo}: dry_run, 1 face(s) found, 0 anonymized" in dry.output
+    assert f"{folder / 'lawn.png'}: dry_run, 0 face(s) found" in dry.output
+    assert f"{folder / 'notes.txt'}: not_media" in dry.output
+    assert "Context impl" not in dry.output and "alembic" not in dry.output.lower()
+    header = next(line for line in dry.output.splitlines() if "files" in line and "errors" in line)
+    row = dry.output.splitlines()[dry.output.splitlines().index(header) + 2]
+    cells = dict(zip(re.findall(r"[a-z][a-z ()]*[a-z)]", header), re.findall(r"\d+(?:\.\d+ s)?", row), strict=False))
+    assert cells["files"] == "3" and cells["with faces (dry run)"] == "1" and cells["no faces"] == "1"
+    assert cells["not media"] == "1"
+    done = CliRunner().invoke(app, ["anonymize", str(folder), "--db", sqlite_url], env=WIDE)
+    again = CliRunner().invoke(app, ["anonymize", str(folder), "--db", sqlite_url], env=WIDE)
+    assert done.exit_code == again.exit_code == 0
+    header = next(line for line in again.output.splitlines() if "skipped" in line)
+    row = again.output.splitlines()[again.output.splitlines().index(header) + 2]
+    assert (
+        dict(zip(re.findall(r"[a-z][a-z ()]*[a-z)]", header), re.findall(r"\d+(?:\.\d+ s)?", row), strict=False))[
+            "skipped"
+        ]
+        == "2"
+    )
+
+
+def test_json_lines_name_the_run_and_end_with_its_summary(photo: Path, tmp_path: Path, sqlite_url: str) -> None:
+    result = CliRunner().invoke(app, ["anonymize", str(photo), "-o", f"{tmp_path}/o/", "--json", "--db", sqlite_url])
+    assert result.exit_code == 0, result.output
+    file_line, summary = (json.loads(line) for line in result.stdout.splitlines())
+    assert file_line["type"] == "file" and summary["type"] == "summary"
+    assert file_line["run_id"] == summary["run_id"] and len(summary["run_id"]) == 32
+    assert summary["files"] == 1 and summary["by_outcome"] == {"anonymized": 1} and summary["faces_anonymized"] == 1
+
+
+def test_audit_show_lists_settings_by_name_and_every_time_is_iso_8601_utc(photo: Path, sqlite_url: str) -> None:
+    CliRunner().invoke(app, ["anonymize", str(photo), "--dry-run", "--db", sqlite_url])
+    shown = CliRunner().invoke(app, ["audit", "show", "latest", "--db", sqlite_url], env=WIDE)
+    assert re.search(r"settings\.method\s+│ fill", shown.output) and "settings.detection.scales" in shown.output
+    assert re.search(r"started_at\s+│ \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", shown.output)
+    iso = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+    document = json.loads(CliRunner().invoke(app, ["audit", "show", "latest", "--db", sqlite_url, "--json"]).stdout)
+    listed = json.loads(CliRunner().invoke(app, ["audit", "list", "--db", sqlite_url, "--json"]).stdout)
+    exported = CliRunner().invoke(app, ["audit", "export", "--format", "jsonl", "--table", "runs", "--db", sqlite_url])
+    times = [document["run"]["started_at"], document["files"][0]["started_at"], listed[0]["started_at"]]
+    times.append(json.loads(exported.stdout.splitlines()[0])["started_at"])
+    assert all(iso.match(str(value)) for value in times), times

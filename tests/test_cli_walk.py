@@ -8,7 +8,6 @@ goes on.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -21,6 +20,8 @@ from PIL import Image
 
 from efface.audit import AuditStore
 from efface.records import Outcome, RunStatus
+
+from .conftest import json_files
 
 
 def _files(db_url: str) -> dict[str, object]:
@@ -105,7 +106,7 @@ def test_a_folder_of_non_media_is_counted_and_audited_not_skipped(tmp_path: Path
     db_url = f"sqlite:///{tmp_path / 'audit.db'}"
     proc = _efface(str(folder), str(folder / "readme"), "--db", db_url, "--json")
     assert proc.returncode == 1, proc.stderr.decode()  # a folder without any picture or video fails, as before
-    lines = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    lines = json_files(proc.stdout.decode())
     assert sorted((Path(line["path"]).name, line["outcome"]) for line in lines) == [
         ("docs", "error"),
         ("empty.bin", "not_media"),

@@ -4,7 +4,6 @@ command says of every file what the command itself then does. The real CLI, the 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,8 @@ from efface.audit import AuditStore
 from efface.cli import app
 from efface.records import Outcome
 
+from .conftest import json_files
+
 runner = CliRunner()
 
 
@@ -23,7 +24,7 @@ def anonymize(*args: str) -> dict[str, dict[str, object]]:
     """Runs ``efface anonymize ... --json`` and gives each file's JSON line by file name."""
     result = runner.invoke(app, ["anonymize", *args, "--json", "--jobs", "1"])
     assert result.exit_code == 0, result.output
-    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    lines = json_files(result.stdout)
     return {Path(str(line["path"])).name: line for line in lines}
 
 

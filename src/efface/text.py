@@ -22,9 +22,16 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
-__all__ = ["path_from_text", "path_text", "printable"]
+__all__ = ["iso_time", "path_from_text", "path_text", "printable"]
+
+
+def iso_time(value: datetime) -> str:
+    """A time as every output of efface writes it: ISO 8601 in UTC with microseconds and ``Z``."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
 
 # Characters that break a line or drive a terminal: C0 and C1 controls, DEL, the Unicode line and paragraph
 # separators, the bidirectional marks and overrides (a name that reads backwards), and lone surrogates (bytes

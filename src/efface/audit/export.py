@@ -12,13 +12,13 @@ import json
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TextIO
 
 from efface.audit.chain import FieldType
 from efface.errors import ConfigurationError, OutputError
+from efface.text import iso_time
 
 __all__ = ["ExportFormat", "export_records"]
 
@@ -34,10 +34,6 @@ class ExportFormat(StrEnum):
     PARQUET = "parquet"
 
 
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def _json_text(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
@@ -46,7 +42,7 @@ def _csv_cell(value: Any, kind: FieldType) -> Any:
     if value is None:
         return ""
     if kind is FieldType.TIME:
-        return _iso(value)
+        return iso_time(value)
     if kind is FieldType.JSON:
         return _json_text(value)
     if kind is FieldType.BOOL:
@@ -56,7 +52,7 @@ def _csv_cell(value: Any, kind: FieldType) -> Any:
 
 def _jsonl_value(value: Any, kind: FieldType) -> Any:
     if value is not None and kind is FieldType.TIME:
-        return _iso(value)
+        return iso_time(value)
     return value
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -21,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from efface.records import AnonymizationResult, Outcome, RunSummary
-from efface.text import path_text, printable
+from efface.text import iso_time, path_text, printable
 
 # Every command imports this module: the records it prints are named for the type checker only, and the
 # verify enums are imported by the functions that print them, so ``efface anonymize`` loads no verify code.
@@ -76,15 +77,12 @@ class _PrintableMessages(logging.Filter):
 
 
 def configure_logging(verbose: bool) -> None:
-    """Logs to stderr through Rich: INFO with ``--verbose``, else WARNING and above."""
+    """Logs to stderr through Rich: efface's own INFO lines with ``--verbose``; the libraries' (Alembic, Ray,
+    onnxruntime, ...) only from WARNING up, verbose or not."""
     handler = RichHandler(console=stderr, show_path=False, markup=False)
     handler.addFilter(_PrintableMessages())
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(message)s",
-        handlers=[handler],
-        force=True,
-    )
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler], force=True)
+    logging.getLogger("efface").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def progress_bar(*, is_quiet: bool) -> Progress:
@@ -125,6 +123,24 @@ def result_json(result: AnonymizationResult) -> dict[str, object]:
     }
 
 
+def print_file(result: AnonymizationResult) -> None:
+    """One line per file (``--verbose``): what it is, what happened, the faces."""
+    subject = path_text(result.path) if result.path is not None else f"request {result.request_id}"
+    if result.outcome is Outcome.ERROR:
+        return  # printed as an error line already
+    if result.outcome not in (Outcome.ANONYMIZED, Outcome.NO_FACES, Outcome.DRY_RUN):
+        stdout.print(f"{shown(subject)}: {result.outcome.value}", highlight=False, soft_wrap=True)
+        return
+    faces = f"{result.faces_detected} face(s) found, {result.faces_anonymized} anonymized"
+    identity = result.details.get("identity")
+    kept = f", {identity['kept']} kept by identity" if isinstance(identity, dict) else ""
+    stdout.print(
+        f"{shown(subject)}: {result.outcome.value}, {faces}{kept} ({result.duration_s:.2f} s)",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def print_video(result: AnonymizationResult) -> None:
     """One line on what happened to a video's frames; nothing for images and failures."""
     video = result.video
@@ -140,23 +156,40 @@ def print_video(result: AnonymizationResult) -> None:
     )
 
 
-def print_summary(run_id: str, summary: RunSummary, counts: Counter[Outcome], *, uncertain: int = 0) -> None:
-    """The totals of an ``anonymize`` run, and how many files are worth a look."""
+def print_summary(
+    run_id: str,
+    summary: RunSummary,
+    counts: Counter[Outcome],
+    *,
+    uncertain: int = 0,
+    dry_run_with_faces: int = 0,
+) -> None:
+    """The totals of an ``anonymize`` run, and how many files are worth a look. Every file taken is in one
+    column (anonymized, no faces, skipped, not media, errors; a dry run's: with faces, no faces)."""
     table = Table(title=f"efface run {run_id}", show_header=True, header_style="bold")
-    for column in ("files", "anonymized", "no faces", "errors", "faces found", "faces anonymized", "time"):
+    dry = counts[Outcome.DRY_RUN]
+    if dry:
+        columns = {"with faces (dry run)": dry_run_with_faces, "no faces": dry - dry_run_with_faces}
+    else:
+        columns = {"anonymized": counts[Outcome.ANONYMIZED], "no faces": counts[Outcome.NO_FACES]}
+    columns |= {
+        "skipped": counts[Outcome.SKIPPED],
+        "not media": counts[Outcome.NOT_MEDIA],
+        "errors": summary.files_failed,
+    }
+    headers = ("files", *columns, "faces found", "faces anonymized", "time")
+    for column in headers:
         table.add_column(column, justify="right")
     table.add_row(
-        str(summary.files_total),
-        str(counts[Outcome.ANONYMIZED]),
-        str(counts[Outcome.NO_FACES]),
-        str(summary.files_failed),
+        str(summary.files_total + counts[Outcome.NOT_MEDIA]),
+        *(str(value) for value in columns.values()),
         str(summary.faces_detected),
         str(summary.faces_anonymized),
         f"{summary.duration_s:.2f} s",
     )
     stdout.print(table)
-    if counts[Outcome.DRY_RUN]:
-        stdout.print(f"dry run: {counts[Outcome.DRY_RUN]} file(s) analysed, nothing written")
+    if dry:
+        stdout.print(f"dry run: {dry} file(s) analysed, nothing written")
     if counts[Outcome.LEFTOVER_REMOVED]:
         stdout.print(f"removed {counts[Outcome.LEFTOVER_REMOVED]} temporary file(s) left by an interrupted run")
     if counts[Outcome.SKIPPED]:
@@ -250,8 +283,9 @@ def print_strength(validation_id: str, report: StrengthReport, recognizers: Sequ
 
 
 def stored_json(record: StoredRun | StoredFile) -> dict[str, object]:
-    """An audit row as a JSON object, every field."""
-    return {name: getattr(record, name) for name in record.__dataclass_fields__}
+    """An audit row as a JSON object, every field; times in ISO 8601 with ``Z``, as ``audit export`` writes them."""
+    fields = {name: getattr(record, name) for name in record.__dataclass_fields__}
+    return {name: iso_time(value) if isinstance(value, datetime) else value for name, value in fields.items()}
 
 
 def print_runs(runs: Sequence[StoredRun]) -> None:
@@ -262,7 +296,7 @@ def print_runs(runs: Sequence[StoredRun]) -> None:
     for run in runs:
         table.add_row(
             run.run_id[:12],
-            run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            run.started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
             shown(run.command),
             str(run.mode),
             str(run.status),
@@ -298,10 +332,22 @@ def print_run(run: StoredRun, files: Sequence[StoredFile]) -> None:
     head.add_column("field", style="bold")
     head.add_column("value")
     for name in _RUN_FIELDS:
-        head.add_row(name, shown(getattr(run, name)))
-    head.add_row("settings", shown(json.dumps(run.settings, sort_keys=True)))
+        value = getattr(run, name)
+        head.add_row(name, shown(iso_time(value) if isinstance(value, datetime) else value))
+    for name, value in _flattened(run.settings):
+        head.add_row(f"settings.{name}", shown(value))
     stdout.print(head)
     print_files(files, title="files")
+
+
+def _flattened(settings: Mapping[str, object], prefix: str = "") -> Iterator[tuple[str, str]]:
+    """Settings as (dotted name, value) rows: a nested table by its keys, a list or value as compact JSON."""
+    for name in sorted(settings):
+        value = settings[name]
+        if isinstance(value, Mapping) and value:
+            yield from _flattened(value, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
 def print_files(files: Sequence[StoredFile], *, title: str) -> None:
@@ -371,8 +417,8 @@ def key_json(key: ApiKey) -> dict[str, object]:
     return {
         "key_id": key.key_id,
         "name": key.name,
-        "created_at": key.created_at.isoformat(),
-        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+        "created_at": iso_time(key.created_at),
+        "revoked_at": iso_time(key.revoked_at) if key.revoked_at else None,
         "rate_limit_per_min": key.rate_limit_per_min,
     }
 

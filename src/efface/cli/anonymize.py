@@ -40,6 +40,7 @@ from efface.cli._options import (
 from efface.cli._render import (
     configure_logging,
     print_error,
+    print_file,
     print_summary,
     print_video,
     progress_bar,
@@ -186,7 +187,9 @@ def anonymize(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print one JSON line per file instead of tables.")
     ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what is done.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="A line per file (path, outcome, faces) and efface's log.")
+    ] = False,
 ) -> None:
     """Find every face in PATHS and anonymize it; each file is replaced atomically and audited."""
     # The pipeline (onnxruntime, OpenCV, Pillow, the audit store) is imported when the command runs, not when
@@ -249,6 +252,7 @@ def anonymize(
     outcomes: Counter[Outcome] = Counter()
     by_identity: Counter[str] = Counter()  # faces (tracks) kept, anonymized and unrecognized by identity
     uncertain = [0]  # files with something the detector was unsure of
+    dry_with_faces = [0]  # dry-run files with a face found
     progress = progress_bar(is_quiet=json_output)
 
     frame_tasks: dict[Location, TaskID] = {}
@@ -260,6 +264,7 @@ def anonymize(
 
     def on_result(result: AnonymizationResult) -> None:
         outcomes[result.outcome] += 1
+        dry_with_faces[0] += result.outcome is Outcome.DRY_RUN and result.faces_detected > 0
         identity = result.details.get("identity")
         if isinstance(identity, dict):
             by_identity.update({key: int(value) for key, value in identity.items() if key != "boxes_kept"})
@@ -268,12 +273,14 @@ def anonymize(
         progress.advance(task)
         if result.path in frame_tasks:
             progress.remove_task(frame_tasks.pop(result.path))
-        if json_output:
-            typer.echo(json.dumps(result_json(result)))  # JSON Lines: one object per file
+        if json_output:  # JSON Lines: one object per file, then the run's summary
+            typer.echo(json.dumps({"type": "file", "run_id": run.run_id, **result_json(result)}))
         elif result.outcome is Outcome.ERROR:
             subject = path_text(result.path) if result.path is not None else f"request {result.request_id}"
             print_error(f"{subject}: {result.error_message} ({result.error_class})")
         else:
+            if verbose:
+                print_file(result)
             print_video(result)
 
     def walked(items: Iterator[PlanItem]) -> Iterator[PlanItem]:
@@ -321,8 +328,23 @@ def anonymize(
     except EffaceError as exc:  # the audit log failed mid-run: stop, the files done so far are audited
         print_error(exc)
         raise typer.Exit(EXIT_FILES_FAILED) from exc
-    if not json_output:
-        print_summary(run.run_id, summary, outcomes, uncertain=uncertain[0])
+    if json_output:
+        record = {
+            "type": "summary",
+            "run_id": run.run_id,
+            "mode": plan.mode.value,
+            "files": summary.files_total + outcomes[Outcome.NOT_MEDIA],
+            "by_outcome": {outcome.value: n for outcome, n in sorted(outcomes.items()) if outcome.is_counted or n},
+            "files_failed": summary.files_failed,
+            "faces_detected": summary.faces_detected,
+            "faces_anonymized": summary.faces_anonymized,
+            "uncertain_files": uncertain[0],
+            "identity": dict(by_identity) if selection is not None else None,
+            "duration_s": round(summary.duration_s, 4),
+        }
+        typer.echo(json.dumps(record))
+    else:
+        print_summary(run.run_id, summary, outcomes, uncertain=uncertain[0], dry_run_with_faces=dry_with_faces[0])
         if selection is not None:
             stdout.print(
                 f"by identity ({selection.mode.value} person): {by_identity['kept']} kept visible, "
