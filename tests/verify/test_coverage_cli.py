@@ -46,6 +46,7 @@ def test_coverage_of_a_found_face_is_recorded(tmp_path: Path, sample: Path, sqli
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
     assert figures["recall"] == 1.0 and figures["images"] == 2 and figures["faces"] == 1
+    assert figures["faces_counted"] == "all"  # no --subset: every annotated face, said so
     assert figures["coverage"]["covered_share"] == 1.0 and figures["passed"] is True
     assert figures["recall_by_height"][">=50"] == {"found": 1, "total": 1, "share": 1.0}
     assert {p.name: p.read_bytes() for p in sample.iterdir()} == before  # verification writes nothing
@@ -72,6 +73,9 @@ def test_fail_under_exits_1_when_a_face_is_missed(tmp_path: Path, sample: Path, 
     )
     assert result.exit_code == 1
     assert "0.500" in result.stdout and "below --fail-under" in result.stderr
+    assert (
+        "faces counted: every annotated face" in result.stdout and "coverage of every annotated face" in result.stdout
+    )
     with AuditStore(sqlite_url) as store:
         (validation,) = store.list_validations()
     assert validation.passed is False and validation.figures["recall"] == 0.5

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from efface.audit.verifier import ChainReport
     from efface.config import Settings
     from efface.recognition.recognizers import FaceRecognizer
+    from efface.verify.annotations import WiderSubset
     from efface.verify.coverage import CoverageRun
     from efface.verify.strength import StrengthReport
 
@@ -214,15 +215,27 @@ def _share(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def print_coverage(validation_id: str, run: CoverageRun, settings: Settings) -> None:
-    """Recall and coverage by face height, then the other figures of a coverage run."""
+def print_coverage(
+    validation_id: str, run: CoverageRun, settings: Settings, *, subset: WiderSubset | None = None
+) -> None:
+    """Which faces were counted, recall and coverage by face height, then the other figures of a coverage run."""
     from efface.verify.metrics import HeightBin
 
     report = run.report
+    counted = f"the WIDER {subset.value} subset" if subset is not None else "every annotated face"
     title = (
-        f"coverage ({settings.preset.value} preset, threshold {report.score_threshold:g}), "
+        f"coverage of {counted} ({settings.preset.value} preset, threshold {report.score_threshold:g}), "
         f"validation {validation_id[:12]}"
     )
+    if subset is None:
+        stdout.print(
+            "faces counted: every annotated face, of every difficulty (the README's headline is the WIDER hard "
+            "subset: add --subset hard --difficulty FILE)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        stdout.print(f"faces counted: the WIDER {subset.value} subset (--subset {subset.value})", highlight=False)
     table = Table(title=title, header_style="bold")
     for column in ("face height", "faces", "found", "recall", "covered >= 70 %", "mean covered"):
         table.add_column(column, justify="right")

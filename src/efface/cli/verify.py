@@ -135,9 +135,11 @@ def verify_coverage(
         print_error(exc)
         raise typer.Exit(EXIT_FILES_FAILED) from exc
     if json_output:
-        typer.echo(json.dumps({"validation_id": record.validation_id, "passed": passed, **run.as_dict()}, indent=2))
+        counted = {"faces_counted": subset.value if subset else "all"}
+        document = {"validation_id": record.validation_id, "passed": passed, **counted, **run.as_dict()}
+        typer.echo(json.dumps(document, indent=2))
     else:
-        print_coverage(record.validation_id, run, settings)
+        print_coverage(record.validation_id, run, settings, subset=subset)
     if passed is False:
         if recall is None:  # nothing annotated was counted: no recall to pass on
             stderr.print(f"no annotated face to measure recall on: --fail-under {fail_under} fails", highlight=False)
