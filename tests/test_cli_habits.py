@@ -178,3 +178,16 @@ def test_audit_show_lists_settings_by_name_and_every_time_is_iso_8601_utc(photo:
     times = [document["run"]["started_at"], document["files"][0]["started_at"], listed[0]["started_at"]]
     times.append(json.loads(exported.stdout.splitlines()[0])["started_at"])
     assert all(iso.match(str(value)) for value in times), times
+
+
+@pytest.mark.parametrize("url", ["rtsp://camera.local/stream", "https://example.org/photo.jpg", "ftp://host/a.jpg"])
+def test_a_url_scheme_efface_does_not_read_is_refused_in_one_line_and_no_run_is_audited(
+    url: str, sqlite_url: str
+) -> None:
+    result = CliRunner().invoke(app, ["anonymize", url, "--db", sqlite_url])
+    scheme = url.split("://")[0]
+    assert result.exit_code == 2
+    assert result.output.strip() == result.output.strip().splitlines()[0]
+    assert f"{scheme}:// is not supported" in result.output
+    with AuditStore(sqlite_url) as store:
+        assert store.list_runs() == []

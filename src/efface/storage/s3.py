@@ -131,8 +131,9 @@ def open_store_for(url: ObjectURL, options: Mapping[str, object]) -> S3Store:
     """
     if url.scheme not in SCHEMES:
         raise ConfigurationError(
-            f"{url.scheme}:// is not supported: efface reads and writes S3-compatible object stores (s3://), where it "
-            "can make each write conditional and delete the versions that hold the original"
+            f"{url.scheme}:// is not supported: efface reads local files and folders, and S3-compatible object "
+            "stores (s3://), where it can make each write conditional and delete the versions that hold the original; "
+            "save a stream or a download to a file first"
         )
     return S3Store(options)
 
