@@ -4,7 +4,10 @@ that was seen, checked through the CLI runner or a real process."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -191,3 +194,27 @@ def test_a_url_scheme_efface_does_not_read_is_refused_in_one_line_and_no_run_is_
     assert f"{scheme}:// is not supported" in result.output
     with AuditStore(sqlite_url) as store:
         assert store.list_runs() == []
+
+
+def test_a_refused_connection_in_the_client_is_a_public_error_with_a_plain_message() -> None:
+    from efface.client import Client, ServiceUnreachableError
+
+    with (
+        Client("http://127.0.0.1:9", api_key="key", max_retries=0) as client,
+        pytest.raises(ServiceUnreachableError) as caught,
+    ):
+        client.detect(b"image")
+    assert str(caught.value).startswith("cannot connect to http://127.0.0.1:9")
+    assert "httpx" not in str(caught.value) and "_" not in type(caught.value).__name__
+
+
+@pytest.mark.slow
+def test_a_local_ray_cluster_starts_without_rays_token_notice(photo: Path, tmp_path: Path) -> None:
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("EFFACE_", "RAY_"))}
+    command = [sys.executable, "-m", "efface", "anonymize", str(photo), "-o", f"{tmp_path}/o/", "--ray", "local"]
+    done = subprocess.run(
+        [*command, "--db", f"sqlite:///{tmp_path / 'audit.db'}"], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Token authentication" not in done.stderr + done.stdout
+    assert (tmp_path / "o" / "single.jpg").is_file()

@@ -209,6 +209,10 @@ class RayPool:
         self._ray = ray
         self._owns_cluster = address == "local"
         _check_reachable(address)
+        if self._owns_cluster:
+            # A cluster of this machine, started and stopped here: Ray's notice that it turned token
+            # authentication on asks nothing of the user.
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         try:
             ray.init(
                 address=None if self._owns_cluster else address,
