@@ -218,3 +218,31 @@ def test_a_local_ray_cluster_starts_without_rays_token_notice(photo: Path, tmp_p
     assert done.returncode == 0, done.stderr
     assert "Token authentication" not in done.stderr + done.stdout
     assert (tmp_path / "o" / "single.jpg").is_file()
+
+
+def test_progress_shows_files_and_faces_for_a_folder_and_frames_fps_and_time_left_for_a_video() -> None:
+    from rich.console import Console
+
+    from efface.cli._render import CountColumn, RateColumn, progress_bar
+
+    progress = progress_bar(is_quiet=False)
+    folder = progress.add_task("anonymizing", total=None, unit="files", faces=0)
+    video = progress.add_task("  clip.mp4", total=900, unit="frames")
+    progress.advance(folder)
+    progress.update(folder, faces=7)
+    for done in range(1, 121):
+        progress.update(video, completed=done)
+    tasks = {task.id: task for task in progress.tasks}
+    assert (
+        CountColumn().render(tasks[folder]).plain == "1 files" and RateColumn().render(tasks[folder]).plain == "7 faces"
+    )
+    progress.update(folder, total=10)
+    assert CountColumn().render(tasks[folder]).plain == "1/10 files"
+    assert CountColumn().render(tasks[video]).plain == "120/900 frames"
+    assert RateColumn().render(tasks[video]).plain.endswith(" fps")
+    names = [type(column).__name__ for column in progress.columns]
+    assert "TimeRemainingColumn" in names and "MofNCompleteColumn" not in names
+    console = Console(record=True, width=120, force_terminal=True)
+    console.print(progress.make_tasks_table(progress.tasks))
+    shown = console.export_text()
+    assert "120/900 frames" in shown and "fps" in shown and "1/10 files" in shown and "7 faces" in shown

@@ -18,8 +18,17 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from efface.records import AnonymizationResult, Outcome, RunSummary
 from efface.text import iso_time, path_text, printable
@@ -86,13 +95,37 @@ def configure_logging(verbose: bool) -> None:
     logging.getLogger("efface").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
+class CountColumn(ProgressColumn):
+    """``3/10 files`` (``3 files`` while the total is not known yet), ``120/900 frames`` for a video."""
+
+    def render(self, task: Task) -> Text:
+        unit = task.fields.get("unit", "")
+        done = int(task.completed)
+        counted = f"{done:,}/{int(task.total):,}" if task.total is not None else f"{done:,}"
+        return Text(f"{counted} {unit}".rstrip(), style="progress.download")
+
+
+class RateColumn(ProgressColumn):
+    """A video's frames per second; a folder's faces anonymized so far."""
+
+    def render(self, task: Task) -> Text:
+        if task.fields.get("unit") == "frames":
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:.1f} fps" if speed else "- fps", style="progress.data.speed")
+        faces = task.fields.get("faces")
+        return Text(f"{faces:,} faces" if faces is not None else "", style="progress.data.speed")
+
+
 def progress_bar(*, is_quiet: bool) -> Progress:
-    """A progress bar on stderr, shown only on a terminal and not with --json."""
+    """A progress bar on stderr, shown only on a terminal and not with --json: per task its count (files, or a
+    video's frames), its rate (faces so far, or frames per second), the time spent and the time left."""
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        CountColumn(),
+        RateColumn(),
         TimeElapsedColumn(),
+        TimeRemainingColumn(),
         console=stderr,
         transient=True,
         disable=is_quiet or not stderr.is_terminal,

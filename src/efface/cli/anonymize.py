@@ -253,13 +253,14 @@ def anonymize(
     by_identity: Counter[str] = Counter()  # faces (tracks) kept, anonymized and unrecognized by identity
     uncertain = [0]  # files with something the detector was unsure of
     dry_with_faces = [0]  # dry-run files with a face found
+    faces_done = [0]  # faces anonymized so far, for the progress bar
     progress = progress_bar(is_quiet=json_output)
 
     frame_tasks: dict[Location, TaskID] = {}
 
     def on_frame(path: Location, done: int, expected: int | None) -> None:
         if path not in frame_tasks:
-            frame_tasks[path] = progress.add_task(f"  {shown(path_text(path.name))}", total=expected)
+            frame_tasks[path] = progress.add_task(f"  {shown(path_text(path.name))}", total=expected, unit="frames")
         progress.update(frame_tasks[path], completed=done)
 
     def on_result(result: AnonymizationResult) -> None:
@@ -271,6 +272,8 @@ def anonymize(
         if result.uncertainty is not None and result.uncertainty.count and result.outcome is not Outcome.PENDING:
             uncertain[0] += 1
         progress.advance(task)
+        faces_done[0] += result.faces_anonymized
+        progress.update(task, faces=faces_done[0])
         if result.path in frame_tasks:
             progress.remove_task(frame_tasks.pop(result.path))
         if json_output:  # JSON Lines: one object per file, then the run's summary
@@ -293,7 +296,7 @@ def anonymize(
 
     try:
         with store, progress, work or contextlib.nullcontext():
-            task = progress.add_task("anonymizing", total=None)
+            task = progress.add_task("anonymizing", total=None, unit="files", faces=0)
             started = or_exit(
                 lambda: open_executor(
                     settings,

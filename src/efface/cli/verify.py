@@ -109,7 +109,7 @@ def verify_coverage(
     progress = progress_bar(is_quiet=json_output)
     try:
         with store, progress:
-            task = progress.add_task("measuring coverage", total=len(sample))
+            task = progress.add_task("measuring coverage", total=len(sample), unit="images")
             run = measure_coverage(
                 sample, detector=candidates, policy=policy, on_image=lambda _: progress.advance(task)
             )
