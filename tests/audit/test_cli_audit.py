@@ -261,8 +261,8 @@ def test_report_counts_each_file_once_and_dry_runs_apart(db_url: str, tmp_path: 
     assert "1 file(s) (0 failed), 0 path(s) refused, 1 file(s) in dry runs, 0 request(s)" in stdout
 
 
-def test_the_missing_report_extra_is_named_with_its_brackets(tmp_path: Path, sqlite_url: str) -> None:
-    """Rich would read ``[report]`` in the hint as markup and print ``pip install 'efface'``."""
+def test_the_report_needs_no_plotting_library(tmp_path: Path, sqlite_url: str) -> None:
+    """The base install renders the whole report: a real process where matplotlib cannot be imported."""
     blocker = tmp_path / "site"
     blocker.mkdir()
     (blocker / "sitecustomize.py").write_text(
@@ -276,6 +276,6 @@ def test_the_missing_report_extra_is_named_with_its_brackets(tmp_path: Path, sql
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), *sys.path]), "COLUMNS": "200"}
     command = [sys.executable, "-m", "efface", "audit", "report", "--db", sqlite_url, "--out", str(tmp_path / "r.html")]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
-    assert result.returncode == 2, result.stderr
-    assert "error: the report's plots need matplotlib: pip install 'efface[report]'" in result.stderr
-    assert not (tmp_path / "r.html").exists()
+    assert result.returncode == 0, result.stderr
+    page = (tmp_path / "r.html").read_text()
+    assert page.count("<svg ") == 2 and "no file examined" in page

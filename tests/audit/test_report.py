@@ -157,11 +157,12 @@ def test_page_is_self_contained_with_the_key_figures(sqlite_store: AuditStore) -
         record_history(store)
         report = report_of(store)
     page = render_html(report)
-    # No resource from outside the page: no URL, no script; the plots are inline PNG.
+    # No resource from outside the page: no URL, no script; the plots are inline SVG.
     assert not re.search(r"(?:src|href)\s*=\s*[\"'](?!data:)", page)
     assert "http://" not in page and "https://" not in page
     assert "<script" not in page
-    assert page.count('src="data:image/png;base64,') == 2
+    assert page.count("<svg ") == 2 and "data:image" not in page
+    assert 'aria-label="Faces per file"' in page and 'aria-label="Processing over time (UTC)"' in page
     for text in ("90", "115", "INTACT", "0.891", "CorruptImageError", "NOT MET", "ab" * 32, report.chain.head_hash):
         assert text in page, text
 
@@ -206,7 +207,7 @@ def test_report_renders_in_headless_chromium_without_network(db_url: str, tmp_pa
     text = re.sub(r"<[^>]+>", " ", dom)
     for figure in ("90", "115", "INTACT", "recall 0.891", "CorruptImageError", "Originals not retained", head):
         assert figure in text, figure
-    assert dom.count("data:image/png;base64,") == 2
+    assert dom.count("<svg ") == 2
 
     screenshot = tmp_path / "report.png"
     run_chromium(

@@ -1,17 +1,15 @@
 """The accountability report for a data-protection officer: one self-contained HTML page (styles inline, plots
-embedded as PNG data, no script, no external resource) that says what was processed, when, with which model
+drawn as inline SVG, no script, no external resource) that says what was processed, when, with which model
 and settings, with what result, how anonymization was validated, whether the audit log is intact, and which
 items of the usual face-anonymization checklist have evidence.
 
 ``build_report`` gathers (reads the store and verifies the chain), ``evaluate_checklist`` judges (pure),
-``render_html`` writes (pure but for matplotlib, needed for the plots: ``pip install 'efface[report]'``).
+``render_html`` writes (pure; the plots come from ``plots.bar_chart``, so the base install renders it).
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -19,9 +17,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from efface.audit.plots import Bar, bar_chart
 from efface.audit.summary import FACES_HISTOGRAM_CAP, ActivitySummary, ErrorCause, ReportScope, Tally
 from efface.audit.verifier import ChainReport
-from efface.errors import ConfigurationError
 from efface.records import Outcome, ValidationKind, ValidationRecord, WriteMode
 
 if TYPE_CHECKING:
@@ -457,12 +455,6 @@ def _plain(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-def _figure_png(figure: Any) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 _OUTCOME_COLOURS: dict[str, str] = {
     Outcome.ANONYMIZED: "#2e7d32",
     Outcome.NO_FACES: "#90a4ae",
@@ -478,47 +470,32 @@ _OTHER_COLOUR = "#7e57c2"
 
 
 def _plots(activity: ActivitySummary) -> tuple[str, str]:
-    """The faces-per-file histogram and the files-over-time bars, as base64 PNG."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise ConfigurationError("the report's plots need matplotlib: pip install 'efface[report]'") from exc
-
-    faces = Figure(figsize=(8, 2.8))
-    axes = faces.add_subplot()
-    if activity.faces_per_file:
-        xs = [count for count, _ in activity.faces_per_file]
-        axes.bar(xs, [n for _, n in activity.faces_per_file], color="#2e7d32", width=0.8)
-        axes.set_xticks(xs, [f"{x}+" if x == FACES_HISTOGRAM_CAP else str(x) for x in xs])
-    else:
-        axes.text(0.5, 0.5, "no file examined", ha="center", va="center", transform=axes.transAxes)
-    axes.set_xlabel("faces detected in the file")
-    axes.set_ylabel("files")
-    axes.set_title("Faces per file")
-    axes.spines[["top", "right"]].set_visible(False)
-
-    over_time = Figure(figsize=(8, 2.8))
-    axes = over_time.add_subplot()
-    if activity.activity:
-        labels = [_bucket_label(start, activity.activity_unit.value) for start, _ in activity.activity]
-        positions = range(len(labels))
-        bottom = [0] * len(labels)
-        shown = dict.fromkeys([*Outcome, *(name for _, counts in activity.activity for name in counts)])
-        for outcome in shown:
-            heights = [counts.get(outcome, 0) for _, counts in activity.activity]
-            if any(heights):
-                colour = _OUTCOME_COLOURS.get(outcome, _OTHER_COLOUR)
-                axes.bar(positions, heights, bottom=bottom, label=str(outcome), color=colour)
-                bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
-        step = max(1, len(labels) // 12)
-        axes.set_xticks(list(positions)[::step], labels[::step], rotation=30, ha="right")
-        axes.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    else:
-        axes.text(0.5, 0.5, "no file processed", ha="center", va="center", transform=axes.transAxes)
-    axes.set_ylabel(f"files per {activity.activity_unit.value}")
-    axes.set_title("Processing over time (UTC)")
-    axes.spines[["top", "right"]].set_visible(False)
-    return _figure_png(faces), _figure_png(over_time)
+    """The faces-per-file histogram and the files-over-time bars, as inline SVG (``plots.bar_chart``)."""
+    faces = bar_chart(
+        title="Faces per file",
+        bars=[
+            Bar(f"{count}+" if count == FACES_HISTOGRAM_CAP else str(count), {"files": files})
+            for count, files in activity.faces_per_file
+        ],
+        colours={"files": "#2e7d32"},
+        x_label="faces detected in the file",
+        y_label="files",
+        empty="no file examined",
+    )
+    over_time = bar_chart(
+        title="Processing over time (UTC)",
+        bars=[
+            Bar(_bucket_label(start, activity.activity_unit.value), {str(k): n for k, n in counts.items()})
+            for start, counts in activity.activity
+        ],
+        colours={str(outcome): colour for outcome, colour in _OUTCOME_COLOURS.items()},
+        x_label=f"files per {activity.activity_unit.value}",
+        y_label="files",
+        empty="no file processed",
+        legend=True,
+        other_colour=_OTHER_COLOUR,
+    )
+    return faces, over_time
 
 
 # How the accounting table names a latest state; one not listed (a newer outcome) shows as its own name.
@@ -594,13 +571,9 @@ def _validation_section(title: str, record: ValidationRecord | None, figures_lin
 
 
 def render_html(report: ReportData) -> str:
-    """The report as one self-contained HTML page.
-
-    Raises:
-        ConfigurationError: matplotlib is not installed.
-    """
+    """The report as one self-contained HTML page."""
     activity, chain = report.activity, report.chain
-    faces_png, time_png = _plots(activity)
+    faces_svg, time_svg = _plots(activity)
     chain_state = '<span class="intact">INTACT</span>' if chain.is_intact else '<span class="broken">BROKEN</span>'
     files, requests = activity.files, activity.requests
     counted = [
@@ -745,8 +718,8 @@ files from {_e(_date(activity.first_file_at))} to {_e(_date(activity.last_file_a
     }
 
 <h2>Plots</h2>
-<img alt="Faces per file" src="data:image/png;base64,{faces_png}">
-<img alt="Processing over time" src="data:image/png;base64,{time_png}">
+<figure>{faces_svg}</figure>
+<figure>{time_svg}</figure>
 
 <h2>Audit chain</h2>
 <p>Chain status: <strong>{chain_state}</strong>, verified {_e(_date(chain.checked_at))}: {chain.rows:,} chain rows
