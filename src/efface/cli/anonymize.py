@@ -78,8 +78,9 @@ def anonymize(
             "--output",
             "-o",
             metavar="PATH",
-            help="Write a mirrored tree here (a folder, or an s3:// prefix for object inputs) and leave the sources "
-            "untouched.",
+            help="Leave the sources untouched and write here: for one input file, the file to write (e.g. "
+            "photo_anonymized.jpg); otherwise a folder that gets a mirrored tree (a name ending in /; an s3:// "
+            "prefix for object inputs).",
         ),
     ] = None,
     storage_option: Annotated[
