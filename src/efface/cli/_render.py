@@ -86,12 +86,13 @@ class _PrintableMessages(logging.Filter):
         return True
 
 
-def configure_logging(verbose: bool) -> None:
-    """Logs to stderr through Rich: efface's own INFO lines with ``--verbose``; the libraries' (Alembic, Ray,
-    onnxruntime, ...) only from WARNING up, verbose or not."""
+def configure_logging(verbose: int) -> None:
+    """Logs to stderr through Rich: efface's own INFO lines with ``-v``; the libraries' (Alembic, Ray, onnxruntime,
+    ...) only from WARNING up, unless asked with ``-vv``."""
     handler = RichHandler(console=stderr, show_path=False, markup=False)
     handler.addFilter(_PrintableMessages())
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler], force=True)
+    root_level = logging.INFO if verbose >= 2 else logging.WARNING
+    logging.basicConfig(level=root_level, format="%(message)s", handlers=[handler], force=True)
     logging.getLogger("efface").setLevel(logging.INFO if verbose else logging.WARNING)
 
 

@@ -189,8 +189,14 @@ def anonymize(
         bool, typer.Option("--json", help="Print one JSON line per file instead of tables.")
     ] = False,
     verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="A line per file (path, outcome, faces) and efface's log.")
-    ] = False,
+        int,
+        typer.Option(
+            "--verbose",
+            "-v",
+            count=True,
+            help="A line per file (path, outcome, faces) and efface's log; -vv adds the libraries' log.",
+        ),
+    ] = 0,
 ) -> None:
     """Find every face in PATHS and anonymize it; each file is replaced atomically and audited."""
     # The pipeline (onnxruntime, OpenCV, Pillow, the audit store) is imported when the command runs, not when
