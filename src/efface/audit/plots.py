@@ -88,7 +88,7 @@ def bar_chart(
         parts.append(_text(_LEFT - 6, y + 4, f"{tick:,}", anchor="end", size=11))
     order = list(dict.fromkeys([*colours, *(name for bar in bars for name in bar.values)]))
     slot = plot_w / len(bars)
-    width = max(1.0, slot * 0.8)
+    width = min(56.0, max(1.0, slot * 0.8))
     step = max(1, math.ceil(len(bars) / _MAX_LABELS))
     for index, bar in enumerate(bars):
         x = _LEFT + index * slot + (slot - width) / 2

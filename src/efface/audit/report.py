@@ -489,8 +489,8 @@ def _plots(activity: ActivitySummary) -> tuple[str, str]:
             for start, counts in activity.activity
         ],
         colours={str(outcome): colour for outcome, colour in _OUTCOME_COLOURS.items()},
-        x_label=f"files per {activity.activity_unit.value}",
-        y_label="files",
+        x_label=f"one bar per {activity.activity_unit.value} (UTC)",
+        y_label=f"files per {activity.activity_unit.value}",
         empty="no file processed",
         legend=True,
         other_colour=_OTHER_COLOUR,
