@@ -90,3 +90,23 @@ def test_thresholds_chosen_on_people_hold_their_leak_rate_on_others() -> None:
     assert rates.third_party_faces == 30 * (240 - 4) and rates.subject_faces == 30 * 3
     assert rates.leak_rate <= 0.001
     assert rates.subject_kept_rate > 0.8 and rates.only_missed_rate < 0.2
+
+
+def test_several_references_per_person_compare_each_face_with_the_nearest_of_them() -> None:
+    """Three made-up faces of p (one far from the other two) and one of q: with p's first two faces as references
+    a probe near either is the subject, and q's face is compared with both (its best similarity counts)."""
+    from efface.recognition.matching import _pairs
+
+    labels = ["p", "p", "p", "q"]
+    angles = [0.0, 90.0, 85.0, 45.0]  # p's third face is near p's second reference, not its first
+    vectors = np.array([[np.cos(np.deg2rad(a)), np.sin(np.deg2rad(a))] for a in angles])
+    subject, third = _pairs(labels, {"p"}, references=2)
+    assert subject == [((0, 1), 2)] and third == [((0, 1), 3)]
+    assert _pairs(labels, {"q"}, references=2) == ([], [])  # q has too few faces to be a subject
+    thresholds = Thresholds(keep={"a": 0.99}, close={"a": 0.9}, other={"a": 0.5})
+    one = measure_matching({"a": vectors}, labels, {"p"}, thresholds=thresholds)
+    two = measure_matching({"a": vectors}, labels, {"p"}, thresholds=thresholds, references=2)
+    assert one.subject_kept_rate == 0.0 and one.subject_faces == 2  # near neither probe: both missed
+    assert two.subject_kept_rate == 1.0 and two.subject_faces == 1 and two.third_party_faces == 1
+    with pytest.raises(ValueError, match="at least one reference"):
+        _pairs(labels, {"p"}, references=0)

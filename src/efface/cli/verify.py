@@ -261,6 +261,15 @@ def verify_identity(
             help="The share of third-party faces each recognizer alone may take for the subject.",
         ),
     ] = 0.001,
+    references: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=5,
+            help="Reference photos per person (each person's first ones), as --keep-person with that many photos: "
+            "people with fewer than this plus one are strangers only.",
+        ),
+    ] = 1,
     recognizer: Annotated[
         list[str] | None,
         typer.Option(
@@ -296,13 +305,18 @@ def verify_identity(
                 recognizers=recognizers,
                 distractors_dir=distractors,
                 leak_rate=leak_rate,
+                references=references,
                 on_step=lambda text: status.update(f"measuring the matcher: {shown(text)}"),
             )
             record = new_validation_record(
                 ValidationKind.IDENTITY,
                 detector=face_detector,
                 settings=settings,
-                extra_settings={"recognizers": list(report.recognizers), "target_leak_rate": leak_rate},
+                extra_settings={
+                    "recognizers": list(report.recognizers),
+                    "target_leak_rate": leak_rate,
+                    "references": references,
+                },
                 dataset={
                     "people_dir": str(people.resolve()),
                     "distractors": str(distractors.resolve()) if distractors else None,
@@ -333,6 +347,14 @@ def verify_identity(
             f"thresholds chosen on every person (keep, cosine): {thresholds}",
             highlight=False,
         )
+        defaults = report.at_defaults
+        if defaults is not None:
+            stdout.print(
+                f"at efface's default thresholds, {references} reference photo(s) per person: third parties kept "
+                f"{defaults.leak_rate:.5f} of {defaults.third_party_faces:,}, data subject kept "
+                f"{defaults.subject_kept_rate:.3f} of {defaults.subject_faces:,}",
+                highlight=False,
+            )
     if not report.passed:
         stderr.print(f"[bold red]NOT VERIFIED:[/bold red] the leak rate is above {leak_rate:g}")
         raise typer.Exit(EXIT_FILES_FAILED)

@@ -157,24 +157,35 @@ class MatchRates:
         }
 
 
-def _pairs(labels: Sequence[str], people: set[str]) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """(reference, probe) pairs: each person's first face is the reference, every other face a probe."""
-    first: dict[str, int] = {}
+_Pair = tuple[tuple[int, ...], int]  # (the reference faces, the face compared with them)
+
+
+def _pairs(labels: Sequence[str], people: set[str], *, references: int = 1) -> tuple[list[_Pair], list[_Pair]]:
+    """(references, probe) pairs: each person's first ``references`` faces are their references, every other face
+    a probe (their own, or a third party's). A person with fewer faces than that is not a subject (their faces are
+    still third parties to the others)."""
+    if references < 1:
+        raise ValueError(f"expected at least one reference face per person, got {references}")
+    chosen: dict[str, list[int]] = {}
     for index, label in enumerate(labels):
-        if label in people:
-            first.setdefault(label, index)
-    subject: list[tuple[int, int]] = []
-    third: list[tuple[int, int]] = []
-    for person, reference in first.items():
+        if label in people and len(chosen.setdefault(label, [])) < references:
+            chosen[label].append(index)
+    subject: list[_Pair] = []
+    third: list[_Pair] = []
+    for person, indices in chosen.items():
+        if len(indices) < references:
+            continue
+        refs = tuple(indices)
         for index, label in enumerate(labels):
-            if index != reference:
-                (subject if label == person else third).append((reference, index))
+            if index not in refs:
+                (subject if label == person else third).append((refs, index))
     return subject, third
 
 
-def _cosines(embeddings: npt.NDArray[np.floating], pairs: list[tuple[int, int]]) -> npt.NDArray[np.float64]:
+def _cosines(embeddings: npt.NDArray[np.floating], pairs: list[_Pair]) -> npt.NDArray[np.float64]:
+    """Each probe's similarity to the nearest of its references (as ``reference_similarity``)."""
     unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    return np.array([float(unit[a] @ unit[b]) for a, b in pairs], dtype=np.float64)
+    return np.array([float(np.max(unit[list(refs)] @ unit[probe])) for refs, probe in pairs], dtype=np.float64)
 
 
 def choose_thresholds(
@@ -183,6 +194,7 @@ def choose_thresholds(
     people: set[str],
     *,
     leak_rate: float,
+    references: int = 1,
 ) -> Thresholds:
     """Thresholds from labelled faces (the references: each person's first face): each recognizer's keep
     threshold at the ``1 - leak_rate`` quantile of its third-party similarities; its close threshold at the 1st
@@ -195,8 +207,9 @@ def choose_thresholds(
         labels: each face's person (faces of no one in ``people`` serve as third parties only).
         people: the people to take references of.
         leak_rate: the share of third-party faces each recognizer alone may keep.
+        references: reference faces per person (the first ones).
     """
-    subject_pairs, third_pairs = _pairs(labels, people)
+    subject_pairs, third_pairs = _pairs(labels, people, references=references)
     if not subject_pairs or not third_pairs:
         raise ValueError("expected people with two faces or more, and third parties")
     keep, close, other = {}, {}, {}
@@ -214,10 +227,11 @@ def measure_matching(
     people: set[str],
     *,
     thresholds: Thresholds,
+    references: int = 1,
 ) -> MatchRates:
-    """The leak, subject-kept and only-missed rates of ``thresholds`` on these people (each person's first face
-    the reference, every other face compared with it)."""
-    subject_pairs, third_pairs = _pairs(labels, people)
+    """The leak, subject-kept and only-missed rates of ``thresholds`` on these people (each person's first
+    ``references`` faces their references, every other face compared with the nearest of them)."""
+    subject_pairs, third_pairs = _pairs(labels, people, references=references)
     cosines = {
         name: (_cosines(np.asarray(vectors), subject_pairs), _cosines(np.asarray(vectors), third_pairs))
         for name, vectors in embeddings.items()

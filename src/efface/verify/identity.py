@@ -22,6 +22,7 @@ from efface.errors import InputError, UnreadableFileError
 from efface.media.images import CodecOptions, decode_image
 from efface.recognition.matching import MatchRates, Thresholds, choose_thresholds, measure_matching
 from efface.recognition.recognizers import FaceRecognizer
+from efface.recognition.selection import DEFAULT_THRESHOLDS
 from efface.verify.strength import load_identities, main_face
 
 __all__ = ["IdentityReport", "measure_identity"]
@@ -42,6 +43,9 @@ class IdentityReport:
         folds: per half, the thresholds chosen on the other half and the rates they gave.
         rates: the rates pooled over both halves, each measured at thresholds not chosen on it.
         recognizers: their names.
+        references: reference faces per person (each person's first ones).
+        at_defaults: the rates of efface's default thresholds (``DEFAULT_THRESHOLDS``) on every person, with
+            ``references`` faces each: what ``--keep-person`` with that many photos does here.
     """
 
     people: int
@@ -52,6 +56,8 @@ class IdentityReport:
     folds: tuple[tuple[Thresholds, MatchRates], ...]
     rates: MatchRates
     recognizers: tuple[str, ...]
+    references: int = 1
+    at_defaults: MatchRates | None = None
 
     @property
     def passed(self) -> bool:
@@ -68,6 +74,8 @@ class IdentityReport:
             "thresholds": self.thresholds.as_dict(),
             "rates": self.rates.as_dict(),
             "folds": [{"thresholds": t.as_dict(), "rates": r.as_dict()} for t, r in self.folds],
+            "references": self.references,
+            "at_default_thresholds": self.at_defaults.as_dict() if self.at_defaults is not None else None,
         }
 
 
@@ -79,6 +87,7 @@ def measure_identity(
     recognizers: Sequence[FaceRecognizer],
     distractors_dir: Path | None = None,
     leak_rate: float = 0.001,
+    references: int = 1,
     on_step: Callable[[str], None] | None = None,
 ) -> IdentityReport:
     """Embeds every face of ``people_dir`` (``PERSON/*.jpg``) and of ``distractors_dir`` and measures the matcher.
@@ -117,34 +126,50 @@ def measure_identity(
     counts: dict[str, int] = {}
     for label in labels:
         counts[label] = counts.get(label, 0) + 1
-    people = sorted(label for label, n in counts.items() if n >= 2 and not label.startswith(_DISTRACTOR))
+    needed = references + 1
+    people = sorted(label for label, n in counts.items() if n >= needed and not label.startswith(_DISTRACTOR))
     if len(people) < 2:
-        raise ValueError(f"expected two people or more with two embedded faces each, got {len(people)}")
+        raise ValueError(f"expected two people or more with {needed} embedded faces each, got {len(people)}")
     halves = (set(people[0::2]), set(people[1::2]))
     folds = []
     for chosen, measured in (halves, halves[::-1]):
-        thresholds = _chosen(embeddings, labels, chosen, leak_rate=leak_rate)
+        thresholds = _chosen(embeddings, labels, chosen, leak_rate=leak_rate, references=references)
         rows = [i for i, label in enumerate(labels) if label in measured or label.startswith(_DISTRACTOR)]
         subset = {name: vectors_[rows] for name, vectors_ in embeddings.items()}
-        rates = measure_matching(subset, [labels[i] for i in rows], measured, thresholds=thresholds)
+        rates = measure_matching(
+            subset, [labels[i] for i in rows], measured, thresholds=thresholds, references=references
+        )
         folds.append((thresholds, rates))
     return IdentityReport(
         people=len(people),
         faces=len(labels),
         skipped=skipped,
         target_leak_rate=leak_rate,
-        thresholds=choose_thresholds(embeddings, labels, set(people), leak_rate=leak_rate),
+        thresholds=choose_thresholds(embeddings, labels, set(people), leak_rate=leak_rate, references=references),
         folds=tuple(folds),
         rates=_pooled([rates for _, rates in folds]),
         recognizers=tuple(recognizer.name for recognizer in recognizers),
+        references=references,
+        at_defaults=_at_defaults(embeddings, labels, set(people), references=references),
     )
 
 
-def _chosen(embeddings: dict[str, np.ndarray], labels: list[str], people: set[str], *, leak_rate: float) -> Thresholds:
+def _at_defaults(
+    embeddings: dict[str, np.ndarray], labels: list[str], people: set[str], *, references: int
+) -> MatchRates | None:
+    """The default thresholds' rates on every person (None when the recognizers measured are not the defaults')."""
+    if set(embeddings) != set(DEFAULT_THRESHOLDS.keep):
+        return None
+    return measure_matching(embeddings, labels, people, thresholds=DEFAULT_THRESHOLDS, references=references)
+
+
+def _chosen(
+    embeddings: dict[str, np.ndarray], labels: list[str], people: set[str], *, leak_rate: float, references: int
+) -> Thresholds:
     """Thresholds chosen on ``people`` and the distractors only (the other half is left out)."""
     rows = [i for i, label in enumerate(labels) if label in people or label.startswith(_DISTRACTOR)]
     subset = {name: vectors[rows] for name, vectors in embeddings.items()}
-    return choose_thresholds(subset, [labels[i] for i in rows], people, leak_rate=leak_rate)
+    return choose_thresholds(subset, [labels[i] for i in rows], people, leak_rate=leak_rate, references=references)
 
 
 def _pooled(folds: Sequence[MatchRates]) -> MatchRates:
