@@ -42,6 +42,8 @@ def test_the_matcher_is_measured_on_people_it_was_not_tuned_on_and_reported(peop
     assert rates["third_party_faces"] > 20 * 100 and rates["subject_faces"] > 20
     assert rates["leak_rate"] <= 0.001 < rates["subject_kept_rate"]
     assert rates["subject_kept_rate"] > 0.5 and rates["only_missed_rate"] < 0.1
+    defaults = figures["at_default_thresholds"]  # what --keep-person does here with one photo per person
+    assert figures["references"] == 1 and defaults["leak_rate"] <= 0.001 and defaults["subject_kept_rate"] > 0.5
     keep = figures["thresholds"]["keep"]
     assert set(keep) == {"dlib", "facenet"} and figures["thresholds"]["other"]["dlib"] <= keep["dlib"]
     with AuditStore(sqlite_url) as store:
