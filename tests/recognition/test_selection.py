@@ -336,3 +336,35 @@ def test_a_python_session_keeps_the_subject_of_its_reference_photos(lfw: Path, s
     assert run.settings["identity"]["mode"] == "keep" and run.settings["identity"]["references"] == 1
     with pytest.raises(ConfigurationError, match="not both"):
         efface.Session(db_url=sqlite_url, keep_person=[subject[2]], only_person=[other[0]])
+
+
+@pytest.mark.slow
+def test_a_video_that_decodes_otherwise_on_the_second_pass_fails_and_stays_as_it_was(
+    astronaut: np.ndarray, tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The boxes chosen on the first pass are given frame by frame to the second: a video that decodes to another
+    number of frames the second time (changed, or a decoder that disagrees) must fail, not be anonymized askew."""
+    import dataclasses
+
+    from efface.pipeline import video as video_module
+
+    canvas = np.full((512, 768, 3), 90, np.uint8)
+    canvas[:, 128:640] = astronaut
+    clip = tmp_path / "astronaut.mp4"
+    _write_clip(clip, [canvas] * 6)
+    before = clip.read_bytes()
+    reference = tmp_path / "reference.jpg"
+    Image.fromarray(astronaut).save(reference, quality=95)
+    scan = video_module.scan_video
+
+    def one_frame_more(*args: object, **kwargs: object) -> object:
+        stats = scan(*args, **kwargs)  # type: ignore[arg-type]
+        return dataclasses.replace(stats, frames=stats.frames + 1)
+
+    monkeypatch.setattr(video_module, "scan_video", one_frame_more)
+    result = CliRunner().invoke(
+        app, ["anonymize", str(clip), "--keep-person", str(reference), "--jobs", "1", "--db", sqlite_url]
+    )
+    assert result.exit_code == 1, result.output
+    assert "decoded 7 frames to decide whose faces to keep, then 6 to anonymize" in result.output
+    assert clip.read_bytes() == before and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
