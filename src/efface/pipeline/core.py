@@ -27,7 +27,6 @@ from efface.detection.multiscale import MultiScaleSpec
 from efface.detection.presets import DEFAULT_PRESET, light_pass_spec, preset_spec
 from efface.detection.tracking import TrackingSpec
 from efface.errors import (
-    CorruptImageError,
     EffaceError,
     InputError,
     InputNotFoundError,
@@ -40,7 +39,7 @@ from efface.media.images import CodecOptions, DecodedImage, decode_image, encode
 from efface.media.sniff import SNIFF_BYTES, MediaKind, claimed_kind, refusal, sniff
 from efface.media.video import VideoOptions, is_video_path
 from efface.pipeline import results
-from efface.recognition.selection import IdentityCounts, Selection, TrackVotes, choose_faces
+from efface.recognition.selection import IdentityCounts, Selection, choose_faces
 from efface.records import (
     FAINT_SIZES,
     AnonymizationResult,
@@ -56,7 +55,6 @@ from efface.records import (
 from efface.transforms.core import Anonymizer
 
 if TYPE_CHECKING:
-    from efface.detection.tracking import TrackedFrame
     from efface.media.video import VideoInfo
     from efface.pipeline.objects import ObjectJob, PendingUpload
     from efface.pipeline.video import Detect, FrameCallback
@@ -444,7 +442,7 @@ def _anonymize_video_file(
 ) -> StagedResult:
     # PyAV and the frame pipeline are loaded by the first video, not by every run on photos.
     from efface.media.video import open_video
-    from efface.pipeline.video import anonymize_video, scan_video
+    from efface.pipeline.video import SelectiveVideo, anonymize_video, anonymize_video_selectively, scan_video
 
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()
@@ -456,16 +454,20 @@ def _anonymize_video_file(
             return StagedResult(_skipped(job, started_at=started_at, t0=t0))
         if job.destination is not None:
             _make_parent(job.destination)
-        identity: _SelectiveVideo | None = None
+        identity: SelectiveVideo | None = None
         if policy.identity is not None:
-            identity = _anonymize_video_selectively(
-                job,
-                status,
-                policy=policy,
+            identity = anonymize_video_selectively(
+                lambda: open_video(job.source, options=policy.video),
+                job.destination,
                 selection=policy.identity,
                 detect=detect,
                 detect_light=detect_light,
+                anonymize=policy.anonymizer.apply,
+                tracking=policy.tracking,
+                options=policy.video,
                 on_frame=on_frame,
+                permissions_from=job.source if job.mode is WriteMode.OUTPUT_DIR else None,
+                replacing=_original(job, status) if job.mode is WriteMode.IN_PLACE else None,
                 stager=stager,
             )
             stats, info = identity.stats, identity.info
@@ -510,112 +512,6 @@ def _anonymize_video_file(
             details={**result.details, "identity": identity.counts.as_dict()},
         )
     return StagedResult(dataclasses.replace(result, uncertainty=detect.uncertainty(stats)), staged, source_sha256)
-
-
-def _anonymize_video_selectively(
-    job: FileJob,
-    status: os.stat_result,
-    *,
-    policy: Policy,
-    selection: Selection,
-    detect: Detect,
-    detect_light: Detect | None,
-    on_frame: FrameCallback | None,
-    stager: Stager,
-) -> _SelectiveVideo:
-    """A video under selective anonymization, in two passes: the first detects, tracks and embeds, and decides
-    each track whole (``TrackVotes``); the second anonymizes exactly the boxes of the tracks to anonymize on
-    every frame (a track is kept on all its frames or on none). The second pass must decode as many frames as
-    the first, or the video fails; in place, the source must be unchanged since it was opened, as always.
-    """
-    from efface.media.video import open_video
-    from efface.pipeline.video import EXACT_TRACKING, FrameRegions, anonymize_video, scan_video
-
-    votes = TrackVotes(selection)
-    frames: list[TrackedFrame] = []
-
-    def on_pixels(pixels: np.ndarray, frame: TrackedFrame) -> None:
-        votes.add(frame.index, pixels, frame.faces, frame.track_ids, frame.is_detected)
-        frames.append(frame)
-
-    with open_video(job.source, options=policy.video) as video:
-        scanned = scan_video(
-            video,
-            detect=detect,
-            detect_light=detect_light,
-            tracking=policy.tracking,
-            on_frame=None if job.destination is not None else on_frame,
-            on_pixels=on_pixels,
-        )
-    hidden = votes.anonymized()
-    regions = {
-        frame.index: tuple(
-            face for face, track in zip(frame.faces, frame.track_ids, strict=True) if track < 0 or track in hidden
-        )
-        for frame in frames
-    }
-    kept = sum(len(frame.faces) for frame in frames) - sum(len(faces) for faces in regions.values())
-    counts = votes.counts(boxes_kept=kept)
-    detections = sum(
-        detected and (track < 0 or track in hidden)
-        for frame in frames
-        for track, detected in zip(frame.track_ids, frame.is_detected, strict=True)
-    )
-    chosen = _chosen_counts(scanned, regions)
-    if job.destination is None:
-        return _SelectiveVideo(chosen, counts, video.info, detections)
-    given = FrameRegions(regions)
-    with open_video(job.source, options=policy.video) as video:
-        written = anonymize_video(
-            video,
-            job.destination,
-            detect=given,
-            anonymize=policy.anonymizer.apply,
-            tracking=EXACT_TRACKING,
-            options=policy.video,
-            on_frame=on_frame,
-            permissions_from=job.source if job.mode is WriteMode.OUTPUT_DIR else None,
-            replacing=_original(job, status) if job.mode is WriteMode.IN_PLACE else None,
-            stager=stager,
-        )
-    if given.frames != scanned.frames or written.frames != scanned.frames:
-        raise CorruptImageError(
-            f"decoded {scanned.frames} frames to decide whose faces to keep, then {written.frames} to anonymize",
-            path=job.source,
-        )
-    stats = dataclasses.replace(
-        written,
-        frames_detected=scanned.frames_detected,
-        detections=scanned.detections,
-        regions=chosen.regions,
-        frames_with_faces=chosen.frames_with_faces,
-        regions_per_frame_min=chosen.regions_per_frame_min,
-        regions_per_frame_max=chosen.regions_per_frame_max,
-        tracking=scanned.tracking,
-    )
-    return _SelectiveVideo(stats, counts, video.info, detections)
-
-
-@dataclass(frozen=True, slots=True)
-class _SelectiveVideo:
-    """A video anonymized selectively: its stats, how its tracks were decided, what it is, the detections hidden."""
-
-    stats: VideoStats
-    counts: IdentityCounts
-    info: VideoInfo
-    detections_anonymized: int
-
-
-def _chosen_counts(scanned: VideoStats, regions: dict[int, tuple[Face, ...]]) -> VideoStats:
-    """The scan's stats with the region counts of the boxes chosen to be anonymized."""
-    per_frame = [len(regions.get(index, ())) for index in range(scanned.frames)]
-    return dataclasses.replace(
-        scanned,
-        regions=sum(per_frame),
-        frames_with_faces=sum(count > 0 for count in per_frame),
-        regions_per_frame_min=min(per_frame, default=0),
-        regions_per_frame_max=max(per_frame, default=0),
-    )
 
 
 def video_detectors(models: DetectionModels, policy: Policy) -> tuple[FaintTally, Detect | None]:

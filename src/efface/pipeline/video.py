@@ -19,20 +19,24 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from efface.detection.tracking import DetectionPass, TemporalCover, TrackedFrame, TrackingSpec
+from efface.errors import CorruptImageError
 from efface.media.atomic import Original, Stager
 from efface.media.video import VideoOptions
+from efface.recognition.selection import IdentityCounts, Selection, TrackVotes
 from efface.records import Face, VideoStats
 
 if TYPE_CHECKING:  # the caller opened the video, so PyAV is loaded; a name for the type checker only
-    from efface.media.video import VideoSource
+    from efface.media.video import VideoInfo, VideoSource
 
 __all__ = [
     "EXACT_TRACKING",
     "FrameCallback",
     "FrameRegions",
     "PixelsCallback",
+    "SelectiveVideo",
     "TrackedCallback",
     "anonymize_video",
+    "anonymize_video_selectively",
     "scan_video",
     "upright",
 ]
@@ -282,3 +286,121 @@ def scan_video(
         if on_frame is not None:
             on_frame(coverer.counts.frames, info.declared_frames)
     return coverer.counted(VideoStats(frames=coverer.counts.frames, fps=info.fps, duration_s=info.duration_s))
+
+
+@dataclass(frozen=True, slots=True)
+class SelectiveVideo:
+    """A video anonymized selectively (``anonymize_video_selectively``).
+
+    Attributes:
+        stats: what was written (a dry run: scanned), with the regions of the boxes chosen to be anonymized.
+        counts: how its tracks were decided.
+        info: what the video is.
+        detections_anonymized: the detected faces (not the carried boxes) of the tracks anonymized.
+    """
+
+    stats: VideoStats
+    counts: IdentityCounts
+    info: VideoInfo
+    detections_anonymized: int
+
+
+def anonymize_video_selectively(
+    open_source: Callable[[], VideoSource],
+    destination: Path | None,
+    *,
+    selection: Selection,
+    detect: Detect,
+    detect_light: Detect | None,
+    anonymize: Callable[[np.ndarray, tuple[Face, ...]], tuple[np.ndarray, int]],
+    tracking: TrackingSpec,
+    options: VideoOptions,
+    on_frame: FrameCallback | None = None,
+    permissions_from: Path | None = None,
+    replacing: Original | None = None,
+    stager: Stager | None = None,
+) -> SelectiveVideo:
+    """A video under selective anonymization, in two passes over ``open_source()``: the first detects, tracks and
+    embeds, and decides each track whole (``TrackVotes``); the second anonymizes exactly the boxes of the tracks to
+    anonymize on every frame (a track is kept on all its frames or on none). ``destination`` None: the first pass
+    only (a dry run). The other arguments are ``anonymize_video``'s.
+
+    Raises:
+        CorruptImageError: the second pass decoded another number of frames than the first (nothing is kept).
+        InputError, ConfigurationError, SourceChangedError, OutputError: as ``anonymize_video``.
+    """
+    votes = TrackVotes(selection)
+    frames: list[TrackedFrame] = []
+
+    def on_pixels(pixels: np.ndarray, frame: TrackedFrame) -> None:
+        votes.add(frame.index, pixels, frame.faces, frame.track_ids, frame.is_detected)
+        frames.append(frame)
+
+    with open_source() as video:
+        scanned = scan_video(
+            video,
+            detect=detect,
+            detect_light=detect_light,
+            tracking=tracking,
+            on_frame=None if destination is not None else on_frame,
+            on_pixels=on_pixels,
+        )
+    hidden = votes.anonymized()
+    regions = {
+        frame.index: tuple(
+            face for face, track in zip(frame.faces, frame.track_ids, strict=True) if track < 0 or track in hidden
+        )
+        for frame in frames
+    }
+    kept = sum(len(frame.faces) for frame in frames) - sum(len(faces) for faces in regions.values())
+    counts = votes.counts(boxes_kept=kept)
+    detections = sum(
+        detected and (track < 0 or track in hidden)
+        for frame in frames
+        for track, detected in zip(frame.track_ids, frame.is_detected, strict=True)
+    )
+    chosen = _chosen_counts(scanned, regions)
+    if destination is None:
+        return SelectiveVideo(chosen, counts, video.info, detections)
+    given = FrameRegions(regions)
+    with open_source() as video:
+        written = anonymize_video(
+            video,
+            destination,
+            detect=given,
+            anonymize=anonymize,
+            tracking=EXACT_TRACKING,
+            options=options,
+            on_frame=on_frame,
+            permissions_from=permissions_from,
+            replacing=replacing,
+            stager=stager,
+        )
+    if given.frames != scanned.frames or written.frames != scanned.frames:
+        raise CorruptImageError(
+            f"decoded {scanned.frames} frames to decide whose faces to keep, then {written.frames} to anonymize",
+            path=video.path,
+        )
+    stats = replace(
+        written,
+        frames_detected=scanned.frames_detected,
+        detections=scanned.detections,
+        regions=chosen.regions,
+        frames_with_faces=chosen.frames_with_faces,
+        regions_per_frame_min=chosen.regions_per_frame_min,
+        regions_per_frame_max=chosen.regions_per_frame_max,
+        tracking=scanned.tracking,
+    )
+    return SelectiveVideo(stats, counts, video.info, detections)
+
+
+def _chosen_counts(scanned: VideoStats, regions: dict[int, tuple[Face, ...]]) -> VideoStats:
+    """The scan's stats with the region counts of the boxes chosen to be anonymized."""
+    per_frame = [len(regions.get(index, ())) for index in range(scanned.frames)]
+    return replace(
+        scanned,
+        regions=sum(per_frame),
+        frames_with_faces=sum(count > 0 for count in per_frame),
+        regions_per_frame_min=min(per_frame, default=0),
+        regions_per_frame_max=max(per_frame, default=0),
+    )
