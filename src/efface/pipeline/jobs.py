@@ -410,11 +410,12 @@ def output_target(paths: Sequence[Path], output: Path, *, text: str) -> tuple[Pa
         return output, None
     source = paths[0]
     if not output.suffix and not output.exists():
+        example = f"{text}{source.suffix}" if source.suffix else f"{text}.jpg"
         raise ConfigurationError(
-            f"-o {text} could be a file or a folder: for one input file, give the file to write "
-            f"({text}{source.suffix}) or a folder ({text}/)"
+            f"-o {text} could be a file or a folder: for one input file, give the file to write ({example}) or a "
+            f"folder ({text}/)"
         )
-    if _format_suffix(output) != _format_suffix(source):
+    if source.suffix and _format_suffix(output) != _format_suffix(source):  # a name without one says nothing
         raise ConfigurationError(
             f"-o {text}: the anonymized file keeps the input's format, so its name must end in {source.suffix}"
         )
