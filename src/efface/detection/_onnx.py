@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from functools import cache
@@ -21,6 +20,7 @@ os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 import onnxruntime as ort  # after the telemetry switch above
 
+from efface.digests import file_sha256
 from efface.errors import ConfigurationError, ModelError
 
 __all__ = [
@@ -98,15 +98,6 @@ def onnxruntime_version() -> str:
 
 
 @cache
-def file_sha256(path: Path) -> str:
-    """sha256 of a weights file (cached per path)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def create_session(
     model: bytes | Path, providers: Sequence[str], *, intra_op_threads: int | None = None
 ) -> OnnxSession:

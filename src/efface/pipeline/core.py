@@ -26,6 +26,7 @@ from efface.detection.models import DetectionModels
 from efface.detection.multiscale import MultiScaleSpec
 from efface.detection.presets import DEFAULT_PRESET, light_pass_spec, preset_spec
 from efface.detection.tracking import TrackingSpec
+from efface.digests import file_sha256
 from efface.errors import (
     EffaceError,
     InputError,
@@ -608,14 +609,10 @@ def _skipped(job: FileJob, *, started_at: datetime, t0: float) -> AnonymizationR
 
 
 def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
+        return file_sha256(path)
     except OSError as exc:
         raise OutputError(f"cannot read back: {exc.strerror or exc}", path=path) from exc
-    return digest.hexdigest()
 
 
 def _make_parent(destination: Path) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import logging
 import socket
 import threading
@@ -37,6 +36,7 @@ from typing import Self
 from efface import __version__
 from efface.audit import AuditStore, StoredFile
 from efface.detection.models import DetectionModels
+from efface.digests import file_sha256
 from efface.errors import AuditError, EffaceError, OutputError, VersionsLeftError
 from efface.media.atomic import claim, discard, remove_if_leftover
 from efface.pipeline import results
@@ -334,14 +334,10 @@ def _not_replaced(member: AnonymizationResult, error: EffaceError) -> Anonymizat
 
 
 def _sha256_of(path: Path) -> str | None:
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
+        return file_sha256(path)
     except FileNotFoundError:
         return None
-    return digest.hexdigest()
 
 
 def settle_pending(

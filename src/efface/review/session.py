@@ -31,6 +31,7 @@ from efface.audit.reviews import ReviewStore
 from efface.detection.base import detect_with_faint
 from efface.detection.models import DetectionModels
 from efface.detection.static import StaticDetector, StaticModels
+from efface.digests import file_sha256
 from efface.errors import EffaceError, InputError, SourceChangedError
 from efface.media.atomic import discard
 from efface.media.images import decode_image
@@ -212,14 +213,6 @@ def _xyxy(box: Sequence[Any]) -> tuple[float, float, float, float]:
     return (values[0], values[1], values[2], values[3])
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _face(box: ReviewBox) -> Face:
     return Face(BBox(*box.xyxy), box.score if box.score is not None else 1.0)
 
@@ -337,7 +330,7 @@ class ReviewSession:
 
     def _detect_video(self, review: ReviewFile) -> None:
         try:
-            sha256 = _file_sha256(review.path)
+            sha256 = file_sha256(review.path)
             with self._detect_lock:
                 scan = scan_tracks(review.path, models=self._models, policy=self._policy)
         except (OSError, InputError) as exc:
