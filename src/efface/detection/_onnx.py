@@ -20,7 +20,7 @@ os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 import onnxruntime as ort  # after the telemetry switch above
 
-from efface.digests import file_sha256
+from efface import digests
 from efface.errors import ConfigurationError, ModelError
 
 __all__ = [
@@ -98,6 +98,11 @@ def onnxruntime_version() -> str:
 
 
 @cache
+def file_sha256(path: Path) -> str:
+    """sha256 of a weights file (cached per path: hashed once per process)."""
+    return digests.file_sha256(path)
+
+
 def create_session(
     model: bytes | Path, providers: Sequence[str], *, intra_op_threads: int | None = None
 ) -> OnnxSession:
