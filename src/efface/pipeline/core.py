@@ -455,6 +455,8 @@ def _anonymize_video_file(
             return StagedResult(_skipped(job, started_at=started_at, t0=t0))
         if job.destination is not None:
             _make_parent(job.destination)
+        permissions_from = job.source if job.mode is WriteMode.OUTPUT_DIR else None
+        replacing = _original(job, status) if job.mode is WriteMode.IN_PLACE else None
         identity: SelectiveVideo | None = None
         if policy.identity is not None:
             identity = anonymize_video_selectively(
@@ -467,8 +469,8 @@ def _anonymize_video_file(
                 tracking=policy.tracking,
                 options=policy.video,
                 on_frame=on_frame,
-                permissions_from=job.source if job.mode is WriteMode.OUTPUT_DIR else None,
-                replacing=_original(job, status) if job.mode is WriteMode.IN_PLACE else None,
+                permissions_from=permissions_from,
+                replacing=replacing,
                 stager=stager,
             )
             stats, info = identity.stats, identity.info
@@ -488,8 +490,8 @@ def _anonymize_video_file(
                         tracking=policy.tracking,
                         options=policy.video,
                         on_frame=on_frame,
-                        permissions_from=job.source if job.mode is WriteMode.OUTPUT_DIR else None,
-                        replacing=_original(job, status) if job.mode is WriteMode.IN_PLACE else None,
+                        permissions_from=permissions_from,
+                        replacing=replacing,
                         stager=stager,
                     )
             info = video.info

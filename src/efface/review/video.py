@@ -25,7 +25,7 @@ from efface.detection.multiscale import MultiScaleSpec
 from efface.detection.tracking import TrackedFrame, TrackingSpec
 from efface.media.video import VideoSource, open_video
 from efface.pipeline.core import Policy, video_detectors
-from efface.pipeline.video import EXACT_TRACKING, scan_video, upright
+from efface.pipeline.video import EXACT_TRACKING, FrameRegions, scan_video, upright
 from efface.records import BBox, Face, Uncertainty
 
 __all__ = [
@@ -190,18 +190,12 @@ def reviewed_policy(policy: Policy) -> Policy:
 
 
 class _FrameBoxes:
-    """A detector stand-in that gives the reviewed boxes of each frame, frames asked for in order."""
+    """A detector stand-in that gives the reviewed boxes of each frame (``FrameRegions``), named as the models."""
 
     def __init__(self, regions: dict[int, tuple[Face, ...]], *, name: str, weights_sha256: str) -> None:
-        self._regions = regions
-        self._next = 0
+        self.detect = FrameRegions(regions)
         self.name = name
         self.weights_sha256 = weights_sha256
-
-    def detect(self, image: np.ndarray) -> tuple[Face, ...]:
-        faces = self._regions.get(self._next, ())
-        self._next += 1
-        return faces
 
 
 @dataclass(frozen=True, slots=True)
